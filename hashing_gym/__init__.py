@@ -1,0 +1,20 @@
+"""hashing-gym: reinforcement-learning-based hashing as Gymnasium environments.
+
+``import hashing_gym`` registers the environments (ids without a namespace):
+
+- ``BinaryCodeTravel-v0`` (DRLH): flip bits of a code or terminate; BCH label-codeword reward.
+
+Third-party code needs this import (or ``gym.register_envs(hashing_gym)``) before ``gym.make``.
+"""
+
+from gymnasium.envs.registration import register
+
+__version__ = "0.1.0"
+
+register(
+    id="BinaryCodeTravel-v0",
+    entry_point="hashing_gym.envs.binary_code_travel:BinaryCodeTravelEnv",
+    # No max_episode_steps: the limit depends on `bits`, so the env truncates itself (max_steps).
+)
+
+__all__ = ["__version__"]

@@ -1,0 +1,236 @@
+"""Label codebooks: one binary codeword per class, far apart in Hamming distance.
+
+DRLH (Wang, Hong, Yuan; section 3.3) embeds each class label into a codeword of an
+error-correcting code so that the balls of radius ``R = (D_min - 1) // 2`` around the
+codewords do not overlap; the BinaryCodeTravel reward measures how far a code is from its
+class codeword. This module builds such codebooks:
+
+- ``"bch"``: a binary BCH code (built with galois). Among lengths ``n = 2^m - 1`` (m >= 3) the
+  one nearest to ``bits`` is taken (ties go to the longer code); among the BCH codes of that
+  length, the one with the largest minimum distance that still has at least ``num_classes``
+  codewords (``2^k >= num_classes``). ``num_classes`` distinct messages are drawn with the seed
+  and encoded; the codewords are then cut to ``bits`` (dropping trailing bits) or padded with
+  random bits (drawn with the seed), e.g. 16 bits = BCH(15, 5) plus one random bit.
+- ``"hadamard"``: rows of a Sylvester Hadamard matrix (and their complements) mapped to 0/1,
+  cut or padded the same way.
+- ``"random"``: independent fair bits drawn with the seed, redrawn until all codewords differ.
+
+galois costs about 1.7 s to import and several seconds of JIT for its first BCH code, so it is
+imported lazily, and every codebook is cached in memory and on disk (under
+``$HASHING_GYM_CACHE``, else ``$XDG_CACHE_HOME/hashing_gym``, else ``~/.cache/hashing_gym``):
+only the very first construction of a given (num_classes, bits, kind, seed) pays for galois.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+CODEBOOK_KINDS: tuple[str, ...] = ("bch", "hadamard", "random")
+
+# Bump when the construction changes, so stale disk caches are not reused.
+_CACHE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """Folder of the on-disk codebook cache (created on first write)."""
+    if os.environ.get("HASHING_GYM_CACHE"):
+        return Path(os.environ["HASHING_GYM_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hashing_gym"
+
+
+def label_codebook(num_classes: int, bits: int, kind: str = "bch", seed: int = 0) -> np.ndarray:
+    """Return one codeword per class.
+
+    Args:
+        num_classes: number of classes C (>= 2).
+        bits: code length b (>= 1, and large enough for C distinct codewords).
+        kind: ``"bch"``, ``"hadamard"`` or ``"random"`` (see the module docstring).
+        seed: seed of the message choice and of padding bits.
+
+    Returns:
+        uint8 array (C, bits) of 0/1, read-only; rows are pairwise distinct.
+
+    Raises:
+        ValueError: for an unknown kind, ``num_classes < 2``, ``bits <= 0``, or ``bits`` too
+            small to give ``num_classes`` distinct codewords.
+
+    >>> book = label_codebook(10, 16)
+    >>> book.shape, int(min_distance(book)) >= 7
+    ((10, 16), True)
+    """
+    num_classes, bits, seed = _check_arguments(num_classes, bits, kind, seed)
+    return _cached_codebook(num_classes, bits, kind, seed)
+
+
+def min_distance(codebook: np.ndarray) -> int:
+    """Minimum Hamming distance between two distinct rows of a (C, bits) 0/1 codebook.
+
+    >>> min_distance(np.array([[0, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=np.uint8))
+    1
+    """
+    codebook = np.asarray(codebook)
+    if codebook.ndim != 2 or codebook.shape[0] < 2:
+        raise ValueError(f"codebook must be 2-D with at least 2 rows, got shape {codebook.shape}")
+    distances = (codebook[:, None, :] != codebook[None, :, :]).sum(axis=-1)
+    np.fill_diagonal(distances, codebook.shape[1] + 1)
+    return int(distances.min())
+
+
+def error_correcting_radius(codebook: np.ndarray) -> int:
+    """``R = (D_min - 1) // 2``: balls of this radius around the codewords do not overlap."""
+    return (min_distance(codebook) - 1) // 2
+
+
+def bch_parameters(num_classes: int, bits: int) -> tuple[int, int, int]:
+    """The (n, k, d) of the BCH code that ``label_codebook(num_classes, bits, "bch")`` uses.
+
+    >>> bch_parameters(10, 16)
+    (15, 5, 7)
+    """
+    num_classes, bits, _ = _check_arguments(num_classes, bits, "bch", 0)
+    n = _bch_length(bits)
+    return _best_bch(n, num_classes)
+
+
+def _check_arguments(num_classes: int, bits: int, kind: str, seed: int) -> tuple[int, int, int]:
+    if kind not in CODEBOOK_KINDS:
+        raise ValueError(f"kind must be one of {CODEBOOK_KINDS}, got {kind!r}")
+    if int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if int(bits) != bits or bits <= 0:
+        raise ValueError(f"bits must be a positive integer, got {bits!r}")
+    if 2 ** int(bits) < num_classes:
+        raise ValueError(
+            f"bits={bits} is too small for {num_classes} classes: "
+            f"{bits} bits give at most {2**bits} distinct codewords"
+        )
+    return int(num_classes), int(bits), int(seed)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_codebook(num_classes: int, bits: int, kind: str, seed: int) -> np.ndarray:
+    path = cache_dir() / f"v{_CACHE_VERSION}-{kind}-c{num_classes}-b{bits}-s{seed}.npy"
+    codebook = _read_cache(path, num_classes, bits)
+    if codebook is None:
+        builder = {"bch": _bch_codebook, "hadamard": _hadamard_codebook, "random": _random_codebook}[kind]
+        codebook = builder(num_classes, bits, np.random.default_rng(seed))
+        _write_cache(path, codebook)
+    codebook.flags.writeable = False
+    return codebook
+
+
+def _read_cache(path: Path, num_classes: int, bits: int) -> np.ndarray | None:
+    try:
+        codebook = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    # A damaged or foreign file is rebuilt, never trusted.
+    if codebook.shape != (num_classes, bits) or codebook.dtype != np.uint8 or codebook.max() > 1:
+        return None
+    return codebook
+
+
+def _write_cache(path: Path, codebook: np.ndarray) -> None:
+    """Write atomically (temporary file + rename); a read-only cache folder is not an error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+            np.save(handle, codebook)
+        os.replace(handle.name, path)
+    except OSError:
+        pass
+
+
+def _fit_length(codewords: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray:
+    """Drop trailing bits or pad random ones to reach ``bits``."""
+    if codewords.shape[1] >= bits:
+        return np.ascontiguousarray(codewords[:, :bits])
+    pad = rng.integers(0, 2, size=(codewords.shape[0], bits - codewords.shape[1]), dtype=np.uint8)
+    return np.concatenate([codewords, pad], axis=1)
+
+
+def _bch_length(bits: int) -> int:
+    lengths = [2**m - 1 for m in range(3, 17)]
+    # Nearest length; on a tie the longer code (min() keeps the first of equal keys).
+    return min(reversed(lengths), key=lambda n: abs(n - bits))
+
+
+@functools.lru_cache(maxsize=64)
+def _best_bch(n: int, num_classes: int) -> tuple[int, int, int]:
+    """(n, k, d) of the largest-distance BCH code of length n with 2^k >= num_classes."""
+    import galois  # noqa: PLC0415 - 1.7 s import, only when a BCH codebook is first built
+
+    best: tuple[int, int, int] | None = None
+    designed = 3
+    while designed <= n:
+        try:
+            code = galois.BCH(n, d=designed)
+        except ValueError:
+            break
+        if 2**code.k >= num_classes and (best is None or code.d > best[2]):
+            best = (n, code.k, code.d)
+        designed = code.d + 2 if code.d >= designed else designed + 2
+    if best is None:  # only the repetition code is left; it has 2 codewords
+        raise ValueError(f"no BCH code of length {n} has {num_classes} codewords; use a longer bits")
+    return best
+
+
+def _bch_codebook(num_classes: int, bits: int, rng: np.random.Generator) -> np.ndarray:
+    import galois  # noqa: PLC0415
+
+    n, k, d = _best_bch(_bch_length(bits), num_classes)
+    code = galois.BCH(n, k)
+    messages = _distinct_messages(num_classes, k, rng)
+    codewords = np.asarray(code.encode(galois.GF2(messages)), dtype=np.uint8)
+    return _fit_length(codewords, bits, rng)
+
+
+def _distinct_messages(count: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` distinct k-bit messages, avoiding the all-zero one (its codeword is unbalanced) if possible."""
+    if k <= 20:
+        first = 1 if 2**k - 1 >= count else 0
+        chosen = rng.choice(np.arange(first, 2**k), size=count, replace=False)
+        return ((chosen[:, None] >> np.arange(k - 1, -1, -1)) & 1).astype(np.uint8)
+    messages: set[bytes] = set()
+    rows = []
+    while len(rows) < count:
+        row = rng.integers(0, 2, size=k, dtype=np.uint8)
+        if row.any() and row.tobytes() not in messages:
+            messages.add(row.tobytes())
+            rows.append(row)
+    return np.stack(rows)
+
+
+def _hadamard_codebook(num_classes: int, bits: int, rng: np.random.Generator) -> np.ndarray:
+    from scipy.linalg import hadamard  # noqa: PLC0415
+
+    order = 1
+    while order < bits or 2 * order - 1 < num_classes:
+        order *= 2
+    matrix = (hadamard(order) > 0).astype(np.uint8)
+    # Rows and complements: 2 * order distinct rows, pairwise distance order / 2 or order.
+    # Row 0 is all ones, the least balanced, so it is skipped.
+    chosen = np.concatenate([matrix, 1 - matrix])[1 : num_classes + 1]
+    codebook = _fit_length(chosen, bits, rng)
+    return _redraw_duplicates(codebook, rng)
+
+
+def _random_codebook(num_classes: int, bits: int, rng: np.random.Generator) -> np.ndarray:
+    codebook = rng.integers(0, 2, size=(num_classes, bits), dtype=np.uint8)
+    return _redraw_duplicates(codebook, rng)
+
+
+def _redraw_duplicates(codebook: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Redraw rows equal to an earlier row (cutting a code short can create duplicates)."""
+    while True:
+        _, first = np.unique(codebook, axis=0, return_index=True)
+        duplicates = np.setdiff1d(np.arange(len(codebook)), first)
+        if duplicates.size == 0:
+            return codebook
+        codebook[duplicates] = rng.integers(0, 2, size=(duplicates.size, codebook.shape[1]), dtype=np.uint8)

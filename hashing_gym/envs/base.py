@@ -1,0 +1,92 @@
+"""What every hashing-gym environment shares: a data set split, item choice, and checks.
+
+Each environment encodes one item (a feature vector of a data set split) per episode. This
+base class resolves the data set, holds the split, draws the item with ``self.np_random`` (or
+takes ``options={"index": i}``), and validates the common arguments. Subclasses implement only
+their MDP: observation, action and reward (Minigrid's layout).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from hashing_gym.data import HashingDataset, Split, load_dataset
+
+SPLITS: tuple[str, ...] = ("train", "query", "database")
+
+
+@functools.lru_cache(maxsize=8)
+def _load_named_dataset(name: str) -> HashingDataset:
+    # Data sets are read-only, so environments built from the same name share one copy.
+    return load_dataset(name)
+
+
+def resolve_dataset(dataset: str | HashingDataset) -> HashingDataset:
+    """A data set given by name (loaded with default options, cached) or as a ``HashingDataset``."""
+    if isinstance(dataset, HashingDataset):
+        return dataset
+    if isinstance(dataset, str):
+        return _load_named_dataset(dataset)
+    raise TypeError(f"dataset must be a data set name or a HashingDataset, got {type(dataset).__name__}")
+
+
+def resolve_split(dataset: HashingDataset, split: str) -> Split:
+    """The named split of a data set (``"train"``, ``"query"`` or ``"database"``)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return getattr(dataset, split)
+
+
+def check_bits(bits: int) -> int:
+    """Return ``bits`` as an int, or raise ``ValueError`` if it is not a positive integer."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits <= 0:
+        raise ValueError(f"bits must be a positive integer, got {bits!r}")
+    return int(bits)
+
+
+def label_mask(split: Split, num_classes: int) -> np.ndarray:
+    """Boolean (n, C) matrix: which classes each item of the split carries."""
+    if split.labels.ndim == 2:
+        return split.labels.astype(bool)
+    mask = np.zeros((split.n, num_classes), dtype=bool)
+    mask[np.arange(split.n), split.labels] = True
+    return mask
+
+
+class HashingEnv(gym.Env):
+    """Base of the hashing environments: one item of a data set split per episode.
+
+    Subclasses call ``super().__init__(dataset, split, render_mode)`` first, then build their
+    spaces, and use ``self._choose_index(options)`` in ``reset``.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(self, dataset: str | HashingDataset, split: str, render_mode: str | None) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.dataset = resolve_dataset(dataset)
+        self.split_name = split
+        self.split = resolve_split(self.dataset, split)
+        self.features = self.split.features
+        self.num_items, self.feature_dim = self.features.shape
+        self.render_mode = render_mode
+        self.index = 0
+
+    def _choose_index(self, options: dict[str, Any] | None) -> int:
+        """``options["index"]`` if given (validated), else an item drawn with ``self.np_random``."""
+        if options and options.get("index") is not None:
+            index = options["index"]
+            if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+                raise ValueError(f"options['index'] must be an integer, got {index!r}")
+            if not 0 <= index < self.num_items:
+                raise ValueError(
+                    f"options['index']={index} is out of range for the {self.split_name!r} split "
+                    f"of {self.num_items} items"
+                )
+            return int(index)
+        return int(self.np_random.integers(self.num_items))

@@ -1,0 +1,340 @@
+"""BinaryCodeTravel-v0: DRLH's travel through the vertices of the binary code space."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from hashing_gym.codes import error_correcting_radius, label_codebook
+from hashing_gym.data import HashingDataset
+from hashing_gym.envs.base import HashingEnv, check_bits, label_mask
+
+INITS: tuple[str, ...] = ("random", "zeros")
+
+
+class BinaryCodeTravelEnv(HashingEnv):
+    r"""Move an image's binary code, one bit flip at a time, into the ball of its class codeword.
+
+    ## Description
+
+    DRLH (Wang, Hong, Yuan, "Deep Reinforcement Learning with Label Embedding Reward for
+    Supervised Image Hashing", sections 3-4) casts hashing as travelling across the vertices of
+    the b-dimensional hypercube. Each class c gets a codeword :math:`w_c` of a BCH code
+    (``hashing_gym.codes.label_codebook``, minimum distance :math:`D_{min}`, radius
+    :math:`R = \lfloor (D_{min} - 1) / 2 \rfloor`). An episode starts from a code
+    :math:`e_0` for one item of the split; each step flips one bit or terminates. At test time the
+    greedy policy, run from a fixed start code for at most :math:`M = b` steps, is the hash
+    function (``encode_batch``).
+
+    ## Action Space
+
+    ``Discrete(bits + 1)``: action :math:`k < b` flips bit :math:`k` of the code; action
+    :math:`b` terminates the episode.
+
+    ## Observation Space
+
+    ``Dict`` (or, with ``flatten=True``, one ``Box`` of the three concatenated as float32):
+
+    | key        | space                      | dtype   | meaning                                         |
+    |------------|----------------------------|---------|-------------------------------------------------|
+    | features   | ``Box(-inf, inf, (D,))``   | float32 | the item's feature vector :math:`f`             |
+    | code       | ``MultiBinary(b)``         | int8    | the current code :math:`e_t`                     |
+    | history    | ``MultiBinary((10, b))``   | int8    | the last 10 flips one-hot, newest first; terminate is not recorded |
+
+    ## Rewards
+
+    With :math:`d^t_{pos}` the distance from :math:`e_t` to the item's class codeword (for a
+    multi-label item, the nearest of its classes' codewords) and :math:`d^t_{neg}` the mean
+    distance to the other classes' codewords (0 if the item carries every class):
+
+    - a flip (Eq. 1): :math:`(d^t_{pos} - d^t_{neg}) - (d^{t+1}_{pos} - d^{t+1}_{neg})`, so the
+      flip rewards of an episode telescope to the start margin minus the end margin;
+    - terminate (Eq. 2): :math:`+\sigma` if :math:`d^t_{pos} \le \eta`, else :math:`-\sigma`
+      (:math:`\sigma = 5`, :math:`\eta = \mathrm{round}(R / 2)` by default, the paper's best).
+
+    ## Starting State
+
+    A uniformly random code (``init="random"``, the paper's) or all zeros (``init="zeros"``); an
+    empty history. The item is drawn with ``self.np_random`` unless ``options={"index": i}``.
+
+    ## Episode End
+
+    1. Termination: the agent takes the terminate action.
+    2. Truncation: after ``max_steps`` steps (default ``bits + 1``: enough for the teacher
+       below to reach the ball from any start and terminate). The env truncates itself because
+       the limit depends on ``bits``; the registration sets no ``max_episode_steps``.
+
+    ``info`` (from ``reset`` and every ``step``) holds ``index``, ``d_pos``, ``d_neg`` and
+    ``expert_action``: DRLH's guided-exploration teacher, which terminates once
+    :math:`d_{pos} \le \eta` and otherwise flips the lowest-index bit where the code differs
+    from the target codeword (the nearest of the item's class codewords).
+
+    ## Arguments
+
+    >>> import gymnasium as gym
+    >>> import hashing_gym
+    >>> env = gym.make("BinaryCodeTravel-v0", bits=16)
+    >>> obs, info = env.reset(seed=0)
+    >>> sorted(obs), obs["history"].shape, env.action_space
+    (['code', 'features', 'history'], (10, 16), Discrete(17))
+    >>> obs, reward, terminated, truncated, info = env.step(info["expert_action"])
+
+    | argument    | default      | meaning                                                      |
+    |-------------|--------------|--------------------------------------------------------------|
+    | dataset     | ``"digits"`` | a data set name or a ``HashingDataset``                      |
+    | bits        | 16           | code length b                                                |
+    | split       | ``"train"``  | the split whose items are encoded                            |
+    | codebook    | ``"bch"``    | label codebook kind (``"bch"``, ``"hadamard"``, ``"random"``) |
+    | eta         | None         | termination threshold; None means ``round(R / 2)``          |
+    | sigma       | 5.0          | termination reward                                           |
+    | init        | ``"random"`` | start code: ``"random"`` or ``"zeros"``                      |
+    | max_steps   | None         | truncation; None means ``bits + 1``                          |
+    | history     | 10           | number of past flips in the observation                      |
+    | flatten     | False        | one float32 ``Box`` observation instead of a ``Dict``        |
+    | seed        | 0            | seed of the codebook (message choice and padding bits)       |
+    | render_mode | None         | ``"ansi"`` or ``"rgb_array"``                                |
+
+    ## Version History
+
+    - v0: initial version.
+    """
+
+    def __init__(
+        self,
+        dataset: str | HashingDataset = "digits",
+        bits: int = 16,
+        split: str = "train",
+        codebook: str = "bch",
+        eta: int | None = None,
+        sigma: float = 5.0,
+        init: str = "random",
+        max_steps: int | None = None,
+        history: int = 10,
+        flatten: bool = False,
+        seed: int = 0,
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__(dataset, split, render_mode)
+        self.bits = check_bits(bits)
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if max_steps is None:
+            max_steps = self.bits + 1
+        if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps <= 0:
+            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+        if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 0:
+            raise ValueError(f"history must be a non-negative integer, got {history!r}")
+        if not np.isfinite(sigma) or sigma <= 0:
+            raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+
+        self.codebook = label_codebook(self.dataset.num_classes, self.bits, kind=codebook, seed=seed)
+        self.radius = error_correcting_radius(self.codebook)
+        if eta is None:
+            eta = round(self.radius / 2)
+        if isinstance(eta, bool) or not isinstance(eta, (int, np.integer)) or not 0 <= eta <= self.bits:
+            raise ValueError(f"eta must be an integer in [0, bits={self.bits}], got {eta!r}")
+        self.eta = int(eta)
+        self.sigma = float(sigma)
+        self.init = init
+        self.max_steps = int(max_steps)
+        self.history_length = int(history)
+        self.flatten = bool(flatten)
+
+        self._positive = label_mask(self.split, self.dataset.num_classes)
+        # Flipping bit k changes the distance to codeword c by +1 if code[k] == w_c[k] else -1;
+        # row k of this table is that change when code[k] == 0 (negate it when code[k] == 1).
+        self._flip_delta = (1 - 2 * self.codebook.T).astype(np.int64)
+
+        self._code = np.zeros(self.bits, dtype=np.int8)
+        self._history = np.zeros((self.history_length, self.bits), dtype=np.int8)
+        self._distances = np.zeros(self.dataset.num_classes, dtype=np.int64)
+        self._steps = 0
+
+        self.action_space = spaces.Discrete(self.bits + 1)
+        features = spaces.Box(-np.inf, np.inf, shape=(self.feature_dim,), dtype=np.float32)
+        if self.flatten:
+            size = self.feature_dim + self.bits * (1 + self.history_length)
+            self.observation_space = spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32)
+        else:
+            self.observation_space = spaces.Dict(
+                {
+                    "features": features,
+                    "code": spaces.MultiBinary(self.bits),
+                    "history": spaces.MultiBinary((self.history_length, self.bits)),
+                }
+            )
+
+    @property
+    def terminate_action(self) -> int:
+        """The action that ends the episode (``bits``)."""
+        return self.bits
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Start an episode on an item (``options={"index": i}``, else drawn) from the start code."""
+        super().reset(seed=seed)
+        self.index = self._choose_index(options)
+        if self.init == "random":
+            self._code[:] = self.np_random.integers(0, 2, size=self.bits, dtype=np.int8)
+        else:
+            self._code[:] = 0
+        self._history[:] = 0
+        self._steps = 0
+        self._distances[:] = (self.codebook != self._code).sum(axis=1)
+        self._item_positive = self._positive[self.index]
+        self._item_negative = ~self._item_positive
+        self._has_negative = bool(self._item_negative.any())
+        return self._get_obs(), self._get_info()
+
+    def step(self, action: int) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """Flip bit ``action`` (reward Eq. 1) or terminate (``action == bits``, reward Eq. 2)."""
+        if not self.action_space.contains(action):
+            raise ValueError(f"{action!r} ({type(action).__name__}) is not in {self.action_space}")
+        action = int(action)
+        self._steps += 1
+        if action == self.bits:
+            reward = self.sigma if self._d_pos() <= self.eta else -self.sigma
+            terminated = True
+        else:
+            margin = self._margin()
+            if self._code[action]:
+                self._distances -= self._flip_delta[action]
+            else:
+                self._distances += self._flip_delta[action]
+            self._code[action] ^= 1
+            if self.history_length:
+                self._history[1:] = self._history[:-1]
+                self._history[0] = 0
+                self._history[0, action] = 1
+            reward = margin - self._margin()
+            terminated = False
+        truncated = not terminated and self._steps >= self.max_steps
+        return self._get_obs(), float(reward), terminated, truncated, self._get_info()
+
+    def expert_action(self) -> int:
+        """DRLH's teacher: terminate inside the eta-ball, else flip a bit toward the target codeword."""
+        if self._d_pos() <= self.eta:
+            return self.bits
+        return int(np.argmax(self._code != self.codebook[self._target_class()]))
+
+    def _target_class(self) -> int:
+        """The nearest of the item's class codewords (lowest class index on ties)."""
+        return int(np.flatnonzero(self._item_positive)[np.argmin(self._distances[self._item_positive])])
+
+    def _d_pos(self) -> int:
+        return int(self._distances[self._item_positive].min())
+
+    def _d_neg(self) -> float:
+        return float(self._distances[self._item_negative].mean()) if self._has_negative else 0.0
+
+    def _margin(self) -> float:
+        return self._d_pos() - self._d_neg()
+
+    def _get_obs(self) -> Any:
+        features = self.features[self.index]
+        if self.flatten:
+            return np.concatenate([features, self._code, self._history.ravel()], dtype=np.float32)
+        return {"features": features.copy(), "code": self._code.copy(), "history": self._history.copy()}
+
+    def _get_info(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "d_pos": self._d_pos(),
+            "d_neg": self._d_neg(),
+            "expert_action": self.expert_action(),
+        }
+
+    def render(self) -> str | np.ndarray | None:
+        """Text (``"ansi"``) or a picture (``"rgb_array"``) of the code against the class codewords."""
+        if self.render_mode == "ansi":
+            return self._render_text()
+        if self.render_mode == "rgb_array":
+            return self._render_picture()
+        return None
+
+    def _render_text(self) -> str:
+        def bits_text(row: np.ndarray) -> str:
+            return "".join(str(int(b)) for b in row)
+
+        target = self._target_class()
+        return (
+            f"item {self.index} of {self.split_name!r}, step {self._steps}/{self.max_steps}\n"
+            f"code   {bits_text(self._code)}\n"
+            f"target {bits_text(self.codebook[target])} (class {target})\n"
+            f"d_pos={self._d_pos()} d_neg={self._d_neg():.2f} eta={self.eta} R={self.radius}\n"
+        )
+
+    def _render_picture(self, cell: int = 8) -> np.ndarray:
+        """Class codewords as rows (target row green), the current code as the bottom row (red)."""
+        rows = np.concatenate([self.codebook, self._code[None].astype(np.uint8)])
+        image = np.repeat(rows[:, :, None] * 255, 3, axis=2).astype(np.uint8)
+        image[self._target_class(), :, 0] //= 3  # tint the target row green
+        image[self._target_class(), :, 2] //= 3
+        image[-1, :, 1:] //= 3  # tint the current code red
+        return np.kron(image, np.ones((cell, cell, 1), dtype=np.uint8))
+
+
+def encode_batch(
+    policy: Callable[[Any], np.ndarray],
+    features: np.ndarray,
+    bits: int,
+    *,
+    max_steps: int | None = None,
+    init: str = "zeros",
+    history: int = 10,
+    flatten: bool = False,
+    seed: int = 0,
+) -> np.ndarray:
+    """Encode items with a trained policy: DRLH's test phase, batched over the items.
+
+    Every item starts from the same code (``init="zeros"``; ``"random"`` draws one start code per
+    item with ``seed``) and follows ``policy`` for at most ``max_steps`` steps (default ``bits``,
+    the paper's M = b); an item stops moving once its policy terminates.
+
+    Args:
+        policy: maps a batch of observations (dict of arrays with a leading batch axis, or a
+            (n, size) array when ``flatten``) to actions (n,), e.g. ``model.predict(obs,
+            deterministic=True)[0]`` of a stable-baselines3 model.
+        features: float32 (n, D) features of the items.
+        bits: code length b.
+        max_steps: step limit M; None means ``bits``.
+        init: ``"zeros"`` or ``"random"``.
+        history: number of past flips in the observation (as the env's ``history``).
+        flatten: whether the policy takes the flattened observation.
+        seed: seed of random start codes.
+
+    Returns:
+        uint8 (n, bits) codes.
+    """
+    bits = check_bits(bits)
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    features = np.asarray(features, dtype=np.float32)
+    n = len(features)
+    if init == "random":
+        codes = np.random.default_rng(seed).integers(0, 2, size=(n, bits), dtype=np.int8)
+    else:
+        codes = np.zeros((n, bits), dtype=np.int8)
+    flips = np.zeros((n, history, bits), dtype=np.int8)
+    active = np.arange(n)  # items whose policy has not terminated yet
+    for _ in range(bits if max_steps is None else max_steps):
+        if active.size == 0:
+            break
+        code, flip = codes[active], flips[active]
+        if flatten:
+            obs: Any = np.concatenate([features[active], code, flip.reshape(len(active), -1)], axis=1, dtype=np.float32)
+        else:
+            obs = {"features": features[active], "code": code, "history": flip}
+        actions = np.asarray(policy(obs)).reshape(len(active))
+        moving = actions < bits
+        active, bit = active[moving], actions[moving]
+        codes[active, bit] ^= 1
+        if history:
+            flips[active, 1:] = flips[active, :-1]
+            flips[active, 0] = 0
+            flips[active, 0, bit] = 1
+    return codes.astype(np.uint8)

@@ -1,0 +1,101 @@
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hashing_gym import codes
+from hashing_gym.codes import bch_parameters, error_correcting_radius, label_codebook, min_distance
+
+
+def brute_force_min_distance(book):
+    return min(int((a != b).sum()) for a, b in itertools.combinations(book, 2))
+
+
+@pytest.mark.parametrize("kind", codes.CODEBOOK_KINDS)
+@pytest.mark.parametrize(("num_classes", "bits"), [(2, 4), (10, 12), (10, 16), (21, 32), (10, 64)])
+def test_codebook_shape_dtype_and_distinct_rows(kind, num_classes, bits):
+    book = label_codebook(num_classes, bits, kind)
+    assert book.shape == (num_classes, bits)
+    assert book.dtype == np.uint8
+    assert set(np.unique(book)) <= {0, 1}
+    assert len(np.unique(book, axis=0)) == num_classes
+    assert not book.flags.writeable
+    assert min_distance(book) == brute_force_min_distance(book)
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "bits", "expected"),
+    [(10, 16, (15, 5, 7)), (10, 32, (31, 6, 15)), (10, 64, (63, 7, 31)), (10, 8, (7, 4, 3)), (100, 16, (15, 7, 5))],
+)
+def test_bch_rule_picks_nearest_length_and_largest_distance(num_classes, bits, expected):
+    assert bch_parameters(num_classes, bits) == expected
+
+
+@pytest.mark.parametrize(("num_classes", "bits"), [(10, 7), (10, 15), (10, 16), (10, 31), (10, 32), (21, 48), (10, 64)])
+def test_bch_codebook_reaches_designed_distance(num_classes, bits):
+    n, _, d = bch_parameters(num_classes, bits)
+    book = label_codebook(num_classes, bits)
+    # Padding keeps the designed distance; dropping bits may cost one per dropped bit.
+    assert min_distance(book) >= d - max(0, n - bits)
+    if bits >= n:
+        assert error_correcting_radius(book) >= (d - 1) // 2
+
+
+def test_codebook_is_deterministic_under_seed_and_differs_across_seeds():
+    a = label_codebook(10, 16, "bch", seed=1)
+    b = label_codebook(10, 16, "bch", seed=1)
+    c = label_codebook(10, 16, "bch", seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_disk_cache_is_written_reused_and_damaged_files_are_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHING_GYM_CACHE", str(tmp_path))
+    codes._cached_codebook.cache_clear()
+    book = label_codebook(5, 16, "random", seed=3)
+    (path,) = tmp_path.glob("*.npy")
+    np.testing.assert_array_equal(np.load(path), book)
+    assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temporary file
+
+    path.write_bytes(b"not a numpy file")
+    codes._cached_codebook.cache_clear()
+    np.testing.assert_array_equal(label_codebook(5, 16, "random", seed=3), book)
+    np.testing.assert_array_equal(np.load(path), book)
+    codes._cached_codebook.cache_clear()
+
+
+def test_warm_cache_does_not_import_galois(tmp_path):
+    """Only the first construction pays galois' import and JIT; later processes read the cache."""
+    env = {**os.environ, "HASHING_GYM_CACHE": str(tmp_path)}
+    script = (
+        "import sys; from hashing_gym.codes import label_codebook; label_codebook(10, 16); "
+        "print('galois' in sys.modules)"
+    )
+    cold = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    warm = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert cold.stdout.strip() == "True"
+    assert warm.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((10, 16, "golay"), "kind must be one of"),
+        ((1, 16, "bch"), "num_classes must be an integer >= 2"),
+        ((10, 0, "bch"), "bits must be a positive integer"),
+        ((10, -3, "random"), "bits must be a positive integer"),
+        ((10, 3, "bch"), "bits=3 is too small for 10 classes"),
+        ((10, 2.5, "bch"), "bits must be a positive integer"),
+    ],
+)
+def test_bad_arguments_are_refused(args, message):
+    with pytest.raises(ValueError, match=message):
+        label_codebook(*args)
+
+
+def test_min_distance_refuses_a_single_row():
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        min_distance(np.zeros((1, 4), dtype=np.uint8))
