@@ -218,16 +218,14 @@ def validate_labels(labels: np.ndarray, num_rows: int | None = None, name: str =
     if array.dtype.kind == "f":
         fractional = ~np.isfinite(array) | (array != np.round(array))
         if fractional.any():
-            first = np.argwhere(fractional)[0]
-            raise ValueError(
-                f"{name} must be whole numbers, got {array[tuple(first)]!r} at index {tuple(first.tolist())}"
-            )
+            where = tuple(np.argwhere(fractional)[0].tolist())
+            raise ValueError(f"{name} must be whole numbers, got {array[where].item()!r} at index {where}")
 
     if array.ndim == 1:
         if array.min() < 0:
             first = int(np.argmax(array < 0))
             raise ValueError(
-                f"{name} must be non-negative class labels, got {array[first]!r} at index {first}"
+                f"{name} must be non-negative class labels, got {array[first].item()!r} at index {first}"
             )
         out = array.astype(np.int64)
         num_classes = np.unique(out).size
@@ -237,10 +235,8 @@ def validate_labels(labels: np.ndarray, num_rows: int | None = None, name: str =
 
     not_binary = (array != 0) & (array != 1)
     if not_binary.any():
-        first = np.argwhere(not_binary)[0]
-        raise ValueError(
-            f"multi-label {name} must be 0/1, got {array[tuple(first)]!r} at index {tuple(first.tolist())}"
-        )
+        where = tuple(np.argwhere(not_binary)[0].tolist())
+        raise ValueError(f"multi-label {name} must be 0/1, got {array[where].item()!r} at index {where}")
     out = array.astype(np.uint8)
     if out.shape[1] < 2:
         raise ValueError(f"multi-label {name} need at least 2 classes (columns), got {out.shape[1]}")
@@ -374,7 +370,7 @@ def _load_blobs(
     num_classes: int = 10,
     n_per_class: int = 200,
     dim: int = 32,
-    separation: float = 3.0,
+    separation: float = 1.0,
     multi_label: bool = False,
     query_per_class: int = 10,
 ) -> _Pool:
@@ -406,8 +402,8 @@ def _load_blobs(
     labels[rows[count >= 2], second[count >= 2]] = 1
     labels[rows[count >= 3], third[count >= 3]] = 1
     features = centres[first]
-    features += centres[second] * (count >= 2)[:, None]
-    features += centres[third] * (count >= 3)[:, None]
+    features[count >= 2] += centres[second[count >= 2]]
+    features[count >= 3] += centres[third[count >= 3]]
     features /= count[:, None].astype(np.float32)
     features += rng.standard_normal((n, dim), dtype=np.float32)
     return _pool(features, labels, query_per_class, rng)
@@ -527,7 +523,8 @@ def _load_mnist(
                 f"{images_path} holds {images.shape[0]} images but {labels_path} {labels.shape[0]} labels"
             )
         parts.append((images.reshape(images.shape[0], -1), labels))
-    features = np.concatenate([images for images, _ in parts]).astype(np.float32) / np.float32(255)
+    features = np.concatenate([images for images, _ in parts]).astype(np.float32)
+    features /= 255
     labels = np.concatenate([labels for _, labels in parts])
     return _pool(features, labels, query_per_class, rng, train_per_class)
 
@@ -567,7 +564,8 @@ def _load_cifar10(
     if protocol == "full" and train_per_class is not None:
         raise ValueError("protocol 'full' trains on the whole database; train_per_class applies to 'small'")
     batches = [_read_cifar_batch(p) for p in _find_files(path, _CIFAR_FILES, "cifar10", gz=False)]
-    features = np.concatenate([data for data, _ in batches]).astype(np.float32) / np.float32(255)
+    features = np.concatenate([data for data, _ in batches]).astype(np.float32)
+    features /= 255
     labels = np.concatenate([labels for _, labels in batches])
     return _pool(
         features,
@@ -620,7 +618,7 @@ def load_dataset(
     Options by data set (an unknown option raises `TypeError`):
 
     - ``digits``: ``query_per_class=30`` (300 queries, 1,497 database items, 64 features).
-    - ``blobs``: ``num_classes=10``, ``n_per_class=200``, ``dim=32``, ``separation=3.0`` (class
+    - ``blobs``: ``num_classes=10``, ``n_per_class=200``, ``dim=32``, ``separation=1.0`` (class
       centres are ``N(0, separation**2)`` per coordinate; noise is ``N(0, 1)``),
       ``multi_label=False`` (if True, ``num_classes * n_per_class`` items with 1 to 3 labels each;
       features are the mean of their labels' centres plus noise), ``query_per_class=10``.

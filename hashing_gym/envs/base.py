@@ -48,6 +48,16 @@ def check_bits(bits: int) -> int:
     return int(bits)
 
 
+def feature_bound(dataset: HashingDataset) -> float:
+    """Largest absolute feature value over all splits, rounded up to an integer (at least 1).
+
+    Finite bounds keep both env checkers quiet and equal for every split of one data set, so a
+    policy trained on the train split accepts the query split's observations.
+    """
+    largest = max(float(np.abs(s.features).max(initial=0.0)) for s in (dataset.train, dataset.query, dataset.database))
+    return float(max(1.0, np.ceil(largest)))
+
+
 def label_mask(split: Split, num_classes: int) -> np.ndarray:
     """Boolean (n, C) matrix: which classes each item of the split carries."""
     if split.labels.ndim == 2:

@@ -10,7 +10,7 @@ from gymnasium import spaces
 
 from hashing_gym.codes import error_correcting_radius, label_codebook
 from hashing_gym.data import HashingDataset
-from hashing_gym.envs.base import HashingEnv, check_bits, label_mask
+from hashing_gym.envs.base import HashingEnv, check_bits, feature_bound, label_mask
 
 INITS: tuple[str, ...] = ("random", "zeros")
 
@@ -40,9 +40,12 @@ class BinaryCodeTravelEnv(HashingEnv):
 
     | key        | space                      | dtype   | meaning                                         |
     |------------|----------------------------|---------|-------------------------------------------------|
-    | features   | ``Box(-inf, inf, (D,))``   | float32 | the item's feature vector :math:`f`             |
+    | features   | ``Box(-B, B, (D,))``       | float32 | the item's feature vector :math:`f`             |
     | code       | ``MultiBinary(b)``         | int8    | the current code :math:`e_t`                     |
     | history    | ``MultiBinary((10, b))``   | int8    | the last 10 flips one-hot, newest first; terminate is not recorded |
+
+    B is ``feature_bound(dataset)``: the largest absolute feature value over all splits (rounded
+    up), so that environments on any split of a data set share one observation space.
 
     ## Rewards
 
@@ -144,20 +147,29 @@ class BinaryCodeTravelEnv(HashingEnv):
         self.flatten = bool(flatten)
 
         self._positive = label_mask(self.split, self.dataset.num_classes)
+        self._single_label = not self.dataset.multi_label
         # Flipping bit k changes the distance to codeword c by +1 if code[k] == w_c[k] else -1;
         # row k of this table is that change when code[k] == 0 (negate it when code[k] == 1).
-        self._flip_delta = (1 - 2 * self.codebook.T).astype(np.int64)
+        self._flip_delta = 1 - 2 * self.codebook.T.astype(np.int64)
+        self._flip_delta_sum = self._flip_delta.sum(axis=1).tolist()
+        # The history is a ring buffer; _history_order[head] lists its rows newest first.
+        self._history_order = (np.arange(self.history_length)[None, :] * -1 + np.arange(self.history_length)[:, None]) % max(
+            1, self.history_length
+        )
+        self._one_hot = np.eye(self.bits, dtype=np.int8)
 
         self._code = np.zeros(self.bits, dtype=np.int8)
-        self._history = np.zeros((self.history_length, self.bits), dtype=np.int8)
+        self._ring = np.zeros((self.history_length, self.bits), dtype=np.int8)
+        self._head = 0
         self._distances = np.zeros(self.dataset.num_classes, dtype=np.int64)
         self._steps = 0
 
         self.action_space = spaces.Discrete(self.bits + 1)
-        features = spaces.Box(-np.inf, np.inf, shape=(self.feature_dim,), dtype=np.float32)
+        bound = feature_bound(self.dataset)
+        features = spaces.Box(-bound, bound, shape=(self.feature_dim,), dtype=np.float32)
         if self.flatten:
             size = self.feature_dim + self.bits * (1 + self.history_length)
-            self.observation_space = spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32)
+            self.observation_space = spaces.Box(-bound, bound, shape=(size,), dtype=np.float32)
         else:
             self.observation_space = spaces.Dict(
                 {
@@ -182,69 +194,82 @@ class BinaryCodeTravelEnv(HashingEnv):
             self._code[:] = self.np_random.integers(0, 2, size=self.bits, dtype=np.int8)
         else:
             self._code[:] = 0
-        self._history[:] = 0
+        self._ring[:] = 0
+        self._head = 0
         self._steps = 0
         self._distances[:] = (self.codebook != self._code).sum(axis=1)
+        self._distance_total = int(self._distances.sum())
         self._item_positive = self._positive[self.index]
         self._item_negative = ~self._item_positive
-        self._has_negative = bool(self._item_negative.any())
+        self._num_negative = int(self._item_negative.sum())
+        self._label = int(self.split.labels[self.index]) if self._single_label else -1
+        self._refresh_distances()
         return self._get_obs(), self._get_info()
 
     def step(self, action: int) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """Flip bit ``action`` (reward Eq. 1) or terminate (``action == bits``, reward Eq. 2)."""
-        if not self.action_space.contains(action):
-            raise ValueError(f"{action!r} ({type(action).__name__}) is not in {self.action_space}")
+        # Cheaper than action_space.contains (this is the hot path), same acceptance.
+        if not (isinstance(action, (int, np.integer)) and not isinstance(action, bool) and 0 <= action <= self.bits):
+            if not self.action_space.contains(action):
+                raise ValueError(f"{action!r} ({type(action).__name__}) is not in {self.action_space}")
         action = int(action)
         self._steps += 1
         if action == self.bits:
-            reward = self.sigma if self._d_pos() <= self.eta else -self.sigma
+            reward = self.sigma if self._d_pos <= self.eta else -self.sigma
             terminated = True
         else:
-            margin = self._margin()
+            margin = self._d_pos - self._d_neg
             if self._code[action]:
                 self._distances -= self._flip_delta[action]
+                self._distance_total -= self._flip_delta_sum[action]
             else:
                 self._distances += self._flip_delta[action]
+                self._distance_total += self._flip_delta_sum[action]
             self._code[action] ^= 1
             if self.history_length:
-                self._history[1:] = self._history[:-1]
-                self._history[0] = 0
-                self._history[0, action] = 1
-            reward = margin - self._margin()
+                self._head = (self._head + 1) % self.history_length
+                self._ring[self._head] = self._one_hot[action]
+            self._refresh_distances()
+            reward = margin - (self._d_pos - self._d_neg)
             terminated = False
         truncated = not terminated and self._steps >= self.max_steps
         return self._get_obs(), float(reward), terminated, truncated, self._get_info()
 
     def expert_action(self) -> int:
         """DRLH's teacher: terminate inside the eta-ball, else flip a bit toward the target codeword."""
-        if self._d_pos() <= self.eta:
+        if self._d_pos <= self.eta:
             return self.bits
-        return int(np.argmax(self._code != self.codebook[self._target_class()]))
+        return int((self._code != self.codebook[self._target]).argmax())
 
-    def _target_class(self) -> int:
-        """The nearest of the item's class codewords (lowest class index on ties)."""
-        return int(np.flatnonzero(self._item_positive)[np.argmin(self._distances[self._item_positive])])
+    def _refresh_distances(self) -> None:
+        """Derive d_pos, d_neg and the target class from the distances to all codewords."""
+        if self._single_label:
+            self._target = self._label
+            self._d_pos = int(self._distances[self._label])
+            self._d_neg = (self._distance_total - self._d_pos) / self._num_negative
+            return
+        positive = np.flatnonzero(self._item_positive)
+        nearest = int(self._distances[positive].argmin())  # lowest class index on ties
+        self._target = int(positive[nearest])
+        self._d_pos = int(self._distances[self._target])
+        self._d_neg = float(self._distances[self._item_negative].mean()) if self._num_negative else 0.0
 
-    def _d_pos(self) -> int:
-        return int(self._distances[self._item_positive].min())
-
-    def _d_neg(self) -> float:
-        return float(self._distances[self._item_negative].mean()) if self._has_negative else 0.0
-
-    def _margin(self) -> float:
-        return self._d_pos() - self._d_neg()
+    @property
+    def _history(self) -> np.ndarray:
+        """The last flips one-hot, newest first (a copy)."""
+        return self._ring[self._history_order[self._head]]
 
     def _get_obs(self) -> Any:
         features = self.features[self.index]
         if self.flatten:
             return np.concatenate([features, self._code, self._history.ravel()], dtype=np.float32)
-        return {"features": features.copy(), "code": self._code.copy(), "history": self._history.copy()}
+        return {"features": features.copy(), "code": self._code.copy(), "history": self._history}
 
     def _get_info(self) -> dict[str, Any]:
         return {
             "index": self.index,
-            "d_pos": self._d_pos(),
-            "d_neg": self._d_neg(),
+            "d_pos": self._d_pos,
+            "d_neg": self._d_neg,
             "expert_action": self.expert_action(),
         }
 
@@ -260,20 +285,20 @@ class BinaryCodeTravelEnv(HashingEnv):
         def bits_text(row: np.ndarray) -> str:
             return "".join(str(int(b)) for b in row)
 
-        target = self._target_class()
+        target = self._target
         return (
             f"item {self.index} of {self.split_name!r}, step {self._steps}/{self.max_steps}\n"
             f"code   {bits_text(self._code)}\n"
             f"target {bits_text(self.codebook[target])} (class {target})\n"
-            f"d_pos={self._d_pos()} d_neg={self._d_neg():.2f} eta={self.eta} R={self.radius}\n"
+            f"d_pos={self._d_pos} d_neg={self._d_neg:.2f} eta={self.eta} R={self.radius}\n"
         )
 
     def _render_picture(self, cell: int = 8) -> np.ndarray:
         """Class codewords as rows (target row green), the current code as the bottom row (red)."""
         rows = np.concatenate([self.codebook, self._code[None].astype(np.uint8)])
         image = np.repeat(rows[:, :, None] * 255, 3, axis=2).astype(np.uint8)
-        image[self._target_class(), :, 0] //= 3  # tint the target row green
-        image[self._target_class(), :, 2] //= 3
+        image[self._target, :, 0] //= 3  # tint the target row green
+        image[self._target, :, 2] //= 3
         image[-1, :, 1:] //= 3  # tint the current code red
         return np.kron(image, np.ones((cell, cell, 1), dtype=np.uint8))
 

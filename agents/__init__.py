@@ -1,0 +1,1 @@
+"""Training and evaluation of hashing agents and baselines (``python -m agents.train ALGO``)."""

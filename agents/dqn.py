@@ -1,0 +1,203 @@
+"""DQN with DRLH's guided exploration on BinaryCodeTravel-v0 (stable-baselines3).
+
+DRLH (section 4.2) trains a deep Q-network with an epsilon-greedy schedule whose exploratory
+actions come from a teacher ("guided exploration with apprenticeship learning"), not from
+uniform noise: epsilon decays linearly from 1.0 to 0.1 over the first 60% of training and stays
+at 0.1. The teacher is the environment's ``expert_action``: flip a bit toward the item's class
+codeword, terminate inside the eta-ball. The replay buffer stores the actions actually executed,
+so Q-learning learns off-policy from the teacher's demonstrations and its own greedy moves.
+
+After training, the greedy policy encodes the query and database splits from the all-zeros
+start code in at most ``bits`` steps (DRLH's test phase, ``hashing_gym.envs.encode_batch``), and
+Hamming ranking gives the results.
+
+Run: ``python -m agents.train dqn [--bits 16] [--timesteps N] [--out DIR]``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+from stable_baselines3.common.env_util import make_vec_env
+
+import hashing_gym  # noqa: F401 - registers the environments
+from agents.common import (
+    CommonArgs,
+    UsageError,
+    load_run_dataset,
+    resolve_device,
+    results_record,
+    retrieval_results,
+    run_folder,
+    save_args,
+    write_json_atomic,
+)
+from hashing_gym.data import HashingDataset
+from hashing_gym.envs import encode_batch
+
+ALGO = "dqn"
+MODEL_FILE = "model.zip"
+
+
+@dataclass
+class Args(CommonArgs):
+    """DQN hyperparameters (defaults: DRLH's schedule; reach mAP >= 0.95 on digits at 16 bits)."""
+
+    steps_per_item: int = field(
+        default=100, metadata={"help": "default budget: timesteps = steps_per_item x train items"}
+    )
+    learning_rate: float = field(default=5e-4, metadata={"help": "Adam learning rate"})
+    buffer_size: int = field(default=100_000, metadata={"help": "replay buffer transitions"})
+    learning_starts: int = field(default=2_000, metadata={"help": "teacher steps before the first update"})
+    batch_size: int = field(default=128, metadata={"help": "replay minibatch size"})
+    gamma: float = field(default=0.95, metadata={"help": "discount: each step costs the agent"})
+    train_freq: int = field(default=4, metadata={"help": "environment steps per gradient step"})
+    target_update_interval: int = field(default=2_000, metadata={"help": "steps between target-network copies"})
+    exploration_fraction: float = field(default=0.6, metadata={"help": "share of training over which epsilon decays"})
+    exploration_initial_eps: float = field(default=1.0, metadata={"help": "initial teacher probability"})
+    exploration_final_eps: float = field(default=0.1, metadata={"help": "final teacher probability"})
+    hidden: str = field(default="256,256", metadata={"help": "Q-network hidden layer sizes"})
+    num_envs: int = field(default=4, metadata={"help": "environments stepped together (DummyVecEnv)"})
+    checkpoint_every: int = field(default=50_000, metadata={"help": "steps between checkpoints"})
+    eval_every: int = field(default=25_000, metadata={"help": "steps between retrieval evaluations (0: never)"})
+
+
+class GuidedDQN(DQN):
+    """SB3 DQN whose exploratory actions are the teacher's (``expert_action`` of each env).
+
+    With probability ``exploration_rate`` an environment executes its teacher's action, else the
+    greedy action of the Q-network; the executed action is what the replay buffer stores.
+    """
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: Any = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        explore = np.random.rand(n_envs) < self.exploration_rate  # SB3 seeds numpy's global RNG
+        if explore.all():
+            actions = np.asarray(self.env.env_method("expert_action"))
+        else:
+            actions, _ = self.predict(self._last_obs, deterministic=True)
+            if explore.any():
+                teacher = np.asarray(self.env.env_method("expert_action"))
+                actions = np.where(explore, teacher, actions)
+        return actions, actions
+
+
+def encode_split(model: DQN, features: np.ndarray, bits: int) -> np.ndarray:
+    """Codes of items under the greedy policy (DRLH's test phase: zeros start, at most b steps)."""
+    return encode_batch(lambda obs: model.predict(obs, deterministic=True)[0], features, bits)
+
+
+def evaluate_model(model: DQN, dataset: HashingDataset, bits: int, topk: int) -> dict[str, float]:
+    """Encode query and database with the greedy policy and rank."""
+    query = encode_split(model, dataset.query.features, bits)
+    database = encode_split(model, dataset.database.features, bits)
+    return retrieval_results(dataset, query, database, topk)
+
+
+class RetrievalEvalCallback(BaseCallback):
+    """Every ``every`` steps: encode with the greedy policy, log ``eval/map`` to TensorBoard."""
+
+    def __init__(self, dataset: HashingDataset, bits: int, topk: int, every: int) -> None:
+        super().__init__()
+        self.dataset, self.bits, self.topk, self.every = dataset, bits, topk, every
+        self._next = every
+
+    def _on_step(self) -> bool:
+        if self.every and self.num_timesteps >= self._next:
+            self._next += self.every
+            metrics = evaluate_model(self.model, self.dataset, self.bits, self.topk)
+            for key in ("map", "map_tie_aware", "precision_radius2"):
+                self.logger.record(f"eval/{key}", metrics[key])
+        return True
+
+
+def default_timesteps(args: Args, dataset: HashingDataset) -> int:
+    """Budget that scales with the data: ``steps_per_item`` environment steps per train item."""
+    return args.steps_per_item * dataset.train.n
+
+
+def main(args: Args) -> dict[str, Any]:
+    """Train GuidedDQN, encode, evaluate; write model.zip and results.json into the run folder."""
+    if args.env != "BinaryCodeTravel-v0":
+        raise UsageError(f"dqn trains BinaryCodeTravel-v0 (a Discrete action), got --env {args.env}")
+    hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
+    dataset = load_run_dataset(args)
+    folder = run_folder(args, ALGO)
+    save_args(folder, args, ALGO)
+    timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
+    if timesteps <= 0:
+        raise UsageError(f"--timesteps must be positive, got {timesteps}")
+
+    # ENV SETUP: the train split, random start codes, DRLH's reward.
+    env = make_vec_env(
+        "BinaryCodeTravel-v0",
+        n_envs=args.num_envs,
+        seed=args.seed,
+        env_kwargs={"dataset": dataset, "bits": args.bits},
+    )
+
+    # ALGO LOGIC: DQN with teacher-guided epsilon-greedy exploration.
+    model = GuidedDQN(
+        "MultiInputPolicy",
+        env,
+        learning_rate=args.learning_rate,
+        buffer_size=args.buffer_size,
+        learning_starts=args.learning_starts,
+        batch_size=args.batch_size,
+        gamma=args.gamma,
+        train_freq=args.train_freq,
+        target_update_interval=args.target_update_interval,
+        exploration_fraction=args.exploration_fraction,
+        exploration_initial_eps=args.exploration_initial_eps,
+        exploration_final_eps=args.exploration_final_eps,
+        policy_kwargs={"net_arch": hidden},
+        tensorboard_log=str(folder / "tb"),
+        device=resolve_device(args.device),
+        seed=args.seed,
+        verbose=0,
+    )
+    callbacks = CallbackList(
+        [
+            CheckpointCallback(
+                save_freq=max(1, args.checkpoint_every // args.num_envs),
+                save_path=str(folder / "checkpoints"),
+                name_prefix=ALGO,
+            ),
+            RetrievalEvalCallback(dataset, args.bits, args.topk, args.eval_every),
+        ]
+    )
+    start = time.perf_counter()
+    model.learn(total_timesteps=timesteps, callback=callbacks, progress_bar=True, tb_log_name=ALGO)
+    train_seconds = time.perf_counter() - start
+    save_model(model, folder / MODEL_FILE)
+
+    metrics = evaluate_model(model, dataset, args.bits, args.topk)
+    results = results_record(ALGO, args, metrics, train_seconds, model.num_timesteps, model_file=MODEL_FILE)
+    write_json_atomic(folder / "results.json", results)
+    env.close()
+    return results
+
+
+def save_model(model: DQN, path: Path) -> None:
+    """Save atomically: to a temporary name, then rename over ``path``."""
+    temporary = path.with_name(path.stem + ".tmp.zip")
+    model.save(temporary, exclude=["env"])
+    temporary.replace(path)
+
+
+def load_model(folder: Path, device: str = "auto") -> DQN:
+    """The trained model of a run folder."""
+    return GuidedDQN.load(Path(folder) / MODEL_FILE, device=resolve_device(device))
+
+
+def make_env(dataset: HashingDataset, bits: int) -> gym.Env:
+    """The training environment of a run, for inspection or further training."""
+    return gym.make("BinaryCodeTravel-v0", dataset=dataset, bits=bits)

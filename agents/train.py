@@ -1,0 +1,78 @@
+"""Train an agent or a baseline with one command: ``python -m agents.train ALGO [--options]``.
+
+``python -m agents.train ALGO --help`` lists the algorithm's options (a dataclass ``Args`` in its
+module). Bad arguments print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from agents.common import UsageError
+
+# algorithm -> module holding its `Args` dataclass and `main(args)`
+ALGORITHMS: dict[str, str] = {
+    "dqn": "agents.dqn",
+}
+
+
+def _field_type(annotation: Any) -> type:
+    """The scalar type of a dataclass field annotation (``int | None`` -> int)."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing) | {"types": types})  # noqa: S307 - our own annotations
+    arguments = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    return arguments[0] if arguments else annotation
+
+
+def build_parser(algo: str, args_class: type) -> argparse.ArgumentParser:
+    """An argparse parser with one ``--option`` per field of ``args_class``."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m agents.train {algo}", description=(args_class.__doc__ or "").strip()
+    )
+    hints = typing.get_type_hints(args_class)
+    for spec in dataclasses.fields(args_class):
+        kind = _field_type(hints[spec.name])
+        option = "--" + spec.name.replace("_", "-")
+        help_text = f"{spec.metadata.get('help', '')} (default: {spec.default})"
+        if kind is bool:
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=spec.default, help=help_text)
+        else:
+            parser.add_argument(option, type=kind, default=spec.default, help=help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``ALGO [--options]``, run the algorithm, print its results; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: python -m agents.train ALGO [--options]\nALGO: one of {', '.join(ALGORITHMS)}")
+        return 0 if argv else 2
+    algo, rest = argv[0], argv[1:]
+    if algo not in ALGORITHMS:
+        print(f"error: unknown algorithm {algo!r}; choose one of {', '.join(ALGORITHMS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(ALGORITHMS[algo])
+    parsed = build_parser(algo, module.Args).parse_args(rest)
+    args = module.Args(**vars(parsed))
+    try:
+        results = module.main(args)
+    except (UsageError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is in the run folder", file=sys.stderr)
+        return 130
+    summary = {key: results[key] for key in ("map", "map_tie_aware", "map_at_k", "precision_radius2", "train_seconds")}
+    print(" ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}" for key, value in summary.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
