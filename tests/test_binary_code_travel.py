@@ -1,0 +1,275 @@
+import pickle
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import hashing_gym  # noqa: F401
+from hashing_gym.data import load_dataset
+from hashing_gym.envs import BinaryCodeTravelEnv, encode_batch
+from hashing_gym.ranking import mean_average_precision
+
+ENV_ID = "BinaryCodeTravel-v0"
+
+
+@pytest.fixture(scope="module")
+def multi_label():
+    return load_dataset("blobs", num_classes=5, n_per_class=40, dim=8, multi_label=True, query_per_class=4)
+
+
+class no_warnings:
+    """Fail on any warning inside the block (the checkers report problems as warnings)."""
+
+    def __enter__(self):
+        self._catcher = warnings.catch_warnings(record=True)
+        self.records = self._catcher.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._catcher.__exit__(*exc)
+        messages = [str(record.message) for record in self.records]
+        assert not messages, messages
+        return False
+
+
+def margin(info):
+    return info["d_pos"] - info["d_neg"]
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"flatten": True}, {"bits": 32, "init": "zeros"}, {"codebook": "hadamard"}]
+)
+def test_env_checkers_pass(kwargs):
+    with no_warnings():
+        gym_check_env(gym.make(ENV_ID, **kwargs).unwrapped, skip_render_check=False)
+        sb3_check_env(gym.make(ENV_ID, **kwargs).unwrapped)
+
+
+def test_env_checkers_pass_on_multi_label(multi_label):
+    with no_warnings():
+        gym_check_env(gym.make(ENV_ID, dataset=multi_label, bits=16).unwrapped)
+        sb3_check_env(gym.make(ENV_ID, dataset=multi_label, bits=16).unwrapped)
+
+
+def rollout(env, seed, steps=60):
+    obs, info = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    trace = [(obs["code"].copy(), info["index"])]
+    for _ in range(steps):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        trace.append((obs["code"].copy(), reward, terminated, truncated, info["index"]))
+        if terminated or truncated:
+            obs, info = env.reset()
+            trace.append((obs["code"].copy(), info["index"]))
+    return trace
+
+
+def test_same_seed_same_trajectory_and_different_seed_differs():
+    a = rollout(gym.make(ENV_ID), seed=7)
+    b = rollout(gym.make(ENV_ID), seed=7)
+    c = rollout(gym.make(ENV_ID), seed=8)
+    assert repr(a) == repr(b)
+    assert repr(a) != repr(c)
+
+
+@pytest.mark.parametrize("bits", [8, 16, 32])
+def test_flip_rewards_telescope(bits):
+    env = BinaryCodeTravelEnv(bits=bits, max_steps=200)
+    rng = np.random.default_rng(bits)
+    for episode in range(20):
+        _, info = env.reset(seed=episode)
+        start = margin(info)
+        total = 0.0
+        for action in rng.integers(0, bits, size=int(rng.integers(1, 60))):
+            _, reward, terminated, truncated, info = env.step(int(action))
+            total += reward
+            assert not terminated
+        assert total == pytest.approx(start - margin(info), abs=1e-9)
+
+
+def test_flip_reward_matches_distances_recomputed_from_scratch(multi_label):
+    env = BinaryCodeTravelEnv(dataset=multi_label, bits=16, max_steps=100)
+    obs, info = env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        previous = margin(info)
+        obs, reward, _, _, info = env.step(int(rng.integers(16)))
+        distances = (env.codebook != obs["code"]).sum(axis=1)
+        classes = multi_label.train.labels[info["index"]].astype(bool)
+        assert info["d_pos"] == distances[classes].min()  # nearest of the item's class codewords
+        expected_neg = distances[~classes].mean() if (~classes).any() else 0.0
+        assert info["d_neg"] == pytest.approx(expected_neg)
+        assert reward == pytest.approx(previous - margin(info))
+
+
+def test_terminate_pays_plus_sigma_inside_eta_ball_and_minus_sigma_outside():
+    env = BinaryCodeTravelEnv(bits=16, sigma=5.0)
+    seen = set()
+    for seed in range(40):
+        _, info = env.reset(seed=seed)
+        while seed % 2 and info["expert_action"] != env.terminate_action:  # walk into the ball first
+            _, _, _, _, info = env.step(info["expert_action"])
+        _, reward, terminated, truncated, _ = env.step(env.terminate_action)
+        assert terminated and not truncated
+        assert reward == (5.0 if info["d_pos"] <= env.eta else -5.0)
+        seen.add(reward)
+    assert seen == {5.0, -5.0}
+
+
+@pytest.mark.parametrize("init", ["random", "zeros"])
+@pytest.mark.parametrize("bits", [8, 16, 32])
+def test_teacher_always_reaches_the_ball_and_terminates(init, bits):
+    env = gym.make(ENV_ID, bits=bits, init=init)
+    for seed in range(60):
+        _, info = env.reset(seed=seed)
+        steps = 0
+        while True:
+            _, reward, terminated, truncated, info = env.step(info["expert_action"])
+            steps += 1
+            if terminated or truncated:
+                break
+        assert terminated and reward == 5.0
+        assert steps <= bits + 1
+
+
+def test_teacher_succeeds_on_multi_label(multi_label):
+    env = BinaryCodeTravelEnv(dataset=multi_label, bits=16)
+    for seed in range(40):
+        _, info = env.reset(seed=seed)
+        while True:
+            _, reward, terminated, truncated, info = env.step(info["expert_action"])
+            if terminated or truncated:
+                break
+        assert terminated and reward == env.sigma
+
+
+def test_history_holds_last_flips_newest_first_and_not_terminate():
+    env = BinaryCodeTravelEnv(bits=8, history=3, max_steps=20)
+    env.reset(seed=0)
+    for action in [1, 4, 6, 2]:
+        obs, *_ = env.step(action)
+    expected = np.zeros((3, 8), dtype=np.int8)
+    expected[0, 2] = expected[1, 6] = expected[2, 4] = 1
+    np.testing.assert_array_equal(obs["history"], expected)
+    obs, *_ = env.step(env.terminate_action)
+    np.testing.assert_array_equal(obs["history"], expected)
+
+
+def test_truncates_after_max_steps():
+    env = BinaryCodeTravelEnv(bits=8, max_steps=5)
+    env.reset(seed=0)
+    flags = [env.step(0)[3] for _ in range(5)]
+    assert flags == [False, False, False, False, True]
+
+
+def test_flatten_observation_concatenates_features_code_history():
+    flat = BinaryCodeTravelEnv(bits=16, flatten=True)
+    nested = BinaryCodeTravelEnv(bits=16)
+    obs_flat, _ = flat.reset(seed=4)
+    obs, _ = nested.reset(seed=4)
+    expected = np.concatenate([obs["features"], obs["code"], obs["history"].ravel()]).astype(np.float32)
+    np.testing.assert_array_equal(obs_flat, expected)
+
+
+def test_reset_index_option_and_its_range():
+    env = BinaryCodeTravelEnv(bits=16)
+    _, info = env.reset(seed=0, options={"index": 5})
+    assert info["index"] == 5
+    with pytest.raises(ValueError, match=r"options\['index'\]=1497 is out of range"):
+        env.reset(options={"index": env.num_items})
+    with pytest.raises(ValueError, match="must be an integer"):
+        env.reset(options={"index": 1.5})
+
+
+@pytest.mark.parametrize("action", [17, -1, 2.0, "3", None])
+def test_action_outside_space_is_refused(action):
+    env = BinaryCodeTravelEnv(bits=16)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="is not in Discrete"):
+        env.step(action)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"bits": 0}, "bits must be a positive integer"),
+        ({"bits": 3}, "too small for 10 classes"),
+        ({"init": "ones"}, "init must be one of"),
+        ({"eta": 99}, "eta must be an integer"),
+        ({"sigma": -1.0}, "sigma must be a positive number"),
+        ({"max_steps": 0}, "max_steps must be a positive integer"),
+        ({"split": "validation"}, "split must be one of"),
+        ({"render_mode": "human"}, "render_mode must be None or one of"),
+        ({"dataset": "imagenet"}, "imagenet"),
+    ],
+)
+def test_bad_constructor_arguments_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BinaryCodeTravelEnv(**kwargs)
+
+
+def test_pickle_round_trip_continues_identically():
+    env = BinaryCodeTravelEnv(bits=16)
+    env.reset(seed=11)
+    env.step(3)
+    clone = pickle.loads(pickle.dumps(env))
+    for action in [1, 2, 16]:
+        a = env.step(action)
+        b = clone.step(action)
+        np.testing.assert_array_equal(a[0]["code"], b[0]["code"])
+        assert a[1:4] == b[1:4]
+
+
+def test_render_ansi_and_rgb_array():
+    env = gym.make(ENV_ID, bits=16, render_mode="ansi")
+    obs, info = env.reset(seed=0)
+    text = env.render()
+    assert "".join(map(str, obs["code"])) in text and f"d_pos={info['d_pos']}" in text
+    picture = gym.make(ENV_ID, bits=16, render_mode="rgb_array")
+    picture.reset(seed=0)
+    frame = picture.render()
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+    assert frame.shape[:2] == ((10 + 1) * 8, 16 * 8)
+
+
+def teacher_policy(env):
+    """A batched policy that plays the teacher for items identified by their features."""
+    lookup = {row.tobytes(): i for i, row in enumerate(env.features)}
+
+    def policy(obs):
+        actions = []
+        for features, code in zip(obs["features"], obs["code"], strict=True):
+            target = env.codebook[env.split.labels[lookup[features.tobytes()]]]
+            differs = np.flatnonzero(code != target)
+            actions.append(env.bits if len(differs) <= env.eta else differs[0])
+        return np.array(actions)
+
+    return policy
+
+
+def test_encode_batch_equals_stepping_the_env_with_the_same_policy():
+    env = BinaryCodeTravelEnv(bits=16, init="zeros", max_steps=16, split="query")
+    policy = teacher_policy(env)
+    codes = encode_batch(policy, env.features, 16)
+    for index in range(0, env.num_items, 7):
+        obs, _ = env.reset(options={"index": index})
+        for _ in range(16):
+            batch = {key: value[None] for key, value in obs.items()}
+            obs, _, terminated, truncated, _ = env.step(int(policy(batch)[0]))
+            if terminated or truncated:
+                break
+        np.testing.assert_array_equal(codes[index], obs["code"])
+
+
+def test_teacher_codes_with_eta_zero_retrieve_perfectly():
+    query = BinaryCodeTravelEnv(bits=16, eta=0, split="query")
+    database = BinaryCodeTravelEnv(bits=16, eta=0, split="database")
+    q = encode_batch(teacher_policy(query), query.features, 16)
+    db = encode_batch(teacher_policy(database), database.features, 16)
+    np.testing.assert_array_equal(q, query.codebook[query.split.labels])
+    dataset = query.dataset
+    assert mean_average_precision(q, dataset.query.labels, db, dataset.database.labels) == 1.0
