@@ -48,6 +48,9 @@ class CommonArgs:
     device: str = field(default="auto", metadata={"help": "torch device: auto, cpu or cuda"})
     out: str | None = field(default=None, metadata={"help": "run folder; default runs/{env}__{algo}__{seed}__{time}"})
     topk: int = field(default=1000, metadata={"help": "k of mAP@k in results.json"})
+    threads: int = field(
+        default=1, metadata={"help": "torch CPU threads (small networks train fastest on one)"}
+    )
 
 
 def load_run_dataset(args: CommonArgs) -> HashingDataset:
@@ -134,6 +137,15 @@ def results_record(
 def save_args(folder: Path, args: CommonArgs, algo: str) -> None:
     """Record the run's arguments, so ``agents.evaluate`` and ``--resume`` can rebuild it."""
     write_json_atomic(folder / ARGS_FILE, {"algo": algo, **dataclasses.asdict(args)})
+
+
+def set_threads(threads: int) -> None:
+    """Set torch's CPU thread count; small MLPs lose more to thread sync than they gain."""
+    import torch  # noqa: PLC0415
+
+    if threads <= 0:
+        raise UsageError(f"--threads must be positive, got {threads}")
+    torch.set_num_threads(threads)
 
 
 def resolve_device(device: str) -> str:

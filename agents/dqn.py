@@ -37,6 +37,7 @@ from agents.common import (
     retrieval_results,
     run_folder,
     save_args,
+    set_threads,
     write_json_atomic,
 )
 from hashing_gym.data import HashingDataset
@@ -58,7 +59,7 @@ class Args(CommonArgs):
     learning_starts: int = field(default=2_000, metadata={"help": "teacher steps before the first update"})
     batch_size: int = field(default=128, metadata={"help": "replay minibatch size"})
     gamma: float = field(default=0.95, metadata={"help": "discount: each step costs the agent"})
-    train_freq: int = field(default=4, metadata={"help": "environment steps per gradient step"})
+    train_freq: int = field(default=1, metadata={"help": "environment steps per gradient step"})
     target_update_interval: int = field(default=2_000, metadata={"help": "steps between target-network copies"})
     exploration_fraction: float = field(default=0.6, metadata={"help": "share of training over which epsilon decays"})
     exploration_initial_eps: float = field(default=1.0, metadata={"help": "initial teacher probability"})
@@ -129,6 +130,7 @@ def main(args: Args) -> dict[str, Any]:
     if args.env != "BinaryCodeTravel-v0":
         raise UsageError(f"dqn trains BinaryCodeTravel-v0 (a Discrete action), got --env {args.env}")
     hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
+    set_threads(args.threads)
     dataset = load_run_dataset(args)
     folder = run_folder(args, ALGO)
     save_args(folder, args, ALGO)

@@ -1,0 +1,1 @@
+"""Benchmarks that print a markdown table: ``python -m benchmarks.ranking`` and siblings."""

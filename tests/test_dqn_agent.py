@@ -1,0 +1,107 @@
+import json
+
+import numpy as np
+import pytest
+from stable_baselines3.common.env_util import make_vec_env
+
+import hashing_gym  # noqa: F401
+from agents import dqn, evaluate, train
+
+RESULT_FIELDS = {
+    "algo",
+    "env",
+    "dataset",
+    "bits",
+    "seed",
+    "map",
+    "map_tie_aware",
+    "map_at_k",
+    "precision_radius2",
+    "train_seconds",
+    "env_steps",
+    "versions",
+}
+TINY = ["--timesteps", "400", "--learning-starts", "100", "--num-envs", "2", "--eval-every", "200"]
+
+
+def test_train_cli_writes_results_model_and_checkpoints(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(["dqn", *TINY, "--checkpoint-every", "200", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert RESULT_FIELDS <= set(results)
+    assert results["algo"] == "dqn" and results["env"] == "BinaryCodeTravel-v0" and results["bits"] == 16
+    assert results["env_steps"] == 400
+    for key in ("map", "map_tie_aware", "map_at_k", "precision_radius2"):
+        assert 0.0 <= results[key] <= 1.0
+    assert (out / "model.zip").is_file()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["dqn_200_steps.zip", "dqn_400_steps.zip"]
+    assert any((out / "tb").rglob("events.out.tfevents.*"))
+    assert "map=" in capsys.readouterr().out
+
+    # agents.evaluate recomputes the same metrics from the saved model and draws the PR curve.
+    assert evaluate.main([str(out)]) == 0
+    again = json.loads((out / "results.json").read_text())
+    for key in ("map", "map_tie_aware", "map_at_k", "precision_radius2"):
+        assert again[key] == results[key]
+    assert (out / "pr_curve.png").stat().st_size > 0
+
+
+def test_same_seed_gives_identical_results(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        assert train.main(["dqn", *TINY, "--seed", "3", "--out", str(tmp_path / name)]) == 0
+        runs.append(json.loads((tmp_path / name / "results.json").read_text()))
+    for key in ("map", "map_tie_aware", "map_at_k", "precision_radius2", "env_steps"):
+        assert runs[0][key] == runs[1][key]
+
+
+def test_exploratory_actions_are_the_teachers():
+    env = make_vec_env("BinaryCodeTravel-v0", n_envs=3, seed=0, env_kwargs={"bits": 16})
+    model = dqn.GuidedDQN("MultiInputPolicy", env, learning_starts=0, seed=0)
+    model._last_obs = env.reset()
+    model.exploration_rate = 1.0
+    actions, buffer_actions = model._sample_action(0, n_envs=3)
+    np.testing.assert_array_equal(actions, env.env_method("expert_action"))
+    np.testing.assert_array_equal(actions, buffer_actions)
+    model.exploration_rate = 0.0
+    greedy, _ = model._sample_action(0, n_envs=3)
+    np.testing.assert_array_equal(greedy, model.predict(model._last_obs, deterministic=True)[0])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sarsa"], "unknown algorithm 'sarsa'"),
+        (["dqn", "--env", "RankListHash-v0"], "dqn trains BinaryCodeTravel-v0"),
+        (["dqn", "--dataset", "imagenet"], "imagenet"),
+        (["dqn", "--timesteps", "0"], "--timesteps must be positive"),
+    ],
+)
+def test_cli_refuses_bad_arguments_in_one_line(argv, message, tmp_path, capsys):
+    assert train.main([*argv, "--out", str(tmp_path / "run")] if argv[0] == "dqn" else argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_evaluate_refuses_a_folder_without_a_run(tmp_path, capsys):
+    assert evaluate.main([str(tmp_path)]) == 2
+    assert "holds no run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dqn_learns_a_tiny_problem(tmp_path):
+    """On well-separated blobs at 8 bits, a short guided DQN run retrieves far above chance."""
+    from hashing_gym.data import load_dataset
+
+    args = dqn.Args(
+        dataset="blobs",
+        bits=8,
+        timesteps=6000,
+        learning_starts=500,
+        num_envs=2,
+        eval_every=0,
+        out=str(tmp_path),
+    )
+    results = dqn.main(args)
+    chance = 1 / load_dataset("blobs").num_classes
+    assert results["map"] > 0.6 > 3 * chance
