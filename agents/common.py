@@ -46,7 +46,9 @@ class CommonArgs:
     )
     seed: int = field(default=0, metadata={"help": "seed of the run (environments, network, exploration)"})
     device: str = field(default="auto", metadata={"help": "torch device: auto, cpu or cuda"})
-    out: str | None = field(default=None, metadata={"help": "run folder; default runs/{env}__{algo}__{seed}__{time}"})
+    out: str | None = field(
+        default=None, metadata={"help": "run folder; default runs/{env}__{algo}__{seed}__{time}"}
+    )
     topk: int = field(default=1000, metadata={"help": "k of mAP@k in results.json"})
     threads: int = field(
         default=1, metadata={"help": "torch CPU threads (small networks train fastest on one)"}
@@ -62,8 +64,10 @@ def load_run_dataset(args: CommonArgs) -> HashingDataset:
 
 
 def run_folder(args: CommonArgs, algo: str) -> Path:
-    """The run folder (created): ``args.out``, or ``runs/{env}__{algo}__{seed}__{time}`` (CleanRL's naming)."""
-    folder = Path(args.out) if args.out else Path("runs") / f"{args.env}__{algo}__{args.seed}__{int(time.time())}"
+    """The run folder (created): ``args.out``, or CleanRL's ``runs/{env}__{algo}__{seed}__{time}``."""
+    folder = (
+        Path(args.out) if args.out else Path("runs") / f"{args.env}__{algo}__{args.seed}__{int(time.time())}"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

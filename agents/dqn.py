@@ -60,14 +60,20 @@ class Args(CommonArgs):
     batch_size: int = field(default=128, metadata={"help": "replay minibatch size"})
     gamma: float = field(default=0.95, metadata={"help": "discount: each step costs the agent"})
     train_freq: int = field(default=1, metadata={"help": "environment steps per gradient step"})
-    target_update_interval: int = field(default=2_000, metadata={"help": "steps between target-network copies"})
-    exploration_fraction: float = field(default=0.6, metadata={"help": "share of training over which epsilon decays"})
+    target_update_interval: int = field(
+        default=2_000, metadata={"help": "steps between target-network copies"}
+    )
+    exploration_fraction: float = field(
+        default=0.6, metadata={"help": "share of training over which epsilon decays"}
+    )
     exploration_initial_eps: float = field(default=1.0, metadata={"help": "initial teacher probability"})
     exploration_final_eps: float = field(default=0.1, metadata={"help": "final teacher probability"})
     hidden: str = field(default="256,256", metadata={"help": "Q-network hidden layer sizes"})
     num_envs: int = field(default=4, metadata={"help": "environments stepped together (DummyVecEnv)"})
     checkpoint_every: int = field(default=50_000, metadata={"help": "steps between checkpoints"})
-    eval_every: int = field(default=25_000, metadata={"help": "steps between retrieval evaluations (0: never)"})
+    eval_every: int = field(
+        default=25_000, metadata={"help": "steps between retrieval evaluations (0: never)"}
+    )
 
 
 class GuidedDQN(DQN):

@@ -61,7 +61,9 @@ def plot_precision_recall(
     for label, (precision, recall) in curves.items():
         left.plot(recall, precision, marker=".", label=label)
         right.plot(np.arange(len(precision)), precision, marker=".", label=label)
-    left.set(xlabel="recall", ylabel="precision", title=f"{title}: precision-recall", xlim=(0, 1), ylim=(0, 1.02))
+    left.set(
+        xlabel="recall", ylabel="precision", title=f"{title}: precision-recall", xlim=(0, 1), ylim=(0, 1.02)
+    )
     right.set(xlabel="Hamming radius", ylabel="precision", title="precision within radius", ylim=(0, 1.02))
     left.legend(loc="lower left")
     figure.tight_layout()

@@ -42,7 +42,9 @@ def build_parser(algo: str, args_class: type) -> argparse.ArgumentParser:
         option = "--" + spec.name.replace("_", "-")
         help_text = f"{spec.metadata.get('help', '')} (default: {spec.default})"
         if kind is bool:
-            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=spec.default, help=help_text)
+            parser.add_argument(
+                option, action=argparse.BooleanOptionalAction, default=spec.default, help=help_text
+            )
         else:
             parser.add_argument(option, type=kind, default=spec.default, help=help_text)
     return parser
@@ -69,8 +71,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is in the run folder", file=sys.stderr)
         return 130
-    summary = {key: results[key] for key in ("map", "map_tie_aware", "map_at_k", "precision_radius2", "train_seconds")}
-    print(" ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}" for key, value in summary.items()))
+    summary = {
+        key: results[key]
+        for key in ("map", "map_tie_aware", "map_at_k", "precision_radius2", "train_seconds")
+    }
+    print(
+        " ".join(
+            f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
+            for key, value in summary.items()
+        )
+    )
     return 0
 
 

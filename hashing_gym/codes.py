@@ -192,7 +192,7 @@ def _bch_codebook(num_classes: int, bits: int, rng: np.random.Generator) -> np.n
 
 
 def _distinct_messages(count: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` distinct k-bit messages, avoiding the all-zero one (its codeword is unbalanced) if possible."""
+    """``count`` distinct k-bit messages, avoiding the all-zero one (an unbalanced codeword) if possible."""
     if k <= 20:
         first = 1 if 2**k - 1 >= count else 0
         chosen = rng.choice(np.arange(first, 2**k), size=count, replace=False)

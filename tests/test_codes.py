@@ -28,13 +28,21 @@ def test_codebook_shape_dtype_and_distinct_rows(kind, num_classes, bits):
 
 @pytest.mark.parametrize(
     ("num_classes", "bits", "expected"),
-    [(10, 16, (15, 5, 7)), (10, 32, (31, 6, 15)), (10, 64, (63, 7, 31)), (10, 8, (7, 4, 3)), (100, 16, (15, 7, 5))],
+    [
+        (10, 16, (15, 5, 7)),
+        (10, 32, (31, 6, 15)),
+        (10, 64, (63, 7, 31)),
+        (10, 8, (7, 4, 3)),
+        (100, 16, (15, 7, 5)),
+    ],
 )
 def test_bch_rule_picks_nearest_length_and_largest_distance(num_classes, bits, expected):
     assert bch_parameters(num_classes, bits) == expected
 
 
-@pytest.mark.parametrize(("num_classes", "bits"), [(10, 7), (10, 15), (10, 16), (10, 31), (10, 32), (21, 48), (10, 64)])
+@pytest.mark.parametrize(
+    ("num_classes", "bits"), [(10, 7), (10, 15), (10, 16), (10, 31), (10, 32), (21, 48), (10, 64)]
+)
 def test_bch_codebook_reaches_designed_distance(num_classes, bits):
     n, _, d = bch_parameters(num_classes, bits)
     book = label_codebook(num_classes, bits)

@@ -34,7 +34,10 @@ def test_train_cli_writes_results_model_and_checkpoints(tmp_path, capsys):
     for key in ("map", "map_tie_aware", "map_at_k", "precision_radius2"):
         assert 0.0 <= results[key] <= 1.0
     assert (out / "model.zip").is_file()
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["dqn_200_steps.zip", "dqn_400_steps.zip"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "dqn_200_steps.zip",
+        "dqn_400_steps.zip",
+    ]
     assert any((out / "tb").rglob("events.out.tfevents.*"))
     assert "map=" in capsys.readouterr().out
 

@@ -54,7 +54,9 @@ def feature_bound(dataset: HashingDataset) -> float:
     Finite bounds keep both env checkers quiet and equal for every split of one data set, so a
     policy trained on the train split accepts the query split's observations.
     """
-    largest = max(float(np.abs(s.features).max(initial=0.0)) for s in (dataset.train, dataset.query, dataset.database))
+    largest = max(
+        float(np.abs(s.features).max(initial=0.0)) for s in (dataset.train, dataset.query, dataset.database)
+    )
     return float(max(1.0, np.ceil(largest)))
 
 
@@ -78,7 +80,9 @@ class HashingEnv(gym.Env):
 
     def __init__(self, dataset: str | HashingDataset, split: str, render_mode: str | None) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
         self.dataset = resolve_dataset(dataset)
         self.split_name = split
         self.split = resolve_split(self.dataset, split)

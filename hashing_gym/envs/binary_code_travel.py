@@ -38,11 +38,11 @@ class BinaryCodeTravelEnv(HashingEnv):
 
     ``Dict`` (or, with ``flatten=True``, one ``Box`` of the three concatenated as float32):
 
-    | key        | space                      | dtype   | meaning                                         |
-    |------------|----------------------------|---------|-------------------------------------------------|
-    | features   | ``Box(-B, B, (D,))``       | float32 | the item's feature vector :math:`f`             |
-    | code       | ``MultiBinary(b)``         | int8    | the current code :math:`e_t`                     |
-    | history    | ``MultiBinary((10, b))``   | int8    | the last 10 flips one-hot, newest first; terminate is not recorded |
+    | key      | space                    | dtype   | meaning                                           |
+    |----------|--------------------------|---------|---------------------------------------------------|
+    | features | ``Box(-B, B, (D,))``     | float32 | the item's feature vector :math:`f`               |
+    | code     | ``MultiBinary(b)``       | int8    | the current code :math:`e_t`                      |
+    | history  | ``MultiBinary((10, b))`` | int8    | the last 10 flips one-hot, newest first (no terminate) |
 
     B is ``feature_bound(dataset)``: the largest absolute feature value over all splits (rounded
     up), so that environments on any split of a data set share one observation space.
@@ -153,9 +153,9 @@ class BinaryCodeTravelEnv(HashingEnv):
         self._flip_delta = 1 - 2 * self.codebook.T.astype(np.int64)
         self._flip_delta_sum = self._flip_delta.sum(axis=1).tolist()
         # The history is a ring buffer; _history_order[head] lists its rows newest first.
-        self._history_order = (np.arange(self.history_length)[None, :] * -1 + np.arange(self.history_length)[:, None]) % max(
-            1, self.history_length
-        )
+        self._history_order = (
+            np.arange(self.history_length)[None, :] * -1 + np.arange(self.history_length)[:, None]
+        ) % max(1, self.history_length)
         self._one_hot = np.eye(self.bits, dtype=np.int8)
 
         self._code = np.zeros(self.bits, dtype=np.int8)
@@ -209,7 +209,11 @@ class BinaryCodeTravelEnv(HashingEnv):
     def step(self, action: int) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """Flip bit ``action`` (reward Eq. 1) or terminate (``action == bits``, reward Eq. 2)."""
         # Cheaper than action_space.contains (this is the hot path), same acceptance.
-        if not (isinstance(action, (int, np.integer)) and not isinstance(action, bool) and 0 <= action <= self.bits):
+        if not (
+            isinstance(action, (int, np.integer))
+            and not isinstance(action, bool)
+            and 0 <= action <= self.bits
+        ):
             if not self.action_space.contains(action):
                 raise ValueError(f"{action!r} ({type(action).__name__}) is not in {self.action_space}")
         action = int(action)
@@ -351,7 +355,9 @@ def encode_batch(
             break
         code, flip = codes[active], flips[active]
         if flatten:
-            obs: Any = np.concatenate([features[active], code, flip.reshape(len(active), -1)], axis=1, dtype=np.float32)
+            obs: Any = np.concatenate(
+                [features[active], code, flip.reshape(len(active), -1)], axis=1, dtype=np.float32
+            )
         else:
             obs = {"features": features[active], "code": code, "history": flip}
         actions = np.asarray(policy(obs)).reshape(len(active))
