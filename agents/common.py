@@ -50,6 +50,10 @@ class CommonArgs:
         default=None, metadata={"help": "run folder; default runs/{env}__{algo}__{seed}__{time}"}
     )
     topk: int = field(default=1000, metadata={"help": "k of mAP@k in results.json"})
+    resume: str | None = field(
+        default=None,
+        metadata={"help": "continue the interrupted run in this folder to its total steps"},
+    )
     threads: int = field(
         default=1, metadata={"help": "torch CPU threads (small networks train fastest on one)"}
     )
@@ -141,6 +145,63 @@ def results_record(
 def save_args(folder: Path, args: CommonArgs, algo: str) -> None:
     """Record the run's arguments, so ``agents.evaluate`` and ``--resume`` can rebuild it."""
     write_json_atomic(folder / ARGS_FILE, {"algo": algo, **dataclasses.asdict(args)})
+
+
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_STATE = "state.json"
+
+
+def read_run_args(folder: str | Path) -> dict[str, Any]:
+    """The recorded arguments of a run folder (``args.json``, with ``algo``)."""
+    path = Path(folder) / ARGS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} holds no run: {ARGS_FILE} is missing")
+    return json.loads(path.read_text())
+
+
+def latest_checkpoint(folder: str | Path) -> dict[str, Any] | None:
+    """The newest complete checkpoint of a run folder (its state.json), or None."""
+    state = Path(folder) / CHECKPOINT_DIR / CHECKPOINT_STATE
+    if not state.is_file():
+        return None
+    return json.loads(state.read_text())
+
+
+class SB3Checkpoint:
+    """Atomic checkpoints of a stable-baselines3 model (and its replay buffer, if it has one).
+
+    Each checkpoint writes ``step_{n}.zip`` (and ``step_{n}_replay.pkl``) into
+    ``DIR/checkpoints``, then ``state.json`` naming them (through a rename, so a reader sees the
+    old or the new checkpoint, never half of one), then deletes the previous checkpoint's files.
+    A run killed at any moment resumes from the last complete checkpoint.
+    """
+
+    def __init__(self, folder: Path, elapsed: float = 0.0) -> None:
+        self.directory = Path(folder) / CHECKPOINT_DIR
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.elapsed = elapsed  # training seconds before this process (resumed runs)
+
+    def save(self, model: Any, train_seconds: float) -> None:
+        """Write a checkpoint of ``model`` at its current ``num_timesteps``."""
+        previous = latest_checkpoint(self.directory.parent)
+        step = int(model.num_timesteps)
+        model_path = self.directory / f"step_{step}.zip"
+        model.save(model_path, exclude=["env"])
+        state: dict[str, Any] = {
+            "num_timesteps": step,
+            "train_seconds": self.elapsed + train_seconds,
+            "model": model_path.name,
+            "replay_buffer": None,
+        }
+        if getattr(model, "replay_buffer", None) is not None:
+            replay_path = self.directory / f"step_{step}_replay.pkl"
+            model.save_replay_buffer(replay_path)
+            state["replay_buffer"] = replay_path.name
+        write_json_atomic(self.directory / CHECKPOINT_STATE, state)
+        if previous and previous["num_timesteps"] != step:
+            for name in (previous["model"], previous["replay_buffer"]):
+                if name:
+                    (self.directory / name).unlink(missing_ok=True)
 
 
 def set_threads(threads: int) -> None:

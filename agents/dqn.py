@@ -24,13 +24,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from stable_baselines3 import DQN
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
 from agents.common import (
+    CHECKPOINT_DIR,
     CommonArgs,
+    SB3Checkpoint,
     UsageError,
+    latest_checkpoint,
     load_run_dataset,
     resolve_device,
     results_record,
@@ -126,34 +129,43 @@ class RetrievalEvalCallback(BaseCallback):
         return True
 
 
+class CheckpointEvery(BaseCallback):
+    """Every ``every`` steps, write an atomic checkpoint (model and replay buffer)."""
+
+    def __init__(self, checkpoint: SB3Checkpoint, every: int, start: float) -> None:
+        super().__init__()
+        self.checkpoint, self.every, self.start = checkpoint, every, start
+        self._next = every
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.every
+            self.checkpoint.save(self.model, time.perf_counter() - self.start)
+        return True
+
+
 def default_timesteps(args: Args, dataset: HashingDataset) -> int:
     """Budget that scales with the data: ``steps_per_item`` environment steps per train item."""
     return args.steps_per_item * dataset.train.n
 
 
-def main(args: Args) -> dict[str, Any]:
-    """Train GuidedDQN, encode, evaluate; write model.zip and results.json into the run folder."""
-    if args.env != "BinaryCodeTravel-v0":
-        raise UsageError(f"dqn trains BinaryCodeTravel-v0 (a Discrete action), got --env {args.env}")
+def make_model(args: Args, env: Any, folder: Path) -> GuidedDQN:
+    """A new GuidedDQN, or the newest checkpoint of ``folder`` when resuming."""
+    device = resolve_device(args.device)
+    if args.resume:
+        state = latest_checkpoint(folder)
+        if state is None:
+            raise UsageError(f"--resume {folder}: the run has no checkpoint to continue from")
+        directory = folder / CHECKPOINT_DIR
+        model = GuidedDQN.load(directory / state["model"], env=env, device=device)
+        if state["replay_buffer"]:
+            model.load_replay_buffer(directory / state["replay_buffer"])
+        return model
     hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
-    set_threads(args.threads)
-    dataset = load_run_dataset(args)
-    folder = run_folder(args, ALGO)
-    save_args(folder, args, ALGO)
-    timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
-    if timesteps <= 0:
-        raise UsageError(f"--timesteps must be positive, got {timesteps}")
-
-    # ENV SETUP: the train split, random start codes, DRLH's reward.
-    env = make_vec_env(
-        "BinaryCodeTravel-v0",
-        n_envs=args.num_envs,
-        seed=args.seed,
-        env_kwargs={"dataset": dataset, "bits": args.bits},
-    )
-
-    # ALGO LOGIC: DQN with teacher-guided epsilon-greedy exploration.
-    model = GuidedDQN(
+    return GuidedDQN(
         "MultiInputPolicy",
         env,
         learning_rate=args.learning_rate,
@@ -168,23 +180,56 @@ def main(args: Args) -> dict[str, Any]:
         exploration_final_eps=args.exploration_final_eps,
         policy_kwargs={"net_arch": hidden},
         tensorboard_log=str(folder / "tb"),
-        device=resolve_device(args.device),
+        device=device,
         seed=args.seed,
         verbose=0,
     )
+
+
+def main(args: Args) -> dict[str, Any]:
+    """Train GuidedDQN, encode, evaluate; write model.zip and results.json into the run folder."""
+    if args.env != "BinaryCodeTravel-v0":
+        raise UsageError(f"dqn trains BinaryCodeTravel-v0 (a Discrete action), got --env {args.env}")
+    set_threads(args.threads)
+    dataset = load_run_dataset(args)
+    folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
+    if not args.resume:
+        save_args(folder, args, ALGO)
+    timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
+    if timesteps <= 0:
+        raise UsageError(f"--timesteps must be positive, got {timesteps}")
+
+    # ENV SETUP: the train split, random start codes, DRLH's reward.
+    env = make_vec_env(
+        "BinaryCodeTravel-v0",
+        n_envs=args.num_envs,
+        seed=args.seed,
+        env_kwargs={"dataset": dataset, "bits": args.bits},
+    )
+
+    # ALGO LOGIC: DQN with teacher-guided epsilon-greedy exploration.
+    model = make_model(args, env, folder)
+    done = model.num_timesteps
+    checkpoint = SB3Checkpoint(folder, elapsed=(latest_checkpoint(folder) or {}).get("train_seconds", 0.0))
+    start = time.perf_counter()
     callbacks = CallbackList(
         [
-            CheckpointCallback(
-                save_freq=max(1, args.checkpoint_every // args.num_envs),
-                save_path=str(folder / "checkpoints"),
-                name_prefix=ALGO,
-            ),
+            CheckpointEvery(checkpoint, args.checkpoint_every, start),
             RetrievalEvalCallback(dataset, args.bits, args.topk, args.eval_every),
         ]
     )
-    start = time.perf_counter()
-    model.learn(total_timesteps=timesteps, callback=callbacks, progress_bar=True, tb_log_name=ALGO)
-    train_seconds = time.perf_counter() - start
+    try:
+        model.learn(
+            total_timesteps=timesteps - done,
+            callback=callbacks,
+            progress_bar=True,
+            tb_log_name=ALGO,
+            reset_num_timesteps=not args.resume,
+        )
+    except KeyboardInterrupt:
+        checkpoint.save(model, time.perf_counter() - start)  # Ctrl-C loses nothing
+        raise
+    train_seconds = checkpoint.elapsed + time.perf_counter() - start
     save_model(model, folder / MODEL_FILE)
 
     metrics = evaluate_model(model, dataset, args.bits, args.topk)

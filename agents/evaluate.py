@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.common import ARGS_FILE, RESULTS_FILE, load_run_dataset, retrieval_results, write_json_atomic
+from agents.common import RESULTS_FILE, load_run_dataset, read_run_args, retrieval_results, write_json_atomic
 from agents.train import ALGORITHMS
 from hashing_gym.data import HashingDataset
 from hashing_gym.ranking import precision_recall_curve
@@ -26,13 +26,10 @@ from hashing_gym.ranking import precision_recall_curve
 
 def read_run(folder: Path) -> tuple[str, Any]:
     """The algorithm name and its ``Args`` of a run folder."""
-    path = Path(folder) / ARGS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} holds no run: {ARGS_FILE} is missing")
-    recorded = json.loads(path.read_text())
+    recorded = read_run_args(folder)
     algo = recorded.pop("algo")
     if algo not in ALGORITHMS:
-        raise ValueError(f"{path} names an unknown algorithm {algo!r}")
+        raise ValueError(f"{folder} names an unknown algorithm {algo!r}")
     module = importlib.import_module(ALGORITHMS[algo])
     return algo, module.Args(**recorded)
 

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from agents.common import UsageError
+from agents.common import UsageError, read_run_args
 
 # algorithm -> module holding its `Args` dataclass and `main(args)`
 ALGORITHMS: dict[str, str] = {
@@ -50,6 +50,14 @@ def build_parser(algo: str, args_class: type) -> argparse.ArgumentParser:
     return parser
 
 
+def resumed_arguments(algo: str, folder: str) -> dict[str, Any]:
+    """The recorded arguments of the run in ``folder``, set to resume it."""
+    recorded = read_run_args(folder)
+    if recorded.pop("algo") != algo:
+        raise UsageError(f"--resume {folder}: that run was not trained with {algo}")
+    return {**recorded, "resume": folder}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``ALGO [--options]``, run the algorithm, print its results; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -62,8 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module = importlib.import_module(ALGORITHMS[algo])
     parsed = build_parser(algo, module.Args).parse_args(rest)
-    args = module.Args(**vars(parsed))
     try:
+        args = (
+            module.Args(**resumed_arguments(algo, parsed.resume))
+            if parsed.resume
+            else module.Args(**vars(parsed))
+        )
         results = module.main(args)
     except (UsageError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
