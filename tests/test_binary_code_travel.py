@@ -202,6 +202,7 @@ def test_action_outside_space_is_refused(action):
         ({"eta": 99}, "eta must be an integer"),
         ({"sigma": -1.0}, "sigma must be a positive number"),
         ({"max_steps": 0}, "max_steps must be a positive integer"),
+        ({"history": 0}, "history must be a positive integer"),
         ({"split": "validation"}, "split must be one of"),
         ({"render_mode": "human"}, "render_mode must be None or one of"),
         ({"dataset": "imagenet"}, "imagenet"),

@@ -128,8 +128,8 @@ class BinaryCodeTravelEnv(HashingEnv):
             max_steps = self.bits + 1
         if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps <= 0:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-        if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 0:
-            raise ValueError(f"history must be a non-negative integer, got {history!r}")
+        if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history <= 0:
+            raise ValueError(f"history must be a positive integer, got {history!r}")
         if not np.isfinite(sigma) or sigma <= 0:
             raise ValueError(f"sigma must be a positive number, got {sigma!r}")
 
@@ -153,9 +153,8 @@ class BinaryCodeTravelEnv(HashingEnv):
         self._flip_delta = 1 - 2 * self.codebook.T.astype(np.int64)
         self._flip_delta_sum = self._flip_delta.sum(axis=1).tolist()
         # The history is a ring buffer; _history_order[head] lists its rows newest first.
-        self._history_order = (
-            np.arange(self.history_length)[None, :] * -1 + np.arange(self.history_length)[:, None]
-        ) % max(1, self.history_length)
+        rows = np.arange(self.history_length)
+        self._history_order = (rows[:, None] - rows[None, :]) % self.history_length
         self._one_hot = np.eye(self.bits, dtype=np.int8)
 
         self._code = np.zeros(self.bits, dtype=np.int8)
@@ -230,9 +229,8 @@ class BinaryCodeTravelEnv(HashingEnv):
                 self._distances += self._flip_delta[action]
                 self._distance_total += self._flip_delta_sum[action]
             self._code[action] ^= 1
-            if self.history_length:
-                self._head = (self._head + 1) % self.history_length
-                self._ring[self._head] = self._one_hot[action]
+            self._head = (self._head + 1) % self.history_length
+            self._ring[self._head] = self._one_hot[action]
             self._refresh_distances()
             reward = margin - (self._d_pos - self._d_neg)
             terminated = False
@@ -364,7 +362,7 @@ def encode_batch(
         moving = actions < bits
         active, bit = active[moving], actions[moving]
         codes[active, bit] ^= 1
-        if history:
+        if history:  # the env requires history >= 1; 0 is allowed here for history-free policies
             flips[active, 1:] = flips[active, :-1]
             flips[active, 0] = 0
             flips[active, 0, bit] = 1
