@@ -62,7 +62,6 @@ class Args(CommonArgs):
     learning_starts: int = field(default=2_000, metadata={"help": "teacher steps before the first update"})
     batch_size: int = field(default=128, metadata={"help": "replay minibatch size"})
     gamma: float = field(default=0.95, metadata={"help": "discount: each step costs the agent"})
-    n_steps: int = field(default=1, metadata={"help": "n-step returns of the TD target"})
     train_freq: int = field(default=1, metadata={"help": "environment steps per gradient step"})
     target_update_interval: int = field(
         default=2_000, metadata={"help": "steps between target-network copies"}
@@ -175,7 +174,6 @@ def make_model(args: Args, env: Any, folder: Path) -> GuidedDQN:
         batch_size=args.batch_size,
         gamma=args.gamma,
         train_freq=args.train_freq,
-        n_steps=args.n_steps,
         target_update_interval=args.target_update_interval,
         exploration_fraction=args.exploration_fraction,
         exploration_initial_eps=args.exploration_initial_eps,

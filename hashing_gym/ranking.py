@@ -198,6 +198,73 @@ def distance_counts(
     return stats.counts, stats.relevant
 
 
+def packed_distance_counts(
+    xq: np.ndarray, lq: np.ndarray, xb: np.ndarray, lb: np.ndarray, bits: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`distance_counts` of codes and labels packed once by :func:`pack_codes` (the hot path of a reward).
+
+    An environment that ranks a few codes against the same database at every step packs the database
+    once, so each call costs O(nq nb ceil(bits / 64)) on the numba kernel: nothing is validated element by
+    element or packed again (only shapes, dtypes and the zero padding of the last word are checked).
+
+    Args:
+        xq: packed query codes, uint64 (nq, ceil(bits / 64)) from :func:`pack_codes`.
+        lq: query labels: int class ids (nq,), or multi-hot labels packed by :func:`pack_codes`,
+            uint64 (nq, ceil(C / 64)).
+        xb: packed database codes, uint64 (nb, ceil(bits / 64)).
+        lb: database labels, of the same kind as ``lq``.
+        bits: code length (the packed words do not record it).
+
+    Returns:
+        ``(counts, relevant)``, int64 (nq, bits + 1), as :func:`distance_counts` returns them.
+
+    >>> xb = pack_codes([[0, 0, 0], [1, 1, 1], [0, 0, 1]])
+    >>> counts, relevant = packed_distance_counts(xb[:1], np.array([0]), xb, np.array([0, 1, 0]), bits=3)
+    >>> counts.tolist(), relevant.tolist()
+    ([[1, 1, 0, 1]], [[1, 1, 0, 0]])
+    """
+    bits = operator.index(bits)
+    words = (bits + 63) // 64
+    for name, arr in (("xq", xq), ("xb", xb)):
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.uint64 or arr.ndim != 2 or arr.shape[1] != words:
+            raise ValueError(
+                f"{name} must be packed codes, uint64 (n, {words}) for {bits} bits from pack_codes, got "
+                f"{getattr(arr, 'dtype', type(arr).__name__)} of shape {np.shape(arr)}"
+            )
+        # Set padding bits would give distances above `bits`, out of the histograms' range.
+        if bits % 64 and arr.size and (arr[:, -1] >> np.uint64(bits % 64)).any():
+            raise ValueError(f"{name} has bits set beyond bit {bits}: pack codes with pack_codes")
+    lq, lb = np.asarray(lq), np.asarray(lb)
+    if lq.ndim != lb.ndim or lq.ndim not in (1, 2) or (lq.ndim == 2 and lq.shape[1] != lb.shape[1]):
+        raise ValueError(
+            f"lq and lb must both be class ids (n,) or both packed multi-hot labels (n, words), "
+            f"got shapes {lq.shape} and {lb.shape}"
+        )
+    if lq.shape[0] != xq.shape[0] or lb.shape[0] != xb.shape[0]:
+        raise ValueError(
+            f"labels must have one row per code, got {lq.shape[0]} and {lb.shape[0]} labels "
+            f"for {xq.shape[0]} and {xb.shape[0]} codes"
+        )
+    multi = lq.ndim == 2
+    if multi:
+        if lq.dtype != np.uint64 or lb.dtype != np.uint64:
+            raise ValueError(f"packed multi-hot labels must be uint64 from pack_codes, got {lq.dtype} and {lb.dtype}")
+        lq, lb = np.ascontiguousarray(lq).view(np.int64), np.ascontiguousarray(lb).view(np.int64)
+    else:
+        if not (np.issubdtype(lq.dtype, np.integer) and np.issubdtype(lb.dtype, np.integer)):
+            raise ValueError(f"class ids must be integers, got {lq.dtype} and {lb.dtype}")
+        lq = np.ascontiguousarray(lq, dtype=np.int64).reshape(-1, 1)
+        lb = np.ascontiguousarray(lb, dtype=np.int64).reshape(-1, 1)
+    nq = xq.shape[0]
+    counts = np.zeros((nq, bits + 1), dtype=np.int64)
+    relevant = np.zeros((nq, bits + 1), dtype=np.int64)
+    no_ks, no_sums, no_hits = np.zeros(0, np.int64), np.zeros((nq, 0)), np.zeros((nq, 0), np.int64)
+    no_dist = np.zeros((0, 0), dtype=np.int32)
+    args = (lq, lb, multi, no_ks, False, counts, relevant, no_sums, no_hits)
+    _launch("stats", nq * xb.shape[0], no_dist, np.ascontiguousarray(xq), np.ascontiguousarray(xb), *args)
+    return counts, relevant
+
+
 def average_precision(
     q_codes: Any,
     q_labels: Any,
