@@ -1,0 +1,526 @@
+"""SequentialHashBits-v0: DRLIH's hashing as a sequence of decisions, one group of bits per step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from hashing_gym.data import HashingDataset
+from hashing_gym.envs.base import HashingEnv, check_bits, feature_bound
+
+
+def triplet_accuracy(d_pos: np.ndarray, d_neg: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    r"""Fraction of (positive, negative) pairs that a code orders correctly; ties count one half.
+
+    Every positive is compared with every negative (all :math:`P \times P` pairs): a pair scores 1
+    if :math:`d_{neg} - d_{pos} > m`, 1/2 if :math:`d_{neg} - d_{pos} = m` and 0 otherwise.
+
+    Args:
+        d_pos: distances (..., P) from the item's code to its positives' codes.
+        d_neg: distances (..., P) from the item's code to its negatives' codes.
+        margin: the margin m (0: a plain ordering test).
+
+    Returns:
+        float64 (...): the accuracy of each row.
+
+    >>> float(triplet_accuracy(np.array([1, 2]), np.array([2, 3])))  # pairs: 1<2, 1<3, 2=2, 2<3
+    0.875
+    """
+    gap = (
+        np.asarray(d_neg, dtype=np.float64)[..., None, :] - np.asarray(d_pos, dtype=np.float64)[..., :, None]
+    )
+    return (np.sign(gap - margin) + 1.0).mean(axis=(-2, -1)) / 2.0
+
+
+def build_observation(
+    features: np.ndarray,
+    code: np.ndarray,
+    decided: np.ndarray,
+    step: np.ndarray,
+    num_steps: int,
+    flatten: bool,
+) -> Any:
+    """Batched observations of the MDP (what ``SequentialHashBitsEnv`` shows, with a leading batch axis).
+
+    Args:
+        features: float32 (n, D).
+        code: int8 (n, bits), undecided bits 0.
+        decided: int8 (n, bits), 1 where a bit is set.
+        step: int64 (n,) step index, in [0, num_steps).
+        num_steps: T, the episode length (size of the step one-hot when flattened).
+        flatten: return one float32 (n, D + 2 bits + T) array instead of a dict.
+
+    Returns:
+        A dict of arrays (``features``, ``code``, ``decided``, ``step``) or a float32 array.
+    """
+    if flatten:
+        one_hot = np.zeros((len(step), num_steps), dtype=np.float32)
+        one_hot[np.arange(len(step)), step] = 1.0
+        return np.concatenate([features, code, decided, one_hot], axis=1, dtype=np.float32)
+    return {"features": features, "code": code, "decided": decided, "step": step}
+
+
+class SequentialHashBitsEnv(HashingEnv):
+    r"""Decide an image's binary code group by group; each step is rewarded by the ranking accuracy it adds.
+
+    ## Description
+
+    DRLIH (Peng, Zhang, Ye, "Deep Reinforcement Learning for Image Hashing", arXiv 1802.02904,
+    IEEE TMM 2020) models hashing as a sequential decision process: a recurrent agent projects an
+    image into its code one hash function after another, so that each function can correct the
+    errors of the earlier ones, and an *action group* of :math:`g` functions is decided together
+    in one step. An episode encodes one item of the split in :math:`T = b / g` steps; step
+    :math:`t` (0-based) decides bits :math:`[t g, (t + 1) g)`. The paper's state is the pair
+    (image features, RNN hidden state): the hidden state belongs to the agent (a recurrent policy),
+    so the env shows the features and the bits decided so far.
+
+    ## Action Space
+
+    ``MultiBinary(group)``: the values of the next ``group`` bits.
+
+    ## Observation Space
+
+    ``Dict`` (or, with ``flatten=True``, one float32 ``Box`` of the four concatenated, the step
+    one-hot, for plain MLP policies):
+
+    | key      | space                | dtype   | meaning                                         |
+    |----------|----------------------|---------|-------------------------------------------------|
+    | features | ``Box(-B, B, (D,))`` | float32 | the item's feature vector                       |
+    | code     | ``MultiBinary(b)``   | int8    | the bits decided so far; undecided bits are 0   |
+    | decided  | ``MultiBinary(b)``   | int8    | 1 where a bit has been decided (a prefix)       |
+    | step     | ``Discrete(T)``      | int64   | the index t of the group decided next           |
+
+    B is ``feature_bound(dataset)``. The observation returned with termination (all bits decided)
+    shows ``step = T - 1``, the last index the space holds.
+
+    ## Rewards
+
+    The env keeps a *code bank*: one code per item of the split. On reset it draws, with
+    ``self.np_random`` and with replacement, P positives (items sharing a label with the item;
+    multi-label: at least one) and P negatives (the other items), never the item itself. With
+    :math:`d^t_{+,i}` and :math:`d^t_{-,j}` the Hamming distances from the item's code to the bank
+    codes of positive i and negative j over the :math:`t g` bits decided after step t,
+
+    .. math:: acc_t = \frac{1}{P^2} \sum_{i, j} \Big( [d^t_{-,j} - d^t_{+,i} > m]
+              + \tfrac{1}{2} [d^t_{-,j} - d^t_{+,i} = m] \Big),
+              \qquad r_t = acc_t - acc_{t-1}, \quad acc_0 = \tfrac{1}{2},
+
+    so the return of an episode is :math:`acc_T - 1/2 \in [-1/2, 1/2]`: the triplet accuracy of
+    the finished code (an AUC of the item's ranking of its sampled references) minus chance. All
+    :math:`P \times P` pairs are compared (not pair i with i), which lowers the reward's variance
+    at no extra sampling. An item without a positive or without a negative has no triplet: its
+    accuracy stays 1/2 and its rewards are 0.
+
+    The paper ranks triplets :math:`(I, I^+, I^-)` of a mini-batch; its released code
+    (PKU-ICST-MIPL/DRLIH_TMM2020) trains on the triplet hinge
+    :math:`\max(0, m + \|h - h^+\|_2 - \|h - h^-\|_2)` of the relaxed codes (bit probabilities)
+    with :math:`m = 1`, and weighs the log-probability of the codes by that loss. Here ``margin``
+    is the Hamming-distance margin m of the comparison above (default 0, the plain ordering);
+    with :math:`m > 0` a pair counts only when the negative is more than m bits farther.
+
+    ``rewards(codes, positives, negatives)`` (and ``accuracies``) compute the same quantities for a
+    batch of finished codes against the current bank, without changing anything; ``step`` uses
+    them too, so the MDP has one implementation. ``sample_references(indices)`` draws references
+    as ``reset`` does.
+
+    ## Starting State
+
+    No bit decided (``code`` and ``decided`` all 0, ``step`` 0). The item is drawn with
+    ``self.np_random`` unless ``options={"index": i}``.
+
+    The code bank starts as uniformly random codes, drawn from ``self.np_random`` on every reset
+    given a ``seed`` and on the first reset (unless ``set_code_bank`` came first), so a seeded reset
+    restores the whole state; resets without a seed keep the bank. At the end of each episode the
+    item's finished code replaces its row of the bank. ``set_code_bank(codes)`` replaces the whole
+    bank, e.g. with an agent's greedy codes of the whole split (the paper's triplets are coded by
+    the current network); ``code_bank`` is a read-only view.
+
+    ## Episode End
+
+    1. Termination: after T steps, when every bit is decided.
+    2. Truncation: never (the registration sets no ``max_episode_steps``).
+
+    ``info`` (from ``reset`` and every ``step``) carries ``index`` (the item's row in the split)
+    and ``accuracy`` (:math:`acc_t`).
+
+    ## Arguments
+
+    >>> import gymnasium as gym
+    >>> import hashing_gym
+    >>> env = gym.make("SequentialHashBits-v0", bits=16, group=4)
+    >>> obs, info = env.reset(seed=0)
+    >>> sorted(obs), env.action_space, info["accuracy"]
+    (['code', 'decided', 'features', 'step'], MultiBinary(4), 0.5)
+    >>> total = 0.0
+    >>> for _ in range(4):
+    ...     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    ...     total += reward
+    >>> terminated, abs(total - (info["accuracy"] - 0.5)) < 1e-12
+    (True, True)
+
+    | argument    | default      | meaning                                                     |
+    |-------------|--------------|-------------------------------------------------------------|
+    | dataset     | ``"digits"`` | a data set name or a ``HashingDataset``                     |
+    | bits        | 16           | code length b                                               |
+    | split       | ``"train"``  | the split whose items are encoded and whose bank is compared |
+    | group       | 1            | bits decided per step (the paper's action group); divides b |
+    | pairs       | 16           | P: positives and negatives drawn per episode                |
+    | margin      | 0.0          | m: the Hamming margin of a correctly ordered pair           |
+    | flatten     | False        | one float32 ``Box`` observation instead of a ``Dict``       |
+    | render_mode | None         | ``"ansi"`` or ``"rgb_array"``                               |
+
+    ## Version History
+
+    - v0: initial version.
+    """
+
+    def __init__(
+        self,
+        dataset: str | HashingDataset = "digits",
+        bits: int = 16,
+        split: str = "train",
+        group: int = 1,
+        pairs: int = 16,
+        margin: float = 0.0,
+        flatten: bool = False,
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__(dataset, split, render_mode)
+        self.bits = check_bits(bits)
+        if isinstance(group, bool) or not isinstance(group, (int, np.integer)) or group <= 0:
+            raise ValueError(f"group must be a positive integer, got {group!r}")
+        if self.bits % group:
+            raise ValueError(
+                f"bits={self.bits} is not a multiple of group={group}: each step decides group bits"
+            )
+        if isinstance(pairs, bool) or not isinstance(pairs, (int, np.integer)) or pairs <= 0:
+            raise ValueError(f"pairs must be a positive integer, got {pairs!r}")
+        if (
+            isinstance(margin, bool)
+            or not isinstance(margin, (int, float, np.number))
+            or not 0 <= margin < self.bits
+        ):
+            raise ValueError(f"margin must be a number in [0, bits={self.bits}), got {margin!r}")
+        if self.num_items < 2:
+            raise ValueError(f"the {split!r} split needs at least 2 items to compare, got {self.num_items}")
+        self.group = int(group)
+        self.num_steps = self.bits // self.group
+        self.pairs = int(pairs)
+        self.margin = float(margin)
+        self.flatten = bool(flatten)
+
+        labels = self.split.labels
+        self._multi = labels.ndim == 2
+        if self._multi:
+            self._label_sets = labels.astype(bool)
+        else:
+            # Items sorted by class: class c occupies positions [start[c], start[c] + size[c]) of _order.
+            self._order = np.argsort(labels, kind="stable")
+            sizes = np.bincount(labels, minlength=self.dataset.num_classes)
+            self._class_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+            self._class_size = sizes.astype(np.int64)
+            self._rank = np.empty(self.num_items, dtype=np.int64)
+            self._rank[self._order] = np.arange(self.num_items)
+
+        self._bank: np.ndarray | None = None  # uint8 (N, bits); drawn on the first reset
+        self._code = np.zeros(self.bits, dtype=np.int8)
+        self._decided = np.zeros(self.bits, dtype=np.int8)
+        self._t = 0
+        self._done = True
+        self._accuracy = 0.5
+        self._positives = np.full((1, self.pairs), -1, dtype=np.int64)
+        self._negatives = np.full((1, self.pairs), -1, dtype=np.int64)
+
+        self.action_space = spaces.MultiBinary(self.group)
+        bound = feature_bound(self.dataset)
+        if self.flatten:
+            size = self.feature_dim + 2 * self.bits + self.num_steps
+            self.observation_space = spaces.Box(-bound, bound, shape=(size,), dtype=np.float32)
+        else:
+            self.observation_space = spaces.Dict(
+                {
+                    "features": spaces.Box(-bound, bound, shape=(self.feature_dim,), dtype=np.float32),
+                    "code": spaces.MultiBinary(self.bits),
+                    "decided": spaces.MultiBinary(self.bits),
+                    "step": spaces.Discrete(self.num_steps),
+                }
+            )
+
+    # ----------------------------------------------------------------------------------------------
+    # The code bank
+    # ----------------------------------------------------------------------------------------------
+
+    @property
+    def code_bank(self) -> np.ndarray | None:
+        """uint8 (N, bits) bank codes, one per item of the split (read-only view); None before a reset."""
+        if self._bank is None:
+            return None
+        view = self._bank.view()
+        view.flags.writeable = False
+        return view
+
+    def set_code_bank(self, codes: Any) -> None:
+        """Replace the code bank, e.g. with an agent's greedy codes of the whole split.
+
+        Args:
+            codes: integer or bool array (N, bits) of 0/1, one row per item of the split.
+
+        Raises:
+            ValueError: if ``codes`` has the wrong shape, a non-integer dtype, or a value other than 0 and 1.
+        """
+        arr = np.asarray(codes)
+        expected = (self.num_items, self.bits)
+        if arr.shape != expected:
+            raise ValueError(f"codes must have shape {expected} (items, bits), got shape {arr.shape}")
+        if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)):
+            raise ValueError(f"codes must be an integer or bool array of 0/1, got dtype {arr.dtype}")
+        bad = (arr != 0) & (arr != 1)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"codes must hold only 0 and 1, got {arr[where].item()!r} at index {where}")
+        self._bank = np.array(arr, dtype=np.uint8)
+
+    # ----------------------------------------------------------------------------------------------
+    # The reward, batched (step uses it on one item)
+    # ----------------------------------------------------------------------------------------------
+
+    def sample_references(self, indices: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Draw P positives and P negatives per item with ``self.np_random``, with replacement.
+
+        Positives share a label with the item (multi-label: at least one); negatives share none; the
+        item itself is never drawn.
+
+        Args:
+            indices: int (n,) rows of the split.
+
+        Returns:
+            int64 (n, P) positives and int64 (n, P) negatives; both rows are -1 for an item that has
+            no positive or no negative (it has no triplet).
+        """
+        idx = self._check_indices(indices)
+        n, shape, rng = len(idx), (len(idx), self.pairs), self.np_random
+        positives = np.full(shape, -1, dtype=np.int64)
+        negatives = np.full(shape, -1, dtype=np.int64)
+        if self._multi:
+            for row, i in enumerate(idx):
+                shared = (self._label_sets[i] & self._label_sets).any(axis=1)
+                others = np.ones(self.num_items, dtype=bool)
+                others[i] = False
+                pos, neg = np.flatnonzero(shared & others), np.flatnonzero(~shared & others)
+                if len(pos) and len(neg):
+                    positives[row] = pos[rng.integers(len(pos), size=self.pairs)]
+                    negatives[row] = neg[rng.integers(len(neg), size=self.pairs)]
+            return positives, negatives
+        if n == 0:
+            return positives, negatives
+        label = self.split.labels[idx]
+        start, size = self._class_start[label][:, None], self._class_size[label][:, None]
+        valid = (size[:, 0] > 1) & (size[:, 0] < self.num_items)
+        # Positive: one of the size - 1 other members of the class, skipping the item's own position.
+        draw = rng.integers(0, np.maximum(size - 1, 1), size=shape)
+        draw += draw >= (self._rank[idx][:, None] - start)
+        positives[valid] = self._order[np.minimum(start + draw, self.num_items - 1)][valid]
+        # Negative: one of the N - size positions outside the class block.
+        draw = rng.integers(0, np.maximum(self.num_items - size, 1), size=shape)
+        draw += size * (draw >= start)
+        negatives[valid] = self._order[np.minimum(draw, self.num_items - 1)][valid]
+        return positives, negatives
+
+    def accuracies(self, codes: Any, positives: Any, negatives: Any) -> np.ndarray:
+        r"""Triplet accuracy :math:`acc_t` of each code after each step t = 1..T against the current bank.
+
+        Only the bits decided by step t count at step t, so a code whose later bits are not decided
+        yet (0) gives the right :math:`acc_t` for every t it has reached.
+
+        Args:
+            codes: 0/1 (n, bits) item codes.
+            positives: int (n, P) positives' rows (from ``sample_references``).
+            negatives: int (n, P) negatives' rows; rows of -1 mean "no triplet".
+
+        Returns:
+            float64 (n, T).
+        """
+        if self._bank is None:
+            raise RuntimeError("call reset (or set_code_bank) before computing rewards")
+        codes = np.asarray(codes)
+        positives, negatives = np.asarray(positives), np.asarray(negatives)
+        n = len(codes)
+        if codes.shape != (n, self.bits):
+            raise ValueError(f"codes must have shape (n, {self.bits}), got {codes.shape}")
+        if positives.shape != (n, self.pairs) or negatives.shape != (n, self.pairs):
+            raise ValueError(
+                f"positives and negatives must have shape {(n, self.pairs)}, "
+                f"got {positives.shape} and {negatives.shape}"
+            )
+        references = np.concatenate([positives, negatives], axis=1)  # (n, 2P)
+        valid = (references >= 0).all(axis=1)
+        differ = codes.astype(np.uint8)[:, None, :] != self._bank[np.maximum(references, 0)]  # (n, 2P, bits)
+        per_group = differ.reshape(n, 2 * self.pairs, self.num_steps, self.group).sum(axis=3, dtype=np.int64)
+        distance = np.cumsum(per_group, axis=2).transpose(0, 2, 1)  # (n, T, 2P): over decided bits
+        accuracy = triplet_accuracy(distance[..., : self.pairs], distance[..., self.pairs :], self.margin)
+        accuracy[~valid] = 0.5
+        return accuracy
+
+    def rewards(self, codes: Any, positives: Any, negatives: Any) -> np.ndarray:
+        r"""Per-step rewards :math:`r_t = acc_t - acc_{t-1}` (:math:`acc_0 = 1/2`) of codes; changes nothing.
+
+        Args:
+            codes: 0/1 (n, bits) item codes.
+            positives: int (n, P) positives' rows (from ``sample_references``).
+            negatives: int (n, P) negatives' rows.
+
+        Returns:
+            float64 (n, T); each row sums to the code's final accuracy minus 1/2.
+        """
+        accuracy = self.accuracies(codes, positives, negatives)
+        return np.diff(accuracy, axis=1, prepend=0.5)
+
+    # ----------------------------------------------------------------------------------------------
+    # Gymnasium API
+    # ----------------------------------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Pick an item and its references; a seeded (or first) reset also redraws the code bank."""
+        super().reset(seed=seed)
+        if seed is not None or self._bank is None:
+            self._bank = self.np_random.integers(0, 2, size=(self.num_items, self.bits), dtype=np.uint8)
+        self.index = self._choose_index(options)
+        self._positives, self._negatives = self.sample_references(np.array([self.index]))
+        self._code[:] = 0
+        self._decided[:] = 0
+        self._t = 0
+        self._done = False
+        self._accuracy = 0.5
+        return self._get_obs(), self._get_info()
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """Set the next ``group`` bits; the reward is the triplet accuracy gained."""
+        if self._done:
+            raise RuntimeError("the episode has ended (or never started): call reset")
+        if not self.action_space.contains(action):
+            raise ValueError(f"{action!r} is not in {self.action_space}")
+        bits = slice(self._t * self.group, (self._t + 1) * self.group)
+        self._code[bits] = np.asarray(action, dtype=np.int8)
+        self._decided[bits] = 1
+        self._t += 1
+        accuracy = float(self.accuracies(self._code[None], self._positives, self._negatives)[0, self._t - 1])
+        reward = accuracy - self._accuracy
+        self._accuracy = accuracy
+        terminated = self._t == self.num_steps
+        if terminated:
+            self._done = True
+            self._bank[self.index] = self._code
+        return self._get_obs(), reward, terminated, False, self._get_info()
+
+    def _check_indices(self, indices: Any) -> np.ndarray:
+        idx = np.asarray(indices)
+        if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
+            raise ValueError(f"indices must be a 1-D integer array, got {idx.dtype} of shape {idx.shape}")
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_items):
+            bad = int(idx[(idx < 0) | (idx >= self.num_items)][0])
+            raise ValueError(
+                f"index {bad} is out of range for the {self.split_name!r} split of {self.num_items} items"
+            )
+        return idx.astype(np.int64, copy=False)
+
+    def _get_obs(self) -> Any:
+        obs = build_observation(
+            self.features[self.index : self.index + 1],
+            self._code[None],
+            self._decided[None],
+            np.array([min(self._t, self.num_steps - 1)]),
+            self.num_steps,
+            self.flatten,
+        )
+        if self.flatten:
+            return obs[0]
+        return {key: value[0].copy() for key, value in obs.items()} | {"step": np.int64(obs["step"][0])}
+
+    def _get_info(self) -> dict[str, Any]:
+        return {"index": self.index, "accuracy": self._accuracy}
+
+    # ----------------------------------------------------------------------------------------------
+    # Rendering
+    # ----------------------------------------------------------------------------------------------
+
+    def render(self) -> str | np.ndarray | None:
+        """Text (``"ansi"``) or a picture (``"rgb_array"``) of the partial code against its references."""
+        if self.render_mode == "ansi":
+            return self._render_text()
+        if self.render_mode == "rgb_array":
+            return self._render_picture()
+        return None
+
+    def _render_text(self) -> str:
+        code = "".join(str(int(b)) if d else "." for b, d in zip(self._code, self._decided, strict=True))
+        return (
+            f"item {self.index} of {self.split_name!r}, step {self._t}/{self.num_steps}, group {self.group}\n"
+            f"code {code}\n"
+            f"accuracy {self._accuracy:.4f} over {self.pairs}x{self.pairs} (positive, negative) pairs\n"
+        )
+
+    def _render_picture(self, cell: int = 8) -> np.ndarray:
+        """The partial code (top, undecided bits grey) above positives (green) and negatives (red)."""
+        top = np.where(self._decided, self._code.astype(np.uint8) * 255, 128).astype(np.uint8)[None]
+        references = np.concatenate([self._positives[0], self._negatives[0]])
+        rows = (
+            self._bank[np.maximum(references, 0)] * 255
+            if self._bank is not None
+            else np.zeros((2 * self.pairs, self.bits), np.uint8)
+        )
+        image = np.repeat(np.concatenate([top, rows.astype(np.uint8)])[:, :, None], 3, axis=2)
+        image[1 : 1 + self.pairs, :, 0] //= 3  # positives: green
+        image[1 : 1 + self.pairs, :, 2] //= 3
+        image[1 + self.pairs :, :, 1:] //= 3  # negatives: red
+        return np.kron(image, np.ones((cell, cell, 1), dtype=np.uint8))
+
+
+def encode_sequential(
+    policy_step: Callable[[Any, Any], tuple[np.ndarray, Any]],
+    features: np.ndarray,
+    bits: int,
+    group: int = 1,
+    *,
+    flatten: bool = False,
+) -> np.ndarray:
+    """Encode items with a (recurrent) policy: run the MDP's T steps for a whole batch at once.
+
+    Each step builds the observations that ``SequentialHashBitsEnv`` would show (features, the bits
+    decided so far, the decided mask, the step index) for all items and asks ``policy_step`` for
+    the next ``group`` bits of each; the policy carries its recurrent state between calls.
+
+    Args:
+        policy_step: maps ``(obs, state)`` to ``(actions, state)``: ``obs`` a dict of arrays with a
+            leading batch axis (or a float32 (n, size) array when ``flatten``), ``state`` None at the
+            first step and then whatever the previous call returned; ``actions`` 0/1 (n, group).
+            E.g. for sb3-contrib's RecurrentPPO: ``lambda obs, state: model.predict(obs, state,
+            episode_start=np.full(n, state is None), deterministic=True)``.
+        features: float32 (n, D) features of the items.
+        bits: code length b.
+        group: bits decided per step; must divide ``bits``.
+        flatten: whether the policy takes the flattened observation.
+
+    Returns:
+        uint8 (n, bits) codes.
+    """
+    bits = check_bits(bits)
+    if isinstance(group, bool) or not isinstance(group, (int, np.integer)) or group <= 0 or bits % group:
+        raise ValueError(f"group must be a positive integer dividing bits={bits}, got {group!r}")
+    features = np.asarray(features, dtype=np.float32)
+    n, num_steps = len(features), bits // group
+    code = np.zeros((n, bits), dtype=np.int8)
+    decided = np.zeros((n, bits), dtype=np.int8)
+    state = None
+    for t in range(num_steps):
+        step = np.full(n, t, dtype=np.int64)
+        obs = build_observation(features, code.copy(), decided.copy(), step, num_steps, flatten)
+        actions, state = policy_step(obs, state)
+        bits_t = slice(t * group, (t + 1) * group)
+        code[:, bits_t] = np.asarray(actions).reshape(n, group)
+        decided[:, bits_t] = 1
+    return code.astype(np.uint8)
