@@ -20,6 +20,10 @@ from agents.common import UsageError, read_run_args
 # algorithm -> module holding its `Args` dataclass and `main(args)`
 ALGORITHMS: dict[str, str] = {
     "dqn": "agents.dqn",
+    "reinforce": "agents.reinforce",
+    "ppo": "agents.ppo",
+    "rppo": "agents.rppo",
+    "drlih": "agents.drlih",
 }
 
 

@@ -201,7 +201,7 @@ def distance_counts(
 def packed_distance_counts(
     xq: np.ndarray, lq: np.ndarray, xb: np.ndarray, lb: np.ndarray, bits: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`distance_counts` of codes and labels packed once by :func:`pack_codes` (the hot path of a reward).
+    """:func:`distance_counts` of codes and labels packed once by :func:`pack_codes` (a reward's hot path).
 
     An environment that ranks a few codes against the same database at every step packs the database
     once, so each call costs O(nq nb ceil(bits / 64)) on the numba kernel: nothing is validated element by
@@ -226,7 +226,12 @@ def packed_distance_counts(
     bits = operator.index(bits)
     words = (bits + 63) // 64
     for name, arr in (("xq", xq), ("xb", xb)):
-        if not isinstance(arr, np.ndarray) or arr.dtype != np.uint64 or arr.ndim != 2 or arr.shape[1] != words:
+        if (
+            not isinstance(arr, np.ndarray)
+            or arr.dtype != np.uint64
+            or arr.ndim != 2
+            or arr.shape[1] != words
+        ):
             raise ValueError(
                 f"{name} must be packed codes, uint64 (n, {words}) for {bits} bits from pack_codes, got "
                 f"{getattr(arr, 'dtype', type(arr).__name__)} of shape {np.shape(arr)}"
@@ -248,7 +253,9 @@ def packed_distance_counts(
     multi = lq.ndim == 2
     if multi:
         if lq.dtype != np.uint64 or lb.dtype != np.uint64:
-            raise ValueError(f"packed multi-hot labels must be uint64 from pack_codes, got {lq.dtype} and {lb.dtype}")
+            raise ValueError(
+                f"packed multi-hot labels must be uint64 from pack_codes, got {lq.dtype} and {lb.dtype}"
+            )
         lq, lb = np.ascontiguousarray(lq).view(np.int64), np.ascontiguousarray(lb).view(np.int64)
     else:
         if not (np.issubdtype(lq.dtype, np.integer) and np.issubdtype(lb.dtype, np.integer)):

@@ -157,3 +157,16 @@ def test_run_killed_mid_way_resumes_to_the_same_total_steps(tmp_path):
 def test_resume_of_a_folder_without_a_run_is_refused(tmp_path, capsys):
     assert train.main(["dqn", "--resume", str(tmp_path)]) == 2
     assert "holds no run" in capsys.readouterr().err
+
+
+def test_evaluation_keeps_torch_on_the_threads_it_was_given():
+    """numba's OpenMP layer used to lift torch from 1 thread to all cores after an evaluation."""
+    script = (
+        "import numpy as np, torch; from agents.common import retrieval_results, set_threads; "
+        "from hashing_gym.data import load_dataset; set_threads(1); d = load_dataset('digits'); "
+        "rng = np.random.default_rng(0); q = rng.integers(0, 2, (d.query.n, 16), dtype=np.uint8); "
+        "db = rng.integers(0, 2, (d.database.n, 16), dtype=np.uint8); "
+        "retrieval_results(d, q, db, 100); print(torch.get_num_threads())"
+    )
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert output.stdout.strip() == "1"

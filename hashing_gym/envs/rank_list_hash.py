@@ -52,7 +52,8 @@ class RankListHashEnv(HashingEnv):
     item i's code h is ranked against the codes of all *other* items :math:`j \ne i` by Hamming
     distance :math:`d_j = \|h \oplus b_j\|_1`. Item j is relevant (:math:`s_{ij} = 1`) if it has
     item i's label (multi-label: at least one shared label), and :math:`R_i = \sum_j s_{ij}`. The
-    reward is the average precision of that list (the paper's listwise reward, Eq. 3-4):
+    reward is the average precision of that list (the paper's listwise reward; its mean over the
+    items is the MAP of the whole ranking):
 
     .. math:: r = AP(h) = \frac{1}{R_i} \sum_{p=1}^{N-1} s_{i,\pi(p)} \, \frac{1}{p}
               \sum_{q \le p} s_{i,\pi(q)}
@@ -107,15 +108,15 @@ class RankListHashEnv(HashingEnv):
     >>> terminated, reward == info["ap"], 0.0 <= reward <= 1.0
     (True, True, True)
 
-    | argument    | default      | meaning                                                        |
-    |-------------|--------------|----------------------------------------------------------------|
-    | dataset     | ``"digits"`` | a data set name or a ``HashingDataset``                        |
-    | bits        | 16           | code length b                                                  |
-    | split       | ``"train"``  | the split whose items are encoded and form the database        |
-    | ties        | ``"average"``| order within equal distances: ``"average"`` or ``"stable"``     |
-    | topk        | None         | AP over the first k positions; None for the whole list         |
-    | database    | ``"bank"``   | ``"bank"`` (actions update the database) or ``"fixed"``        |
-    | render_mode | None         | ``"ansi"`` or ``"rgb_array"``                                  |
+    | argument    | default       | meaning                                                       |
+    |-------------|---------------|---------------------------------------------------------------|
+    | dataset     | ``"digits"``  | a data set name or a ``HashingDataset``                       |
+    | bits        | 16            | code length b                                                 |
+    | split       | ``"train"``   | the split whose items are encoded and form the database       |
+    | ties        | ``"average"`` | order within equal distances: ``"average"`` or ``"stable"``    |
+    | topk        | None          | AP over the first k positions; None for the whole list        |
+    | database    | ``"bank"``    | ``"bank"`` (actions update the database) or ``"fixed"``       |
+    | render_mode | None          | ``"ansi"`` or ``"rgb_array"``                                 |
 
     ## Version History
 
@@ -136,7 +137,9 @@ class RankListHashEnv(HashingEnv):
         self.bits = check_bits(bits)
         if ties not in TIES:
             raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
-        if topk is not None and (isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk <= 0):
+        if topk is not None and (
+            isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk <= 0
+        ):
             raise ValueError(f"topk must be None or a positive integer, got {topk!r}")
         if database not in DATABASES:
             raise ValueError(f"database must be one of {DATABASES}, got {database!r}")
@@ -151,7 +154,9 @@ class RankListHashEnv(HashingEnv):
         # Relevance structures, built once: class ids, or multi-hot rows packed into 64-bit words.
         self._labels = pack_codes(labels) if self._multi else np.ascontiguousarray(labels, dtype=np.int64)
         # An item is relevant to itself unless it carries no label (multi-label data may have such items).
-        self._self_relevant = labels.any(axis=1).astype(np.int64) if self._multi else np.ones(self.num_items, np.int64)
+        self._self_relevant = (
+            labels.any(axis=1).astype(np.int64) if self._multi else np.ones(self.num_items, np.int64)
+        )
         self._class_sizes = None if self._multi else np.bincount(self._labels)
         self._codes: np.ndarray | None = None  # uint8 (N, bits); drawn on the first reset
         self._words: np.ndarray | None = None  # the same codes packed, uint64 (N, ceil(bits / 64))
@@ -200,7 +205,9 @@ class RankListHashEnv(HashingEnv):
         """Pick an item (``options={"index": i}``, else drawn); a seeded reset also redraws the database."""
         super().reset(seed=seed)
         if seed is not None or self._codes is None:
-            self.set_database_codes(self.np_random.integers(0, 2, size=(self.num_items, self.bits), dtype=np.uint8))
+            self.set_database_codes(
+                self.np_random.integers(0, 2, size=(self.num_items, self.bits), dtype=np.uint8)
+            )
         self.index = self._choose_index(options)
         self._code = self._codes[self.index].copy()
         self._ap = self._relevant = None
@@ -262,7 +269,9 @@ class RankListHashEnv(HashingEnv):
         """Rewards of validated pairs; ``words`` are ``codes`` packed."""
         if self.ties == "stable":
             return self._stable_rewards(indices, codes)
-        counts, relevant = packed_distance_counts(words, self._labels[indices], self._words, self._labels, self.bits)
+        counts, relevant = packed_distance_counts(
+            words, self._labels[indices], self._words, self._labels, self.bits
+        )
         # Take each item's own database row out of its distance bucket: the list holds the others only.
         own = (codes != self._codes[indices]).sum(axis=1)
         rows = np.arange(len(indices))
@@ -278,10 +287,14 @@ class RankListHashEnv(HashingEnv):
             raise ValueError(f"indices must be a 1-D integer array, got {idx.dtype} of shape {idx.shape}")
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_items):
             bad = int(idx[(idx < 0) | (idx >= self.num_items)][0])
-            raise ValueError(f"index {bad} is out of range for the {self.split_name!r} split of {self.num_items} items")
+            raise ValueError(
+                f"index {bad} is out of range for the {self.split_name!r} split of {self.num_items} items"
+            )
         arr = np.asarray(codes)
         if arr.shape != (idx.size, self.bits):
-            raise ValueError(f"codes must have shape {(idx.size, self.bits)} (one code per index), got {arr.shape}")
+            raise ValueError(
+                f"codes must have shape {(idx.size, self.bits)} (one code per index), got {arr.shape}"
+            )
         if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)):
             raise ValueError(f"codes must be an integer or bool array of 0/1, got dtype {arr.dtype}")
         return idx.astype(np.int64, copy=False), np.ascontiguousarray(arr, dtype=np.uint8)
@@ -293,7 +306,12 @@ class RankListHashEnv(HashingEnv):
         for row, (i, code) in enumerate(zip(indices, codes, strict=True)):
             others = np.r_[0:i, i + 1 : self.num_items]
             out[row] = average_precision(
-                code[None], labels[i : i + 1], self._codes[others], labels[others], topk=self.topk, ties="stable"
+                code[None],
+                labels[i : i + 1],
+                self._codes[others],
+                labels[others],
+                topk=self.topk,
+                ties="stable",
             )[0]
         return out
 

@@ -348,8 +348,10 @@ class SequentialHashBitsEnv(HashingEnv):
         codes = np.asarray(codes)
         positives, negatives = np.asarray(positives), np.asarray(negatives)
         n = len(codes)
-        if codes.shape != (n, self.bits):
+        if codes.ndim != 2 or codes.shape[1] != self.bits:
             raise ValueError(f"codes must have shape (n, {self.bits}), got {codes.shape}")
+        if ((codes != 0) & (codes != 1)).any():
+            raise ValueError("codes must hold only 0 and 1")
         if positives.shape != (n, self.pairs) or negatives.shape != (n, self.pairs):
             raise ValueError(
                 f"positives and negatives must have shape {(n, self.pairs)}, "

@@ -1,0 +1,230 @@
+"""PPO on RankListHash-v0, as third-party RL code would train it (stable-baselines3).
+
+The env is used unchanged: ``MlpPolicy`` sees an item's features and emits its whole code as a
+``MultiBinary(bits)`` action (independent Bernoulli bits); the reward is the code's average
+precision against the env's database codes. Each of the ``--num-envs`` copies keeps its own
+bank (``database="bank"``: the last code acted for each item, random at start), so no callback
+hands database codes around; with one-step episodes PPO's advantage is the reward minus the value
+of the item. Encoding is ``model.predict(features, deterministic=True)`` (bit = 1 where p > 0.5).
+
+A resumed run (``--resume DIR``) continues from the last checkpoint's model; the env copies start
+again from random banks, which the policy refills within about one epoch over the train split.
+
+Run: ``python -m agents.train ppo [--bits 16] [--epochs 100] [--out DIR]``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.env_util import make_vec_env
+
+import hashing_gym  # noqa: F401 - registers the environments
+from agents.common import (
+    CHECKPOINT_DIR,
+    CommonArgs,
+    SB3Checkpoint,
+    UsageError,
+    latest_checkpoint,
+    load_run_dataset,
+    resolve_device,
+    results_record,
+    retrieval_results,
+    run_folder,
+    save_args,
+    set_threads,
+    write_json_atomic,
+)
+from agents.dqn import CheckpointEvery
+from hashing_gym.data import HashingDataset
+
+ALGO = "ppo"
+ENV_ID = "RankListHash-v0"
+MODEL_FILE = "model.zip"
+
+
+@dataclass
+class Args(CommonArgs):
+    """PPO hyperparameters (SB3 PPO with MlpPolicy on RankListHash-v0's bank mode).
+
+    Training stops after whole rollouts, so ``env_steps`` is the budget rounded up to a multiple
+    of ``num_envs x n_steps``.
+    """
+
+    env: str = field(default=ENV_ID, metadata={"help": "environment id (only RankListHash-v0)"})
+    epochs: float = field(
+        default=100.0,
+        metadata={"help": "default budget: timesteps = epochs x train items (one step = one code)"},
+    )
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    num_envs: int = field(
+        default=8, metadata={"help": "environment copies (DummyVecEnv), each with its own bank"}
+    )
+    n_steps: int = field(default=256, metadata={"help": "steps per env copy per rollout"})
+    batch_size: int = field(default=512, metadata={"help": "minibatch size"})
+    n_epochs: int = field(default=4, metadata={"help": "passes over each rollout"})
+    ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus coefficient"})
+    clip_range: float = field(default=0.2, metadata={"help": "PPO clip range"})
+    hidden: str = field(
+        default="256", metadata={"help": "policy and value hidden layer sizes, comma-separated"}
+    )
+    checkpoint_every: int = field(default=50_000, metadata={"help": "steps between checkpoints for --resume"})
+    eval_every: int = field(
+        default=50_000, metadata={"help": "steps between retrieval evaluations (0: never)"}
+    )
+
+
+def encode_split(model: PPO, features: np.ndarray, bits: int) -> np.ndarray:
+    """Deterministic codes of items (bit = 1 where p > 0.5); uint8 (n, bits)."""
+    codes = model.predict(np.asarray(features, dtype=np.float32), deterministic=True)[0]
+    codes = np.asarray(codes, dtype=np.uint8).reshape(len(features), -1)
+    if codes.shape[1] != bits:
+        raise ValueError(f"the model encodes {codes.shape[1]} bits, asked for {bits}")
+    return codes
+
+
+def evaluate_model(model: PPO, dataset: HashingDataset, bits: int, topk: int) -> dict[str, float]:
+    """Encode query and database deterministically and rank."""
+    query = encode_split(model, dataset.query.features, bits)
+    database = encode_split(model, dataset.database.features, bits)
+    return retrieval_results(dataset, query, database, topk)
+
+
+class RetrievalEvalCallback(BaseCallback):
+    """Every ``every`` steps: encode with the deterministic policy, log ``eval/map`` to TensorBoard."""
+
+    def __init__(self, dataset: HashingDataset, bits: int, topk: int, every: int) -> None:
+        super().__init__()
+        self.dataset, self.bits, self.topk, self.every = dataset, bits, topk, every
+        self._next = every
+
+    def _on_training_start(self) -> None:
+        if self.every:
+            self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if self.every and self.num_timesteps >= self._next:
+            self._next += self.every
+            metrics = evaluate_model(self.model, self.dataset, self.bits, self.topk)
+            for key in ("map", "map_tie_aware", "precision_radius2"):
+                self.logger.record(f"eval/{key}", metrics[key])
+        return True
+
+
+def default_timesteps(args: Args, dataset: HashingDataset) -> int:
+    """Budget that scales with the data: ``epochs`` codes per train item."""
+    return max(1, math.ceil(args.epochs * dataset.train.n))
+
+
+def check_args(args: Args) -> list[int]:
+    """Refuse bad arguments with a one-line message; return the hidden layer sizes."""
+    if args.env != ENV_ID:
+        raise UsageError(f"ppo trains {ENV_ID} (a MultiBinary code per step), got --env {args.env}")
+    try:
+        hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
+    except ValueError:
+        raise UsageError(f"--hidden must be comma-separated integers, got {args.hidden!r}") from None
+    for name in ("num_envs", "n_steps", "batch_size", "n_epochs", "checkpoint_every"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.epochs <= 0:
+        raise UsageError(f"--epochs must be positive, got {args.epochs}")
+    if args.timesteps is not None and args.timesteps <= 0:
+        raise UsageError(f"--timesteps must be positive, got {args.timesteps}")
+    return hidden
+
+
+def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> PPO:
+    """A new PPO, or the newest checkpoint of ``folder`` when resuming."""
+    device = resolve_device(args.device)
+    if args.resume:
+        state = latest_checkpoint(folder)
+        if state is None:
+            raise UsageError(f"--resume {folder}: the run has no checkpoint to continue from")
+        return PPO.load(folder / CHECKPOINT_DIR / state["model"], env=env, device=device)
+    return PPO(
+        "MlpPolicy",
+        env,
+        learning_rate=args.learning_rate,
+        n_steps=args.n_steps,
+        batch_size=args.batch_size,
+        n_epochs=args.n_epochs,
+        ent_coef=args.ent_coef,
+        clip_range=args.clip_range,
+        policy_kwargs={"net_arch": hidden},
+        tensorboard_log=str(folder / "tb"),
+        device=device,
+        seed=args.seed,
+        verbose=0,
+    )
+
+
+def main(args: Args) -> dict[str, Any]:
+    """Train PPO, encode, evaluate; write model.zip and results.json into the run folder."""
+    hidden = check_args(args)
+    set_threads(args.threads)
+    dataset = load_run_dataset(args)
+    folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
+    if not args.resume:
+        save_args(folder, args, ALGO)
+    timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
+
+    # ENV SETUP: the unchanged env on the train split, default bank mode, one bank per copy.
+    env = make_vec_env(
+        ENV_ID, n_envs=args.num_envs, seed=args.seed, env_kwargs={"dataset": dataset, "bits": args.bits}
+    )
+
+    # ALGO LOGIC: SB3 PPO, MlpPolicy over the MultiBinary action.
+    model = make_model(args, env, folder, hidden)
+    checkpoint = SB3Checkpoint(folder, elapsed=(latest_checkpoint(folder) or {}).get("train_seconds", 0.0))
+    start = time.perf_counter()
+    callbacks = CallbackList(
+        [
+            CheckpointEvery(checkpoint, args.checkpoint_every, start),
+            RetrievalEvalCallback(dataset, args.bits, args.topk, args.eval_every),
+        ]
+    )
+    try:
+        model.learn(
+            total_timesteps=timesteps - model.num_timesteps,
+            callback=callbacks,
+            progress_bar=True,
+            tb_log_name=ALGO,
+            reset_num_timesteps=not args.resume,
+        )
+    except KeyboardInterrupt:
+        checkpoint.save(model, time.perf_counter() - start)  # Ctrl-C loses nothing
+        raise
+    train_seconds = checkpoint.elapsed + time.perf_counter() - start
+    save_model(model, folder / MODEL_FILE)
+
+    metrics = evaluate_model(model, dataset, args.bits, args.topk)
+    results = results_record(ALGO, args, metrics, train_seconds, model.num_timesteps, model_file=MODEL_FILE)
+    write_json_atomic(folder / "results.json", results)
+    env.close()
+    return results
+
+
+def save_model(model: PPO, path: Path) -> None:
+    """Save atomically: to a temporary name, then rename over ``path``."""
+    temporary = path.with_name(path.stem + ".tmp.zip")
+    model.save(temporary, exclude=["env"])
+    temporary.replace(path)
+
+
+def load_model(folder: Path, device: str = "auto") -> PPO:
+    """The trained model of a run folder."""
+    return PPO.load(Path(folder) / MODEL_FILE, device=resolve_device(device))
+
+
+def make_env(dataset: HashingDataset, bits: int) -> gym.Env:
+    """The training environment of a run, for inspection or further training."""
+    return gym.make(ENV_ID, dataset=dataset, bits=bits)

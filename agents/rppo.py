@@ -1,0 +1,272 @@
+"""RecurrentPPO (sb3-contrib, LSTM policy) on SequentialHashBits-v0: DRLIH's MDP, a generic recurrent agent.
+
+The LSTM's state is reset at the start of each episode and carried across its T = bits / group
+steps, so it plays the role of DRLIH's RNN hidden state (the env shows only the features and the
+bits decided so far). The env rewards each step by the triplet accuracy it adds against its code
+bank; at the end of each episode the env writes the sampled code into its bank, and every
+``bank_refresh`` steps a callback replaces the banks with the greedy policy's codes of the whole
+train split (as ``agents.drlih`` does), so the references follow the current policy.
+
+After training, the deterministic policy encodes the query and database splits, all items at once
+(``hashing_gym.envs.encode_sequential``), and Hamming ranking gives the results.
+
+Run: ``python -m agents.train rppo [--bits 16] [--group 4] [--timesteps N] [--out DIR]``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from sb3_contrib import RecurrentPPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.env_util import make_vec_env
+
+import hashing_gym  # noqa: F401 - registers the environments
+from agents.common import (
+    CHECKPOINT_DIR,
+    CommonArgs,
+    SB3Checkpoint,
+    UsageError,
+    latest_checkpoint,
+    load_run_dataset,
+    resolve_device,
+    results_record,
+    retrieval_results,
+    run_folder,
+    save_args,
+    set_threads,
+    write_json_atomic,
+)
+from agents.dqn import CheckpointEvery
+from hashing_gym.data import HashingDataset
+from hashing_gym.envs import encode_sequential
+
+ALGO = "rppo"
+ENV_ID = "SequentialHashBits-v0"
+MODEL_FILE = "model.zip"
+
+
+@dataclass
+class Args(CommonArgs):
+    """RecurrentPPO hyperparameters (sb3-contrib ``MultiInputLstmPolicy``)."""
+
+    env: str = field(default=ENV_ID, metadata={"help": "environment id (SequentialHashBits-v0 only)"})
+    group: int = field(default=4, metadata={"help": "bits decided per step (the paper's action group)"})
+    pairs: int = field(default=16, metadata={"help": "positives and negatives drawn per episode (env's P)"})
+    margin: float = field(default=0.0, metadata={"help": "Hamming margin of a correctly ordered pair"})
+    episodes_per_item: int = field(
+        default=30,
+        metadata={
+            "help": "default budget: timesteps = episodes_per_item x train items x steps per episode "
+            "(scales with the data)"
+        },
+    )
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    num_envs: int = field(default=16, metadata={"help": "environments stepped together (DummyVecEnv)"})
+    n_steps: int = field(default=64, metadata={"help": "steps per environment per rollout"})
+    batch_size: int = field(default=256, metadata={"help": "minibatch size (steps)"})
+    n_epochs: int = field(default=4, metadata={"help": "passes over each rollout"})
+    gamma: float = field(default=1.0, metadata={"help": "discount (the return telescopes at 1)"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus weight"})
+    lstm_hidden: int = field(default=128, metadata={"help": "LSTM hidden size"})
+    hidden: str = field(default="128", metadata={"help": "policy and value MLP sizes after the LSTM"})
+    bank_refresh: int = field(
+        default=20_000, metadata={"help": "steps between re-encodings of the code banks (0: never)"}
+    )
+    checkpoint_every: int = field(
+        default=100_000, metadata={"help": "steps between checkpoints, for --resume"}
+    )
+    eval_every: int = field(
+        default=50_000, metadata={"help": "steps between retrieval evaluations (0: never)"}
+    )
+
+
+class MultiBinaryRecurrentPPO(RecurrentPPO):
+    """RecurrentPPO whose rollout buffer keeps ``MultiBinary`` actions as float32.
+
+    sb3-contrib 2.9.2's recurrent rollout buffers store actions in the action space's dtype (int8
+    for ``MultiBinary``) and pass them on unconverted, and ``Bernoulli.log_prob`` refuses int8
+    ("result type Float can't be cast to ... Char"); SB3's own buffers convert to float32. The
+    buffer here allocates float32 actions; nothing else changes.
+    """
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        if isinstance(self.action_space, spaces.MultiBinary):
+            float_actions = spaces.MultiBinary(self.action_space.n)
+            float_actions.dtype = np.dtype(np.float32)
+            self.rollout_buffer.action_space = float_actions
+            self.rollout_buffer.reset()
+
+
+def encode_split(model: RecurrentPPO, features: np.ndarray, bits: int) -> np.ndarray:
+    """Codes of items under the deterministic policy, the LSTM state carried over each item's T steps."""
+    model_bits = int(model.observation_space["code"].n)
+    if bits != model_bits:
+        raise ValueError(f"the model encodes {model_bits} bits, asked for {bits}")
+    starts = np.ones(len(features), dtype=bool)
+
+    def step(obs: dict[str, np.ndarray], state: Any) -> tuple[np.ndarray, Any]:
+        return model.predict(obs, state=state, episode_start=starts & (state is None), deterministic=True)
+
+    return encode_sequential(step, features, bits, int(model.action_space.n))
+
+
+def evaluate_model(model: RecurrentPPO, dataset: HashingDataset, bits: int, topk: int) -> dict[str, float]:
+    """Encode query and database with the deterministic policy and rank."""
+    query = encode_split(model, dataset.query.features, bits)
+    database = encode_split(model, dataset.database.features, bits)
+    threads = torch.get_num_threads()
+    metrics = retrieval_results(dataset, query, database, topk)
+    # The ranking kernels' first parallel numba call raises torch's thread count (a shared OpenMP
+    # runtime); small networks then train many times slower. Restore it.
+    torch.set_num_threads(threads)
+    return metrics
+
+
+class BankRefreshCallback(BaseCallback):
+    """Every ``every`` steps: the deterministic policy re-encodes the train split into every env's bank."""
+
+    def __init__(self, features: np.ndarray, bits: int, every: int) -> None:
+        super().__init__()
+        self.features, self.bits, self.every = features, bits, every
+        self._next = 0
+
+    def _on_rollout_start(self) -> None:
+        if self.every and self.num_timesteps >= self._next:
+            self._next = self.num_timesteps + self.every
+            codes = encode_split(self.model, self.features, self.bits)
+            self.training_env.env_method("set_code_bank", codes)
+
+    def _on_step(self) -> bool:
+        return True
+
+
+class RetrievalEvalCallback(BaseCallback):
+    """Every ``every`` steps: encode with the deterministic policy, log ``eval/map`` to TensorBoard."""
+
+    def __init__(self, dataset: HashingDataset, bits: int, topk: int, every: int) -> None:
+        super().__init__()
+        self.dataset, self.bits, self.topk, self.every = dataset, bits, topk, every
+        self._next = every
+
+    def _on_step(self) -> bool:
+        if self.every and self.num_timesteps >= self._next:
+            self._next += self.every
+            metrics = evaluate_model(self.model, self.dataset, self.bits, self.topk)
+            for key in ("map", "map_tie_aware", "precision_radius2"):
+                self.logger.record(f"eval/{key}", metrics[key])
+        return True
+
+
+def default_timesteps(args: Args, dataset: HashingDataset) -> int:
+    """Budget that scales with the data: ``episodes_per_item`` episodes of T steps per train item."""
+    return args.episodes_per_item * dataset.train.n * (args.bits // args.group)
+
+
+def make_model(args: Args, env: Any, folder: Path) -> MultiBinaryRecurrentPPO:
+    """A new RecurrentPPO, or the newest checkpoint of ``folder`` when resuming."""
+    device = resolve_device(args.device)
+    if args.resume:
+        state = latest_checkpoint(folder)
+        if state is None:
+            raise UsageError(f"--resume {folder}: the run has no checkpoint to continue from")
+        return MultiBinaryRecurrentPPO.load(folder / CHECKPOINT_DIR / state["model"], env=env, device=device)
+    hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
+    return MultiBinaryRecurrentPPO(
+        "MultiInputLstmPolicy",
+        env,
+        learning_rate=args.learning_rate,
+        n_steps=args.n_steps,
+        batch_size=args.batch_size,
+        n_epochs=args.n_epochs,
+        gamma=args.gamma,
+        gae_lambda=args.gae_lambda,
+        ent_coef=args.ent_coef,
+        policy_kwargs={"lstm_hidden_size": args.lstm_hidden, "net_arch": hidden},
+        tensorboard_log=str(folder / "tb"),
+        device=device,
+        seed=args.seed,
+        verbose=0,
+    )
+
+
+def main(args: Args) -> dict[str, Any]:
+    """Train RecurrentPPO, encode, evaluate; write model.zip and results.json into the run folder."""
+    if args.env != ENV_ID:
+        raise UsageError(f"rppo trains {ENV_ID}, got --env {args.env}")
+    if args.group <= 0 or args.bits % args.group:
+        raise UsageError(f"--group must divide --bits, got bits={args.bits} group={args.group}")
+    if args.checkpoint_every <= 0:
+        raise UsageError(f"--checkpoint-every must be positive, got {args.checkpoint_every}")
+    set_threads(args.threads)
+    dataset = load_run_dataset(args)
+    folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
+    if not args.resume:
+        save_args(folder, args, ALGO)
+    timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
+    if timesteps <= 0:
+        raise UsageError(f"--timesteps must be positive, got {timesteps}")
+
+    # ENV SETUP: the train split; each env keeps its own code bank.
+    env_kwargs = {"dataset": dataset, "bits": args.bits, "group": args.group, "pairs": args.pairs}
+    env = make_vec_env(
+        ENV_ID, n_envs=args.num_envs, seed=args.seed, env_kwargs=env_kwargs | {"margin": args.margin}
+    )
+
+    # ALGO LOGIC: PPO with an LSTM policy whose state lives for one episode; banks follow the policy.
+    model = make_model(args, env, folder)
+    done = model.num_timesteps
+    checkpoint = SB3Checkpoint(folder, elapsed=(latest_checkpoint(folder) or {}).get("train_seconds", 0.0))
+    start = time.perf_counter()
+    callbacks = CallbackList(
+        [
+            BankRefreshCallback(dataset.train.features, args.bits, args.bank_refresh),
+            CheckpointEvery(checkpoint, args.checkpoint_every, start),
+            RetrievalEvalCallback(dataset, args.bits, args.topk, args.eval_every),
+        ]
+    )
+    try:
+        model.learn(
+            total_timesteps=timesteps - done,
+            callback=callbacks,
+            progress_bar=True,
+            tb_log_name=ALGO,
+            reset_num_timesteps=not args.resume,
+        )
+    except KeyboardInterrupt:
+        checkpoint.save(model, time.perf_counter() - start)  # Ctrl-C loses nothing
+        raise
+    train_seconds = checkpoint.elapsed + time.perf_counter() - start
+    save_model(model, folder / MODEL_FILE)
+
+    metrics = evaluate_model(model, dataset, args.bits, args.topk)
+    results = results_record(ALGO, args, metrics, train_seconds, model.num_timesteps, model_file=MODEL_FILE)
+    write_json_atomic(folder / "results.json", results)
+    env.close()
+    return results
+
+
+def save_model(model: RecurrentPPO, path: Path) -> None:
+    """Save atomically: to a temporary name, then rename over ``path``."""
+    temporary = path.with_name(path.stem + ".tmp.zip")
+    model.save(temporary, exclude=["env"])
+    temporary.replace(path)
+
+
+def load_model(folder: Path, device: str = "auto") -> RecurrentPPO:
+    """The trained model of a run folder."""
+    return MultiBinaryRecurrentPPO.load(Path(folder) / MODEL_FILE, device=resolve_device(device))
+
+
+def make_env(dataset: HashingDataset, bits: int, group: int = 4) -> gym.Env:
+    """The training environment of a run, for inspection or further training."""
+    return gym.make(ENV_ID, dataset=dataset, bits=bits, group=group)

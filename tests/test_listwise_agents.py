@@ -1,0 +1,197 @@
+import json
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+import hashing_gym  # noqa: F401
+from agents import evaluate, ppo, reinforce, train
+from agents.common import save_args
+from hashing_gym.data import load_dataset
+from hashing_gym.envs import RankListHashEnv
+
+RESULT_FIELDS = {
+    "algo",
+    "env",
+    "dataset",
+    "bits",
+    "seed",
+    "map",
+    "map_tie_aware",
+    "map_at_k",
+    "precision_radius2",
+    "train_seconds",
+    "env_steps",
+    "versions",
+}
+METRICS = ("map", "map_tie_aware", "map_at_k", "precision_radius2")
+TINY = {
+    "reinforce": [
+        "--timesteps",
+        "1280",
+        "--batch-size",
+        "128",
+        "--eval-every",
+        "4",
+        "--checkpoint-every",
+        "4",
+    ],
+    "ppo": [
+        "--timesteps",
+        "1024",
+        "--num-envs",
+        "2",
+        "--n-steps",
+        "256",
+        "--batch-size",
+        "128",
+        "--n-epochs",
+        "1",
+    ]
+    + ["--eval-every", "512", "--checkpoint-every", "512"],
+}
+MODEL_FILES = {"reinforce": "model.pt", "ppo": "model.zip"}
+
+
+@pytest.mark.parametrize("algo", ["reinforce", "ppo"])
+def test_train_cli_writes_results_model_and_checkpoint_and_evaluate_agrees(algo, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main([algo, *TINY[algo], "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert RESULT_FIELDS <= set(results)
+    assert results["algo"] == algo and results["env"] == "RankListHash-v0" and results["bits"] == 16
+    assert results["env_steps"] == int(TINY[algo][1])
+    for key in METRICS:
+        assert 0.0 <= results[key] <= 1.0
+    assert (out / MODEL_FILES[algo]).is_file()
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert (out / "checkpoints" / state["model"]).is_file()
+    assert any((out / "tb").rglob("events.out.tfevents.*"))
+    assert "map=" in capsys.readouterr().out
+
+    # agents.evaluate recomputes the same metrics from the saved model and draws the PR curve.
+    assert evaluate.main([str(out)]) == 0
+    again = json.loads((out / "results.json").read_text())
+    for key in METRICS:
+        assert again[key] == results[key]
+    assert (out / "pr_curve.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--baseline", "learned", "--db-refresh", "0"],
+        ["--baseline", "none", "--ties", "stable", "--reward-topk", "50"],
+    ],
+)
+def test_reinforce_options_run(options, tmp_path):
+    out = tmp_path / "run"
+    argv = ["reinforce", "--timesteps", "512", "--batch-size", "128", "--eval-every", "0", "--out", str(out)]
+    assert train.main([*argv, *options]) == 0
+    assert json.loads((out / "results.json").read_text())["env_steps"] == 512
+
+
+def test_reinforce_same_seed_gives_identical_results(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        assert (
+            train.main(["reinforce", *TINY["reinforce"], "--seed", "3", "--out", str(tmp_path / name)]) == 0
+        )
+        runs.append(json.loads((tmp_path / name / "results.json").read_text()))
+    for key in (*METRICS, "env_steps"):
+        assert runs[0][key] == runs[1][key]
+
+
+def test_reinforce_interrupted_then_resumed_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    argv = ["reinforce", "--timesteps", "1536", "--batch-size", "128", "--eval-every", "0"]
+    argv += ["--checkpoint-every", "5", "--db-refresh", "2", "--seed", "1"]
+    assert train.main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+
+    # Ctrl-C in the middle of the 8th update: the update completes, is checkpointed, the run stops.
+    calls = {"n": 0}
+    act = RankListHashEnv.act
+
+    def interrupting_act(self, indices, codes):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            signal.raise_signal(signal.SIGINT)
+        return act(self, indices, codes)
+
+    monkeypatch.setattr(RankListHashEnv, "act", interrupting_act)
+    out = tmp_path / "cut"
+    assert train.main([*argv, "--out", str(out)]) == 130
+    monkeypatch.setattr(RankListHashEnv, "act", act)
+    assert not (out / "results.json").exists()
+    assert json.loads((out / "checkpoints" / "state.json").read_text())["num_timesteps"] == 8 * 128
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["state.json", "step_1024.pt"]
+
+    assert train.main(["reinforce", "--resume", str(out)]) == 0
+    resumed = json.loads((out / "results.json").read_text())
+    for key in (*METRICS, "env_steps"):
+        assert resumed[key] == whole[key]
+    np.testing.assert_array_equal(
+        reinforce.encode_split(reinforce.load_model(out), load_dataset("digits").query.features, 16),
+        reinforce.encode_split(
+            reinforce.load_model(tmp_path / "whole"), load_dataset("digits").query.features, 16
+        ),
+    )
+
+
+def test_reinforce_encoding_is_the_deterministic_code(tmp_path):
+    model = reinforce.QueryNetwork(64, 16, [32])
+    features = load_dataset("digits").query.features
+    with torch.no_grad():
+        expected = (torch.sigmoid(model(torch.tensor(np.array(features)))) > 0.5).numpy()
+    np.testing.assert_array_equal(reinforce.encode_split(model, features, 16), expected)
+    reinforce.save_model(model, tmp_path / reinforce.MODEL_FILE)
+    np.testing.assert_array_equal(
+        reinforce.encode_split(reinforce.load_model(tmp_path), features, 16), expected
+    )
+    with pytest.raises(ValueError, match="encodes 16 bits, asked for 32"):
+        reinforce.encode_split(model, features, 32)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["reinforce", "--env", "BinaryCodeTravel-v0"], "reinforce trains RankListHash-v0"),
+        (["ppo", "--env", "BinaryCodeTravel-v0"], "ppo trains RankListHash-v0"),
+        (["reinforce", "--baseline", "median"], "--baseline must be one of mean, learned, none"),
+        (["reinforce", "--batch-size", "0"], "--batch-size must be positive"),
+        (["reinforce", "--hidden", "64,x"], "--hidden must be comma-separated integers"),
+        (["ppo", "--n-steps", "0"], "--n-steps must be positive"),
+        (["reinforce", "--timesteps", "0"], "--timesteps must be positive"),
+    ],
+)
+def test_cli_refuses_bad_arguments_in_one_line(argv, message, tmp_path, capsys):
+    assert train.main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("algo", ["reinforce", "ppo"])
+def test_resume_of_a_run_without_checkpoint_is_refused(algo, tmp_path, capsys):
+    assert train.main([algo, "--resume", str(tmp_path)]) == 2
+    assert "holds no run" in capsys.readouterr().err
+    module = {"reinforce": reinforce, "ppo": ppo}[algo]
+    save_args(tmp_path, module.Args(out=str(tmp_path)), algo)  # a run that died before its first checkpoint
+    assert train.main([algo, "--resume", str(tmp_path)]) == 2
+    assert "no checkpoint to continue from" in capsys.readouterr().err
+
+
+def test_reinforce_learns_a_tiny_problem(tmp_path):
+    """On well-separated blobs at 8 bits, a second of REINFORCE retrieves far above chance."""
+    args = reinforce.Args(
+        dataset="blobs",
+        bits=8,
+        timesteps=30_000,
+        batch_size=128,
+        eval_every=0,
+        checkpoint_every=0,
+        out=str(tmp_path),
+    )
+    results = reinforce.main(args)
+    chance = 1 / load_dataset("blobs").num_classes
+    assert results["map"] > 0.8 > 5 * chance
