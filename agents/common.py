@@ -19,6 +19,7 @@ from typing import Any
 
 import numba
 import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
 
 from hashing_gym.data import HashingDataset, load_dataset
 from hashing_gym.ranking import evaluate_retrieval
@@ -210,6 +211,24 @@ class SB3Checkpoint:
             for name in (previous["model"], previous["replay_buffer"]):
                 if name:
                     (self.directory / name).unlink(missing_ok=True)
+
+
+class CheckpointEvery(BaseCallback):
+    """Every ``every`` steps, write an atomic checkpoint (model and replay buffer)."""
+
+    def __init__(self, checkpoint: SB3Checkpoint, every: int, start: float) -> None:
+        super().__init__()
+        self.checkpoint, self.every, self.start = checkpoint, every, start
+        self._next = every
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.every
+            self.checkpoint.save(self.model, time.perf_counter() - self.start)
+        return True
 
 
 def set_threads(threads: int) -> None:

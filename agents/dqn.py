@@ -30,6 +30,7 @@ from stable_baselines3.common.env_util import make_vec_env
 import hashing_gym  # noqa: F401 - registers the environments
 from agents.common import (
     CHECKPOINT_DIR,
+    CheckpointEvery,
     CommonArgs,
     SB3Checkpoint,
     UsageError,
@@ -55,7 +56,7 @@ class Args(CommonArgs):
     """DQN hyperparameters (defaults: DRLH's schedule; reach mAP >= 0.95 on digits at 16 bits)."""
 
     steps_per_item: int = field(
-        default=100, metadata={"help": "default budget: timesteps = steps_per_item x train items"}
+        default=200, metadata={"help": "default budget: timesteps = steps_per_item x train items"}
     )
     learning_rate: float = field(default=5e-4, metadata={"help": "Adam learning rate"})
     buffer_size: int = field(default=100_000, metadata={"help": "replay buffer transitions"})
@@ -126,24 +127,6 @@ class RetrievalEvalCallback(BaseCallback):
             metrics = evaluate_model(self.model, self.dataset, self.bits, self.topk)
             for key in ("map", "map_tie_aware", "precision_radius2"):
                 self.logger.record(f"eval/{key}", metrics[key])
-        return True
-
-
-class CheckpointEvery(BaseCallback):
-    """Every ``every`` steps, write an atomic checkpoint (model and replay buffer)."""
-
-    def __init__(self, checkpoint: SB3Checkpoint, every: int, start: float) -> None:
-        super().__init__()
-        self.checkpoint, self.every, self.start = checkpoint, every, start
-        self._next = every
-
-    def _on_training_start(self) -> None:
-        self._next = (self.num_timesteps // self.every + 1) * self.every
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
-            self._next += self.every
-            self.checkpoint.save(self.model, time.perf_counter() - self.start)
         return True
 
 

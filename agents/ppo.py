@@ -10,7 +10,7 @@ of the item. Encoding is ``model.predict(features, deterministic=True)`` (bit = 
 A resumed run (``--resume DIR``) continues from the last checkpoint's model; the env copies start
 again from random banks, which the policy refills within about one epoch over the train split.
 
-Run: ``python -m agents.train ppo [--bits 16] [--epochs 100] [--out DIR]``.
+Run: ``python -m agents.train ppo [--bits 16] [--epochs 150] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from stable_baselines3.common.env_util import make_vec_env
 import hashing_gym  # noqa: F401 - registers the environments
 from agents.common import (
     CHECKPOINT_DIR,
+    CheckpointEvery,
     CommonArgs,
     SB3Checkpoint,
     UsageError,
@@ -43,7 +44,6 @@ from agents.common import (
     set_threads,
     write_json_atomic,
 )
-from agents.dqn import CheckpointEvery
 from hashing_gym.data import HashingDataset
 
 ALGO = "ppo"
@@ -61,7 +61,7 @@ class Args(CommonArgs):
 
     env: str = field(default=ENV_ID, metadata={"help": "environment id (only RankListHash-v0)"})
     epochs: float = field(
-        default=100.0,
+        default=150.0,
         metadata={"help": "default budget: timesteps = epochs x train items (one step = one code)"},
     )
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
@@ -184,7 +184,9 @@ def main(args: Args) -> dict[str, Any]:
 
     # ALGO LOGIC: SB3 PPO, MlpPolicy over the MultiBinary action.
     model = make_model(args, env, folder, hidden)
-    checkpoint = SB3Checkpoint(folder, elapsed=(latest_checkpoint(folder) or {}).get("train_seconds", 0.0))
+    # Seconds of earlier processes count only when resuming (a reused --out folder may hold old ones).
+    elapsed = (latest_checkpoint(folder) or {}).get("train_seconds", 0.0) if args.resume else 0.0
+    checkpoint = SB3Checkpoint(folder, elapsed=elapsed)
     start = time.perf_counter()
     callbacks = CallbackList(
         [

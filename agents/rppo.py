@@ -31,6 +31,7 @@ from stable_baselines3.common.env_util import make_vec_env
 import hashing_gym  # noqa: F401 - registers the environments
 from agents.common import (
     CHECKPOINT_DIR,
+    CheckpointEvery,
     CommonArgs,
     SB3Checkpoint,
     UsageError,
@@ -44,7 +45,6 @@ from agents.common import (
     set_threads,
     write_json_atomic,
 )
-from agents.dqn import CheckpointEvery
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import encode_sequential
 
