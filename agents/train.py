@@ -25,6 +25,16 @@ ALGORITHMS: dict[str, str] = {
     "rppo": "agents.rppo",
     "drlih": "agents.drlih",
 }
+# `reinforce` on SequentialHashBits-v0 is DRLIH's recurrent REINFORCE agent.
+ENV_ALIASES: dict[tuple[str, str], str] = {("reinforce", "SequentialHashBits-v0"): "drlih"}
+
+
+def resolve_algorithm(algo: str, rest: Sequence[str]) -> str:
+    """The algorithm that ``algo --env ID`` names (``reinforce`` has one trainer per MDP)."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--env")
+    env = peek.parse_known_args(rest)[0].env
+    return ENV_ALIASES.get((algo, env), algo) if env else algo
 
 
 def _field_type(annotation: Any) -> type:
@@ -72,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if algo not in ALGORITHMS:
         print(f"error: unknown algorithm {algo!r}; choose one of {', '.join(ALGORITHMS)}", file=sys.stderr)
         return 2
+    algo = resolve_algorithm(algo, rest)
     module = importlib.import_module(ALGORITHMS[algo])
     parsed = build_parser(algo, module.Args).parse_args(rest)
     try:
