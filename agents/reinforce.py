@@ -193,7 +193,9 @@ def default_timesteps(args: Args, dataset: HashingDataset) -> int:
 def check_args(args: Args) -> list[int]:
     """Refuse bad arguments with a one-line message; return the hidden layer sizes."""
     if args.env != ENV_ID:
-        raise UsageError(f"reinforce trains {ENV_ID} (a whole code per step), got --env {args.env}")
+        raise UsageError(
+            f"reinforce trains {ENV_ID} (SequentialHashBits-v0 goes to agents.drlih), got --env {args.env}"
+        )
     try:
         hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
     except ValueError:

@@ -225,7 +225,9 @@ def main(args: Args) -> dict[str, Any]:
     # ALGO LOGIC: PPO with an LSTM policy whose state lives for one episode; banks follow the policy.
     model = make_model(args, env, folder)
     done = model.num_timesteps
-    checkpoint = SB3Checkpoint(folder, elapsed=(latest_checkpoint(folder) or {}).get("train_seconds", 0.0))
+    # A fresh run in a reused folder must not count the old run's training time.
+    elapsed = (latest_checkpoint(folder) or {}).get("train_seconds", 0.0) if args.resume else 0.0
+    checkpoint = SB3Checkpoint(folder, elapsed=elapsed)
     start = time.perf_counter()
     callbacks = CallbackList(
         [
