@@ -2,7 +2,8 @@
 
 Run: ``python -m benchmarks.envs [--steps 50000] [--repeats 5]``. Prints a markdown table with
 the machine, the median steps/s over repeats of each environment, and the ratio to CartPole-v1
-(issue target for BinaryCodeTravel-v0: at least 0.3x).
+(issue target for BinaryCodeTravel-v0: at least 0.3x), and RankListHash-v0's one-step episodes at
+N = 1,497 (digits) and N = 50,000 (blobs), whose per-step cost is O(N bits / 64) with no sort.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 import hashing_gym  # noqa: F401 - registers the environments
+from hashing_gym.data import load_dataset
 
 
 def machine() -> str:
@@ -58,6 +60,7 @@ def main() -> None:
     parsed = parser.parse_args()
 
     rng = np.random.default_rng(0)
+    large = load_dataset("blobs", num_classes=10, n_per_class=5_010, dim=64, query_per_class=1)
     cases: dict[str, tuple[gym.Env, Callable[[dict], int]]] = {
         "CartPole-v1 (reference)": (gym.make("CartPole-v1").unwrapped, lambda info: int(rng.integers(2))),
         "BinaryCodeTravel-v0 16 bits, teacher": (
@@ -71,6 +74,14 @@ def main() -> None:
         "BinaryCodeTravel-v0 64 bits, teacher": (
             gym.make("BinaryCodeTravel-v0", bits=64).unwrapped,
             lambda info: info["expert_action"],
+        ),
+        "RankListHash-v0 16 bits, digits (N = 1,497)": (
+            gym.make("RankListHash-v0", bits=16).unwrapped,
+            lambda info: rng.integers(0, 2, size=16, dtype=np.int8),
+        ),
+        f"RankListHash-v0 64 bits, blobs (N = {large.train.n:,})": (
+            gym.make("RankListHash-v0", dataset=large, bits=64).unwrapped,
+            lambda info: rng.integers(0, 2, size=64, dtype=np.int8),
         ),
     }
     # Interleave repeats so that machine noise hits every case alike.
