@@ -13,6 +13,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,6 +230,47 @@ class CheckpointEvery(BaseCallback):
             self._next += self.every
             self.checkpoint.save(self.model, time.perf_counter() - self.start)
         return True
+
+
+def evaluate_encoder(
+    encode: Callable[[Any, np.ndarray, int], np.ndarray],
+    model: Any,
+    dataset: HashingDataset,
+    bits: int,
+    topk: int,
+) -> dict[str, float]:
+    """Encode the query and database splits with ``encode(model, features, bits)`` and rank them."""
+    query = encode(model, dataset.query.features, bits)
+    database = encode(model, dataset.database.features, bits)
+    return retrieval_results(dataset, query, database, topk)
+
+
+class RetrievalEvalCallback(BaseCallback):
+    """Every ``every`` steps: ``evaluate(model)``, logged as ``eval/map`` and friends to TensorBoard."""
+
+    def __init__(self, evaluate: Callable[[Any], dict[str, float]], every: int) -> None:
+        super().__init__()
+        self.evaluate, self.every = evaluate, every
+        self._next = every
+
+    def _on_training_start(self) -> None:
+        if self.every:
+            self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if self.every and self.num_timesteps >= self._next:
+            self._next += self.every
+            metrics = self.evaluate(self.model)
+            for key in ("map", "map_tie_aware", "precision_radius2"):
+                self.logger.record(f"eval/{key}", metrics[key])
+        return True
+
+
+def save_sb3_model(model: Any, path: Path) -> None:
+    """Save a stable-baselines3 model atomically: to a temporary name, then rename over ``path``."""
+    temporary = path.with_name(path.stem + ".tmp.zip")
+    model.save(temporary, exclude=["env"])
+    temporary.replace(path)
 
 
 def set_threads(threads: int) -> None:

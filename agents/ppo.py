@@ -24,7 +24,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
@@ -32,15 +32,17 @@ from agents.common import (
     CHECKPOINT_DIR,
     CheckpointEvery,
     CommonArgs,
+    RetrievalEvalCallback,
     SB3Checkpoint,
     UsageError,
+    evaluate_encoder,
     latest_checkpoint,
     load_run_dataset,
     resolve_device,
     results_record,
-    retrieval_results,
     run_folder,
     save_args,
+    save_sb3_model,
     set_threads,
     write_json_atomic,
 )
@@ -92,31 +94,8 @@ def encode_split(model: PPO, features: np.ndarray, bits: int) -> np.ndarray:
 
 
 def evaluate_model(model: PPO, dataset: HashingDataset, bits: int, topk: int) -> dict[str, float]:
-    """Encode query and database deterministically and rank."""
-    query = encode_split(model, dataset.query.features, bits)
-    database = encode_split(model, dataset.database.features, bits)
-    return retrieval_results(dataset, query, database, topk)
-
-
-class RetrievalEvalCallback(BaseCallback):
-    """Every ``every`` steps: encode with the deterministic policy, log ``eval/map`` to TensorBoard."""
-
-    def __init__(self, dataset: HashingDataset, bits: int, topk: int, every: int) -> None:
-        super().__init__()
-        self.dataset, self.bits, self.topk, self.every = dataset, bits, topk, every
-        self._next = every
-
-    def _on_training_start(self) -> None:
-        if self.every:
-            self._next = (self.num_timesteps // self.every + 1) * self.every
-
-    def _on_step(self) -> bool:
-        if self.every and self.num_timesteps >= self._next:
-            self._next += self.every
-            metrics = evaluate_model(self.model, self.dataset, self.bits, self.topk)
-            for key in ("map", "map_tie_aware", "precision_radius2"):
-                self.logger.record(f"eval/{key}", metrics[key])
-        return True
+    """Encode query and database with the deterministic policy and rank."""
+    return evaluate_encoder(encode_split, model, dataset, bits, topk)
 
 
 def default_timesteps(args: Args, dataset: HashingDataset) -> int:
@@ -191,7 +170,9 @@ def main(args: Args) -> dict[str, Any]:
     callbacks = CallbackList(
         [
             CheckpointEvery(checkpoint, args.checkpoint_every, start),
-            RetrievalEvalCallback(dataset, args.bits, args.topk, args.eval_every),
+            RetrievalEvalCallback(
+                lambda model: evaluate_model(model, dataset, args.bits, args.topk), args.eval_every
+            ),
         ]
     )
     try:
@@ -206,20 +187,13 @@ def main(args: Args) -> dict[str, Any]:
         checkpoint.save(model, time.perf_counter() - start)  # Ctrl-C loses nothing
         raise
     train_seconds = checkpoint.elapsed + time.perf_counter() - start
-    save_model(model, folder / MODEL_FILE)
+    save_sb3_model(model, folder / MODEL_FILE)
 
     metrics = evaluate_model(model, dataset, args.bits, args.topk)
     results = results_record(ALGO, args, metrics, train_seconds, model.num_timesteps, model_file=MODEL_FILE)
     write_json_atomic(folder / "results.json", results)
     env.close()
     return results
-
-
-def save_model(model: PPO, path: Path) -> None:
-    """Save atomically: to a temporary name, then rename over ``path``."""
-    temporary = path.with_name(path.stem + ".tmp.zip")
-    model.save(temporary, exclude=["env"])
-    temporary.replace(path)
 
 
 def load_model(folder: Path, device: str = "auto") -> PPO:
