@@ -1,4 +1,4 @@
-"""PPO on RankListHash-v0, as third-party RL code would train it (stable-baselines3).
+"""PPO on RankListHash-v0 (or SequentialHashBits-v0), as third-party RL code would train it (SB3).
 
 The env is used unchanged: ``MlpPolicy`` sees an item's features and emits its whole code as a
 ``MultiBinary(bits)`` action (independent Bernoulli bits); the reward is the code's average
@@ -23,6 +23,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
@@ -47,9 +48,12 @@ from agents.common import (
     write_json_atomic,
 )
 from hashing_gym.data import HashingDataset
+from hashing_gym.envs import encode_sequential
 
 ALGO = "ppo"
 ENV_ID = "RankListHash-v0"
+# SequentialHashBits-v0 works too: a feed-forward policy, since its observation holds the code so far.
+SEQUENTIAL_ID = "SequentialHashBits-v0"
 MODEL_FILE = "model.zip"
 
 
@@ -61,7 +65,8 @@ class Args(CommonArgs):
     of ``num_envs x n_steps``.
     """
 
-    env: str = field(default=ENV_ID, metadata={"help": "environment id (only RankListHash-v0)"})
+    env: str = field(default=ENV_ID, metadata={"help": f"environment id: {ENV_ID} or {SEQUENTIAL_ID}"})
+    group: int = field(default=4, metadata={"help": f"bits decided per step on {SEQUENTIAL_ID}"})
     epochs: float = field(
         default=150.0,
         metadata={"help": "default budget: timesteps = epochs x train items (one step = one code)"},
@@ -86,6 +91,13 @@ class Args(CommonArgs):
 
 def encode_split(model: PPO, features: np.ndarray, bits: int) -> np.ndarray:
     """Deterministic codes of items (bit = 1 where p > 0.5); uint8 (n, bits)."""
+    if isinstance(model.observation_space, spaces.Dict):  # SequentialHashBits-v0: T steps per item
+        return encode_sequential(
+            lambda obs, state: (model.predict(obs, deterministic=True)[0], None),
+            features,
+            bits,
+            int(model.action_space.n),
+        )
     codes = model.predict(np.asarray(features, dtype=np.float32), deterministic=True)[0]
     codes = np.asarray(codes, dtype=np.uint8).reshape(len(features), -1)
     if codes.shape[1] != bits:
@@ -99,14 +111,19 @@ def evaluate_model(model: PPO, dataset: HashingDataset, bits: int, topk: int) ->
 
 
 def default_timesteps(args: Args, dataset: HashingDataset) -> int:
-    """Budget that scales with the data: ``epochs`` codes per train item."""
-    return max(1, math.ceil(args.epochs * dataset.train.n))
+    """Budget that scales with the data: ``epochs`` codes per train item (T steps each when sequential)."""
+    steps_per_code = args.bits // args.group if args.env == SEQUENTIAL_ID else 1
+    return max(1, math.ceil(args.epochs * dataset.train.n * steps_per_code))
 
 
 def check_args(args: Args) -> list[int]:
     """Refuse bad arguments with a one-line message; return the hidden layer sizes."""
-    if args.env != ENV_ID:
-        raise UsageError(f"ppo trains {ENV_ID} (a MultiBinary code per step), got --env {args.env}")
+    if args.env not in (ENV_ID, SEQUENTIAL_ID):
+        raise UsageError(
+            f"ppo trains {ENV_ID} or {SEQUENTIAL_ID} (MultiBinary actions), got --env {args.env}"
+        )
+    if args.env == SEQUENTIAL_ID and (args.group <= 0 or args.bits % args.group):
+        raise UsageError(f"--group must divide --bits, got bits={args.bits} group={args.group}")
     try:
         hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
     except ValueError:
@@ -130,7 +147,7 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> PPO:
             raise UsageError(f"--resume {folder}: the run has no checkpoint to continue from")
         return PPO.load(folder / CHECKPOINT_DIR / state["model"], env=env, device=device)
     return PPO(
-        "MlpPolicy",
+        "MultiInputPolicy" if args.env == SEQUENTIAL_ID else "MlpPolicy",
         env,
         learning_rate=args.learning_rate,
         n_steps=args.n_steps,
@@ -157,9 +174,10 @@ def main(args: Args) -> dict[str, Any]:
     timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
 
     # ENV SETUP: the unchanged env on the train split, default bank mode, one bank per copy.
-    env = make_vec_env(
-        ENV_ID, n_envs=args.num_envs, seed=args.seed, env_kwargs={"dataset": dataset, "bits": args.bits}
-    )
+    env_kwargs: dict[str, Any] = {"dataset": dataset, "bits": args.bits}
+    if args.env == SEQUENTIAL_ID:
+        env_kwargs["group"] = args.group
+    env = make_vec_env(args.env, n_envs=args.num_envs, seed=args.seed, env_kwargs=env_kwargs)
 
     # ALGO LOGIC: SB3 PPO, MlpPolicy over the MultiBinary action.
     model = make_model(args, env, folder, hidden)
@@ -201,6 +219,6 @@ def load_model(folder: Path, device: str = "auto") -> PPO:
     return PPO.load(Path(folder) / MODEL_FILE, device=resolve_device(device))
 
 
-def make_env(dataset: HashingDataset, bits: int) -> gym.Env:
+def make_env(dataset: HashingDataset, bits: int, env_id: str = ENV_ID) -> gym.Env:
     """The training environment of a run, for inspection or further training."""
-    return gym.make(ENV_ID, dataset=dataset, bits=bits)
+    return gym.make(env_id, dataset=dataset, bits=bits)

@@ -157,7 +157,7 @@ def test_reinforce_encoding_is_the_deterministic_code(tmp_path):
     ("argv", "message"),
     [
         (["reinforce", "--env", "BinaryCodeTravel-v0"], "reinforce trains RankListHash-v0"),
-        (["ppo", "--env", "BinaryCodeTravel-v0"], "ppo trains RankListHash-v0"),
+        (["ppo", "--env", "BinaryCodeTravel-v0"], "ppo trains RankListHash-v0 or SequentialHashBits-v0"),
         (["reinforce", "--baseline", "median"], "--baseline must be one of mean, learned, none"),
         (["reinforce", "--batch-size", "0"], "--batch-size must be positive"),
         (["reinforce", "--hidden", "64,x"], "--hidden must be comma-separated integers"),

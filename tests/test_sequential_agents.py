@@ -70,6 +70,38 @@ def test_rppo_cli_writes_results_and_evaluate_agrees(tmp_path):
     assert (out / "model.zip").is_file() and (out / "checkpoints" / "state.json").is_file()
 
 
+def test_feed_forward_ppo_trains_on_sequential_hash_bits_and_evaluate_agrees(tmp_path):
+    """The observation holds the code so far, so a feed-forward PPO works on this env too."""
+    out = tmp_path / "run"
+    tiny = [
+        "--timesteps",
+        "256",
+        "--num-envs",
+        "2",
+        "--n-steps",
+        "32",
+        "--batch-size",
+        "32",
+        "--n-epochs",
+        "1",
+    ]
+    argv = [
+        "ppo",
+        "--env",
+        "SequentialHashBits-v0",
+        "--group",
+        "4",
+        *tiny,
+        "--hidden",
+        "16",
+        "--out",
+        str(out),
+    ]
+    assert train.main(argv) == 0
+    results = check_run(out, "ppo", 4)
+    assert results["env_steps"] == 256
+
+
 def test_drlih_same_seed_gives_identical_results(tmp_path):
     runs = []
     for name in ("a", "b"):
