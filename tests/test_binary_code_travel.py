@@ -5,6 +5,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import hashing_gym  # noqa: F401
@@ -274,3 +276,24 @@ def test_teacher_codes_with_eta_zero_retrieve_perfectly():
     np.testing.assert_array_equal(q, query.codebook[query.split.labels])
     dataset = query.dataset
     assert mean_average_precision(q, dataset.query.labels, db, dataset.database.labels) == 1.0
+
+
+# Built once: hypothesis calls the test many times, and every episode starts with a seeded reset.
+_SHARED_ENVS = {init: BinaryCodeTravelEnv(bits=16, init=init, max_steps=1000) for init in ("random", "zeros")}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    actions=st.lists(st.integers(0, 15), min_size=1, max_size=40),
+    init=st.sampled_from(["random", "zeros"]),
+)
+def test_flip_rewards_telescope_on_any_action_sequence(seed, actions, init):
+    env = _SHARED_ENVS[init]
+    _, info = env.reset(seed=seed)
+    start = margin(info)
+    total = 0.0
+    for action in actions:
+        _, reward, _, _, info = env.step(action)
+        total += reward
+    assert total == pytest.approx(start - margin(info), abs=1e-9)
