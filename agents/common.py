@@ -13,14 +13,14 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numba
 import numpy as np
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from hashing_gym.data import HashingDataset, load_dataset
 from hashing_gym.ranking import evaluate_retrieval
@@ -271,6 +271,59 @@ def save_sb3_model(model: Any, path: Path) -> None:
     temporary = path.with_name(path.stem + ".tmp.zip")
     model.save(temporary, exclude=["env"])
     temporary.replace(path)
+
+
+def train_sb3(
+    model: Any,
+    algo: str,
+    args: CommonArgs,
+    folder: Path,
+    dataset: HashingDataset,
+    timesteps: int,
+    encode: Callable[[Any, np.ndarray, int], np.ndarray],
+    extra_callbacks: Sequence[BaseCallback] = (),
+    model_file: str = "model.zip",
+) -> dict[str, Any]:
+    """Train a stable-baselines3 model to ``timesteps`` and write its run folder; return the results.
+
+    Atomic checkpoints every ``args.checkpoint_every`` steps (and on Ctrl-C, before re-raising),
+    retrieval evaluation to TensorBoard every ``args.eval_every`` steps, then the model file, the
+    codes of the query and database splits from ``encode(model, features, bits)``, and results.json.
+    A resumed run continues the model's step count and adds the recorded training time.
+    """
+    # A fresh run in a reused folder must not count the old run's training time.
+    elapsed = (latest_checkpoint(folder) or {}).get("train_seconds", 0.0) if args.resume else 0.0
+    checkpoint = SB3Checkpoint(folder, elapsed=elapsed)
+
+    def evaluate(trained: Any) -> dict[str, float]:
+        return evaluate_encoder(encode, trained, dataset, args.bits, args.topk)
+
+    start = time.perf_counter()
+    callbacks = CallbackList(
+        [
+            *extra_callbacks,
+            CheckpointEvery(checkpoint, args.checkpoint_every, start),
+            RetrievalEvalCallback(evaluate, args.eval_every),
+        ]
+    )
+    try:
+        model.learn(
+            total_timesteps=timesteps - model.num_timesteps,
+            callback=callbacks,
+            progress_bar=True,
+            tb_log_name=algo,
+            reset_num_timesteps=not args.resume,
+        )
+    except KeyboardInterrupt:
+        checkpoint.save(model, time.perf_counter() - start)  # Ctrl-C loses nothing
+        raise
+    train_seconds = checkpoint.elapsed + time.perf_counter() - start
+    save_sb3_model(model, folder / model_file)
+    results = results_record(
+        algo, args, evaluate(model), train_seconds, model.num_timesteps, model_file=model_file
+    )
+    write_json_atomic(folder / RESULTS_FILE, results)
+    return results
 
 
 def set_threads(threads: int) -> None:

@@ -16,7 +16,6 @@ Run: ``python -m agents.train dqn [--bits 16] [--timesteps N] [--out DIR]``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,27 +23,20 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from stable_baselines3 import DQN
-from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
 from agents.common import (
     CHECKPOINT_DIR,
-    CheckpointEvery,
     CommonArgs,
-    RetrievalEvalCallback,
-    SB3Checkpoint,
     UsageError,
-    evaluate_encoder,
     latest_checkpoint,
     load_run_dataset,
     resolve_device,
-    results_record,
     run_folder,
     save_args,
-    save_sb3_model,
     set_threads,
-    write_json_atomic,
+    train_sb3,
 )
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import encode_batch
@@ -106,11 +98,6 @@ class GuidedDQN(DQN):
 def encode_split(model: DQN, features: np.ndarray, bits: int) -> np.ndarray:
     """Codes of items under the greedy policy (DRLH's test phase: zeros start, at most b steps)."""
     return encode_batch(lambda obs: model.predict(obs, deterministic=True)[0], features, bits)
-
-
-def evaluate_model(model: DQN, dataset: HashingDataset, bits: int, topk: int) -> dict[str, float]:
-    """Encode query and database with the deterministic policy and rank."""
-    return evaluate_encoder(encode_split, model, dataset, bits, topk)
 
 
 def default_timesteps(args: Args, dataset: HashingDataset) -> int:
@@ -175,36 +162,7 @@ def main(args: Args) -> dict[str, Any]:
 
     # ALGO LOGIC: DQN with teacher-guided epsilon-greedy exploration.
     model = make_model(args, env, folder)
-    done = model.num_timesteps
-    # A fresh run in a reused folder must not count the old run's training time.
-    elapsed = (latest_checkpoint(folder) or {}).get("train_seconds", 0.0) if args.resume else 0.0
-    checkpoint = SB3Checkpoint(folder, elapsed=elapsed)
-    start = time.perf_counter()
-    callbacks = CallbackList(
-        [
-            CheckpointEvery(checkpoint, args.checkpoint_every, start),
-            RetrievalEvalCallback(
-                lambda model: evaluate_model(model, dataset, args.bits, args.topk), args.eval_every
-            ),
-        ]
-    )
-    try:
-        model.learn(
-            total_timesteps=timesteps - done,
-            callback=callbacks,
-            progress_bar=True,
-            tb_log_name=ALGO,
-            reset_num_timesteps=not args.resume,
-        )
-    except KeyboardInterrupt:
-        checkpoint.save(model, time.perf_counter() - start)  # Ctrl-C loses nothing
-        raise
-    train_seconds = checkpoint.elapsed + time.perf_counter() - start
-    save_sb3_model(model, folder / MODEL_FILE)
-
-    metrics = evaluate_model(model, dataset, args.bits, args.topk)
-    results = results_record(ALGO, args, metrics, train_seconds, model.num_timesteps, model_file=MODEL_FILE)
-    write_json_atomic(folder / "results.json", results)
+    results = train_sb3(model, ALGO, args, folder, dataset, timesteps, encode_split)
     env.close()
     return results
 

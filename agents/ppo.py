@@ -16,7 +16,6 @@ Run: ``python -m agents.train ppo [--bits 16] [--epochs 150] [--out DIR]``.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,27 +24,20 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
 from agents.common import (
     CHECKPOINT_DIR,
-    CheckpointEvery,
     CommonArgs,
-    RetrievalEvalCallback,
-    SB3Checkpoint,
     UsageError,
-    evaluate_encoder,
     latest_checkpoint,
     load_run_dataset,
     resolve_device,
-    results_record,
     run_folder,
     save_args,
-    save_sb3_model,
     set_threads,
-    write_json_atomic,
+    train_sb3,
 )
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import encode_sequential
@@ -103,11 +95,6 @@ def encode_split(model: PPO, features: np.ndarray, bits: int) -> np.ndarray:
     if codes.shape[1] != bits:
         raise ValueError(f"the model encodes {codes.shape[1]} bits, asked for {bits}")
     return codes
-
-
-def evaluate_model(model: PPO, dataset: HashingDataset, bits: int, topk: int) -> dict[str, float]:
-    """Encode query and database with the deterministic policy and rank."""
-    return evaluate_encoder(encode_split, model, dataset, bits, topk)
 
 
 def default_timesteps(args: Args, dataset: HashingDataset) -> int:
@@ -181,35 +168,7 @@ def main(args: Args) -> dict[str, Any]:
 
     # ALGO LOGIC: SB3 PPO, MlpPolicy over the MultiBinary action.
     model = make_model(args, env, folder, hidden)
-    # Seconds of earlier processes count only when resuming (a reused --out folder may hold old ones).
-    elapsed = (latest_checkpoint(folder) or {}).get("train_seconds", 0.0) if args.resume else 0.0
-    checkpoint = SB3Checkpoint(folder, elapsed=elapsed)
-    start = time.perf_counter()
-    callbacks = CallbackList(
-        [
-            CheckpointEvery(checkpoint, args.checkpoint_every, start),
-            RetrievalEvalCallback(
-                lambda model: evaluate_model(model, dataset, args.bits, args.topk), args.eval_every
-            ),
-        ]
-    )
-    try:
-        model.learn(
-            total_timesteps=timesteps - model.num_timesteps,
-            callback=callbacks,
-            progress_bar=True,
-            tb_log_name=ALGO,
-            reset_num_timesteps=not args.resume,
-        )
-    except KeyboardInterrupt:
-        checkpoint.save(model, time.perf_counter() - start)  # Ctrl-C loses nothing
-        raise
-    train_seconds = checkpoint.elapsed + time.perf_counter() - start
-    save_sb3_model(model, folder / MODEL_FILE)
-
-    metrics = evaluate_model(model, dataset, args.bits, args.topk)
-    results = results_record(ALGO, args, metrics, train_seconds, model.num_timesteps, model_file=MODEL_FILE)
-    write_json_atomic(folder / "results.json", results)
+    results = train_sb3(model, ALGO, args, folder, dataset, timesteps, encode_split)
     env.close()
     return results
 

@@ -15,7 +15,6 @@ Run: ``python -m agents.train rppo [--bits 16] [--group 4] [--timesteps N] [--ou
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,27 +23,21 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
 from agents.common import (
     CHECKPOINT_DIR,
-    CheckpointEvery,
     CommonArgs,
-    RetrievalEvalCallback,
-    SB3Checkpoint,
     UsageError,
-    evaluate_encoder,
     latest_checkpoint,
     load_run_dataset,
     resolve_device,
-    results_record,
     run_folder,
     save_args,
-    save_sb3_model,
     set_threads,
-    write_json_atomic,
+    train_sb3,
 )
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import encode_sequential
@@ -139,11 +132,6 @@ class BankRefreshCallback(BaseCallback):
         return True
 
 
-def evaluate_model(model: RecurrentPPO, dataset: HashingDataset, bits: int, topk: int) -> dict[str, float]:
-    """Encode query and database with the deterministic policy and rank."""
-    return evaluate_encoder(encode_split, model, dataset, bits, topk)
-
-
 def default_timesteps(args: Args, dataset: HashingDataset) -> int:
     """Budget that scales with the data: ``episodes_per_item`` episodes of T steps per train item."""
     return args.episodes_per_item * dataset.train.n * (args.bits // args.group)
@@ -201,37 +189,16 @@ def main(args: Args) -> dict[str, Any]:
 
     # ALGO LOGIC: PPO with an LSTM policy whose state lives for one episode; banks follow the policy.
     model = make_model(args, env, folder)
-    done = model.num_timesteps
-    # A fresh run in a reused folder must not count the old run's training time.
-    elapsed = (latest_checkpoint(folder) or {}).get("train_seconds", 0.0) if args.resume else 0.0
-    checkpoint = SB3Checkpoint(folder, elapsed=elapsed)
-    start = time.perf_counter()
-    callbacks = CallbackList(
-        [
-            BankRefreshCallback(dataset.train.features, args.bits, args.bank_refresh),
-            CheckpointEvery(checkpoint, args.checkpoint_every, start),
-            RetrievalEvalCallback(
-                lambda model: evaluate_model(model, dataset, args.bits, args.topk), args.eval_every
-            ),
-        ]
+    results = train_sb3(
+        model,
+        ALGO,
+        args,
+        folder,
+        dataset,
+        timesteps,
+        encode_split,
+        extra_callbacks=[BankRefreshCallback(dataset.train.features, args.bits, args.bank_refresh)],
     )
-    try:
-        model.learn(
-            total_timesteps=timesteps - done,
-            callback=callbacks,
-            progress_bar=True,
-            tb_log_name=ALGO,
-            reset_num_timesteps=not args.resume,
-        )
-    except KeyboardInterrupt:
-        checkpoint.save(model, time.perf_counter() - start)  # Ctrl-C loses nothing
-        raise
-    train_seconds = checkpoint.elapsed + time.perf_counter() - start
-    save_sb3_model(model, folder / MODEL_FILE)
-
-    metrics = evaluate_model(model, dataset, args.bits, args.topk)
-    results = results_record(ALGO, args, metrics, train_seconds, model.num_timesteps, model_file=MODEL_FILE)
-    write_json_atomic(folder / "results.json", results)
     env.close()
     return results
 
