@@ -60,6 +60,31 @@ def feature_bound(dataset: HashingDataset) -> float:
     return float(max(1.0, np.ceil(largest)))
 
 
+def check_code_matrix(codes: Any, num_items: int, bits: int, name: str = "codes") -> np.ndarray:
+    """A copy of ``codes`` as uint8 (num_items, bits), or ``ValueError`` naming what is wrong.
+
+    Integer or bool arrays of 0/1 are accepted; nothing is cast silently from floats or clipped.
+    """
+    arr = np.asarray(codes)
+    expected = (num_items, bits)
+    if arr.shape != expected:
+        raise ValueError(f"{name} must have shape {expected} (items, bits), got shape {arr.shape}")
+    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name} must be an integer or bool array of 0/1, got dtype {arr.dtype}")
+    bad = (arr != 0) & (arr != 1)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name} must hold only 0 and 1, got {arr[where].item()!r} at index {where}")
+    return np.array(arr, dtype=np.uint8)
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array`` (the owner keeps writing to it)."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
 def label_mask(split: Split, num_classes: int) -> np.ndarray:
     """Boolean (n, C) matrix: which classes each item of the split carries."""
     if split.labels.ndim == 2:

@@ -8,7 +8,7 @@ import numpy as np
 from gymnasium import spaces
 
 from hashing_gym.data import HashingDataset
-from hashing_gym.envs.base import HashingEnv, check_bits, feature_bound
+from hashing_gym.envs.base import HashingEnv, check_bits, check_code_matrix, feature_bound, read_only
 from hashing_gym.ranking import (
     TIES,
     average_precision,
@@ -173,9 +173,7 @@ class RankListHashEnv(HashingEnv):
         """uint8 (N, bits) database codes (a read-only view), or None before the first reset."""
         if self._codes is None:
             return None
-        view = self._codes.view()
-        view.flags.writeable = False
-        return view
+        return read_only(self._codes)
 
     def set_database_codes(self, codes: Any) -> None:
         """Replace the database codes (e.g. the database network's codes of the whole split).
@@ -186,17 +184,7 @@ class RankListHashEnv(HashingEnv):
         Raises:
             ValueError: if ``codes`` has the wrong shape, a non-integer dtype, or a value other than 0 and 1.
         """
-        arr = np.asarray(codes)
-        expected = (self.num_items, self.bits)
-        if arr.shape != expected:
-            raise ValueError(f"codes must have shape {expected} (items, bits), got shape {arr.shape}")
-        if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)):
-            raise ValueError(f"codes must be an integer or bool array of 0/1, got dtype {arr.dtype}")
-        bad = (arr != 0) & (arr != 1)
-        if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"codes must hold only 0 and 1, got {arr[where].item()!r} at index {where}")
-        self._codes = np.array(arr, dtype=np.uint8)
+        self._codes = check_code_matrix(codes, self.num_items, self.bits)
         self._words = pack_codes(self._codes)
 
     def reset(

@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from hashing_gym.data import HashingDataset
-from hashing_gym.envs.base import HashingEnv, check_bits, feature_bound
+from hashing_gym.envs.base import HashingEnv, check_bits, check_code_matrix, feature_bound, read_only
 
 
 def triplet_accuracy(d_pos: np.ndarray, d_neg: np.ndarray, margin: float = 0.0) -> np.ndarray:
@@ -258,9 +258,7 @@ class SequentialHashBitsEnv(HashingEnv):
         """uint8 (N, bits) bank codes, one per item of the split (read-only view); None before a reset."""
         if self._bank is None:
             return None
-        view = self._bank.view()
-        view.flags.writeable = False
-        return view
+        return read_only(self._bank)
 
     def set_code_bank(self, codes: Any) -> None:
         """Replace the code bank, e.g. with an agent's greedy codes of the whole split.
@@ -271,17 +269,7 @@ class SequentialHashBitsEnv(HashingEnv):
         Raises:
             ValueError: if ``codes`` has the wrong shape, a non-integer dtype, or a value other than 0 and 1.
         """
-        arr = np.asarray(codes)
-        expected = (self.num_items, self.bits)
-        if arr.shape != expected:
-            raise ValueError(f"codes must have shape {expected} (items, bits), got shape {arr.shape}")
-        if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)):
-            raise ValueError(f"codes must be an integer or bool array of 0/1, got dtype {arr.dtype}")
-        bad = (arr != 0) & (arr != 1)
-        if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"codes must hold only 0 and 1, got {arr[where].item()!r} at index {where}")
-        self._bank = np.array(arr, dtype=np.uint8)
+        self._bank = check_code_matrix(codes, self.num_items, self.bits)
 
     # ----------------------------------------------------------------------------------------------
     # The reward, batched (step uses it on one item)
