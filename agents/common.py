@@ -273,6 +273,18 @@ def save_sb3_model(model: Any, path: Path) -> None:
     temporary.replace(path)
 
 
+def load_sb3_checkpoint(model_class: Any, folder: Path, env: Any, device: str) -> Any:
+    """The newest checkpoint of ``folder`` (model, and replay buffer if it has one), to resume from."""
+    state = latest_checkpoint(folder)
+    if state is None:
+        raise UsageError(f"--resume {folder}: the run has no checkpoint to continue from")
+    directory = Path(folder) / CHECKPOINT_DIR
+    model = model_class.load(directory / state["model"], env=env, device=device)
+    if state["replay_buffer"]:
+        model.load_replay_buffer(directory / state["replay_buffer"])
+    return model
+
+
 def train_sb3(
     model: Any,
     algo: str,

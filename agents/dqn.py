@@ -27,11 +27,10 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
 from agents.common import (
-    CHECKPOINT_DIR,
     CommonArgs,
     UsageError,
-    latest_checkpoint,
     load_run_dataset,
+    load_sb3_checkpoint,
     resolve_device,
     run_folder,
     save_args,
@@ -109,14 +108,7 @@ def make_model(args: Args, env: Any, folder: Path) -> GuidedDQN:
     """A new GuidedDQN, or the newest checkpoint of ``folder`` when resuming."""
     device = resolve_device(args.device)
     if args.resume:
-        state = latest_checkpoint(folder)
-        if state is None:
-            raise UsageError(f"--resume {folder}: the run has no checkpoint to continue from")
-        directory = folder / CHECKPOINT_DIR
-        model = GuidedDQN.load(directory / state["model"], env=env, device=device)
-        if state["replay_buffer"]:
-            model.load_replay_buffer(directory / state["replay_buffer"])
-        return model
+        return load_sb3_checkpoint(GuidedDQN, folder, env, device)
     hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
     return GuidedDQN(
         "MultiInputPolicy",

@@ -28,11 +28,10 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
 from agents.common import (
-    CHECKPOINT_DIR,
     CommonArgs,
     UsageError,
-    latest_checkpoint,
     load_run_dataset,
+    load_sb3_checkpoint,
     resolve_device,
     run_folder,
     save_args,
@@ -129,10 +128,7 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> PPO:
     """A new PPO, or the newest checkpoint of ``folder`` when resuming."""
     device = resolve_device(args.device)
     if args.resume:
-        state = latest_checkpoint(folder)
-        if state is None:
-            raise UsageError(f"--resume {folder}: the run has no checkpoint to continue from")
-        return PPO.load(folder / CHECKPOINT_DIR / state["model"], env=env, device=device)
+        return load_sb3_checkpoint(PPO, folder, env, device)
     return PPO(
         "MultiInputPolicy" if args.env == SEQUENTIAL_ID else "MlpPolicy",
         env,

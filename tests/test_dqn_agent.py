@@ -7,25 +7,12 @@ import time
 
 import numpy as np
 import pytest
+from helpers import RESULT_FIELDS
 from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401
 from agents import dqn, evaluate, train
 
-RESULT_FIELDS = {
-    "algo",
-    "env",
-    "dataset",
-    "bits",
-    "seed",
-    "map",
-    "map_tie_aware",
-    "map_at_k",
-    "precision_radius2",
-    "train_seconds",
-    "env_steps",
-    "versions",
-}
 TINY = ["--timesteps", "400", "--learning-starts", "100", "--num-envs", "2", "--eval-every", "200"]
 
 

@@ -4,6 +4,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+from helpers import METRICS, RESULT_FIELDS
 
 import hashing_gym  # noqa: F401
 from agents import evaluate, ppo, reinforce, train
@@ -11,21 +12,6 @@ from agents.common import save_args
 from hashing_gym.data import load_dataset
 from hashing_gym.envs import RankListHashEnv
 
-RESULT_FIELDS = {
-    "algo",
-    "env",
-    "dataset",
-    "bits",
-    "seed",
-    "map",
-    "map_tie_aware",
-    "map_at_k",
-    "precision_radius2",
-    "train_seconds",
-    "env_steps",
-    "versions",
-}
-METRICS = ("map", "map_tie_aware", "map_at_k", "precision_radius2")
 TINY = {
     "reinforce": [
         "--timesteps",

@@ -1,11 +1,11 @@
 import itertools
 import pickle
-import warnings
 
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
+from helpers import no_warnings
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import hashing_gym  # noqa: F401
@@ -24,22 +24,6 @@ def single_label():
 @pytest.fixture(scope="module")
 def multi_label():
     return load_dataset("blobs", num_classes=5, n_per_class=12, dim=6, multi_label=True, query_per_class=2)
-
-
-class no_warnings:
-    """Fail on any warning inside the block (the checkers report problems as warnings)."""
-
-    def __enter__(self):
-        self._catcher = warnings.catch_warnings(record=True)
-        self.records = self._catcher.__enter__()
-        warnings.simplefilter("always")
-        return self
-
-    def __exit__(self, *exc):
-        self._catcher.__exit__(*exc)
-        messages = [str(record.message) for record in self.records]
-        assert not messages, messages
-        return False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,14 +4,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import METRICS, RESULT_FIELDS
 
 import hashing_gym  # noqa: F401
 from agents import drlih, evaluate, rppo, train
 from hashing_gym.data import load_dataset
 from hashing_gym.envs import SequentialHashBitsEnv
 
-METRICS = ("map", "map_tie_aware", "map_at_k", "precision_radius2")
-RESULT_FIELDS = {"algo", "env", "dataset", "bits", "seed", *METRICS, "train_seconds", "env_steps", "versions"}
 DRLIH_TINY = [
     "--timesteps",
     "1024",
