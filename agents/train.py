@@ -24,6 +24,9 @@ ALGORITHMS: dict[str, str] = {
     "ppo": "agents.ppo",
     "rppo": "agents.rppo",
     "drlih": "agents.drlih",
+    "lsh": "agents.lsh",
+    "itq": "agents.itq",
+    "mlp-code": "agents.mlp_code",
 }
 # `reinforce` on SequentialHashBits-v0 is DRLIH's recurrent REINFORCE agent.
 ENV_ALIASES: dict[tuple[str, str], str] = {("reinforce", "SequentialHashBits-v0"): "drlih"}

@@ -1,0 +1,63 @@
+import json
+
+import numpy as np
+import pytest
+from helpers import METRICS, RESULT_FIELDS
+
+from agents import evaluate, train
+from agents.baselines import fit_itq, fit_lsh
+from hashing_gym.data import load_dataset
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_itq_quantization_loss_never_increases(digits):
+    model = fit_itq(digits.train.features.astype(np.float64), bits=16, seed=0, iterations=30)
+    losses = np.array(model.quantization_loss)
+    assert len(losses) == 30
+    assert np.all(np.diff(losses) <= 1e-6 * losses[0])
+    assert losses[-1] < losses[0]
+
+
+def test_itq_projection_is_pca_times_a_rotation(digits):
+    model = fit_itq(digits.train.features.astype(np.float64), bits=16, seed=0, iterations=5)
+    gram = model.projection.T @ model.projection  # orthonormal PCA basis times an orthogonal rotation
+    np.testing.assert_allclose(gram, np.eye(16), atol=1e-9)
+
+
+def test_lsh_bits_are_balanced_on_centred_data():
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((20_000, 32))
+    codes = fit_lsh(features, bits=64, seed=1).encode(features)
+    assert np.abs(codes.mean(axis=0) - 0.5).max() < 0.03
+
+
+def test_itq_refuses_more_bits_than_dimensions(digits):
+    with pytest.raises(ValueError, match="itq needs bits <= feature dimension"):
+        fit_itq(digits.train.features.astype(np.float64), bits=65, seed=0)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # --max-iter 50: a smoke run
+@pytest.mark.parametrize("algo", ["lsh", "itq", "mlp-code"])
+def test_baseline_cli_writes_results_and_evaluate_agrees(algo, tmp_path):
+    out = tmp_path / algo
+    extra = ["--max-iter", "50"] if algo == "mlp-code" else []
+    assert train.main([algo, "--out", str(out), *extra]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert RESULT_FIELDS <= set(results)
+    assert results["algo"] == algo and results["env_steps"] == 0
+    assert evaluate.main([str(out)]) == 0
+    again = json.loads((out / "results.json").read_text())
+    for key in METRICS:
+        assert again[key] == results[key]
+
+
+def test_supervised_reference_beats_itq_beats_lsh(tmp_path):
+    scores = {}
+    for algo in ("lsh", "itq", "mlp-code"):
+        assert train.main([algo, "--out", str(tmp_path / algo)]) == 0
+        scores[algo] = json.loads((tmp_path / algo / "results.json").read_text())["map"]
+    assert scores["mlp-code"] > 0.95 > scores["itq"] > scores["lsh"]
