@@ -8,6 +8,11 @@ Every RL agent is judged against these, so they write the same results.json as t
 - ``itq``: PCA to ``bits`` dimensions, then iterative quantization (Gong & Lazebnik, CVPR 2011):
   alternate ``B = sign(V R)`` and the orthogonal Procrustes rotation ``R`` that minimises the
   quantization loss ``||B - V R||_F^2``, which never increases from one iteration to the next.
+- ``sdh``: supervised discrete hashing (Shen, Shen, Liu, Shen, CVPR 2015): RBF features on anchor
+  points, codes ``B`` in {-1, 1} that a linear classifier ``W`` maps to the labels and a linear map
+  ``F(x) = phi(x) P`` predicts, fitted by alternating exact steps (P and W in closed form, B by
+  discrete cyclic coordinate descent), so the objective
+  ``||Y - B W||^2 + lambda ||W||^2 + nu ||B - phi(X) P||^2 + delta ||P||^2`` never increases.
 - ``mlp-code``: a scikit-learn MLP classifier on the train split; an item's code is its predicted
   class's label codeword (``hashing_gym.codes.label_codebook``, BCH). The supervised reference of
   BinaryCodeTravel-v0: what a perfect travel to the predicted class's codeword retrieves.
@@ -45,6 +50,10 @@ class Args(CommonArgs):
 
     env: str = field(default="none", metadata={"help": "not used: baselines step no environment"})
     iterations: int = field(default=50, metadata={"help": "itq: quantization iterations"})
+    sdh_iterations: int = field(default=5, metadata={"help": "sdh: outer (P, W, B) iterations"})
+    anchors: int = field(default=1000, metadata={"help": "sdh: RBF anchor points (at most the train size)"})
+    sdh_lambda: float = field(default=1.0, metadata={"help": "sdh: ridge weight of the classifier W"})
+    sdh_nu: float = field(default=1e-5, metadata={"help": "sdh: weight of the code-prediction term"})
     hidden: str = field(default="256", metadata={"help": "mlp-code: hidden layer sizes, comma-separated"})
     max_iter: int = field(default=300, metadata={"help": "mlp-code: training epochs of the classifier"})
 
@@ -60,6 +69,27 @@ class LinearHash:
     def encode(self, features: np.ndarray) -> np.ndarray:
         """uint8 (n, bits) codes of float (n, D) features."""
         return ((np.asarray(features, dtype=np.float64) - self.mean) @ self.projection > 0).astype(np.uint8)
+
+
+@dataclass
+class KernelHash:
+    """``code = phi(x) @ projection > 0`` with RBF features ``phi`` on anchors: the model of ``sdh``."""
+
+    anchors: np.ndarray
+    sigma: float
+    feature_mean: np.ndarray
+    projection: np.ndarray
+    objective: list[float] = field(default_factory=list)
+
+    def features(self, features: np.ndarray) -> np.ndarray:
+        """Centred RBF features (n, anchors) of float (n, D) features."""
+        return (
+            rbf_features(np.asarray(features, dtype=np.float64), self.anchors, self.sigma) - self.feature_mean
+        )
+
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        """uint8 (n, bits) codes of float (n, D) features."""
+        return (self.features(features) @ self.projection > 0).astype(np.uint8)
 
 
 @dataclass
@@ -103,6 +133,89 @@ def fit_itq(features: np.ndarray, bits: int, seed: int, iterations: int = 50) ->
     return LinearHash(mean, pca @ rotation, losses)
 
 
+def rbf_features(features: np.ndarray, anchors: np.ndarray, sigma: float) -> np.ndarray:
+    """``exp(-||x - a||^2 / (2 sigma^2))`` for every item x and anchor a; (n, anchors)."""
+    squared = (
+        (features**2).sum(axis=1)[:, None] - 2.0 * features @ anchors.T + (anchors**2).sum(axis=1)[None, :]
+    )
+    return np.exp(-np.maximum(squared, 0.0) / (2.0 * sigma**2))
+
+
+def sdh_objective(
+    targets: np.ndarray,
+    codes: np.ndarray,
+    classifier: np.ndarray,
+    phi: np.ndarray,
+    projection: np.ndarray,
+    args: Args,
+    delta: float,
+) -> float:
+    """SDH's loss ``||Y - B W||^2 + lambda ||W||^2 + nu (||B - phi P||^2 + delta ||P||^2)``."""
+    return float(
+        ((targets - codes @ classifier) ** 2).sum()
+        + args.sdh_lambda * (classifier**2).sum()
+        + args.sdh_nu * (((codes - phi @ projection) ** 2).sum() + delta * (projection**2).sum())
+    )
+
+
+def fit_sdh(dataset: HashingDataset, args: Args) -> KernelHash:
+    """Supervised discrete hashing on the train split (records the objective after each step)."""
+    features = dataset.train.features.astype(np.float64)
+    n = len(features)
+    rng = np.random.default_rng(args.seed)
+    if args.anchors < 1:
+        raise UsageError(f"--anchors must be >= 1, got {args.anchors}")
+    anchors = features[rng.choice(n, size=min(args.anchors, n), replace=False)]
+    # sigma: the root mean squared item-anchor distance, a bandwidth on the scale of the data.
+    sigma = float(np.sqrt(np.maximum(rbf_squared_mean(features, anchors), 1e-12)))
+    phi = rbf_features(features, anchors, sigma)
+    feature_mean = phi.mean(axis=0)
+    phi -= feature_mean
+    labels = dataset.train.labels
+    targets = labels.astype(np.float64) if labels.ndim == 2 else np.eye(dataset.num_classes)[labels]
+    codes = np.where(phi @ rng.standard_normal((phi.shape[1], args.bits)) >= 0, 1.0, -1.0)
+    delta = 1e-6 * n  # a tiny ridge on P keeps its normal equations well posed
+    gram_inverse = np.linalg.inv(phi.T @ phi + delta * np.eye(phi.shape[1]))
+    objective = []
+    for _ in range(args.sdh_iterations):
+        projection = gram_inverse @ (phi.T @ codes)  # P-step: ridge regression of B on phi
+        classifier = np.linalg.solve(  # W-step: ridge regression of Y on B
+            codes.T @ codes + args.sdh_lambda * np.eye(args.bits), codes.T @ targets
+        )
+        objective.append(sdh_objective(targets, codes, classifier, phi, projection, args, delta))
+        target = targets @ classifier.T + args.sdh_nu * (phi @ projection)
+        codes = discrete_cyclic_coordinate_descent(codes, classifier, target)
+        objective.append(sdh_objective(targets, codes, classifier, phi, projection, args, delta))
+    projection = gram_inverse @ (phi.T @ codes)
+    return KernelHash(anchors, sigma, feature_mean, projection, objective)
+
+
+def rbf_squared_mean(features: np.ndarray, anchors: np.ndarray) -> float:
+    """Mean squared distance between the items and the anchors (without forming all pairs twice)."""
+    return float(
+        (features**2).sum(axis=1).mean()
+        - 2.0 * features.mean(axis=0) @ anchors.mean(axis=0)
+        + (anchors**2).sum(axis=1).mean()
+    )
+
+
+def discrete_cyclic_coordinate_descent(
+    codes: np.ndarray, classifier: np.ndarray, target: np.ndarray, sweeps: int = 3
+) -> np.ndarray:
+    """SDH's B-step: minimise ``||B W||^2 - 2 tr(B^T Q)`` over B in {-1, 1}^(n, b), one bit column at a time.
+
+    With the other columns fixed, column k's exact minimiser is ``sign(q_k - B' W' w_k)``
+    (B', W' without column / row k); a zero keeps the old bit, so no step increases the loss.
+    """
+    codes = codes.copy()
+    for _ in range(sweeps):
+        for k in range(codes.shape[1]):
+            others = np.arange(codes.shape[1]) != k
+            score = target[:, k] - codes[:, others] @ (classifier[others] @ classifier[k])
+            codes[:, k] = np.where(score > 0, 1.0, np.where(score < 0, -1.0, codes[:, k]))
+    return codes
+
+
 def fit_mlp_code(dataset: HashingDataset, args: Args) -> ClassifierCode:
     """An MLP classifier on the train split, mapped to BCH label codewords."""
     from sklearn.neural_network import MLPClassifier  # noqa: PLC0415
@@ -131,6 +244,8 @@ def run(algo: str, args: Args) -> dict[str, Any]:
         model: Any = fit_lsh(features, args.bits, args.seed)
     elif algo == "itq":
         model = fit_itq(features, args.bits, args.seed, args.iterations)
+    elif algo == "sdh":
+        model = fit_sdh(dataset, args)
     else:
         model = fit_mlp_code(dataset, args)
     train_seconds = time.perf_counter() - start
@@ -143,7 +258,9 @@ def run(algo: str, args: Args) -> dict[str, Any]:
     return results
 
 
-def encode_split(model: LinearHash | ClassifierCode, features: np.ndarray, bits: int) -> np.ndarray:
+def encode_split(
+    model: LinearHash | KernelHash | ClassifierCode, features: np.ndarray, bits: int
+) -> np.ndarray:
     """Codes of items; uint8 (n, bits)."""
     codes = model.encode(features)
     if codes.shape[1] != bits:
@@ -151,6 +268,6 @@ def encode_split(model: LinearHash | ClassifierCode, features: np.ndarray, bits:
     return codes
 
 
-def load_model(folder: Path, device: str = "auto") -> LinearHash | ClassifierCode:
+def load_model(folder: Path, device: str = "auto") -> LinearHash | KernelHash | ClassifierCode:
     """The fitted baseline of a run folder (a pickle this project wrote)."""
     return pickle.loads((Path(folder) / MODEL_FILE).read_bytes())

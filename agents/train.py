@@ -26,6 +26,7 @@ ALGORITHMS: dict[str, str] = {
     "drlih": "agents.drlih",
     "lsh": "agents.lsh",
     "itq": "agents.itq",
+    "sdh": "agents.sdh",
     "mlp-code": "agents.mlp_code",
 }
 # `reinforce` on SequentialHashBits-v0 is DRLIH's recurrent REINFORCE agent.

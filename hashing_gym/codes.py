@@ -19,6 +19,9 @@ galois costs about 1.7 s to import and several seconds of JIT for its first BCH 
 imported lazily, and every codebook is cached in memory and on disk (under
 ``$HASHING_GYM_CACHE``, else ``$XDG_CACHE_HOME/hashing_gym``, else ``~/.cache/hashing_gym``):
 only the very first construction of a given (num_classes, bits, kind, seed) pays for galois.
+
+Two statistics of a set of codes (e.g. a hash function's database codes) live here too:
+``code_balance`` and ``bit_correlation``, the code-quality columns of ``python -m agents.evaluate``.
 """
 
 from __future__ import annotations
@@ -85,6 +88,47 @@ def min_distance(codebook: np.ndarray) -> int:
 def error_correcting_radius(codebook: np.ndarray) -> int:
     """``R = (D_min - 1) // 2``: balls of this radius around the codewords do not overlap."""
     return (min_distance(codebook) - 1) // 2
+
+
+def code_balance(codes: np.ndarray) -> float:
+    """How evenly each bit splits the items: ``1 - mean_k |2 p_k - 1|``, with p_k the share of ones of bit k.
+
+    1 means every bit is on for exactly half of the items; 0 means every bit is constant (a
+    constant bit carries no information for ranking).
+
+    >>> code_balance(np.array([[0, 1], [1, 1]], dtype=np.uint8))
+    0.5
+    """
+    codes = _check_code_set(codes)
+    return float(1.0 - np.abs(2.0 * codes.mean(axis=0) - 1.0).mean())
+
+
+def bit_correlation(codes: np.ndarray) -> float:
+    """Mean absolute off-diagonal entry of ``S^T S / n`` for the +-1 codes S (n, b); 0 for one bit.
+
+    0 means the bits are pairwise orthogonal (independent when balanced); 1 means every bit is a
+    copy or complement of every other. Uncentred, so it is defined for constant bits too.
+
+    >>> bit_correlation(np.array([[0, 0], [1, 1]], dtype=np.uint8))
+    1.0
+    """
+    codes = _check_code_set(codes)
+    bits = codes.shape[1]
+    if bits == 1:
+        return 0.0
+    signs = 2.0 * codes - 1.0
+    gram = signs.T @ signs / codes.shape[0]
+    return float((np.abs(gram).sum() - np.trace(np.abs(gram))) / (bits * (bits - 1)))
+
+
+def _check_code_set(codes: np.ndarray) -> np.ndarray:
+    """A non-empty (n, b) 0/1 array as float64, or ValueError naming what is wrong."""
+    array = np.asarray(codes)
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"codes must be a non-empty 2-D (items, bits) array, got shape {array.shape}")
+    if not np.isin(array, (0, 1)).all():
+        raise ValueError("codes must hold only 0 and 1")
+    return array.astype(np.float64)
 
 
 def bch_parameters(num_classes: int, bits: int) -> tuple[int, int, int]:

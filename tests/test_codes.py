@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from hashing_gym import codes
-from hashing_gym.codes import bch_parameters, error_correcting_radius, label_codebook, min_distance
+from hashing_gym.codes import (
+    bch_parameters,
+    bit_correlation,
+    code_balance,
+    error_correcting_radius,
+    label_codebook,
+    min_distance,
+)
 
 
 def brute_force_min_distance(book):
@@ -107,3 +114,29 @@ def test_bad_arguments_are_refused(args, message):
 def test_min_distance_refuses_a_single_row():
     with pytest.raises(ValueError, match="at least 2 rows"):
         min_distance(np.zeros((1, 4), dtype=np.uint8))
+
+
+def test_code_balance_and_bit_correlation_match_their_definitions():
+    rng = np.random.default_rng(0)
+    codes = (rng.random((300, 12)) < rng.random(12)).astype(np.uint8)
+    shares = codes.mean(axis=0)
+    assert code_balance(codes) == pytest.approx(np.mean([1 - abs(2 * p - 1) for p in shares]))
+    signs = codes.astype(float) * 2 - 1
+    pairs = [abs(np.mean(signs[:, i] * signs[:, j])) for i in range(12) for j in range(12) if i != j]
+    assert bit_correlation(codes) == pytest.approx(np.mean(pairs))
+
+
+def test_code_statistics_of_extreme_codes():
+    halves = np.array([[0, 1, 0], [1, 0, 0], [0, 1, 1], [1, 0, 1]], dtype=np.uint8)
+    assert code_balance(halves) == 1.0
+    assert code_balance(np.zeros((5, 4), dtype=np.uint8)) == 0.0
+    assert bit_correlation(np.zeros((5, 4), dtype=np.uint8)) == 1.0  # every bit copies every other
+    assert bit_correlation(halves[:, :1]) == 0.0
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, 4)), np.zeros(4), np.full((3, 4), 2)])
+def test_code_statistics_refuse_bad_codes(bad):
+    with pytest.raises(ValueError, match="codes"):
+        code_balance(bad)
+    with pytest.raises(ValueError, match="codes"):
+        bit_correlation(bad)
