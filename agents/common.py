@@ -22,6 +22,7 @@ import numba
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
+from hashing_gym.codes import bit_correlation, code_balance
 from hashing_gym.data import HashingDataset, load_dataset
 from hashing_gym.ranking import evaluate_retrieval
 
@@ -116,7 +117,11 @@ def versions() -> dict[str, str]:
 def retrieval_results(
     dataset: HashingDataset, query_codes: np.ndarray, database_codes: np.ndarray, topk: int
 ) -> dict[str, float]:
-    """mAP@all (stable and tie-aware), mAP@k and precision within radius 2 of query vs database."""
+    """Retrieval metrics of query vs database codes, plus two statistics of the database codes.
+
+    mAP@all (stable and tie-aware), mAP@k and precision@k at ``topk``, precision within Hamming
+    radius 2, and ``code_balance`` / ``bit_correlation`` (``hashing_gym.codes``) of the database.
+    """
     metrics = evaluate_retrieval(
         query_codes, dataset.query.labels, database_codes, dataset.database.labels, topk=topk, radius=2
     )
@@ -126,6 +131,9 @@ def retrieval_results(
         "map_at_k": metrics["map_at_k"],
         "topk": int(metrics["topk"]),
         "precision_radius2": metrics["precision_radius2"],
+        "precision_at_k": metrics["precision_at_k"],
+        "code_balance": code_balance(database_codes),
+        "bit_correlation": bit_correlation(database_codes),
     }
 
 

@@ -1,9 +1,18 @@
-"""Recompute a run's retrieval results from its saved model: ``python -m agents.evaluate DIR``.
+"""Recompute and compare runs' retrieval results: ``python -m agents.evaluate DIR [DIR ...]``.
 
-Reads ``DIR/args.json`` and the model file, encodes the query and database splits again,
-recomputes the metrics of results.json (mAP@all stable and tie-aware, mAP@k, P@r2), rewrites
-results.json with them (training fields kept), and draws ``DIR/pr_curve.png``: the
-precision-recall curve and precision against Hamming radius.
+For each run folder, reads ``DIR/args.json`` and the model file, encodes the query and database
+splits again, recomputes the metrics of results.json (mAP@all stable and tie-aware, mAP@k,
+precision@k, P@r2, and the database codes' balance and bit correlation), rewrites results.json
+with them (training fields kept) and draws ``DIR/pr_curve.png``.
+
+Then it writes the comparison into ``--out`` (default: the run folder for one run, else
+``evaluation/`` beside the runs' common parent):
+
+- ``evaluation.md``: one table row per run (also printed);
+- ``pr_curves.png``: every run's precision-recall curve and precision against Hamming radius, overlaid;
+- ``codes_<embedding>.png``: a 2-D t-SNE (or PCA) picture of each run's database codes coloured by
+  class, like DRLH's Figure 5 (at most ``--max-points`` items drawn with ``--seed``; a multi-label
+  item takes the colour of its first label).
 """
 
 from __future__ import annotations
@@ -11,8 +20,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +33,31 @@ from agents.common import RESULTS_FILE, load_run_dataset, read_run_args, retriev
 from agents.train import ALGORITHMS
 from hashing_gym.data import HashingDataset
 from hashing_gym.ranking import precision_recall_curve
+
+EMBEDDINGS: tuple[str, ...] = ("tsne", "pca", "none")
+# (results key, column title) of the comparison table, in order.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("map", "mAP"),
+    ("map_tie_aware", "mAP tie-aware"),
+    ("topk", "k"),
+    ("map_at_k", "mAP@k"),
+    ("precision_at_k", "P@k"),
+    ("precision_radius2", "P@r2"),
+    ("code_balance", "balance"),
+    ("bit_correlation", "bit corr."),
+)
+
+
+@dataclass
+class EvaluatedRun:
+    """One run folder, encoded again: what the report needs."""
+
+    folder: Path
+    results: dict[str, Any]
+    dataset: HashingDataset
+    database_codes: np.ndarray
+    curve: tuple[np.ndarray, np.ndarray]
+    label: str = ""
 
 
 def read_run(folder: Path) -> tuple[str, Any]:
@@ -45,16 +81,28 @@ def encode_run(folder: Path) -> tuple[HashingDataset, Any, np.ndarray, np.ndarra
     return dataset, args, query, database
 
 
-def plot_precision_recall(
-    curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "Hamming ranking"
-) -> None:
-    """Precision-recall curves and precision against Hamming radius, one line per run."""
-    import matplotlib  # noqa: PLC0415
+def _pyplot() -> Any:
+    import matplotlib  # noqa: PLC0415 - matplotlib is slow to import and only the plots need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    return plt
+
+
+def _save_figure(figure: Any, path: Path) -> None:
+    """Save a figure atomically (temporary file + rename) and close it."""
+    temporary = path.with_name(path.stem + ".tmp.png")
+    figure.savefig(temporary, dpi=100)
+    _pyplot().close(figure)
+    temporary.replace(path)
+
+
+def plot_precision_recall(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "Hamming ranking"
+) -> None:
+    """Precision-recall curves and precision against Hamming radius, one line per run."""
+    figure, (left, right) = _pyplot().subplots(1, 2, figsize=(10, 4))
     for label, (precision, recall) in curves.items():
         left.plot(recall, precision, marker=".", label=label)
         right.plot(np.arange(len(precision)), precision, marker=".", label=label)
@@ -62,43 +110,145 @@ def plot_precision_recall(
         xlabel="recall", ylabel="precision", title=f"{title}: precision-recall", xlim=(0, 1), ylim=(0, 1.02)
     )
     right.set(xlabel="Hamming radius", ylabel="precision", title="precision within radius", ylim=(0, 1.02))
-    left.legend(loc="lower left")
+    left.legend(loc="lower left", fontsize="small")
     figure.tight_layout()
-    temporary = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-    temporary.replace(path)
+    _save_figure(figure, path)
 
 
-def evaluate_folder(folder: Path) -> dict[str, Any]:
-    """Recompute and rewrite a run's results.json; draw its PR curve; return the results."""
+def embed_codes(codes: np.ndarray, method: str, seed: int) -> np.ndarray:
+    """2-D coordinates of 0/1 codes: t-SNE (squared Euclidean = Hamming on 0/1 codes) or PCA."""
+    from sklearn.decomposition import PCA  # noqa: PLC0415
+    from sklearn.manifold import TSNE  # noqa: PLC0415
+
+    points = codes.astype(np.float32)
+    if method == "pca":
+        return PCA(n_components=2, random_state=seed).fit_transform(points)
+    perplexity = min(30.0, (len(points) - 1) / 3)  # TSNE requires perplexity < n
+    return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(points)
+
+
+def plot_code_embeddings(
+    runs: Sequence[EvaluatedRun], path: Path, method: str, max_points: int, seed: int
+) -> None:
+    """One panel per run: its database codes in 2-D, coloured by class."""
+    plt = _pyplot()
+    columns = min(3, len(runs))
+    rows = -(-len(runs) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4 * rows), squeeze=False)
+    for axis, run in zip(axes.flat, runs, strict=False):
+        labels = run.dataset.database.labels
+        classes = np.argmax(labels, axis=1) if labels.ndim == 2 else labels
+        rng = np.random.default_rng(seed)
+        shown = np.sort(rng.permutation(len(classes))[:max_points])
+        xy = embed_codes(run.database_codes[shown], method, seed)
+        axis.scatter(xy[:, 0], xy[:, 1], c=classes[shown], cmap="tab10", s=6)
+        axis.set(title=f"{run_label(run)}: mAP {run.results['map']:.3f}", xticks=[], yticks=[])
+    for axis in axes.flat[len(runs) :]:
+        axis.set_visible(False)
+    figure.suptitle(f"database codes ({'t-SNE' if method == 'tsne' else 'PCA'}), coloured by class")
+    figure.tight_layout()
+    _save_figure(figure, path)
+
+
+def run_label(run: EvaluatedRun) -> str:
+    """A short name of a run for legends and the table: ``label``, else its folder's name."""
+    return run.label or run.folder.name
+
+
+def label_runs(runs: Sequence[EvaluatedRun]) -> None:
+    """Name each run by its folder, or by parent/folder where two folders share a name."""
+    names = [run.folder.name for run in runs]
+    for run in runs:
+        unique = names.count(run.folder.name) == 1
+        run.label = run.folder.name if unique else f"{run.folder.resolve().parent.name}/{run.folder.name}"
+
+
+def comparison_table(runs: Sequence[EvaluatedRun]) -> str:
+    """A markdown table: run, algorithm, env, data set, bits, then ``COLUMNS``."""
+    header = ["run", "algo", "env", "dataset", "bits", *(title for _, title in COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in runs:
+        r = run.results
+        cells = [run_label(run), r["algo"], r["env"], r["dataset"], str(r["bits"])]
+        cells += [str(r[key]) if key == "topk" else f"{r[key]:.4f}" for key, _ in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_folder(folder: Path) -> EvaluatedRun:
+    """Recompute and rewrite a run's results.json; draw its PR curve."""
     folder = Path(folder)
     dataset, args, query, database = encode_run(folder)
     metrics = retrieval_results(dataset, query, database, args.topk)
     results_path = folder / RESULTS_FILE
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results.update(metrics)
+    results.setdefault("algo", read_run_args(folder)["algo"])
+    for key in ("env", "dataset", "bits"):
+        results.setdefault(key, getattr(args, key))
     write_json_atomic(results_path, results)
     curve = precision_recall_curve(query, dataset.query.labels, database, dataset.database.labels)
     plot_precision_recall({folder.name: curve}, folder / "pr_curve.png")
-    return results
+    return EvaluatedRun(folder, results, dataset, database, curve)
+
+
+def default_output(folders: Sequence[Path]) -> Path:
+    """The run folder for one run; else ``evaluation/`` in the runs' common parent folder."""
+    if len(folders) == 1:
+        return Path(folders[0])
+    parents = [str(Path(folder).resolve().parent) for folder in folders]
+    return Path(os.path.commonpath(parents)) / "evaluation"
+
+
+def write_report(runs: Sequence[EvaluatedRun], out: Path, embedding: str, max_points: int, seed: int) -> str:
+    """Write evaluation.md, pr_curves.png and the code picture into ``out``; return the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = comparison_table(runs)
+    temporary = out / "evaluation.md.tmp"
+    temporary.write_text(table)
+    temporary.replace(out / "evaluation.md")
+    plot_precision_recall({run_label(run): run.curve for run in runs}, out / "pr_curves.png")
+    if embedding != "none":
+        plot_code_embeddings(runs, out / f"codes_{embedding}.png", embedding, max_points, seed)
+    return table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m agents.evaluate``."""
+    parser = argparse.ArgumentParser(prog="python -m agents.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="run folders written by agents.train")
+    parser.add_argument("--out", type=Path, default=None, help="folder of the comparison (see above)")
+    parser.add_argument(
+        "--embedding",
+        choices=EMBEDDINGS,
+        default="tsne",
+        help="picture of the database codes (default: tsne)",
+    )
+    parser.add_argument("--max-points", type=int, default=2000, help="items drawn per run in the picture")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the drawn items and of t-SNE")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Evaluate each run folder given on the command line; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m agents.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="run folders written by agents.train")
-    parsed = parser.parse_args(argv)
+    """Evaluate each run folder given on the command line, then compare them; return the exit status."""
+    parsed = build_parser().parse_args(argv)
+    if parsed.max_points < 2:
+        print(f"error: --max-points must be >= 2, got {parsed.max_points}", file=sys.stderr)
+        return 2
+    if len(set(run.resolve() for run in parsed.folders)) != len(parsed.folders):
+        print("error: a run folder is given twice", file=sys.stderr)
+        return 2
+    runs = []
     for folder in parsed.folders:
         try:
-            results = evaluate_folder(folder)
+            runs.append(evaluate_folder(folder))
         except (ValueError, FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        print(
-            f"{folder}: map={results['map']:.4f} map_tie_aware={results['map_tie_aware']:.4f} "
-            f"map_at_k={results['map_at_k']:.4f} precision_radius2={results['precision_radius2']:.4f}"
-        )
+    label_runs(runs)
+    out = parsed.out or default_output(parsed.folders)
+    print(write_report(runs, out, parsed.embedding, parsed.max_points, parsed.seed), end="")
+    print(f"report: {out / 'evaluation.md'}, {out / 'pr_curves.png'}")
     return 0
 
 

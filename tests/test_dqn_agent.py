@@ -36,7 +36,7 @@ def test_train_cli_writes_results_model_and_checkpoints(tmp_path, capsys):
     assert "map=" in capsys.readouterr().out
 
     # agents.evaluate recomputes the same metrics from the saved model and draws the PR curve.
-    assert evaluate.main([str(out)]) == 0
+    assert evaluate.main([str(out), "--embedding", "none"]) == 0
     again = json.loads((out / "results.json").read_text())
     for key in ("map", "map_tie_aware", "map_at_k", "precision_radius2"):
         assert again[key] == results[key]

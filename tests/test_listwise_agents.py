@@ -57,7 +57,7 @@ def test_train_cli_writes_results_model_and_checkpoint_and_evaluate_agrees(algo,
     assert "map=" in capsys.readouterr().out
 
     # agents.evaluate recomputes the same metrics from the saved model and draws the PR curve.
-    assert evaluate.main([str(out)]) == 0
+    assert evaluate.main([str(out), "--embedding", "none"]) == 0
     again = json.loads((out / "results.json").read_text())
     for key in METRICS:
         assert again[key] == results[key]

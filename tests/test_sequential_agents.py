@@ -39,7 +39,7 @@ def check_run(out, algo, group):
         assert 0.0 <= results[key] <= 1.0
     assert any((out / "tb").rglob("events.out.tfevents.*"))
     # agents.evaluate recomputes the same metrics from the saved model.
-    assert evaluate.main([str(out)]) == 0
+    assert evaluate.main([str(out), "--embedding", "none"]) == 0
     again = json.loads((out / "results.json").read_text())
     for key in METRICS:
         assert again[key] == results[key]
