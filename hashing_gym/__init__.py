@@ -16,16 +16,19 @@ __version__ = "0.1.0"
 register(
     id="BinaryCodeTravel-v0",
     entry_point="hashing_gym.envs.binary_code_travel:BinaryCodeTravelEnv",
+    vector_entry_point="hashing_gym.envs.binary_code_travel_vector:BinaryCodeTravelVectorEnv",
     # No max_episode_steps: the limit depends on `bits`, so the env truncates itself (max_steps).
 )
 register(
     id="RankListHash-v0",
     entry_point="hashing_gym.envs.rank_list_hash:RankListHashEnv",
+    vector_entry_point="hashing_gym.envs.rank_list_hash_vector:RankListHashVectorEnv",
     # One step per episode: the env terminates itself, no time limit needed.
 )
 register(
     id="SequentialHashBits-v0",
     entry_point="hashing_gym.envs.sequential_hash_bits:SequentialHashBitsEnv",
+    vector_entry_point="hashing_gym.envs.sequential_hash_bits_vector:SequentialHashBitsVectorEnv",
     # bits / group steps per episode: the env terminates itself, no time limit needed.
 )
 

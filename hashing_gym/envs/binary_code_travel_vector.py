@@ -1,0 +1,595 @@
+"""BinaryCodeTravel-v0 batched: n travels through the hypercube stepped by a few array operations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from hashing_gym.data import HashingDataset
+from hashing_gym.envs.binary_code_travel import BinaryCodeTravelEnv
+
+BACKENDS: tuple[str, ...] = ("numpy", "torch")
+RNGS: tuple[str, ...] = ("batched", "per_env")
+
+
+class BinaryCodeTravelVectorEnv(VectorEnv):
+    r"""``num_envs`` copies of ``BinaryCodeTravel-v0`` stepped together: numpy on CPU, torch on CUDA.
+
+    The MDP of every sub-environment is exactly ``BinaryCodeTravelEnv``'s (same codebook, rewards,
+    teacher, history, ``max_steps`` truncation, ``flatten`` and multi-label rules: the single env
+    built from the same keyword arguments supplies the codebook, ``eta``, spaces and argument
+    checks). Observations, rewards, flags and infos carry a leading ``num_envs`` axis.
+
+    ## Backends
+
+    ``device="cpu"`` (a string) uses numpy arrays; any ``torch.device``, or a string naming a CUDA
+    device, uses torch tensors on that device, so ``device=torch.device("cpu")`` (or
+    ``backend="torch"``) runs the torch code on CPU, e.g. for tests without a GPU. The torch
+    backend never moves data to the host while stepping with ``rng="batched"`` and
+    ``check_actions=False``: every array operation runs over all ``num_envs`` rows with masks
+    instead of data-dependent indexing.
+
+    ## Autoreset and seeding
+
+    ``metadata["autoreset_mode"]`` is ``NEXT_STEP`` (as Gymnasium's own vector envs): the step after
+    a sub-env terminates or truncates resets it instead, ignoring its action and returning the
+    start observation with reward 0, ``terminated=truncated=False`` and the reset's info.
+
+    ``rng`` picks where the start states (item and start code) come from:
+
+    - ``"batched"`` (default): one generator draws them for all sub-envs at once, numpy's
+      ``self.np_random`` (seeded by ``reset(seed=s)``) or a ``torch.Generator`` on the device
+      (seeded ``s``). Same distribution as the single env, a different stream.
+    - ``"per_env"``: sub-env ``i`` owns a numpy generator and draws exactly what a single
+      ``BinaryCodeTravelEnv`` reset with ``seed=s + i`` (or ``seed[i]`` for a list) draws, reset
+      after reset, as ``SyncVectorEnv`` does: the vector env then reproduces n single envs step by
+      step, autoresets included. The draws loop over the sub-envs being reset (and, on torch,
+      copy them to the device), so it is the slow mode, for parity checks.
+
+    ## Infos
+
+    ``reset`` and ``step`` return ``{"index", "d_pos", "d_neg", "expert_action"}``, each an array
+    over the sub-envs (int64, int64, float64, int64), the single env's keys. Every sub-env reports
+    every key at every step, so no ``"_key"`` masks are added.
+
+    ## Arguments
+
+    >>> import gymnasium as gym
+    >>> import hashing_gym
+    >>> envs = gym.make_vec("BinaryCodeTravel-v0", num_envs=4, vectorization_mode="vector_entry_point")
+    >>> obs, info = envs.reset(seed=0)
+    >>> obs["history"].shape, envs.action_space
+    ((4, 10, 16), MultiDiscrete([17 17 17 17]))
+    >>> obs, reward, terminated, truncated, info = envs.step(info["expert_action"])
+
+    The keyword arguments of ``BinaryCodeTravelEnv`` (``dataset``, ``bits``, ``split``,
+    ``codebook``, ``eta``, ``sigma``, ``init``, ``max_steps``, ``history``, ``flatten``, ``seed``)
+    mean the same here, plus:
+
+    | argument      | default     | meaning                                                        |
+    |---------------|-------------|----------------------------------------------------------------|
+    | num_envs      | 1           | number of sub-environments                                     |
+    | device        | ``"cpu"``   | ``"cpu"`` (numpy), ``"cuda"``, ``"cuda:1"`` or a ``torch.device`` |
+    | backend       | None        | ``"numpy"`` or ``"torch"``; None picks from ``device`` (above) |
+    | rng           | ``"batched"`` | start-state draws: ``"batched"`` or ``"per_env"`` (above)    |
+    | check_actions | True        | check that every action is in range (on CUDA: a host sync per step) |
+
+    ## Version History
+
+    - v0: initial version.
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        dataset: str | HashingDataset = "digits",
+        bits: int = 16,
+        split: str = "train",
+        codebook: str = "bch",
+        eta: int | None = None,
+        sigma: float = 5.0,
+        init: str = "random",
+        max_steps: int | None = None,
+        history: int = 10,
+        flatten: bool = False,
+        seed: int = 0,
+        render_mode: str | None = None,
+        device: Any = "cpu",
+        backend: str | None = None,
+        rng: str = "batched",
+        check_actions: bool = True,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs <= 0:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if render_mode is not None:
+            raise ValueError(f"render_mode must be None (the vector env draws nothing), got {render_mode!r}")
+        if rng not in RNGS:
+            raise ValueError(f"rng must be one of {RNGS}, got {rng!r}")
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"backend must be None or one of {BACKENDS}, got {backend!r}")
+        # The single env validates every shared argument and owns the codebook and spaces.
+        single = BinaryCodeTravelEnv(
+            dataset=dataset,
+            bits=bits,
+            split=split,
+            codebook=codebook,
+            eta=eta,
+            sigma=sigma,
+            init=init,
+            max_steps=max_steps,
+            history=history,
+            flatten=flatten,
+            seed=seed,
+        )
+        self.single_env = single
+        self.num_envs = int(num_envs)
+        self.bits = single.bits
+        self.eta = single.eta
+        self.sigma = single.sigma
+        self.init = single.init
+        self.max_steps = single.max_steps
+        self.history_length = single.history_length
+        self.flatten = single.flatten
+        self.codebook = single.codebook
+        self.num_items = single.num_items
+        self.feature_dim = single.feature_dim
+        self.multi_label = not single._single_label
+        self.rng = rng
+        self.check_actions = bool(check_actions)
+        self.render_mode = None
+
+        self.single_observation_space = single.observation_space
+        self.single_action_space = single.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+        self.backend, self.device = _resolve_backend(device, backend)
+        self._xp = _Torch(self.device) if self.backend == "torch" else _Numpy()
+        xp = self._xp
+        n, b, num_classes = self.num_envs, self.bits, len(self.codebook)
+        self._features = xp.asarray(single.features)
+        self._labels = xp.asarray(single.split.labels.astype(np.int64)) if not self.multi_label else None
+        self._positive_table = xp.asarray(single._positive)
+        self._codewords = xp.asarray(self.codebook.astype(np.int8))
+        self._codewords_t = xp.asarray(self.codebook.T.astype(np.float32))
+        self._codeword_weight = xp.asarray(self.codebook.sum(axis=1).astype(np.int64))
+        # Row b of this table is all zeros: the history's empty slots hold index b.
+        self._one_hot = xp.asarray(np.eye(b + 1, b, dtype=np.int8))
+        self._sigma = xp.asarray(np.float64(self.sigma))
+
+        self._index = xp.zeros(n, np.int64)
+        self._code = xp.zeros((n, b), np.int8)
+        self._hist = xp.full((n, self.history_length), b, np.int64)
+        self._dist = xp.zeros((n, num_classes), np.int64)
+        self._steps = xp.zeros(n, np.int64)
+        self._prev_done = xp.zeros(n, bool)
+        self._d_pos = xp.zeros(n, np.int64)
+        self._d_neg = xp.zeros(n, np.float64)
+        self._target = xp.zeros(n, np.int64)
+
+        self._rngs: list[np.random.Generator] | None = None
+        self._torch_generator: Any = None
+        self._has_reset = False
+
+    # ------------------------------------------------------------------ API
+
+    def reset(
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset every sub-env (or those in ``options["reset_mask"]``) and return the batch.
+
+        Args:
+            seed: an int ``s`` (sub-env ``i`` gets ``s + i`` with ``rng="per_env"``; the one
+                batched generator gets ``s``), a list of ``num_envs`` ints or None
+                (``rng="per_env"`` only), or None to continue the current streams.
+            options: ``"index"``: ``num_envs`` item indices to start from (as the single env's
+                ``options={"index": i}``); ``"reset_mask"``: bool ``(num_envs,)``, reset only
+                those sub-envs (the others keep their state and are returned as they are).
+
+        Returns:
+            The observations and infos of all sub-envs.
+        """
+        options = dict(options or {})
+        unknown = set(options) - {"index", "reset_mask"}
+        if unknown:
+            raise ValueError(f"options may hold 'index' and 'reset_mask', got unknown keys {sorted(unknown)}")
+        self._seed(seed)
+        n = self.num_envs
+        mask = options.get("reset_mask")
+        if mask is None:
+            mask_np = np.ones(n, dtype=bool)
+        else:
+            mask_np = np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask)
+            if mask_np.shape != (n,) or mask_np.dtype != np.bool_:
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool array of shape ({n},), "
+                    f"got dtype {mask_np.dtype} and shape {mask_np.shape}"
+                )
+            if not self._has_reset and not mask_np.all():
+                raise ValueError("the first reset must reset all sub-envs: options['reset_mask'] has a False")
+        index = options.get("index")
+        if index is not None:
+            index = np.asarray(index.cpu() if hasattr(index, "cpu") else index)
+            if index.shape != (n,) or not np.issubdtype(index.dtype, np.integer):
+                raise ValueError(
+                    f"options['index'] must be an integer array of shape ({n},), "
+                    f"got dtype {index.dtype} and shape {index.shape}"
+                )
+            bad = (index < 0) | (index >= self.num_items)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(
+                    f"options['index'][{i}]={int(index[i])} is out of range for the "
+                    f"{self.single_env.split_name!r} split of {self.num_items} items"
+                )
+        xp = self._xp
+        self._restart(xp.asarray(mask_np), mask_np, index)
+        self._prev_done = xp.where(xp.asarray(mask_np), False, self._prev_done)
+        self._refresh()
+        self._has_reset = True
+        return self._get_obs(), self._get_info()
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Flip bit ``actions[i]`` of sub-env ``i`` or terminate it (``actions[i] == bits``).
+
+        Sub-envs that ended at the previous step are reset instead (their action is ignored).
+
+        Args:
+            actions: ``num_envs`` integer actions in ``[0, bits]`` (numpy array, list or, on the
+                torch backend, a tensor).
+
+        Returns:
+            observations, rewards (float64), terminated, truncated (bool) and infos.
+        """
+        if not self._has_reset:
+            raise _reset_needed()
+        xp = self._xp
+        actions = self._check_actions(actions)
+        b = self.bits
+        live = ~self._prev_done
+        terminate = live & (actions == b)
+        flip = live & (actions < b)
+        margin = self._d_pos - self._d_neg
+        terminate_reward = xp.where(self._d_pos <= self.eta, self._sigma, -self._sigma)
+
+        # ALGO: flip the chosen bit of the flipping rows, push it onto their history.
+        bit = xp.minimum(actions, b - 1)
+        old = xp.take_along(self._code, bit)
+        self._code = xp.put_along(self._code, bit, old ^ xp.astype(flip, np.int8))
+        pushed = xp.concat([bit[:, None], self._hist[:, :-1]], axis=1)
+        self._hist = xp.where(flip[:, None], pushed, self._hist)
+        self._steps = self._steps + xp.astype(live, np.int64)
+
+        # Sub-envs that ended at the previous step start a new episode now (NEXT_STEP autoreset).
+        self._restart(self._prev_done, None, None)
+        self._refresh()
+
+        zero = xp.zeros(self.num_envs, np.float64)
+        reward = xp.where(flip, margin - (self._d_pos - self._d_neg), zero)
+        reward = xp.where(terminate, terminate_reward, reward)
+        truncated = live & ~terminate & (self._steps >= self.max_steps)
+        self._prev_done = terminate | truncated
+        return self._get_obs(), reward, terminate, truncated, self._get_info()
+
+    # ------------------------------------------------------------ internals
+
+    def _seed(self, seed: int | Sequence[int | None] | None) -> None:
+        n = self.num_envs
+        if self.rng == "per_env":
+            if seed is None:
+                seeds: list[int | None] | None = None if self._rngs is not None else [None] * n
+            elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+                seeds = [int(seed) + i for i in range(n)]
+            elif isinstance(seed, Sequence) and not isinstance(seed, str):
+                if len(seed) != n:
+                    raise ValueError(f"seed as a list must have num_envs={n} entries, got {len(seed)}")
+                seeds = list(seed)
+            else:
+                raise ValueError(f"seed must be None, an int or a list of {n} ints, got {seed!r}")
+            if seeds is not None:
+                # Exactly the generator gymnasium's Env.reset(seed=s) builds for the single env.
+                self._rngs = [seeding.np_random(s)[0] for s in seeds]
+            return
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
+            raise ValueError(f"seed must be None or an int with rng='batched', got {seed!r}")
+        if self.backend == "numpy":
+            if seed is not None:
+                self._np_random, self._np_random_seed = seeding.np_random(int(seed))
+            return
+        import torch
+
+        if self._torch_generator is None:
+            self._torch_generator = torch.Generator(device=self.device)
+            if seed is None:
+                self._torch_generator.seed()
+        if seed is not None:
+            self._torch_generator.manual_seed(int(seed))
+            self._np_random_seed = int(seed)
+
+    def _restart(self, mask: Any, mask_np: np.ndarray | None, index: np.ndarray | None) -> None:
+        """Draw a new item and start code for the sub-envs in ``mask`` (and zero their history)."""
+        xp = self._xp
+        n, b = self.num_envs, self.bits
+        if self.rng == "per_env":
+            # Draw as the single env's reset does, generator by generator.
+            if mask_np is None:
+                mask_np = np.asarray(xp.to_numpy(mask))
+            rows = np.flatnonzero(mask_np)
+            new_index = xp.to_numpy(self._index).copy()
+            new_code = xp.to_numpy(self._code).copy()
+            assert self._rngs is not None, "per_env generators are created by the first reset"
+            for i in rows.tolist():
+                generator = self._rngs[i]
+                new_index[i] = index[i] if index is not None else generator.integers(self.num_items)
+                if self.init == "random":
+                    new_code[i] = generator.integers(0, 2, size=b, dtype=np.int8)
+                else:
+                    new_code[i] = 0
+            drawn_index, drawn_code = xp.asarray(new_index), xp.asarray(new_code)
+        elif self.backend == "numpy":
+            # Draw only for the restarting rows: they are a small share of all rows per step.
+            rows = np.flatnonzero(mask)
+            drawn_index, drawn_code = self._index.copy(), self._code.copy()
+            if index is not None:
+                drawn_index[rows] = index[rows]
+            else:
+                drawn_index[rows] = self.np_random.integers(self.num_items, size=len(rows))
+            if self.init == "random":
+                drawn_code[rows] = self.np_random.integers(0, 2, size=(len(rows), b), dtype=np.int8)
+            else:
+                drawn_code[rows] = 0
+        else:
+            # Draw for every row and keep the restarting ones: no data-dependent shapes, no sync.
+            import torch
+
+            g = self._torch_generator
+            if index is not None:
+                drawn_index = torch.as_tensor(index, dtype=torch.int64, device=self.device)
+            else:
+                drawn_index = torch.randint(self.num_items, (n,), generator=g, device=self.device)
+            if self.init == "random":
+                drawn_code = torch.randint(0, 2, (n, b), generator=g, device=self.device, dtype=torch.int8)
+            else:
+                drawn_code = torch.zeros((n, b), device=self.device, dtype=torch.int8)
+        self._index = xp.where(mask, drawn_index, self._index)
+        self._code = xp.where(mask[:, None], drawn_code, self._code)
+        self._hist = xp.where(mask[:, None], b, self._hist)
+        self._steps = xp.where(mask, 0, self._steps)
+
+    def _refresh(self) -> None:
+        """Distances to every codeword, then d_pos, d_neg and the target, from the codes."""
+        xp = self._xp
+        code = self._code
+        # Hamming distance |x| + |w| - 2 <x, w>: exact in float32 for codes of < 2**24 bits.
+        dot = xp.astype(xp.astype(code, np.float32) @ self._codewords_t, np.int64)
+        weight = xp.astype(code, np.int64).sum(1)
+        dist = weight[:, None] + self._codeword_weight[None, :] - 2 * dot
+        self._dist = dist
+        total = dist.sum(1)
+        if not self.multi_label:
+            target = self._labels[self._index]
+            d_pos = xp.take_along(dist, target)
+            # As the single env: mean distance to the other classes' codewords.
+            d_neg = xp.astype(total - d_pos, np.float64) / (len(self.codebook) - 1)
+        else:
+            positive = self._positive_table[self._index]
+            masked = xp.where(positive, dist, self.bits + 1)
+            target = masked.argmin(1)  # lowest class index on ties, as the single env
+            d_pos = xp.take_along(dist, target)
+            num_negative = len(self.codebook) - xp.astype(positive, np.int64).sum(1)
+            negative_sum = xp.where(positive, 0, dist).sum(1)
+            d_neg = xp.where(
+                num_negative > 0,
+                xp.astype(negative_sum, np.float64) / xp.maximum(num_negative, 1),
+                0.0,
+            )
+        self._target, self._d_pos, self._d_neg = target, d_pos, d_neg
+
+    def _expert_action(self) -> Any:
+        """DRLH's teacher for every sub-env: terminate in the eta-ball, else flip the first wrong bit."""
+        xp = self._xp
+        wrong = xp.astype(self._code != self._codewords[self._target], np.int8)
+        return xp.where(self._d_pos <= self.eta, self.bits, wrong.argmax(1))
+
+    def _check_actions(self, actions: Any) -> Any:
+        xp = self._xp
+        actions = xp.as_actions(actions, self.num_envs)
+        if self.check_actions:
+            bad = (actions < 0) | (actions > self.bits)
+            if bool(bad.any()):
+                i = int(xp.to_numpy(bad).argmax())
+                raise ValueError(
+                    f"actions[{i}]={int(xp.to_numpy(actions)[i])} is not in "
+                    f"{self.single_action_space} (actions must be integers in [0, {self.bits}])"
+                )
+        return actions
+
+    def _get_obs(self) -> Any:
+        xp = self._xp
+        features = self._features[self._index]
+        history = self._one_hot[self._hist]
+        if self.flatten:
+            n = self.num_envs
+            return xp.concat(
+                [
+                    features,
+                    xp.astype(self._code, np.float32),
+                    xp.astype(history.reshape(n, -1), np.float32),
+                ],
+                axis=1,
+            )
+        return {"features": features, "code": xp.copy(self._code), "history": history}
+
+    def _get_info(self) -> dict[str, Any]:
+        xp = self._xp
+        return {
+            "index": xp.copy(self._index),
+            "d_pos": xp.copy(self._d_pos),
+            "d_neg": xp.copy(self._d_neg),
+            "expert_action": self._expert_action(),
+        }
+
+
+def _reset_needed() -> Exception:
+    """The error gymnasium raises when an env is stepped before its first reset."""
+    from gymnasium.error import ResetNeeded
+
+    return ResetNeeded("Cannot call step() before reset(): call envs.reset() first")
+
+
+def _resolve_backend(device: Any, backend: str | None) -> tuple[str, Any]:
+    """``(backend, device)``: numpy with device ``"cpu"``, else torch with a ``torch.device``."""
+    if backend is None:
+        backend = "numpy" if isinstance(device, str) and device == "cpu" else "torch"
+    if backend == "numpy":
+        if not (isinstance(device, str) and device == "cpu") and str(device) != "cpu":
+            raise ValueError(f"backend='numpy' runs on device 'cpu' only, got device={device!r}")
+        return "numpy", "cpu"
+    import torch
+
+    try:
+        torch_device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        message = f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}"
+        raise ValueError(message) from error
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asks for CUDA, but torch.cuda.is_available() is False")
+    if torch_device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
+    return "torch", torch_device
+
+
+class _Numpy:
+    """The few array operations the env needs, on numpy arrays."""
+
+    @staticmethod
+    def asarray(array: np.ndarray) -> np.ndarray:
+        return np.asarray(array)
+
+    @staticmethod
+    def to_numpy(array: np.ndarray) -> np.ndarray:
+        return array
+
+    @staticmethod
+    def zeros(shape: Any, dtype: Any) -> np.ndarray:
+        return np.zeros(shape, dtype=dtype)
+
+    @staticmethod
+    def full(shape: Any, value: int, dtype: Any) -> np.ndarray:
+        return np.full(shape, value, dtype=dtype)
+
+    @staticmethod
+    def astype(array: np.ndarray, dtype: Any) -> np.ndarray:
+        return array.astype(dtype, copy=False)
+
+    @staticmethod
+    def copy(array: np.ndarray) -> np.ndarray:
+        return array.copy()
+
+    where = staticmethod(np.where)
+    minimum = staticmethod(np.minimum)
+    maximum = staticmethod(np.maximum)
+    concat = staticmethod(np.concatenate)
+
+    @staticmethod
+    def take_along(array: np.ndarray, column: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(array, column[:, None], axis=1)[:, 0]
+
+    @staticmethod
+    def put_along(array: np.ndarray, column: np.ndarray, values: np.ndarray) -> np.ndarray:
+        np.put_along_axis(array, column[:, None], values[:, None], axis=1)
+        return array
+
+    @staticmethod
+    def as_actions(actions: Any, n: int) -> np.ndarray:
+        array = np.asarray(actions)
+        if array.shape != (n,):
+            raise ValueError(f"actions must have shape ({n},) (one per sub-env), got shape {array.shape}")
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"actions must be integers, got dtype {array.dtype}")
+        return array.astype(np.int64, copy=False)
+
+
+class _Torch:
+    """The same operations on torch tensors of one device."""
+
+    _DTYPES: dict[Any, str] = {
+        np.int8: "int8",
+        np.int64: "int64",
+        np.float32: "float32",
+        np.float64: "float64",
+        bool: "bool",
+    }
+
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = device
+
+    def _dtype(self, dtype: Any) -> Any:
+        return getattr(self.torch, self._DTYPES[dtype])
+
+    def asarray(self, array: np.ndarray) -> Any:
+        return self.torch.tensor(np.array(array), device=self.device)
+
+    @staticmethod
+    def to_numpy(tensor: Any) -> np.ndarray:
+        return tensor.cpu().numpy()
+
+    def zeros(self, shape: Any, dtype: Any) -> Any:
+        return self.torch.zeros(shape, dtype=self._dtype(dtype), device=self.device)
+
+    def full(self, shape: Any, value: int, dtype: Any) -> Any:
+        return self.torch.full(shape, value, dtype=self._dtype(dtype), device=self.device)
+
+    def astype(self, tensor: Any, dtype: Any) -> Any:
+        return tensor.to(self._dtype(dtype))
+
+    @staticmethod
+    def copy(tensor: Any) -> Any:
+        return tensor.clone()
+
+    def where(self, condition: Any, a: Any, b: Any) -> Any:
+        return self.torch.where(condition, a, b)
+
+    def minimum(self, a: Any, value: int) -> Any:
+        return a.clamp(max=value)
+
+    def maximum(self, a: Any, value: int) -> Any:
+        return a.clamp(min=value)
+
+    def concat(self, tensors: list[Any], axis: int) -> Any:
+        return self.torch.cat(tensors, dim=axis)
+
+    @staticmethod
+    def take_along(tensor: Any, column: Any) -> Any:
+        return tensor.gather(1, column[:, None])[:, 0]
+
+    @staticmethod
+    def put_along(tensor: Any, column: Any, values: Any) -> Any:
+        return tensor.scatter(1, column[:, None], values[:, None])
+
+    def as_actions(self, actions: Any, n: int) -> Any:
+        torch = self.torch
+        if not isinstance(actions, torch.Tensor):
+            array = np.asarray(actions)
+            if not np.issubdtype(array.dtype, np.integer):
+                raise ValueError(f"actions must be integers, got dtype {array.dtype}")
+            actions = torch.as_tensor(array)
+        if tuple(actions.shape) != (n,):
+            shape = tuple(actions.shape)
+            raise ValueError(f"actions must have shape ({n},) (one per sub-env), got shape {shape}")
+        if actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool:
+            raise ValueError(f"actions must be integers, got dtype {actions.dtype}")
+        return actions.to(device=self.device, dtype=torch.int64)

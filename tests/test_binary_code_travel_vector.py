@@ -1,0 +1,266 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.error import ResetNeeded
+from gymnasium.vector import AutoresetMode
+from helpers import no_warnings
+
+import hashing_gym  # noqa: F401
+from hashing_gym.data import load_dataset
+from hashing_gym.envs import BinaryCodeTravelEnv
+from hashing_gym.envs.binary_code_travel_vector import BinaryCodeTravelVectorEnv
+
+ENV_ID = "BinaryCodeTravel-v0"
+TORCH_CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def multi_label():
+    return load_dataset("blobs", num_classes=5, n_per_class=40, dim=8, multi_label=True, query_per_class=4)
+
+
+def to_numpy(x):
+    if isinstance(x, dict):
+        return {k: to_numpy(v) for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(to_numpy(v) for v in x)
+    return x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def assert_obs_equal(single_obs, vector_obs, i):
+    if isinstance(single_obs, dict):
+        for key in single_obs:
+            np.testing.assert_array_equal(single_obs[key], vector_obs[key][i], err_msg=key)
+    else:
+        np.testing.assert_array_equal(single_obs, vector_obs[i])
+
+
+def assert_info_equal(single_info, vector_info, i):
+    assert set(vector_info) == set(single_info)
+    for key, value in single_info.items():
+        assert vector_info[key][i] == value, (key, i, vector_info[key][i], value)
+
+
+def run_parity(device, steps, n=5, seed=3, teacher_share=0.5, **kwargs):
+    """Step n single envs (seeds seed..seed+n-1) and the vector env side by side; compare everything."""
+    vector = BinaryCodeTravelVectorEnv(num_envs=n, device=device, rng="per_env", **kwargs)
+    singles = [BinaryCodeTravelEnv(**kwargs) for _ in range(n)]
+    obs, info = to_numpy(vector.reset(seed=seed))
+    expected = [env.reset(seed=seed + i) for i, env in enumerate(singles)]
+    for i, (o, inf) in enumerate(expected):
+        assert_obs_equal(o, obs, i)
+        assert_info_equal(inf, info, i)
+    rng = np.random.default_rng(seed)
+    done = np.zeros(n, dtype=bool)
+    episodes_ended = 0
+    for _ in range(steps):
+        # Mix the teacher (episodes that reach the eta-ball) with random actions (early ends, flips away).
+        random_actions = rng.integers(0, vector.bits + 1, size=n)
+        actions = np.where(rng.random(n) < teacher_share, info["expert_action"], random_actions)
+        obs, reward, terminated, truncated, info = to_numpy(vector.step(actions))
+        assert reward.dtype == np.float64 and terminated.dtype == np.bool_ and truncated.dtype == np.bool_
+        for i, env in enumerate(singles):
+            if done[i]:  # NEXT_STEP autoreset: the action is ignored, the reset comes back
+                o, inf = env.reset()
+                r, te, tr = 0.0, False, False
+            else:
+                o, r, te, tr, inf = env.step(int(actions[i]))
+            assert_obs_equal(o, obs, i)
+            assert_info_equal(inf, info, i)
+            assert (reward[i], terminated[i], truncated[i]) == (r, te, tr), i
+        done = terminated | truncated
+        episodes_ended += int(done.sum())
+    return episodes_ended
+
+
+@pytest.mark.parametrize("device", ["cpu", TORCH_CPU])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"flatten": True, "bits": 32, "history": 3},
+        {"init": "zeros", "max_steps": 4, "eta": 0, "sigma": 0.3},
+        {"codebook": "hadamard", "split": "query"},
+    ],
+)
+def test_matches_single_envs_step_by_step(device, kwargs):
+    episodes = run_parity(device, steps=60, **kwargs)
+    assert episodes > 10  # autoresets were exercised
+
+
+@pytest.mark.parametrize("device", ["cpu", TORCH_CPU])
+def test_matches_single_envs_on_multi_label_data(device, multi_label):
+    # Items with several classes (nearest positive codeword as target) and, possibly, every class.
+    assert run_parity(device, steps=40, dataset=multi_label, bits=16) > 5
+
+
+def test_truncation_and_teacher_episode_lengths():
+    vector = BinaryCodeTravelVectorEnv(num_envs=6, max_steps=3, rng="per_env")
+    vector.reset(seed=0)
+    flip_first_bit = np.zeros(6, dtype=np.int64)  # flipping one bit back and forth never terminates
+    truncations = []
+    for _ in range(8):
+        _, reward, terminated, truncated, _ = vector.step(flip_first_bit)
+        assert not terminated.any()
+        truncations.append(truncated.copy())
+    # Steps 1-3, then the reset step, then steps 1-3 again: truncated at the 3rd and 7th calls only.
+    expected = [False, False, True, False, False, False, True, False]
+    assert [t.all() for t in truncations] == expected and [t.any() for t in truncations] == expected
+
+
+@pytest.mark.parametrize("device", ["cpu", TORCH_CPU])
+def test_teacher_reaches_the_ball_and_earns_sigma(device):
+    vector = BinaryCodeTravelVectorEnv(num_envs=64, device=device)
+    obs, info = vector.reset(seed=1)
+    total = np.zeros(64)
+    ended = np.zeros(64, dtype=bool)
+    for _ in range(vector.max_steps):
+        obs, reward, terminated, truncated, info = to_numpy(vector.step(info["expert_action"]))
+        total += np.where(ended, 0.0, reward)
+        assert not truncated[~ended].any()  # the teacher always ends by terminating within bits + 1 steps
+        ended |= terminated
+    assert ended.all()
+    assert (total >= vector.sigma).all()  # every flip of the teacher improves the margin, then +sigma
+
+
+@pytest.mark.parametrize("device", ["cpu", TORCH_CPU])
+def test_same_seed_same_trajectory_and_different_seed_differs(device):
+    def trace(seed):
+        vector = BinaryCodeTravelVectorEnv(num_envs=16, device=device, flatten=True)
+        obs, _ = vector.reset(seed=seed)
+        rng = np.random.default_rng(0)
+        out = [to_numpy(obs)]
+        for _ in range(40):
+            obs, reward, terminated, truncated, info = vector.step(rng.integers(0, 17, size=16))
+            out += [to_numpy(obs), to_numpy(reward), to_numpy(terminated), to_numpy(info["index"])]
+        return out
+
+    a, b, c = trace(5), trace(5), trace(6)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_reset_without_seed_continues_the_streams():
+    vector = BinaryCodeTravelVectorEnv(num_envs=8)
+    first = vector.reset(seed=0)[1]["index"]
+    second = vector.reset()[1]["index"]
+    again = BinaryCodeTravelVectorEnv(num_envs=8)
+    assert np.array_equal(again.reset(seed=0)[1]["index"], first)
+    assert np.array_equal(again.reset()[1]["index"], second)
+    assert not np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("device", ["cpu", TORCH_CPU])
+def test_reset_options_index_and_reset_mask(device):
+    vector = BinaryCodeTravelVectorEnv(num_envs=4, device=device, init="zeros")
+    obs, info = to_numpy(vector.reset(seed=0, options={"index": np.array([0, 5, 7, 9])}))
+    assert to_numpy(info["index"]).tolist() == [0, 5, 7, 9]
+    np.testing.assert_array_equal(obs["features"], vector.single_env.features[[0, 5, 7, 9]])
+    vector.step(np.zeros(4, dtype=np.int64))  # every code now has bit 0 set
+    mask = np.array([True, False, True, False])
+    obs, info = to_numpy(vector.reset(options={"index": np.array([1, 2, 3, 4]), "reset_mask": mask}))
+    assert info["index"].tolist() == [1, 5, 3, 9]
+    assert obs["code"][:, 0].tolist() == [0, 1, 0, 1]
+    assert obs["history"][[0, 2]].sum() == 0 and obs["history"][[1, 3], 0, 0].tolist() == [1, 1]
+
+
+def test_spaces_match_the_single_env_and_contain_the_observations():
+    for kwargs in ({}, {"flatten": True}):
+        vector = BinaryCodeTravelVectorEnv(num_envs=3, **kwargs)
+        single = BinaryCodeTravelEnv(**kwargs)
+        assert vector.single_observation_space == single.observation_space
+        assert vector.single_action_space == single.action_space
+        assert vector.action_space == gym.spaces.MultiDiscrete([17, 17, 17])
+        assert vector.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+        obs, _ = vector.reset(seed=0)
+        assert vector.observation_space.contains(obs)
+        vector.action_space.seed(0)
+        for _ in range(30):
+            obs, *_ = vector.step(vector.action_space.sample())
+            assert vector.observation_space.contains(obs)
+
+
+def test_make_vec_through_the_registry():
+    with no_warnings():
+        envs = gym.make_vec(ENV_ID, num_envs=3, vectorization_mode="vector_entry_point", bits=32)
+        assert isinstance(envs.unwrapped, BinaryCodeTravelVectorEnv)
+        obs, info = envs.reset(seed=0)
+        assert obs["code"].shape == (3, 32) and info["expert_action"].shape == (3,)
+        envs.step(info["expert_action"])
+        envs.close()
+    torch_envs = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", device=TORCH_CPU)
+    obs, info = torch_envs.reset(seed=0)
+    assert isinstance(obs["code"], torch.Tensor) and isinstance(info["expert_action"], torch.Tensor)
+
+
+def test_gymnasium_wrappers_accept_the_env():
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(BinaryCodeTravelVectorEnv(num_envs=4))
+    _, info = envs.reset(seed=0)
+    returns = []
+    for _ in range(20):
+        _, _, terminated, truncated, info = envs.step(info["expert_action"])
+        if "episode" in info:
+            returns += info["episode"]["r"][info["_episode"]].tolist()
+    # The teacher's episodes: every flip gains margin, then +sigma (just sigma if it starts in the ball).
+    assert len(returns) >= 4 and min(returns) >= 5.0 and max(returns) > 5.0
+
+
+@pytest.mark.parametrize("device", ["cpu", TORCH_CPU])
+def test_bad_actions_raise(device):
+    vector = BinaryCodeTravelVectorEnv(num_envs=3, device=device)
+    with pytest.raises(ResetNeeded):
+        vector.step(np.zeros(3, dtype=np.int64))
+    vector.reset(seed=0)
+    with pytest.raises(ValueError, match=r"actions\[1\]=17 is not in Discrete\(17\)"):
+        vector.step(np.array([0, 17, 0]))
+    with pytest.raises(ValueError, match=r"actions\[2\]=-1"):
+        vector.step(np.array([0, 1, -1]))
+    with pytest.raises(ValueError, match=r"shape \(3,\).*got shape \(2,\)"):
+        vector.step(np.array([0, 1]))
+    with pytest.raises(ValueError, match="integers, got dtype float"):
+        vector.step(np.array([0.0, 1.0, 2.0]))
+    if isinstance(device, torch.device):
+        with pytest.raises(ValueError, match=r"integers, got dtype torch.float32"):
+            vector.step(torch.zeros(3))
+
+
+def test_bad_arguments_raise():
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match=f"num_envs must be a positive integer, got {bad!r}"):
+            BinaryCodeTravelVectorEnv(num_envs=bad)
+    with pytest.raises(ValueError, match="device must be 'cpu'.*got 'tpu'"):
+        BinaryCodeTravelVectorEnv(device="tpu")
+    with pytest.raises(ValueError, match="backend must be None or one of"):
+        BinaryCodeTravelVectorEnv(backend="jax")
+    with pytest.raises(ValueError, match="backend='numpy' runs on device 'cpu' only"):
+        BinaryCodeTravelVectorEnv(backend="numpy", device="cuda")
+    with pytest.raises(ValueError, match="rng must be one of"):
+        BinaryCodeTravelVectorEnv(rng="global")
+    with pytest.raises(ValueError, match="bits must be a positive integer"):
+        BinaryCodeTravelVectorEnv(bits=0)  # the single env's checks apply
+    vector = BinaryCodeTravelVectorEnv(num_envs=2)
+    with pytest.raises(ValueError, match=r"options\['index'\]\[1\]=99999 is out of range"):
+        vector.reset(seed=0, options={"index": [0, 99999]})
+    with pytest.raises(ValueError, match="the first reset must reset all sub-envs"):
+        vector.reset(seed=0, options={"reset_mask": np.array([True, False])})
+    with pytest.raises(ValueError, match="unknown keys"):
+        vector.reset(seed=0, options={"indices": [0, 1]})
+    with pytest.raises(ValueError, match="seed must be None or an int with rng='batched'"):
+        vector.reset(seed=[1, 2])
+    with pytest.raises(ValueError, match="seed as a list must have num_envs=2 entries"):
+        BinaryCodeTravelVectorEnv(num_envs=2, rng="per_env").reset(seed=[1])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch.cuda.is_available"):
+            BinaryCodeTravelVectorEnv(device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_single_envs_step_by_step():
+    assert run_parity("cuda", steps=40) > 5
+    vector = BinaryCodeTravelVectorEnv(num_envs=1024, device="cuda", check_actions=False)
+    obs, info = vector.reset(seed=0)
+    for _ in range(20):
+        obs, reward, terminated, truncated, info = vector.step(info["expert_action"])
+    assert obs["code"].device.type == "cuda" and reward.device.type == "cuda"
