@@ -1,0 +1,194 @@
+"""Retrieval quality: every RL agent and every baseline on the same data, split and bits.
+
+Run: ``python -m benchmarks.quality [--datasets digits] [--bits 16,32,64] [--methods ...] [--jobs 1]``
+(``--data-path`` for ``mnist``, ``cifar10`` or a ``features`` file such as CIFAR-10 GIST features).
+
+Each method is one ``python -m agents.train`` run in a subprocess with its default recipe, written to
+``--out/DATASET/BITS/METHOD`` (a finished run, one whose results.json exists, is reused unless
+``--fresh``). Prints one markdown table of mAP@all by method x bits, with each run's wall time, the
+gap to ``mlp-code`` (the supervised reference) and the machine, writes it to ``--out/quality.md``,
+and draws mAP against bits to ``--out/quality.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.envs import machine
+
+# method name -> (agents.train algorithm, environment); None: a baseline that steps no environment.
+METHODS: dict[str, tuple[str, str | None]] = {
+    "dqn": ("dqn", "BinaryCodeTravel-v0"),
+    "reinforce": ("reinforce", "RankListHash-v0"),
+    "ppo": ("ppo", "RankListHash-v0"),
+    "drlih": ("reinforce", "SequentialHashBits-v0"),
+    "rppo": ("rppo", "SequentialHashBits-v0"),
+    "lsh": ("lsh", None),
+    "itq": ("itq", None),
+    "sdh": ("sdh", None),
+    "mlp-code": ("mlp-code", None),
+}
+REFERENCE = "mlp-code"
+
+
+@dataclass
+class Run:
+    """One method on one data set at one code length."""
+
+    method: str
+    dataset: str
+    bits: int
+    folder: Path
+
+    def command(self, data_path: str | None, seed: int) -> list[str]:
+        """The ``agents.train`` command line of this run."""
+        algo, env = METHODS[self.method]
+        command = [
+            sys.executable,
+            "-m",
+            "agents.train",
+            algo,
+            "--dataset",
+            self.dataset,
+            "--bits",
+            str(self.bits),
+        ]
+        command += ["--seed", str(seed), "--out", str(self.folder)]
+        if env is not None:
+            command += ["--env", env]
+        if data_path is not None:
+            command += ["--data-path", data_path]
+        return command
+
+
+def execute(run: Run, data_path: str | None, seed: int, fresh: bool) -> dict:
+    """Train ``run`` (unless finished and not ``fresh``); its results plus ``wall_seconds``."""
+    results_path = run.folder / "results.json"
+    timing_path = run.folder / "wall_seconds.txt"
+    if fresh or not results_path.is_file():
+        run.folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        with open(run.folder / "train.log", "w") as log:
+            process = subprocess.run(run.command(data_path, seed), stdout=log, stderr=subprocess.STDOUT)
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"{run.method} {run.dataset} {run.bits} bits failed: see {run.folder / 'train.log'}"
+            )
+        timing_path.write_text(f"{time.perf_counter() - start:.1f}\n")
+    results = json.loads(results_path.read_text())
+    wall = float(timing_path.read_text()) if timing_path.is_file() else float("nan")
+    return {**results, "wall_seconds": wall}
+
+
+def quality_table(
+    results: dict[tuple[str, str, int], dict], methods: Sequence[str], bits: Sequence[int]
+) -> str:
+    """Markdown: one row per (data set, method); per bits the mAP, gap to the reference, wall time."""
+    header = ["dataset", "method", "env"]
+    for b in bits:
+        header += [f"mAP {b}b", f"gap {b}b", f"wall {b}b"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    datasets = sorted({dataset for dataset, _, _ in results})
+    for dataset in datasets:
+        for method in methods:
+            env = METHODS[method][1] or "-"
+            cells = [dataset, method, env]
+            for b in bits:
+                run = results.get((dataset, method, b))
+                reference = results.get((dataset, REFERENCE, b))
+                if run is None:
+                    cells += ["-", "-", "-"]
+                    continue
+                gap = "-" if reference is None else f"{run['map'] - reference['map']:+.3f}"
+                cells += [f"{run['map']:.3f}", gap, f"{run['wall_seconds']:.0f} s"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_quality(results: dict[tuple[str, str, int], dict], methods: Sequence[str], path: Path) -> None:
+    """Draw mAP against bits, one line per method (one panel per data set)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    datasets = sorted({dataset for dataset, _, _ in results})
+    figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    for axis, dataset in zip(axes[0], datasets, strict=True):
+        for method in methods:
+            points = sorted((b, r["map"]) for (d, m, b), r in results.items() if d == dataset and m == method)
+            if points:
+                axis.plot(*zip(*points, strict=True), marker="o", label=method)
+        axis.set(title=f"{dataset}: mAP@all", xlabel="bits", ylabel="mAP", ylim=(0, 1.02))
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    temporary = path.with_name(path.stem + ".tmp.png")
+    figure.savefig(temporary, dpi=100)
+    plt.close(figure)
+    temporary.replace(path)
+
+
+def comma_list(text: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]``."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line (refusing unknown methods and bad bits in one line)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", type=comma_list, default=["digits"])
+    parser.add_argument("--bits", type=comma_list, default=["16", "32", "64"])
+    parser.add_argument("--methods", type=comma_list, default=list(METHODS))
+    parser.add_argument("--data-path", default=None, help="folder or file of mnist, cifar10 or features")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (each on one thread)")
+    parser.add_argument("--out", type=Path, default=Path("runs/quality"))
+    parser.add_argument("--fresh", action="store_true", help="retrain runs that already finished")
+    parsed = parser.parse_args(argv)
+    unknown = [method for method in parsed.methods if method not in METHODS]
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if not all(b.isdigit() and int(b) > 0 for b in parsed.bits):
+        parser.error(f"--bits must be positive integers, got {','.join(parsed.bits)}")
+    if parsed.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {parsed.jobs}")
+    parsed.bits = [int(b) for b in parsed.bits]
+    return parsed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train what is missing, then print and write the table and the picture."""
+    parsed = parse_arguments(argv)
+    runs = [
+        Run(method, dataset, b, parsed.out / dataset / str(b) / method)
+        for dataset in parsed.datasets
+        for b in parsed.bits
+        for method in parsed.methods
+    ]
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the trainers use one torch thread; keep BLAS there too
+    with ThreadPoolExecutor(parsed.jobs) as pool:
+        finished = list(pool.map(lambda run: execute(run, parsed.data_path, parsed.seed, parsed.fresh), runs))
+    results = {
+        (run.dataset, run.method, run.bits): result for run, result in zip(runs, finished, strict=True)
+    }
+    table = quality_table(results, parsed.methods, parsed.bits)
+    command = "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:])
+    report = f"{table}\nmachine: {machine()}; seed {parsed.seed}; command: `{command.strip()}`\n"
+    parsed.out.mkdir(parents=True, exist_ok=True)
+    (parsed.out / "quality.md").write_text(report)
+    plot_quality(results, parsed.methods, parsed.out / "quality.png")
+    print(report, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
