@@ -235,6 +235,8 @@ def run(algo: str, args: Args) -> dict[str, Any]:
     """Fit the baseline ``algo`` on the train split, encode, evaluate and write the run folder."""
     if args.bits <= 0:
         raise UsageError(f"--bits must be positive, got {args.bits}")
+    if args.env != "none":
+        raise UsageError(f"{algo} steps no environment: leave out --env (got --env {args.env})")
     dataset = load_run_dataset(args)
     folder = run_folder(args, algo)
     save_args(folder, args, algo)

@@ -89,3 +89,17 @@ def test_supervised_methods_beat_itq_beats_lsh(tmp_path):
         scores[algo] = json.loads((tmp_path / algo / "results.json").read_text())["map"]
     # The supervised methods far above the unsupervised ones, as in every hashing paper's table.
     assert scores["mlp-code"] > 0.95 and scores["sdh"] > 0.9 > scores["itq"] > scores["lsh"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["lsh", "--env", "BinaryCodeTravel-v0"], "lsh steps no environment: leave out --env"),
+        (["itq", "--bits", "0"], "--bits must be positive, got 0"),
+        (["sdh", "--anchors", "0"], "--anchors must be >= 1, got 0"),
+    ],
+)
+def test_baseline_cli_refuses_bad_arguments_in_one_line(argv, message, tmp_path, capsys):
+    assert train.main([*argv, "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1

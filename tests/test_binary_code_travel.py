@@ -281,3 +281,36 @@ def test_flip_rewards_telescope_on_any_action_sequence(seed, actions, init):
         _, reward, _, _, info = env.step(action)
         total += reward
     assert total == pytest.approx(start - margin(info), abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        (np.zeros(64), r"features must be a non-empty 2-D \(items, dimension\) array, got shape \(64,\)"),
+        (np.zeros((0, 64)), r"got shape \(0, 64\)"),
+        (np.where(np.eye(3, 64) > 0, np.nan, 0.0), "features must be finite, got NaN or inf in row 0"),
+        (np.where(np.eye(3, 64, k=1)[::-1] > 0, np.inf, 0.0), "in row 0"),
+    ],
+)
+def test_encode_batch_refuses_bad_features(features, message):
+    with pytest.raises(ValueError, match=message):
+        encode_batch(lambda obs: np.full(len(obs["code"]), 16), features, bits=16)
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [(17, r"outside 0\.\.16: 17"), (-1, r"outside 0\.\.16: -1"), (0.5, "integer actions")],
+)
+def test_encode_batch_refuses_actions_outside_the_space(action, message):
+    with pytest.raises(ValueError, match=message):
+        encode_batch(lambda obs: np.full(len(obs["code"]), action), np.zeros((4, 64)), bits=16)
+
+
+def test_a_trained_policy_refuses_features_of_the_wrong_dimension():
+    from stable_baselines3 import DQN
+
+    model = DQN("MultiInputPolicy", gym.make("BinaryCodeTravel-v0", bits=16), learning_starts=0, device="cpu")
+    policy = lambda obs: model.predict(obs, deterministic=True)[0]  # noqa: E731
+    assert encode_batch(policy, np.zeros((3, 64)), bits=16).shape == (3, 16)
+    with pytest.raises(ValueError, match=r"Unexpected observation shape \(3, 63\)"):
+        encode_batch(policy, np.zeros((3, 63)), bits=16)

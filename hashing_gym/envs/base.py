@@ -78,6 +78,17 @@ def check_code_matrix(codes: Any, num_items: int, bits: int, name: str = "codes"
     return np.array(arr, dtype=np.uint8)
 
 
+def check_feature_matrix(features: Any, name: str = "features") -> np.ndarray:
+    """``features`` as a float32 (n, D) array, or ``ValueError`` if it is not 2-D, empty or not finite."""
+    arr = np.asarray(features, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D (items, dimension) array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        row = int(np.argwhere(~np.isfinite(arr))[0, 0])
+        raise ValueError(f"{name} must be finite, got NaN or inf in row {row}")
+    return arr
+
+
 def read_only(array: np.ndarray) -> np.ndarray:
     """A read-only view of ``array`` (the owner keeps writing to it)."""
     view = array.view()

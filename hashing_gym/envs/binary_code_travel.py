@@ -10,7 +10,7 @@ from gymnasium import spaces
 
 from hashing_gym.codes import error_correcting_radius, label_codebook
 from hashing_gym.data import HashingDataset
-from hashing_gym.envs.base import HashingEnv, check_bits, feature_bound, label_mask
+from hashing_gym.envs.base import HashingEnv, check_bits, check_feature_matrix, feature_bound, label_mask
 
 INITS: tuple[str, ...] = ("random", "zeros")
 
@@ -336,11 +336,15 @@ def encode_batch(
 
     Returns:
         uint8 (n, bits) codes.
+
+    Raises:
+        ValueError: for features that are not a finite 2-D array, a bad ``bits``/``init``, or a
+            policy that returns actions outside ``0..bits``.
     """
     bits = check_bits(bits)
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    features = np.asarray(features, dtype=np.float32)
+    features = check_feature_matrix(features)
     n = len(features)
     if init == "random":
         codes = np.random.default_rng(seed).integers(0, 2, size=(n, bits), dtype=np.int8)
@@ -358,7 +362,16 @@ def encode_batch(
             )
         else:
             obs = {"features": features[active], "code": code, "history": flip}
-        actions = np.asarray(policy(obs)).reshape(len(active))
+        actions = np.asarray(policy(obs))
+        if actions.size != len(active) or not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(
+                f"policy must return {len(active)} integer actions, got {actions.dtype} {actions.shape}"
+            )
+        actions = actions.reshape(len(active))
+        if actions.min() < 0 or actions.max() > bits:
+            raise ValueError(
+                f"policy returned an action outside 0..{bits}: {actions[(actions < 0) | (actions > bits)][0]}"
+            )
         moving = actions < bits
         active, bit = active[moving], actions[moving]
         codes[active, bit] ^= 1

@@ -9,7 +9,14 @@ import numpy as np
 from gymnasium import spaces
 
 from hashing_gym.data import HashingDataset
-from hashing_gym.envs.base import HashingEnv, check_bits, check_code_matrix, feature_bound, read_only
+from hashing_gym.envs.base import (
+    HashingEnv,
+    check_bits,
+    check_code_matrix,
+    check_feature_matrix,
+    feature_bound,
+    read_only,
+)
 
 
 def triplet_accuracy(d_pos: np.ndarray, d_neg: np.ndarray, margin: float = 0.0) -> np.ndarray:
@@ -501,7 +508,7 @@ def encode_sequential(
     bits = check_bits(bits)
     if isinstance(group, bool) or not isinstance(group, (int, np.integer)) or group <= 0 or bits % group:
         raise ValueError(f"group must be a positive integer dividing bits={bits}, got {group!r}")
-    features = np.asarray(features, dtype=np.float32)
+    features = check_feature_matrix(features)
     n, num_steps = len(features), bits // group
     code = np.zeros((n, bits), dtype=np.int8)
     decided = np.zeros((n, bits), dtype=np.int8)
