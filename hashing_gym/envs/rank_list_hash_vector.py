@@ -1,0 +1,300 @@
+"""RankListHash-v0, batched: ``num_envs`` copies of the listwise bandit stepped together (numpy or torch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+from hashing_gym.data import HashingDataset
+from hashing_gym.envs.base import check_code_matrix
+from hashing_gym.envs.rank_list_hash import RankListHashEnv
+from hashing_gym.envs.vector_base import HashingVectorEnv
+from hashing_gym.ranking import average_precision_from_counts, pack_codes
+
+
+class RankListHashVectorEnv(HashingVectorEnv):
+    r"""``num_envs`` independent copies of ``RankListHash-v0`` in one batched environment.
+
+    The MDP of each copy is exactly :class:`~hashing_gym.envs.rank_list_hash.RankListHashEnv`'s:
+    one step per episode, the action is the item's code, the reward the (tie-aware, by default)
+    average precision of that code ranked against the copy's database codes of all other items.
+    Each copy has its own database (with ``database="bank"`` its own bank of last acted codes) and
+    its own random stream, so sub-env ``i`` of ``reset(seed=s)`` follows the single env reset with
+    ``seed=s + i`` step by step (``hashing_gym.envs.vector_base`` states the conventions: devices,
+    seeding, autoreset and infos).
+
+    A step computes the Hamming distances of all ``num_envs`` codes to their databases at once
+    (XOR and popcount of packed 64-bit words, ``num_envs x N`` of them), counts per distance
+    the items and the relevant items of each list (the item's own row left out), and turns the
+    histograms into AP with :func:`hashing_gym.ranking.average_precision_from_counts`: the
+    formula the single env uses, so rewards agree exactly. On torch the distances and histograms
+    stay on the device; the ``(num_envs, bits + 1)`` histograms go to the host for the AP formula
+    (float64 harmonic sums) and the rewards come back as a float64 tensor. ``ties="stable"`` sorts
+    each list instead (O(N log N) per copy).
+
+    Every episode lasts one step, so with the default ``NEXT_STEP`` autoreset every other step is a
+    reset step (reward 0, actions ignored); ``autoreset_mode="SameStep"`` acts on every step and
+    returns the acted observation in ``infos["final_obs"]``.
+
+    Memory: each copy holds its database packed, ``num_envs x N x ceil(bits / 64)`` 8-byte words.
+
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import hashing_gym
+    >>> envs = gym.make_vec("RankListHash-v0", num_envs=4, vectorization_mode="vector_entry_point")
+    >>> obs, infos = envs.reset(seed=0)
+    >>> obs.shape, envs.action_space.shape, infos["index"].shape
+    ((4, 64), (4, 16), (4,))
+    >>> obs, rewards, terminated, truncated, infos = envs.step(np.ones((4, 16), dtype=np.uint8))
+    >>> bool(terminated.all()), bool(((rewards >= 0) & (rewards <= 1)).all()), (rewards == infos["ap"]).all()
+    (True, True, True)
+
+    Arguments: those of ``RankListHash-v0`` (``dataset``, ``bits``, ``split``, ``ties``, ``topk``,
+    ``database``), plus ``num_envs``, ``device`` (``"cpu"``: numpy; a torch device name or
+    ``torch.device``: torch tensors on it) and ``autoreset_mode`` (an ``AutoresetMode`` or its
+    name or value). ``render_mode`` must be None.
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        dataset: str | HashingDataset = "digits",
+        bits: int = 16,
+        split: str = "train",
+        ties: str = "average",
+        topk: int | None = None,
+        database: str = "bank",
+        render_mode: str | None = None,
+        device: Any = "cpu",
+        backend: str | None = None,
+        rng: str = "batched",
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+    ) -> None:
+        if render_mode is not None:
+            raise ValueError(f"render_mode must be None for the batched env, got {render_mode!r}")
+        self.template = RankListHashEnv(
+            dataset=dataset, bits=bits, split=split, ties=ties, topk=topk, database=database
+        )
+        self._setup(num_envs, device, backend, rng, autoreset_mode)
+        t = self.template
+        self.bits, self.ties, self.topk, self.database = t.bits, t.ties, t.topk, t.database
+        self._num_words = (self.bits + 63) // 64
+        self._multi = t._multi
+        self._features = self._to_backend(t.features)
+        # Class ids, or multi-hot rows packed into 64-bit words (int64 on torch: & and != 0 work alike).
+        labels = t._labels if not self._multi else t._labels.view(np.int64)
+        self._labels = self._to_backend(labels)
+        n, num_items = self.num_envs, self.num_items
+        if self.torch:
+            import torch
+
+            self._xp = torch
+            self._shifts = torch.arange(64, device=self.torch_device, dtype=torch.int64)
+        else:
+            self._xp = np
+        self._words = self._zeros(np.int64 if self.torch else np.uint64, (n, num_items, self._num_words))
+        self._has_bank = np.zeros(n, dtype=bool)
+        self._items = self._zeros(np.int64)
+
+    # ----------------------------------------------------------------------------------------------
+    # Database codes
+    # ----------------------------------------------------------------------------------------------
+
+    @property
+    def database_codes(self) -> Any:
+        """uint8 (num_envs, N, bits) copy of every sub-env's database codes, or None before they exist."""
+        if not self._has_bank.all():
+            return None
+        return self._unpack(self._words)
+
+    def set_database_codes(self, codes: Any) -> None:
+        """Replace the database codes of every sub-env (e.g. the database network's codes of the split).
+
+        Args:
+            codes: integer or bool array of 0/1, (N, bits) for the same database in every sub-env or
+                (num_envs, N, bits) for one database each (numpy, or a tensor for the torch backend).
+
+        Raises:
+            ValueError: if ``codes`` has another shape, a non-integer dtype, or a value other than 0 and 1.
+        """
+        arr = self._to_numpy(codes)
+        if arr.ndim == 2:
+            words = pack_codes(check_code_matrix(arr, self.num_items, self.bits))
+            words = np.broadcast_to(words, (self.num_envs, *words.shape))
+        elif arr.ndim == 3 and arr.shape[0] == self.num_envs:
+            words = np.stack([pack_codes(check_code_matrix(a, self.num_items, self.bits)) for a in arr])
+        else:
+            raise ValueError(
+                f"codes must have shape {(self.num_items, self.bits)} or "
+                f"{(self.num_envs, self.num_items, self.bits)}, got shape {arr.shape}"
+            )
+        self._words[:] = self._to_backend(words.view(np.int64) if self.torch else words)
+        self._has_bank[:] = True
+
+    # ----------------------------------------------------------------------------------------------
+    # The batched MDP
+    # ----------------------------------------------------------------------------------------------
+
+    def _reset_rows(self, rows: np.ndarray, seeded: np.ndarray, index: np.ndarray | None) -> dict[str, Any]:
+        if self.rng == "per_env":
+            return self._reset_rows_per_env(rows, seeded, index)
+        fresh = rows[seeded | ~self._has_bank[rows]]
+        if len(fresh):
+            self._words[self._index(fresh)] = self._random_words(len(fresh))
+            self._has_bank[fresh] = True
+        if index is not None:
+            items = self._to_backend(index)
+        elif self.torch:
+            generator = self._torch_generator()
+            items = self._xp.randint(
+                self.num_items, (len(rows),), generator=generator, device=self.torch_device
+            )
+        else:
+            items = self.np_random.integers(self.num_items, size=len(rows))
+        self._items[self._index(rows)] = items
+        return {"index": items}
+
+    def _random_words(self, count: int) -> Any:
+        """Random packed database codes (count, N, W), drawn as whole words (bits past ``bits``: 0)."""
+        shape = (count, self.num_items, self._num_words)
+        if self.torch:
+            torch, generator = self._xp, self._torch_generator()
+            high, low = (
+                torch.randint(1 << 32, shape, generator=generator, device=self.torch_device) for _ in range(2)
+            )
+            words = (high << 32) | low
+            mask = -1 if self.bits % 64 == 0 else (1 << (self.bits % 64)) - 1
+        else:
+            words = self.np_random.integers(0, 1 << 64, size=shape, dtype=np.uint64)
+            mask = np.uint64((1 << 64) - 1 if self.bits % 64 == 0 else (1 << (self.bits % 64)) - 1)
+        words[..., -1] &= mask
+        return words
+
+    def _reset_rows_per_env(
+        self, rows: np.ndarray, seeded: np.ndarray, index: np.ndarray | None
+    ) -> dict[str, Any]:
+        items = np.empty(len(rows), dtype=np.int64)
+        fresh: list[int] = []
+        banks: list[np.ndarray] = []
+        for k, i in enumerate(rows):
+            rng = self._rngs[i]
+            # The single env's reset: the database first (seeded or first reset), then the item.
+            if seeded[k] or not self._has_bank[i]:
+                fresh.append(i)
+                banks.append(pack_codes(rng.integers(0, 2, size=(self.num_items, self.bits), dtype=np.uint8)))
+            items[k] = int(rng.integers(self.num_items)) if index is None else index[k]
+        if fresh:
+            words = np.stack(banks)
+            self._words[self._index(np.array(fresh))] = self._to_backend(
+                words.view(np.int64) if self.torch else words
+            )
+            self._has_bank[fresh] = True
+        items_b = self._to_backend(items)
+        self._items[self._index(rows)] = items_b
+        return {"index": items_b}
+
+    def _step_rows(self, rows: np.ndarray, actions: Any, every: bool) -> tuple[Any, Any, dict[str, Any]]:
+        xp, m = self._xp, len(rows)
+        index = self._index(rows)
+        items = self._items if every else self._items[index]
+        words = self._pack(actions)  # (m, W)
+        database = self._words if every else self._words[index]  # (m, N, W)
+        distance = self._popcount(database ^ words[:, None, :]).sum(-1, dtype=xp.int64)  # (m, N)
+        rows_m = self._arange(m)
+        # The item's own row is not in its list: park it at distance bits + 1, outside the histograms.
+        distance[rows_m, items] = self.bits + 1
+        if self._multi:
+            relevant_mask = ((self._labels[items][:, None, :] & self._labels[None, :, :]) != 0).any(-1)
+        else:
+            relevant_mask = self._labels[items][:, None] == self._labels[None, :]
+        relevant_mask[rows_m, items] = False
+        if self.ties == "average":
+            bins = self.bits + 2
+            key = (rows_m[:, None] * bins + distance) * 2 + relevant_mask
+            hist = xp.bincount(key.reshape(-1), minlength=m * bins * 2).reshape(m, bins, 2)
+            counts = self._to_numpy(hist.sum(-1)[:, : self.bits + 1])
+            relevant = self._to_numpy(hist[:, : self.bits + 1, 1])
+            ap = average_precision_from_counts(counts, relevant, topk=self.topk)
+            num_relevant = relevant.sum(axis=1)
+        else:
+            ap, num_relevant = self._stable_ap(distance, relevant_mask)
+        if self.database == "bank":
+            self._words[index, items] = words
+        info = {"index": items, "ap": self._to_backend(ap), "relevant": self._to_backend(num_relevant)}
+        terminated = self._zeros(np.bool_, (m,))
+        terminated[:] = True  # one decision per episode
+        return info["ap"], terminated, info
+
+    def _stable_ap(self, distance: Any, relevant_mask: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Stable-order AP of each list (ties by database index), summed as ``hashing_gym.ranking`` does."""
+        distance, relevant_mask = self._to_numpy(distance), self._to_numpy(relevant_mask)
+        m, length = distance.shape
+        k = length - 1 if self.topk is None else min(self.topk, length - 1)  # the own row is not listed
+        order = np.argsort(distance, axis=1, kind="stable")
+        rel_sorted = np.take_along_axis(relevant_mask, order, axis=1)
+        found = np.cumsum(rel_sorted, axis=1)
+        position = np.arange(1, length + 1)
+        precision_sorted = np.where(rel_sorted & (position <= k), found / position, 0.0)
+        precision = np.empty_like(precision_sorted)
+        np.put_along_axis(precision, order, precision_sorted, axis=1)
+        # Sequential sums in database-index order, the order of the ranking module's counting scan.
+        ap_sum = np.cumsum(precision, axis=1)[:, -1]
+        hits = found[:, k - 1]
+        ap = np.zeros(m, dtype=np.float64)
+        np.divide(ap_sum, hits, out=ap, where=hits > 0)
+        return ap, relevant_mask.sum(axis=1)
+
+    def _check_actions(self, actions: Any) -> Any:
+        return self._check_binary_actions(actions, self.bits)
+
+    def _observations(self) -> Any:
+        return self._features[self._items]
+
+    # ----------------------------------------------------------------------------------------------
+    # Packed codes on either backend
+    # ----------------------------------------------------------------------------------------------
+
+    def _arange(self, m: int) -> Any:
+        if self.torch:
+            return self._xp.arange(m, device=self.torch_device)
+        return np.arange(m)
+
+    def _pack(self, codes: Any) -> Any:
+        """uint8 (m, bits) 0/1 -> words (m, W), bit j in bit j % 64 of word j // 64 (as ``pack_codes``)."""
+        if not self.torch:
+            return pack_codes(codes)
+        torch = self._xp
+        m = codes.shape[0]
+        padded = torch.zeros((m, self._num_words * 64), dtype=torch.int64, device=self.torch_device)
+        padded[:, : self.bits] = codes
+        # Sums of distinct powers of two; bit 63 wraps to the sign bit, as in a uint64 viewed as int64.
+        return (padded.view(m, self._num_words, 64) << self._shifts).sum(-1)
+
+    def _unpack(self, words: Any) -> Any:
+        if not self.torch:
+            unpacked = np.unpackbits(words.view(np.uint8), axis=-1, bitorder="little")
+            return unpacked[..., : self.bits]
+        bits = (words[..., None] >> self._shifts) & 1
+        return bits.reshape(*words.shape[:-1], -1)[..., : self.bits].to(self._xp.uint8)
+
+    def _popcount(self, words: Any) -> Any:
+        if not self.torch:
+            return np.bitwise_count(words) if hasattr(np, "bitwise_count") else _popcount_table(words)
+        # SWAR popcount on int64: the masks keep arithmetic right shifts from leaking the sign bit, and
+        # the byte sums use shifts rather than a multiply that would overflow int64.
+        x = words - ((words >> 1) & 0x5555555555555555)
+        x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
+        x = x + (x >> 8)
+        x = x + (x >> 16)
+        return (x + (x >> 32)) & 0x7F
+
+
+_BYTE_COUNTS = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)
+
+
+def _popcount_table(words: np.ndarray) -> np.ndarray:
+    """Popcount of uint64 words for numpy < 2.0 (no ``np.bitwise_count``)."""
+    return _BYTE_COUNTS[words.view(np.uint8)].reshape(*words.shape, 8).sum(-1)

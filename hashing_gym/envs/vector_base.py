@@ -1,0 +1,389 @@
+"""What the batched hashing environments share: device, per-env random streams, autoreset and infos.
+
+A batched environment steps ``num_envs`` independent copies of one hashing MDP with a few array
+operations per step. It keeps every copy's state in arrays with a leading env axis: numpy arrays
+when ``device="cpu"`` (the default), torch tensors when ``device`` is any other torch device
+(``"cuda"``, ``"cuda:1"``, or ``torch.device("cpu")``, which runs the torch code on the CPU so that
+machines without a GPU can test it; ``backend="torch"`` does the same). These conventions are those
+of ``BinaryCodeTravelVectorEnv``.
+
+Random streams (``rng``), as in ``BinaryCodeTravelVectorEnv``:
+
+- ``"batched"`` (default): one generator draws the random starts (banks, items, references) of
+  all sub-envs at once: numpy's ``self.np_random``, or a ``torch.Generator`` on the device, seeded
+  with ``s`` by ``reset(seed=s)``. Same distributions as the single env, another stream.
+- ``"per_env"``: sub-env ``i`` owns a ``numpy.random.Generator`` and draws from it exactly what
+  the single environment draws from ``self.np_random``, in the same order. ``reset(seed=s)``
+  seeds sub-env ``i`` with ``s + i`` (as ``SyncVectorEnv`` does), so sub-env ``i`` follows the
+  trajectory of the single environment reset with ``seed=s + i`` and given the same actions,
+  autoresets included. The draws are a Python loop over the sub-envs that reset (and, on torch,
+  a copy to the device): the mode for parity checks.
+
+Autoreset follows Gymnasium 1.x (``metadata["autoreset_mode"]``; https://farama.org/Vector-Autoreset-Mode):
+
+- ``NEXT_STEP`` (default): the step after an episode ends resets that sub-env and ignores its
+  action (reward 0, not terminated).
+- ``SAME_STEP``: the ending step also resets; ``infos["final_obs"]`` (batched like the
+  observations) and ``infos["final_info"]`` hold the last observation and info of the episode.
+- ``DISABLED``: stepping a sub-env whose episode has ended raises; reset it with
+  ``reset(options={"reset_mask": mask})``.
+
+Infos are dicts of arrays with a boolean mask ``infos["_key"]`` telling which sub-envs carry
+``key``, as ``SyncVectorEnv`` builds them (tensors on the device for the torch backend).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+from hashing_gym.envs.base import HashingEnv
+
+BACKENDS: tuple[str, ...] = ("numpy", "torch")
+RNGS: tuple[str, ...] = ("batched", "per_env")
+
+
+def resolve_device(device: Any, backend: str | None = None) -> Any:
+    """``None`` for the numpy backend, else the ``torch.device`` to run on.
+
+    Args:
+        device: ``"cpu"`` (numpy unless ``backend="torch"``), a torch device name or a ``torch.device``.
+        backend: None (pick from ``device``), ``"numpy"`` or ``"torch"``.
+
+    Raises:
+        ValueError: if ``device`` is not a device name or a ``torch.device``, names CUDA on a
+            machine where torch sees none, or does not fit ``backend``.
+    """
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"backend must be None or one of {BACKENDS}, got {backend!r}")
+    is_cpu_name = isinstance(device, str) and device == "cpu"
+    if backend == "numpy" or (backend is None and is_cpu_name):
+        if not is_cpu_name and str(device) != "cpu":
+            raise ValueError(f"backend='numpy' runs on device 'cpu' only, got device={device!r}")
+        return None
+    try:
+        import torch
+    except ImportError as err:  # pragma: no cover - torch is a dependency; kept for minimal installs
+        raise ValueError(f"device={device!r} needs torch, which is not installed") from err
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be 'cpu', a torch device name or a torch.device, got {device!r}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a torch device: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but torch sees no CUDA device")
+    return dev
+
+
+def resolve_autoreset_mode(mode: Any) -> AutoresetMode:
+    """An ``AutoresetMode`` from the enum itself, its value (``"NextStep"``) or its name (``"NEXT_STEP"``)."""
+    if isinstance(mode, AutoresetMode):
+        return mode
+    for member in AutoresetMode:
+        if mode in (member.value, member.name):
+            return member
+    names = [m.name for m in AutoresetMode]
+    raise ValueError(f"autoreset_mode must be an AutoresetMode or one of {names}, got {mode!r}")
+
+
+class HashingVectorEnv(VectorEnv):
+    """Base of the batched hashing environments (see the module docstring for the conventions).
+
+    Subclasses build ``self.template`` (a single environment with the same arguments: it validates
+    them and holds the spaces and label structures), call :meth:`_setup`, and implement
+    ``_reset_rows``, ``_step_rows`` and ``_observations``.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+    template: HashingEnv
+
+    def _setup(self, num_envs: int, device: Any, backend: str | None, rng: str, autoreset_mode: Any) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs <= 0:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if rng not in RNGS:
+            raise ValueError(f"rng must be one of {RNGS}, got {rng!r}")
+        self.num_envs = int(num_envs)
+        self.rng = rng
+        self.torch_device = resolve_device(device, backend)
+        self.backend = "numpy" if self.torch_device is None else "torch"
+        self.device = "cpu" if self.torch_device is None else self.torch_device
+        self.autoreset_mode = resolve_autoreset_mode(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
+        self.render_mode = None
+        self.num_items = self.template.num_items
+        self.split_name = self.template.split_name
+        self._rngs: list[np.random.Generator | None] = [None] * self.num_envs  # rng="per_env"
+        self._generator: Any = None  # rng="batched" on torch: a torch.Generator on the device
+        self._started = np.zeros(self.num_envs, dtype=bool)
+        self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        self.single_observation_space = self.template.observation_space
+        self.single_action_space = self.template.action_space
+        from gymnasium.vector.utils import batch_space
+
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+    @property
+    def torch(self) -> bool:
+        """Whether the state and results are torch tensors (else numpy arrays)."""
+        return self.torch_device is not None
+
+    # ----------------------------------------------------------------------------------------------
+    # Array helpers: numpy or torch on the device
+    # ----------------------------------------------------------------------------------------------
+
+    def _to_backend(self, array: Any) -> Any:
+        """A numpy array as the backend's array (a tensor on the device for torch)."""
+        if not self.torch:
+            return array
+        import torch
+
+        array = np.ascontiguousarray(array)
+        if not array.flags.writeable:  # torch refuses to share read-only memory (e.g. data set features)
+            array = array.copy()
+        return torch.as_tensor(array, device=self.torch_device)
+
+    def _to_numpy(self, array: Any) -> np.ndarray:
+        if isinstance(array, np.ndarray):
+            return array
+        if hasattr(array, "detach"):
+            return array.detach().cpu().numpy()
+        return np.asarray(array)
+
+    def _zeros(self, dtype: Any, shape: tuple[int, ...] | None = None) -> Any:
+        shape = (self.num_envs,) if shape is None else shape
+        if not self.torch:
+            return np.zeros(shape, dtype=dtype)
+        import torch
+
+        return torch.zeros(shape, dtype=getattr(torch, np.dtype(dtype).name), device=self.torch_device)
+
+    def _add_info(self, infos: dict[str, Any], values: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+        """Put ``values`` (arrays with one entry per row of ``rows``) into ``infos`` with ``_key`` masks."""
+        if len(rows) == 0:
+            return infos
+        for key, value in values.items():
+            if isinstance(value, dict):
+                infos[key] = self._add_info(infos.get(key, {}), value, rows)
+            else:
+                if key not in infos:
+                    shape = (self.num_envs, *tuple(value.shape[1:]))
+                    infos[key] = value.new_zeros(shape) if self.torch else np.zeros(shape, dtype=value.dtype)
+                infos[key][self._index(rows)] = value
+            if f"_{key}" not in infos:
+                infos[f"_{key}"] = self._zeros(np.bool_)
+            infos[f"_{key}"][self._index(rows)] = True
+        return infos
+
+    def _index(self, rows: np.ndarray) -> Any:
+        """Row indices usable on the backend's arrays."""
+        return rows if not self.torch else self._to_backend(rows)
+
+    # ----------------------------------------------------------------------------------------------
+    # Gymnasium vector API
+    # ----------------------------------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset the sub-envs (all, or those of ``options["reset_mask"]``).
+
+        Args:
+            seed: None (keep each sub-env's stream; fresh entropy on the first reset), an int ``s``
+                (sub-env ``i`` gets ``s + i``) or a list of ``num_envs`` ints or None.
+            options: ``"index"``: one row of the split for every sub-env (an int) or one per sub-env
+                (an int array (num_envs,)); ``"reset_mask"``: bool (num_envs,) of the sub-envs to reset.
+
+        Returns:
+            The batched observations and infos (for the sub-envs reset).
+        """
+        seeds = self._seed_list(seed)
+        options = dict(options or {})
+        mask = self._reset_mask(options.pop("reset_mask", None))
+        rows = np.flatnonzero(mask)
+        index = self._index_option(options.get("index"), rows)
+        seeded = np.zeros(self.num_envs, dtype=bool)
+        if self.rng == "per_env":
+            for i in rows:
+                if seeds[i] is not None or self._rngs[i] is None:
+                    self._rngs[i], _ = seeding.np_random(seeds[i])
+                    seeded[i] = seeds[i] is not None
+        elif seed is not None:
+            self._np_random, self._np_random_seed = seeding.np_random(int(seed))
+            if self.torch:
+                self._torch_generator().manual_seed(int(seed))
+            seeded[:] = True
+        info = self._reset_rows(rows, seeded[rows], index)
+        self._started[rows] = True
+        self._autoreset[rows] = False
+        return self._observations(), self._add_info({}, info, rows)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Step every sub-env with its action (see the module docstring for autoreset).
+
+        Args:
+            actions: a batch of actions, ``num_envs`` rows (numpy array or, for the torch backend,
+                a tensor or a numpy array).
+
+        Returns:
+            Batched ``(observations, rewards, terminations, truncations, infos)``; rewards are float64.
+        """
+        if not self._started.all():
+            raise RuntimeError(
+                f"call reset before step: sub-envs {np.flatnonzero(~self._started)} never reset"
+            )
+        actions = self._check_actions(actions)
+        rewards, terminated = self._zeros(np.float64), self._zeros(np.bool_)
+        truncated = self._zeros(np.bool_)
+        infos: dict[str, Any] = {}
+        resetting = np.zeros(self.num_envs, dtype=bool)
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            resetting = self._autoreset.copy()
+        elif self.autoreset_mode == AutoresetMode.DISABLED and self._autoreset.any():
+            raise RuntimeError(
+                f"sub-envs {np.flatnonzero(self._autoreset)} have ended and autoreset is disabled: "
+                f"reset them with reset(options={{'reset_mask': mask}})"
+            )
+        rows = np.flatnonzero(~resetting)
+        if len(rows):
+            every = len(rows) == self.num_envs
+            reward, done, info = self._step_rows(
+                rows, actions if every else actions[self._index(rows)], every
+            )
+            rewards[self._index(rows)] = reward
+            terminated[self._index(rows)] = done
+            done = self._to_numpy(done)
+            if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
+                # As SyncVectorEnv: the episode's last obs and info move to final_obs / final_info, and
+                # the ended sub-envs report their reset's info instead.
+                ended = rows[done]
+                infos["final_obs"] = self._observations()
+                infos["_final_obs"] = self._zeros(np.bool_)
+                infos["_final_obs"][self._index(ended)] = True
+                infos["final_info"] = self._add_info({}, self._select(info, done), ended)
+                infos["_final_info"] = self._zeros(np.bool_)
+                infos["_final_info"][self._index(ended)] = True
+                self._add_info(infos, self._select(info, ~done), rows[~done])
+                self._add_info(infos, self._reset_rows(ended, np.zeros(len(ended), dtype=bool), None), ended)
+            else:
+                self._add_info(infos, info, rows)
+                self._autoreset[rows] = done
+        if resetting.any():
+            reset_rows = np.flatnonzero(resetting)
+            self._add_info(
+                infos, self._reset_rows(reset_rows, np.zeros(len(reset_rows), dtype=bool), None), reset_rows
+            )
+            self._autoreset[reset_rows] = False
+        return self._observations(), rewards, terminated, truncated, infos
+
+    def _select(self, info: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
+        """The entries of info arrays (one per stepped row) where ``keep``."""
+        index = self._index(np.flatnonzero(keep))
+        return {key: value[index] for key, value in info.items()}
+
+    # ----------------------------------------------------------------------------------------------
+    # Argument checks
+    # ----------------------------------------------------------------------------------------------
+
+    def _torch_generator(self) -> Any:
+        """The device's ``torch.Generator`` for ``rng="batched"`` (from entropy until a seeded reset)."""
+        if self._generator is None:
+            import torch
+
+            self._generator = torch.Generator(device=self.torch_device)
+            self._generator.seed()
+        return self._generator
+
+    def _seed_list(self, seed: Any) -> list[int | None]:
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            return [int(seed) + i for i in range(self.num_envs)]
+        if self.rng == "per_env" and isinstance(seed, (list, tuple)) and len(seed) == self.num_envs:
+            return [None if s is None else int(s) for s in seed]
+        if self.rng == "batched":
+            raise ValueError(f"seed must be None or an int with rng='batched', got {seed!r}")
+        raise ValueError(
+            f"seed must be None, an int or a list of {self.num_envs} ints or None (one per sub-env), "
+            f"got {seed!r}"
+        )
+
+    def _reset_mask(self, mask: Any) -> np.ndarray:
+        if mask is None:
+            return np.ones(self.num_envs, dtype=bool)
+        mask = self._to_numpy(mask)
+        if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
+            raise ValueError(
+                f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "
+                f"got {mask.dtype} of shape {mask.shape}"
+            )
+        if not mask.any():
+            raise ValueError("options['reset_mask'] must select at least one sub-env, got all False")
+        return mask
+
+    def _index_option(self, index: Any, rows: np.ndarray) -> np.ndarray | None:
+        """``options["index"]`` as int64 (len(rows),) for the rows reset, validated; None if absent."""
+        if index is None:
+            return None
+        arr = self._to_numpy(index)
+        if arr.ndim == 0:
+            arr = np.full(self.num_envs, arr)
+        if arr.shape != (self.num_envs,) or not (
+            np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_
+        ):
+            raise ValueError(
+                f"options['index'] must be an integer or an integer array of shape ({self.num_envs},), "
+                f"got {index!r}"
+            )
+        arr = arr[rows].astype(np.int64)
+        bad = (arr < 0) | (arr >= self.num_items)
+        if bad.any():
+            raise ValueError(
+                f"options['index']={int(arr[bad][0])} is out of range for the {self.split_name!r} split "
+                f"of {self.num_items} items"
+            )
+        return arr
+
+    def _check_binary_actions(self, actions: Any, width: int) -> Any:
+        """Actions as the backend's uint8 (num_envs, width) array of 0/1, or ``ValueError``."""
+        shape = (self.num_envs, width)
+        if self.torch and hasattr(actions, "detach"):
+            import torch
+
+            tensor = actions.to(self.torch_device)
+            if tuple(tensor.shape) != shape or not bool(((tensor == 0) | (tensor == 1)).all()):
+                raise ValueError(
+                    f"actions {actions!r} are not in {self.action_space}: need 0/1 of shape {shape}"
+                )
+            return tensor.to(torch.uint8)
+        arr = np.asarray(actions)
+        if arr.shape != shape or arr.dtype == object or not np.all((arr == 0) | (arr == 1)):
+            raise ValueError(f"actions {actions!r} are not in {self.action_space}: need 0/1 of shape {shape}")
+        return self._to_backend(arr.astype(np.uint8))
+
+    # ----------------------------------------------------------------------------------------------
+    # What subclasses implement
+    # ----------------------------------------------------------------------------------------------
+
+    def _check_actions(self, actions: Any) -> Any:
+        raise NotImplementedError
+
+    def _reset_rows(self, rows: np.ndarray, seeded: np.ndarray, index: np.ndarray | None) -> dict[str, Any]:
+        """Start episodes of ``rows``, as the single env's ``reset`` does.
+
+        ``seeded[k]`` tells whether row ``rows[k]`` was just reseeded (the single env then redraws its
+        bank, as it does on its first reset); ``index`` holds validated ``options["index"]`` values, or
+        is None. Returns the reset info arrays (one entry per row).
+        """
+        raise NotImplementedError
+
+    def _step_rows(self, rows: np.ndarray, actions: Any, every: bool) -> tuple[Any, Any, dict[str, Any]]:
+        """Step ``rows`` (all sub-envs when ``every``); returns rewards, terminations and info arrays."""
+        raise NotImplementedError
+
+    def _observations(self) -> Any:
+        raise NotImplementedError
