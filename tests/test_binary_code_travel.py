@@ -314,3 +314,16 @@ def test_a_trained_policy_refuses_features_of_the_wrong_dimension():
     assert encode_batch(policy, np.zeros((3, 64)), bits=16).shape == (3, 16)
     with pytest.raises(ValueError, match=r"Unexpected observation shape \(3, 63\)"):
         encode_batch(policy, np.zeros((3, 63)), bits=16)
+
+
+@pytest.mark.parametrize("env_id", ["BinaryCodeTravel-v0", "RankListHash-v0", "SequentialHashBits-v0"])
+def test_gymnasium_error_types_for_bad_actions_and_missing_reset(env_id):
+    from gymnasium.error import InvalidAction, ResetNeeded
+
+    env = gym.make(env_id, bits=16, disable_env_checker=True).unwrapped
+    with pytest.raises(ResetNeeded, match="reset"):
+        env.step(env.action_space.sample())
+    env.reset(seed=0)
+    with pytest.raises(InvalidAction, match="is not in") as raised:
+        env.step(-1)
+    assert isinstance(raised.value, ValueError)  # callers catching ValueError keep working

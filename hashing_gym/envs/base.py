@@ -105,6 +105,14 @@ def label_mask(split: Split, num_classes: int) -> np.ndarray:
     return mask
 
 
+class InvalidActionError(gym.error.InvalidAction, ValueError):
+    """An action outside the environment's action space (Gymnasium's InvalidAction, and a ValueError)."""
+
+
+class ResetNeededError(gym.error.ResetNeeded, RuntimeError):
+    """``step`` before ``reset`` or after the episode ended (Gymnasium's ResetNeeded, and a RuntimeError)."""
+
+
 class HashingEnv(gym.Env):
     """Base of the hashing environments: one item of a data set split per episode.
 

@@ -10,7 +10,15 @@ from gymnasium import spaces
 
 from hashing_gym.codes import error_correcting_radius, label_codebook
 from hashing_gym.data import HashingDataset
-from hashing_gym.envs.base import HashingEnv, check_bits, check_feature_matrix, feature_bound, label_mask
+from hashing_gym.envs.base import (
+    HashingEnv,
+    InvalidActionError,
+    ResetNeededError,
+    check_bits,
+    check_feature_matrix,
+    feature_bound,
+    label_mask,
+)
 
 INITS: tuple[str, ...] = ("random", "zeros")
 
@@ -161,7 +169,7 @@ class BinaryCodeTravelEnv(HashingEnv):
         self._ring = np.zeros((self.history_length, self.bits), dtype=np.int8)
         self._head = 0
         self._distances = np.zeros(self.dataset.num_classes, dtype=np.int64)
-        self._steps = 0
+        self._steps: int | None = None  # None until the first reset
 
         self.action_space = spaces.Discrete(self.bits + 1)
         bound = feature_bound(self.dataset)
@@ -214,7 +222,11 @@ class BinaryCodeTravelEnv(HashingEnv):
             and 0 <= action <= self.bits
         ):
             if not self.action_space.contains(action):
-                raise ValueError(f"{action!r} ({type(action).__name__}) is not in {self.action_space}")
+                raise InvalidActionError(
+                    f"{action!r} ({type(action).__name__}) is not in {self.action_space}"
+                )
+        if self._steps is None:
+            raise ResetNeededError("call reset before step")
         action = int(action)
         self._steps += 1
         if action == self.bits:

@@ -8,7 +8,15 @@ import numpy as np
 from gymnasium import spaces
 
 from hashing_gym.data import HashingDataset
-from hashing_gym.envs.base import HashingEnv, check_bits, check_code_matrix, feature_bound, read_only
+from hashing_gym.envs.base import (
+    HashingEnv,
+    InvalidActionError,
+    ResetNeededError,
+    check_bits,
+    check_code_matrix,
+    feature_bound,
+    read_only,
+)
 from hashing_gym.ranking import (
     TIES,
     average_precision,
@@ -204,9 +212,9 @@ class RankListHashEnv(HashingEnv):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Act the item's code; the reward is its AP against the other items' database codes."""
         if self._codes is None:
-            raise RuntimeError("call reset before step")
+            raise ResetNeededError("call reset before step")
         if not self.action_space.contains(action):
-            raise ValueError(f"{action!r} is not in {self.action_space}")
+            raise InvalidActionError(f"{action!r} is not in {self.action_space}")
         code = np.asarray(action, dtype=np.uint8).reshape(1, self.bits)
         reward = float(self.act(np.array([self.index]), code)[0])
         self._code = code[0].copy()

@@ -11,6 +11,8 @@ from gymnasium import spaces
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs.base import (
     HashingEnv,
+    InvalidActionError,
+    ResetNeededError,
     check_bits,
     check_code_matrix,
     check_feature_matrix,
@@ -398,9 +400,9 @@ class SequentialHashBitsEnv(HashingEnv):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """Set the next ``group`` bits; the reward is the triplet accuracy gained."""
         if self._done:
-            raise RuntimeError("the episode has ended (or never started): call reset")
+            raise ResetNeededError("the episode has ended (or never started): call reset")
         if not self.action_space.contains(action):
-            raise ValueError(f"{action!r} is not in {self.action_space}")
+            raise InvalidActionError(f"{action!r} is not in {self.action_space}")
         bits = slice(self._t * self.group, (self._t + 1) * self.group)
         self._code[bits] = np.asarray(action, dtype=np.int8)
         self._decided[bits] = 1
