@@ -141,6 +141,36 @@ def test_run_killed_mid_way_resumes_to_the_same_total_steps(tmp_path):
     assert results["env_steps"] == done + 600
 
 
+def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
+    """SIGINT mid-run: exit status 130, a checkpoint of the steps done so far, nothing else lost."""
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "agents.train",
+        "dqn",
+        "--timesteps",
+        "50000",
+        "--learning-starts",
+        "100",
+    ]
+    command += ["--num-envs", "2", "--eval-every", "0", "--checkpoint-every", "1000000", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    # The TensorBoard folder appears when learn() starts: from then on Ctrl-C must checkpoint.
+    while not list(out.glob("tb/*/events*")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()
+    assert "interrupted: the last checkpoint is in the run folder" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert 0 < state["num_timesteps"] < 50000  # the periodic checkpoint never fired: this is Ctrl-C's
+    assert not (out / "results.json").exists()
+
+
 def test_resume_of_a_folder_without_a_run_is_refused(tmp_path, capsys):
     assert train.main(["dqn", "--resume", str(tmp_path)]) == 2
     assert "holds no run" in capsys.readouterr().err
