@@ -48,13 +48,24 @@ class RankListHashVectorEnv(HashingVectorEnv):
     >>> obs.shape, envs.action_space.shape, infos["index"].shape
     ((4, 64), (4, 16), (4,))
     >>> obs, rewards, terminated, truncated, infos = envs.step(np.ones((4, 16), dtype=np.uint8))
-    >>> bool(terminated.all()), bool(((rewards >= 0) & (rewards <= 1)).all()), (rewards == infos["ap"]).all()
-    (True, True, True)
+    >>> bool(terminated.all()), bool((rewards >= 0).all() and (rewards <= 1).all())
+    (True, True)
+    >>> bool((rewards == infos["ap"]).all())
+    True
 
-    Arguments: those of ``RankListHash-v0`` (``dataset``, ``bits``, ``split``, ``ties``, ``topk``,
-    ``database``), plus ``num_envs``, ``device`` (``"cpu"``: numpy; a torch device name or
-    ``torch.device``: torch tensors on it) and ``autoreset_mode`` (an ``AutoresetMode`` or its
-    name or value). ``render_mode`` must be None.
+    The keyword arguments of ``RankListHash-v0`` (``dataset``, ``bits``, ``split``, ``ties``, ``topk``,
+    ``database``) mean the same here, plus:
+
+    | argument       | default         | meaning                                                        |
+    |----------------|-----------------|----------------------------------------------------------------|
+    | num_envs       | 1               | number of sub-environments                                     |
+    | device         | ``"cpu"``       | ``"cpu"`` (numpy), ``"cuda"``, ``"cuda:1"`` or a ``torch.device`` |
+    | backend        | None            | ``"numpy"`` or ``"torch"``; None picks from ``device``         |
+    | rng            | ``"batched"``   | ``"batched"`` or ``"per_env"`` (``hashing_gym.envs.vector_base``) |
+    | autoreset_mode | ``NEXT_STEP``   | an ``AutoresetMode``, or its name or value (``"SameStep"``)     |
+    | check_actions  | True            | check that actions are 0/1 (on CUDA: a host sync per step)     |
+
+    ``render_mode`` must be None (the batched env draws nothing).
     """
 
     def __init__(
@@ -71,13 +82,14 @@ class RankListHashVectorEnv(HashingVectorEnv):
         backend: str | None = None,
         rng: str = "batched",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        check_actions: bool = True,
     ) -> None:
         if render_mode is not None:
             raise ValueError(f"render_mode must be None for the batched env, got {render_mode!r}")
         self.template = RankListHashEnv(
             dataset=dataset, bits=bits, split=split, ties=ties, topk=topk, database=database
         )
-        self._setup(num_envs, device, backend, rng, autoreset_mode)
+        self._setup(num_envs, device, backend, rng, autoreset_mode, check_actions)
         t = self.template
         self.bits, self.ties, self.topk, self.database = t.bits, t.ties, t.topk, t.database
         self._num_words = (self.bits + 63) // 64

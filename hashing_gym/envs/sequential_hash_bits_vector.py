@@ -49,10 +49,19 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
     >>> bool(terminated.all()), np.allclose(total, infos["accuracy"] - 0.5)
     (True, True)
 
-    Arguments: those of ``SequentialHashBits-v0`` (``dataset``, ``bits``, ``split``, ``group``,
-    ``pairs``, ``margin``, ``flatten``), plus ``num_envs``, ``device`` (``"cpu"``: numpy; a torch
-    device name or ``torch.device``: torch tensors on it) and ``autoreset_mode`` (an
-    ``AutoresetMode`` or its name or value). ``render_mode`` must be None.
+    The keyword arguments of ``SequentialHashBits-v0`` (``dataset``, ``bits``, ``split``, ``group``,
+    ``pairs``, ``margin``, ``flatten``) mean the same here, plus:
+
+    | argument       | default         | meaning                                                        |
+    |----------------|-----------------|----------------------------------------------------------------|
+    | num_envs       | 1               | number of sub-environments                                     |
+    | device         | ``"cpu"``       | ``"cpu"`` (numpy), ``"cuda"``, ``"cuda:1"`` or a ``torch.device`` |
+    | backend        | None            | ``"numpy"`` or ``"torch"``; None picks from ``device``         |
+    | rng            | ``"batched"``   | ``"batched"`` or ``"per_env"`` (``hashing_gym.envs.vector_base``) |
+    | autoreset_mode | ``NEXT_STEP``   | an ``AutoresetMode``, or its name or value (``"SameStep"``)     |
+    | check_actions  | True            | check that actions are 0/1 (on CUDA: a host sync per step)     |
+
+    ``render_mode`` must be None (the batched env draws nothing).
     """
 
     def __init__(
@@ -70,13 +79,14 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         backend: str | None = None,
         rng: str = "batched",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        check_actions: bool = True,
     ) -> None:
         if render_mode is not None:
             raise ValueError(f"render_mode must be None for the batched env, got {render_mode!r}")
         self.template = SequentialHashBitsEnv(
             dataset=dataset, bits=bits, split=split, group=group, pairs=pairs, margin=margin, flatten=flatten
         )
-        self._setup(num_envs, device, backend, rng, autoreset_mode)
+        self._setup(num_envs, device, backend, rng, autoreset_mode, check_actions)
         t = self.template
         self.bits, self.group, self.num_steps = t.bits, t.group, t.num_steps
         self.pairs, self.margin, self.flatten = t.pairs, t.margin, t.flatten

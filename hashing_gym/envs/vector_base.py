@@ -101,13 +101,22 @@ class HashingVectorEnv(VectorEnv):
     metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
     template: HashingEnv
 
-    def _setup(self, num_envs: int, device: Any, backend: str | None, rng: str, autoreset_mode: Any) -> None:
+    def _setup(
+        self,
+        num_envs: int,
+        device: Any,
+        backend: str | None,
+        rng: str,
+        autoreset_mode: Any,
+        check_actions: bool,
+    ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs <= 0:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         if rng not in RNGS:
             raise ValueError(f"rng must be one of {RNGS}, got {rng!r}")
         self.num_envs = int(num_envs)
         self.rng = rng
+        self.check_actions = bool(check_actions)
         self.torch_device = resolve_device(device, backend)
         self.backend = "numpy" if self.torch_device is None else "torch"
         self.device = "cpu" if self.torch_device is None else self.torch_device
@@ -355,7 +364,10 @@ class HashingVectorEnv(VectorEnv):
             import torch
 
             tensor = actions.to(self.torch_device)
-            if tuple(tensor.shape) != shape or not bool(((tensor == 0) | (tensor == 1)).all()):
+            # The value check reads a flag back from the device: check_actions=False skips it on torch.
+            if tuple(tensor.shape) != shape or (
+                self.check_actions and not bool(((tensor == 0) | (tensor == 1)).all())
+            ):
                 raise ValueError(
                     f"actions {actions!r} are not in {self.action_space}: need 0/1 of shape {shape}"
                 )
