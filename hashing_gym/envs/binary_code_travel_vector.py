@@ -163,6 +163,9 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
         # Row b of this table is all zeros: the history's empty slots hold index b.
         self._one_hot = xp.asarray(np.eye(b + 1, b, dtype=np.int8))
         self._sigma = xp.asarray(np.float64(self.sigma))
+        # A device tensor, not a Python number: torch on CUDA divides by a number as a multiplication by
+        # its reciprocal, which can differ from the single env's division in the last bit.
+        self._other_classes = xp.asarray(np.float64(num_classes - 1))
 
         self._index = xp.zeros(n, np.int64)
         self._code = xp.zeros((n, b), np.int8)
@@ -382,7 +385,7 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
             target = xp.take_rows(self._labels, self._index)
             d_pos = xp.take_along(dist, target)
             # As the single env: mean distance to the other classes' codewords.
-            d_neg = xp.astype(total - d_pos, np.float64) / (len(self.codebook) - 1)
+            d_neg = xp.astype(total - d_pos, np.float64) / self._other_classes
         else:
             positive = xp.take_rows(self._positive_table, self._index)
             masked = xp.where(positive, dist, self.bits + 1)
