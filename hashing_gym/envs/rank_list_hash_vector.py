@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 from gymnasium.vector import AutoresetMode
+from numba import prange
 
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs.base import check_code_matrix
 from hashing_gym.envs.rank_list_hash import RankListHashEnv
 from hashing_gym.envs.vector_base import HashingVectorEnv
-from hashing_gym.ranking import average_precision_from_counts, pack_codes
+from hashing_gym.ranking import _stats_row, average_precision_from_counts, pack_codes
 
 
 class RankListHashVectorEnv(HashingVectorEnv):
@@ -98,6 +100,8 @@ class RankListHashVectorEnv(HashingVectorEnv):
         # Class ids, or multi-hot rows packed into 64-bit words (int64 on torch: & and != 0 work alike).
         labels = t._labels if not self._multi else t._labels.view(np.int64)
         self._labels = self._to_backend(labels)
+        # The same labels as the ranking kernels read them: (N, 1) class ids or (N, words) int64.
+        self._label_rows = np.ascontiguousarray(labels.reshape(self.num_items, -1), dtype=np.int64)
         n, num_items = self.num_envs, self.num_items
         if self.torch:
             import torch
@@ -212,6 +216,13 @@ class RankListHashVectorEnv(HashingVectorEnv):
         index = self._index(rows)
         items = self._items if every else self._items[index]
         words = self._pack(actions)  # (m, W)
+        if not self.torch and self.ties == "average":
+            counts, relevant = self._numba_counts(rows, items, words)
+            ap = average_precision_from_counts(counts, relevant, topk=self.topk)
+            if self.database == "bank":
+                self._words[rows, items] = words
+            info = {"index": items, "ap": ap, "relevant": relevant.sum(axis=1)}
+            return ap, np.ones(m, dtype=bool), info
         database = self._words if every else self._words[index]  # (m, N, W)
         distance = self._popcount(database ^ words[:, None, :]).sum(-1, dtype=xp.int64)  # (m, N)
         rows_m = self._arange(m)
@@ -238,6 +249,24 @@ class RankListHashVectorEnv(HashingVectorEnv):
         terminated = self._zeros(np.bool_, (m,))
         terminated[:] = True  # one decision per episode
         return info["ap"], terminated, info
+
+    def _numba_counts(self, rows: np.ndarray, items: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per-distance histograms of each list (numpy backend), the item's own row taken out.
+
+        The ranking module's counting kernel runs on each sub-env's own database; the own row is then
+        subtracted, as the single env does.
+        """
+        m = len(rows)
+        counts = np.zeros((m, self.bits + 1), dtype=np.int64)
+        relevant = np.zeros((m, self.bits + 1), dtype=np.int64)
+        lq = self._label_rows[items]
+        parallel = m * self.num_items >= _PARALLEL_MIN_PAIRS
+        kernel = _bank_counts_parallel if parallel else _bank_counts_serial
+        kernel(words, lq, self._words, rows, self._label_rows, self._multi, counts, relevant)
+        own = self._popcount(words ^ self._words[rows, items]).sum(-1, dtype=np.int64)
+        counts[np.arange(m), own] -= 1
+        relevant[np.arange(m), own] -= self.template._self_relevant[items]
+        return counts, relevant
 
     def _stable_ap(self, distance: Any, relevant_mask: Any) -> tuple[np.ndarray, np.ndarray]:
         """Stable-order AP of each list (ties by database index), summed as ``hashing_gym.ranking`` does."""
@@ -303,6 +332,24 @@ class RankListHashVectorEnv(HashingVectorEnv):
         x = x + (x >> 16)
         return (x + (x >> 32)) & 0x7F
 
+
+# Below this many (code, database item) pairs a step runs serially: waking numba's threads costs more.
+_PARALLEL_MIN_PAIRS = 1 << 18
+
+
+def _bank_counts(xq, lq, banks, rows, lb, multi, counts, relevant):  # noqa: D103 (jitted twice below)
+    no_dist = np.zeros((0, 0), dtype=np.int32)
+    no_ks = np.zeros(0, dtype=np.int64)
+    no_sums = np.zeros((xq.shape[0], 0), dtype=np.float64)
+    no_hits = np.zeros((xq.shape[0], 0), dtype=np.int64)
+    for e in prange(xq.shape[0]):
+        # Query e against the database of sub-env rows[e]: hashing_gym.ranking's counting kernel.
+        sums = (no_ks, False, counts, relevant, no_sums, no_hits)
+        _stats_row(no_dist, xq, banks[rows[e]], lq, lb, e, multi, *sums)
+
+
+_bank_counts_parallel = numba.njit(cache=True, parallel=True)(_bank_counts)
+_bank_counts_serial = numba.njit(cache=True)(_bank_counts)
 
 _BYTE_COUNTS = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)
 
