@@ -5,6 +5,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from hashing_gym import codes
 from hashing_gym.codes import (
@@ -140,3 +142,16 @@ def test_code_statistics_refuse_bad_codes(bad):
         code_balance(bad)
     with pytest.raises(ValueError, match="codes"):
         bit_correlation(bad)
+
+
+@settings(max_examples=8, deadline=None)
+@given(num_classes=st.integers(2, 60), bits=st.sampled_from([8, 16, 32, 64]), seed=st.integers(0, 99))
+def test_property_bch_codebooks_reach_their_designed_distance(num_classes, bits, seed):
+    assume(2 ** min(bits, 7) >= num_classes)
+    try:
+        n, _, d = bch_parameters(num_classes, bits)
+    except ValueError:  # no BCH code of that length has enough codewords: refused, not faked
+        return
+    book = label_codebook(num_classes, bits, seed=seed)
+    assert len(np.unique(book, axis=0)) == num_classes
+    assert min_distance(book) >= d - max(0, n - bits)

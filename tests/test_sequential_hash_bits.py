@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from helpers import no_warnings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import hashing_gym  # noqa: F401
@@ -307,3 +309,23 @@ def test_encode_sequential_equals_stepping_the_env_with_the_same_policy(group):
 def test_encode_sequential_refuses_a_group_that_does_not_divide_bits():
     with pytest.raises(ValueError, match="group must be a positive integer dividing bits=16"):
         encode_sequential(lambda obs, state: (None, None), np.zeros((2, 3), np.float32), 16, 5)
+
+
+# Built once: hypothesis calls the test many times.
+PROPERTY_ENVS = {group: SequentialHashBitsEnv(bits=16, group=group, pairs=6) for group in (1, 2, 4, 8)}
+
+
+@settings(max_examples=40, deadline=None)
+@given(group=st.sampled_from([1, 2, 4, 8]), seed=st.integers(0, 10_000), data=st.data())
+def test_property_returns_stay_within_half(group, seed, data):
+    env = PROPERTY_ENVS[group]
+    _, info = env.reset(seed=seed)
+    total, terminated = 0.0, False
+    while not terminated:
+        action = np.array(
+            data.draw(st.lists(st.integers(0, 1), min_size=group, max_size=group)), dtype=np.int8
+        )
+        _, reward, terminated, _, info = env.step(action)
+        total += reward
+    assert -0.5 <= total <= 0.5
+    assert total == pytest.approx(info["accuracy"] - 0.5, abs=1e-12)
