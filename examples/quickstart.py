@@ -9,6 +9,7 @@ mAP of Hamming ranking for each.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -33,11 +34,11 @@ def encode(env: gym.Env, policy: str, rng: np.random.Generator, limit: int | Non
     return codes
 
 
-def main() -> None:
-    """Show one episode as text, then compare the teacher and a random policy by mAP."""
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """Show one episode as text, then compare the teacher and a random policy by mAP; returns the mAPs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="encode at most 300 database items")
-    parsed = parser.parse_args()
+    parsed = parser.parse_args(argv)
 
     env = gym.make("BinaryCodeTravel-v0", bits=16, init="zeros", render_mode="ansi")
     obs, info = env.reset(seed=0)
@@ -51,11 +52,14 @@ def main() -> None:
     dataset = query.unwrapped.dataset
     limit = 300 if parsed.quick else None
     rng = np.random.default_rng(0)
+    scores = {}
     for policy in ("teacher", "random"):
         q = encode(query, policy, rng, None)
         db = encode(database, policy, rng, limit)
         score = mean_average_precision(q, dataset.query.labels, db, dataset.database.labels[: len(db)])
+        scores[policy] = score
         print(f"{policy:>8} policy: mAP@all = {score:.3f}")
+    return scores
 
 
 if __name__ == "__main__":
