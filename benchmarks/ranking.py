@@ -1,20 +1,38 @@
-"""Speed of mAP@all on every ranking backend against a numpy argsort reference measured in the same run.
+"""Speed of the ranking metrics on every backend, against references measured in the same run.
 
-Run ``python -m benchmarks.ranking [--queries 1000] [--database 20000] [--bits 64] [--repeats 5]``. The data
-are class codewords with independently flipped bits (deterministic under ``--seed``), single-label. The
-reference ranks each query with ``np.argsort(d, kind="stable")`` and takes a cumsum-based AP, the way
-published hashing code (DPSH/DSDH ``CalcMap``) does it; its mAP is checked to equal the stable mAP of every
-backend to 1e-9.
+CPU (default): ``python -m benchmarks.ranking [--queries 1000] [--database 20000] [--bits 64] [--repeats 5]``
+times mAP@all on every backend against a numpy argsort reference: each query ranked with
+``np.argsort(d, kind="stable")`` and a cumsum-based AP, the way published hashing code (DPSH/DSDH
+``CalcMap``) does it; its mAP is checked to equal the stable mAP of every backend to 1e-9.
+
+Memory: ``--memory`` runs the numpy backend's stable and tie-aware mAP@all in a child process each (default
+``--queries 10000 --database 1000000``) and reports the child's peak resident memory, against the size of
+the inputs and of the ``nq x nb`` int64 matrix that is never made.
+
+GPU: ``--device cuda`` (default ``--queries 10000``, ``--database 50000 1000000``) times the torch
+backend's CUDA kernels on codes already on the GPU and through the public API from numpy arrays, against
+two references in the same run: an fp16 matrix product of +-1 codes (distances alone, nothing counted)
+and the plain torch path (``scatter_add`` histograms, a sort for the stable order). Every metric of
+``evaluate_retrieval`` and every histogram is checked to equal the numpy (numba) backend's.
+
+The data are class codewords with independently flipped bits (deterministic under ``--seed``),
+single-label.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from datetime import date
+from typing import Any
 
 import numba
 import numpy as np
@@ -43,14 +61,25 @@ def machine() -> str:
 
 
 def make_codes(nq: int, nb: int, bits: int, classes: int, flip: float, seed: int):
-    """Class codewords with each bit flipped with probability ``flip``: (xq, yq, xb, yb)."""
+    """Class codewords with each bit flipped with probability ``flip``: (xq, yq, xb, yb).
+
+    Rows are drawn in blocks, so no float array of the full size exists (the memory benchmark measures
+    the metric, not this).
+    """
     rng = np.random.default_rng(seed)
     book = rng.integers(0, 2, size=(classes, bits), dtype=np.uint8)
     yq = rng.integers(0, classes, size=nq)
     yb = rng.integers(0, classes, size=nb)
-    xq = book[yq] ^ (rng.random((nq, bits)) < flip).astype(np.uint8)
-    xb = book[yb] ^ (rng.random((nb, bits)) < flip).astype(np.uint8)
-    return xq, yq, xb, yb
+
+    def noisy(labels: np.ndarray) -> np.ndarray:
+        codes = book[labels]
+        for s in range(0, len(labels), 1 << 16):
+            codes[s : s + (1 << 16)] ^= (rng.random((len(labels[s : s + (1 << 16)]), bits)) < flip).astype(
+                np.uint8
+            )
+        return codes
+
+    return noisy(yq), yq, noisy(yb), yb
 
 
 def reference_map(xq: np.ndarray, yq: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> float:
@@ -67,7 +96,7 @@ def reference_map(xq: np.ndarray, yq: np.ndarray, xb: np.ndarray, yb: np.ndarray
     return float(np.mean(aps))
 
 
-def timed(function: Callable[[], float], repeats: int) -> tuple[float, float]:
+def timed(function: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     """Median seconds over ``repeats`` calls after one warm-up call (JIT, caches), and the last result."""
     result = function()
     seconds = []
@@ -78,30 +107,26 @@ def timed(function: Callable[[], float], repeats: int) -> tuple[float, float]:
     return statistics.median(seconds), result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--queries", type=int, default=1000, help="number of queries nq")
-    parser.add_argument("--database", type=int, default=20000, help="number of database items nb")
-    parser.add_argument("--bits", type=int, default=64, help="code length")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per row (median reported)")
-    parser.add_argument("--classes", type=int, default=10, help="number of classes")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic codes")
-    args = parser.parse_args()
-
+def cpu_table(args: argparse.Namespace) -> None:
+    """mAP@all on the CPU backends against the argsort reference."""
     import torch
 
-    xq, yq, xb, yb = make_codes(args.queries, args.database, args.bits, args.classes, 0.2, args.seed)
-    pairs = args.queries * args.database
-    devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
-
+    xq, yq, xb, yb = make_codes(args.queries, args.database[0], args.bits, args.classes, 0.2, args.seed)
+    pairs = args.queries * args.database[0]
     rows: list[tuple[str, str, float, float]] = []
     ref_seconds, ref_map = timed(lambda: reference_map(xq, yq, xb, yb), args.repeats)
     rows.append(("mAP@all, numpy argsort reference", "numpy", ref_seconds, ref_map))
-    configs = [("numpy", None), ("faiss", None)] + [("torch", device) for device in devices]
-    for ties in ranking.TIES:
-        for backend, device in configs:
+    try:
+        import faiss  # noqa: F401
 
-            def run(backend: str = backend, device: str | None = device, ties: str = ties) -> float:
+        backends = ["numpy", "faiss", "torch"]
+    except ImportError:
+        backends = ["numpy", "torch"]
+    for ties in ranking.TIES:
+        for backend in backends:
+
+            def run(backend: str = backend, ties: str = ties) -> float:
+                device = "cpu" if backend == "torch" else None
                 return ranking.mean_average_precision(
                     xq, yq, xb, yb, ties=ties, backend=backend, device=device
                 )
@@ -110,7 +135,7 @@ def main() -> None:
             if ties == "stable" and abs(value - ref_map) > 1e-9:
                 raise AssertionError(f"{backend}: stable mAP {value} != reference {ref_map}")
             name = "mAP@all stable" if ties == "stable" else "mAP@all tie-aware"
-            rows.append((name, backend if device is None else f"torch ({device})", seconds, value))
+            rows.append((name, "torch (cpu)" if backend == "torch" else backend, seconds, value))
     seconds, result = timed(
         lambda: ranking.evaluate_retrieval(xq, yq, xb, yb, topk=1000)["map"], args.repeats
     )
@@ -118,9 +143,9 @@ def main() -> None:
 
     print(f"Machine: {machine()}")
     print(
-        f"Q={args.queries:,} queries, N={args.database:,} database items, {args.bits} bits, "
+        f"Q={args.queries:,} queries, N={args.database[0]:,} database items, {args.bits} bits, "
         f"{args.classes} classes; median of {args.repeats} runs; numpy {np.__version__}, "
-        f"numba {numba.__version__}, torch {torch.__version__}"
+        f"numba {numba.__version__}, torch {torch.__version__}; {date.today()}"
     )
     print()
     print("| metric | backend | median s | pairs/s | speed-up vs reference | mAP |")
@@ -130,6 +155,186 @@ def main() -> None:
             f"| {name} | {backend} | {seconds:.4f} | {pairs / seconds:.3g} | "
             f"{ref_seconds / seconds:.1f}x | {value:.6f} |"
         )
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """One metric in this process; prints JSON with peak RSS before and after it (bytes)."""
+    xq, yq, xb, yb = make_codes(args.queries, args.database[0], args.bits, args.classes, 0.2, args.seed)
+    # Warm the JIT (parallel kernels) on a tiny problem: compilation is not the metric's memory.
+    threshold, ranking._PARALLEL_MIN_PAIRS = ranking._PARALLEL_MIN_PAIRS, 0
+    ranking.mean_average_precision(xq[:2], yq[:2], xb[:50], yb[:50], ties=args.child)
+    ranking._PARALLEL_MIN_PAIRS = threshold
+    inputs = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    value = ranking.mean_average_precision(xq, yq, xb, yb, ties=args.child)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"before": inputs, "peak": peak, "seconds": seconds, "map": value}))
+
+
+def memory_table(args: argparse.Namespace) -> None:
+    """Peak resident memory of the numpy backend's mAP@all in child processes."""
+    nq, nb = args.queries, args.database[0]
+    print(f"Machine: {machine()}")
+    print(f"Q={nq:,} queries, N={nb:,} database items, {args.bits} bits, numpy backend; {date.today()}")
+    print(
+        f"Inputs: codes {(nq + nb) * args.bits / 2**20:.0f} MiB as uint8 0/1, labels "
+        f"{(nq + nb) * 8 / 2**20:.0f} MiB; a Q x N int64 matrix would be {nq * nb * 8 / 2**30:.0f} GiB"
+    )
+    print()
+    print(
+        "| metric | seconds | pairs/s | peak RSS before the call (inputs, JIT) MiB | peak RSS MiB | added |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for ties in ranking.TIES:
+        command = [sys.executable, "-m", "benchmarks.ranking", "--child", ties, "--queries", str(nq)]
+        command += ["--database", str(nb), "--bits", str(args.bits), "--seed", str(args.seed)]
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+        mib = 2**20
+        print(
+            f"| mAP@all {'tie-aware' if ties == 'average' else ties} | {result['seconds']:.2f} | "
+            f"{nq * nb / result['seconds']:.3g} | "
+            f"{result['before'] / mib:.0f} | {result['peak'] / mib:.0f} | "
+            f"{(result['peak'] - result['before']) / mib:.0f} |"
+        )
+
+
+def gpu_timed(function: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """:func:`timed` with the GPU synchronised before each clock read."""
+    import torch
+
+    def synced() -> Any:
+        result = function()
+        torch.cuda.synchronize()
+        return result
+
+    return timed(synced, repeats)
+
+
+def cuda_table(args: argparse.Namespace) -> None:
+    """The CUDA kernels against an fp16 GEMM and plain torch, on device-resident data and end to end."""
+    import torch
+
+    print(f"Machine: {machine()}")
+    print(
+        f"Q={args.queries:,} queries, {args.bits} bits, {args.classes} classes; median of {args.repeats} "
+        f"runs (after a warm-up); torch {torch.__version__}, CUDA {torch.version.cuda}; {date.today()}"
+    )
+    print("'device-resident': packed codes and labels already on the GPU, results left there;")
+    print("'API': the public function from numpy arrays (validation, packing, copies included).")
+    print()
+    print("| N | what | path | median ms | pairs/s | vs fp16 GEMM | vs plain torch |")
+    print("|---:|---|---|---:|---:|---:|---:|")
+    for nb in args.database:
+        cuda_rows(args, nb)
+
+
+def cuda_rows(args: argparse.Namespace, nb: int) -> None:
+    """The rows of :func:`cuda_table` for one database size."""
+    import torch
+
+    dev = torch.device("cuda", torch.cuda.current_device())
+    nq = args.queries
+    pairs = nq * nb
+    xq, yq, xb, yb = make_codes(nq, nb, args.bits, args.classes, 0.2, args.seed)
+    rows: list[tuple[str, str, float]] = []
+
+    # Reference 1: distances alone from an fp16 matrix product of +-1 codes, in chunks of queries.
+    sq = torch.as_tensor(xq, device=dev).half() * 2 - 1
+    sb = torch.as_tensor(xb, device=dev).half() * 2 - 1
+    step = max(1, (1 << 31) // (2 * nb))
+
+    def gemm() -> None:
+        for s in range(0, nq, step):
+            torch.mm(sq[s : s + step], sb.T)
+
+    gemm_seconds, _ = gpu_timed(gemm, args.repeats)
+    rows.append(("distances only (reference)", "fp16 GEMM, device-resident", gemm_seconds))
+
+    def api(function: Callable[..., Any], **kwargs: Any) -> Callable[[], Any]:
+        return lambda: function(xq, yq, xb, yb, backend="torch", **kwargs)
+
+    # Reference 2: plain torch (what runs without CuPy), through the API.
+    ranking._CUDA_KERNELS = False
+    plain_seconds, _ = gpu_timed(api(ranking.mean_average_precision, ties="average"), 1)
+    rows.append(("mAP@all tie-aware (reference)", "plain torch, API", plain_seconds))
+    if nb <= 100_000:  # the stable order sorts every row: minutes at N = 1,000,000
+        seconds, _ = gpu_timed(api(ranking.mean_average_precision), 1)
+        rows.append(("mAP@all stable (reference)", "plain torch, API", seconds))
+    ranking._CUDA_KERNELS = True
+
+    arrays = (
+        ranking._pack_words(xq),
+        ranking._label_words(yq),
+        ranking._pack_words(xb),
+        ranking._label_words(yb),
+    )
+    packed = [torch.from_numpy(a.view(np.int64)).to(dev) for a in arrays]
+    for name, ks in (
+        ("histograms (tie-aware mAP, P@r, PR curve)", ()),
+        ("stable mAP@all", (nb,)),
+        ("stable mAP@all + mAP@1000 + P@1000", (nb, 1000)),
+    ):
+        seconds, _ = gpu_timed(
+            lambda ks=ks: ranking._cuda_stats(*packed, args.bits, False, ks, bool(ks)), args.repeats
+        )
+        rows.append((name, "CUDA kernels, device-resident", seconds))
+    for name, function in (
+        ("mAP@all stable", api(ranking.mean_average_precision)),
+        ("mAP@all tie-aware", api(ranking.mean_average_precision, ties="average")),
+        ("evaluate_retrieval (all metrics)", api(ranking.evaluate_retrieval)),
+    ):
+        seconds, _ = gpu_timed(function, args.repeats)
+        rows.append((name, "CUDA kernels, API", seconds))
+
+    # Equality with the CPU (numba) backend, which is also timed once.
+    start = time.perf_counter()
+    cpu = ranking.evaluate_retrieval(xq, yq, xb, yb)
+    rows.append(("evaluate_retrieval (all metrics)", "numba on the CPU, API", time.perf_counter() - start))
+    gpu = api(ranking.evaluate_retrieval)()
+    for key, value in cpu.items():
+        if abs(gpu[key] - value) > 1e-9:
+            raise AssertionError(f"N={nb}: {key} on CUDA {gpu[key]} != CPU {value}")
+    got, want = api(ranking.distance_counts)(), ranking.distance_counts(xq, yq, xb, yb)
+    if not (np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])):
+        raise AssertionError(f"N={nb}: histograms on CUDA differ from the CPU's")
+    for name, path, seconds in rows:
+        print(
+            f"| {nb:,} | {name} | {path} | {seconds * 1e3:.3f} | {pairs / seconds:.3g} | "
+            f"{gemm_seconds / seconds:.2f}x | {plain_seconds / seconds:.1f}x |"
+        )
+    print(f"| {nb:,} | all metrics and histograms equal to the numpy backend's | | | | | |", flush=True)
+    print(f"<!-- N={nb:,}: {json.dumps({k: round(v, 9) for k, v in gpu.items()})} -->")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="which table")
+    parser.add_argument("--memory", action="store_true", help="peak memory of the numpy backend")
+    parser.add_argument("--queries", type=int, default=None, help="number of queries nq")
+    parser.add_argument("--database", type=int, nargs="+", default=None, help="database sizes nb")
+    parser.add_argument("--bits", type=int, default=64, help="code length")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per row (median reported)")
+    parser.add_argument("--classes", type=int, default=10, help="number of classes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic codes")
+    parser.add_argument("--child", choices=ranking.TIES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    large = args.memory or args.child or args.device == "cuda"
+    if args.queries is None:
+        args.queries = 10_000 if large else 1000
+    if args.database is None:
+        args.database = (
+            [1_000_000] if args.memory or args.child else [50_000, 1_000_000] if large else [20_000]
+        )
+    if args.child:
+        memory_child(args)
+    elif args.memory:
+        memory_table(args)
+    elif args.device == "cuda":
+        cuda_table(args)
+    else:
+        cpu_table(args)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import warnings
 from typing import Any, NamedTuple
 
 import numba
@@ -661,36 +662,53 @@ def _precision_within(counts: np.ndarray, relevant: np.ndarray, radius: int) -> 
     return _ratio(relevant[:, : r + 1].sum(axis=1), counts[:, : r + 1].sum(axis=1))
 
 
-def _bucket_positions(counts: np.ndarray, k: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Items before each bucket ``N_<`` and positions ``m`` of each bucket inside the top ``k``."""
-    before = np.cumsum(counts, axis=1) - counts
-    k = np.asarray(k, dtype=np.int64).reshape(-1, 1)
-    inside = np.clip(k - before, 0, counts)
-    return before, inside
-
-
 def _expected_hits(counts: np.ndarray, relevant: np.ndarray, k: int | np.ndarray) -> np.ndarray:
     """Expected number of relevant items in the top ``k`` over random orders within ties (nq,)."""
-    _, inside = _bucket_positions(counts, k)
-    full = inside == counts
-    partial = np.where(full, 0.0, relevant * _ratio(inside, counts))
-    return np.where(full, relevant, 0).sum(axis=1) + partial.sum(axis=1)
+    return _tie_aware(counts, relevant, k)[1]
 
 
 def _tie_aware_ap(counts: np.ndarray, relevant: np.ndarray, k: int | np.ndarray) -> np.ndarray:
     """Closed-form tie-aware AP over the first ``k`` positions (module docstring) (nq,)."""
-    counts = np.asarray(counts, dtype=np.int64)
-    relevant = np.asarray(relevant, dtype=np.int64)
-    before, inside = _bucket_positions(counts, k)
-    rel_before = np.cumsum(relevant, axis=1) - relevant
+    expected_sum, expected_hits = _tie_aware(counts, relevant, k)
+    return _ratio(expected_sum, expected_hits)
+
+
+def _tie_aware(
+    counts: np.ndarray, relevant: np.ndarray, k: int | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Expected sum of precisions and expected hits in the top ``k`` of each query (nq,) twice."""
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    relevant = np.ascontiguousarray(relevant, dtype=np.int64)
+    cutoffs = np.ascontiguousarray(np.broadcast_to(np.asarray(k, dtype=np.int64), counts.shape[:1]))
     harmonic = _harmonic_table(int(counts.sum(axis=1).max()))
-    n = counts.astype(np.float64)
-    r = relevant.astype(np.float64)
-    slope = _ratio(r - 1.0, n - 1.0)  # B; 0 where n_d <= 1
-    intercept = rel_before + 1.0 - slope * (1.0 + before)  # A - B (1 + N_<)
-    harmonic_gap = harmonic[before + inside] - harmonic[before]
-    expected_sum = _ratio(r, n) * (slope * inside + intercept * harmonic_gap)
-    return _ratio(expected_sum.sum(axis=1), _expected_hits(counts, relevant, k))
+    expected_sum = np.empty(counts.shape[0], dtype=np.float64)
+    expected_hits = np.empty(counts.shape[0], dtype=np.float64)
+    _tie_aware_kernel(counts, relevant, cutoffs, harmonic, expected_sum, expected_hits)
+    return expected_sum, expected_hits
+
+
+@numba.njit(cache=True)
+def _tie_aware_kernel(counts, relevant, cutoffs, harmonic, expected_sum, expected_hits):
+    """Per query, bucket by bucket: ``N_<``, ``R_<``, the ``m`` positions inside the top k, closed form."""
+    for i in range(counts.shape[0]):
+        before = 0  # N_<
+        rel_before = 0  # R_<
+        total = 0.0
+        hits = 0.0
+        for d in range(counts.shape[1]):
+            n = counts[i, d]
+            r = relevant[i, d]
+            inside = min(max(cutoffs[i] - before, 0), n)
+            if r > 0:
+                slope = (r - 1.0) / (n - 1.0) if n > 1 else 0.0  # B
+                intercept = rel_before + 1.0 - slope * (1.0 + before)  # A - B (1 + N_<)
+                gap = harmonic[before + inside] - harmonic[before]
+                total += (r / n) * (slope * inside + intercept * gap)
+                hits += r if inside == n else r * (inside / n)
+            before += n
+            rel_before += r
+        expected_sum[i] = total
+        expected_hits[i] = hits
 
 
 @functools.lru_cache(maxsize=8)
@@ -831,8 +849,7 @@ def _stable_scan(keys, counts, relevant, ks, ap_sum, hits):
     nbins = counts.shape[0]
     before = np.empty(nbins, dtype=np.int64)  # N_<: items at smaller distances
     rel_before = np.empty(nbins, dtype=np.int64)  # R_<: relevant items at smaller distances
-    seen = np.zeros(nbins, dtype=np.int64)
-    rel_seen = np.zeros(nbins, dtype=np.int64)
+    seen = np.zeros(2 * nbins, dtype=np.int64)  # items seen so far per key: one increment per item
     n = 0
     r = 0
     for d in range(nbins):
@@ -842,12 +859,11 @@ def _stable_scan(keys, counts, relevant, ks, ap_sum, hits):
         r += relevant[d]
     for j in range(keys.shape[0]):
         key = keys[j]
-        d = key >> 1
-        seen[d] += 1
+        seen[key] += 1
         if key & 1:
-            position = before[d] + seen[d]
-            rel_seen[d] += 1
-            precision = (rel_before[d] + rel_seen[d]) / position
+            d = key >> 1
+            position = before[d] + seen[key - 1] + seen[key]
+            precision = (rel_before[d] + seen[key]) / position
             for c in range(ks.shape[0]):
                 if position <= ks[c]:
                     ap_sum[c] += precision
@@ -863,19 +879,18 @@ def _stats_row(dist, xq, xb, lq, lb, i, multi, ks, stable, counts, relevant, ap_
     nb, nbins = lb.shape[0], counts.shape[1]
     from_codes = dist.shape[0] == 0
     keys = np.empty(nb if stable else 0, dtype=np.int32)
-    cnt = np.zeros(nbins, dtype=np.int64)
-    rel = np.zeros(nbins, dtype=np.int64)
+    hist = np.zeros(2 * nbins, dtype=np.int64)  # per key 2 d + relevant: one increment per item
     for j in range(nb):
         d = _distance(xq, i, xb, j) if from_codes else dist[i, j]
-        r = _is_relevant(lq, i, lb, j, multi)
-        cnt[d] += 1
-        rel[d] += r
+        key = 2 * d + _is_relevant(lq, i, lb, j, multi)
+        hist[key] += 1
         if stable:
-            keys[j] = 2 * d + r
-    counts[i, :] = cnt
-    relevant[i, :] = rel
+            keys[j] = key
+    for d in range(nbins):
+        counts[i, d] = hist[2 * d] + hist[2 * d + 1]
+        relevant[i, d] = hist[2 * d + 1]
     if stable:
-        _stable_scan(keys, cnt, rel, ks, ap_sum[i], hits[i])
+        _stable_scan(keys, counts[i], relevant[i], ks, ap_sum[i], hits[i])
 
 
 # Each kernel comes twice: parallel over queries, and serial for small work, where waking the thread pool
@@ -1060,6 +1075,18 @@ def _torch_stats(data: _Data, ks: tuple[int, ...], stable: bool) -> _Stats:
     import torch
 
     dev = _torch_device(data.device)
+    if _cuda_usable(data, dev):
+        tensors = [
+            torch.from_numpy(array).to(dev)
+            for array in (
+                _pack_words(data.xq).view(np.int64),
+                _label_words(data.yq),
+                _pack_words(data.xb).view(np.int64),
+                _label_words(data.yb),
+            )
+        ]
+        result = _cuda_stats(*tensors, data.xq.shape[1], data.multi, ks, stable and bool(ks))
+        return _Stats(*(tensor.cpu().numpy() for tensor in result))
     nq, bits = data.xq.shape
     nb = data.nb
     sb = _torch_signs(data.xb, dev)
@@ -1095,3 +1122,254 @@ def _torch_stats(data: _Data, ks: tuple[int, ...], stable: bool) -> _Stats:
                     ap_sum[s:e, c] = prefix[:, k - 1].cpu().numpy()
                     hits[s:e, c] = found[:, k - 1].to(torch.int64).cpu().numpy()
     return _Stats(counts, relevant, ap_sum, hits)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CUDA kernels of the torch backend (NVIDIA GPUs; compiled at first use by NVRTC through CuPy)
+# ---------------------------------------------------------------------------------------------------------
+
+# Why CUDA C and not Triton: the stable AP needs, per query, running counters indexed by a run-time
+# distance; a thread's private shared-memory row does that in one instruction, while Triton's block
+# tensors can only update such counters through a one-hot compare over all bits + 1 bins.
+#
+# Layout: one thread per query, one block of T queries per (query block, database segment). Each thread
+# keeps its bins + 1 counters in shared memory, bin-major (cnt[b * T + t]), so the threads of a warp never
+# share a bank whatever their distances. A counter packs the items of its bucket seen in this segment
+# (low 16 bits) and the relevant ones (high 16 bits), so segments hold at most 32767 items. Pass 1 writes
+# each segment's packed histograms; the host turns them into each segment's starting positions; pass 2
+# scans each segment again in index order, so every relevant item knows its stable position and the hits
+# up to it, and sums the precisions at each cutoff. Nothing of size nq x nb ever reaches memory.
+_CUDA_SOURCE = r"""
+typedef unsigned long long u64;
+typedef long long i64;
+
+__device__ __forceinline__ int distance(const u64 (&q)[W], const u64* __restrict__ xb, i64 j) {
+    int d = 0;
+#pragma unroll
+    for (int w = 0; w < W; ++w) d += __popcll(q[w] ^ __ldg(xb + j * W + w));
+    return d;
+}
+
+__device__ __forceinline__ int is_relevant(const i64 (&l)[LW], const i64* __restrict__ lb, i64 j) {
+#if MULTI
+    i64 shared = 0;
+#pragma unroll
+    for (int w = 0; w < LW; ++w) shared |= l[w] & __ldg(lb + j * LW + w);
+    return shared != 0;
+#else
+    return l[0] == __ldg(lb + j);
+#endif
+}
+
+// Packed per-segment histograms: out[(seg * NBINS + d) * nq + i] = items + (relevant << 16).
+extern "C" __global__ void __launch_bounds__(T) histograms(
+    const u64* __restrict__ xq, const u64* __restrict__ xb, const i64* __restrict__ lq,
+    const i64* __restrict__ lb, int nq, int nb, int seg_len, int* __restrict__ out) {
+    __shared__ int cnt[NBINS * T];
+    const int t = threadIdx.x, i = blockIdx.x * T + t, seg = blockIdx.y;
+    if (i >= nq) return;  // threads never synchronise: each owns its column of cnt
+#pragma unroll 5
+    for (int b = 0; b < NBINS; ++b) cnt[b * T + t] = 0;
+    u64 q[W];
+    i64 l[LW];
+#pragma unroll
+    for (int w = 0; w < W; ++w) q[w] = xq[(i64)i * W + w];
+#pragma unroll
+    for (int w = 0; w < LW; ++w) l[w] = lq[(i64)i * LW + w];
+    const i64 start = (i64)seg * seg_len, end = min(start + seg_len, (i64)nb);
+#pragma unroll 4
+    for (i64 j = start; j < end; ++j) {
+        const int d = distance(q, xb, j);
+        cnt[d * T + t] += 1 + (is_relevant(l, lb, j) << 16);
+    }
+#pragma unroll 5
+    for (int b = 0; b < NBINS; ++b) out[((i64)seg * NBINS + b) * nq + i] = cnt[b * T + t];
+}
+
+// Stable-order AP sums and hits at each cutoff, per segment: ap[(seg * NK + c) * nq + i], hits likewise.
+// base_pos / base_rel (same layout as histograms' out): items / relevant items ranked before this
+// segment's first item of each bucket; the counters start there, so a relevant item reads its stable
+// position and the hits up to it straight off them.
+extern "C" __global__ void __launch_bounds__(T2) stable_sums(
+    const u64* __restrict__ xq, const u64* __restrict__ xb, const i64* __restrict__ lq,
+    const i64* __restrict__ lb, int nq, int nb, int seg_len, const int* __restrict__ base_pos,
+    const int* __restrict__ base_rel, const int* __restrict__ ks, double* __restrict__ ap,
+    int* __restrict__ hits) {
+    __shared__ int pos[NBINS * T2];
+    __shared__ int rel[NBINS * T2];
+    const int t = threadIdx.x, i = blockIdx.x * T2 + t, seg = blockIdx.y;
+    if (i >= nq) return;
+#pragma unroll 5
+    for (int b = 0; b < NBINS; ++b) {
+        pos[b * T2 + t] = base_pos[((i64)seg * NBINS + b) * nq + i];
+        rel[b * T2 + t] = base_rel[((i64)seg * NBINS + b) * nq + i];
+    }
+    u64 q[W];
+    i64 l[LW];
+    int k[NK], found[NK];
+    double sums[NK];
+#pragma unroll
+    for (int w = 0; w < W; ++w) q[w] = xq[(i64)i * W + w];
+#pragma unroll
+    for (int w = 0; w < LW; ++w) l[w] = lq[(i64)i * LW + w];
+#pragma unroll
+    for (int c = 0; c < NK; ++c) { k[c] = ks[c]; sums[c] = 0.0; found[c] = 0; }
+    const i64 start = (i64)seg * seg_len, end = min(start + seg_len, (i64)nb);
+#pragma unroll 4
+    for (i64 j = start; j < end; ++j) {
+        const int d = distance(q, xb, j);
+        const int position = pos[d * T2 + t] + 1;
+        pos[d * T2 + t] = position;
+        if (is_relevant(l, lb, j)) {
+            const int hit = rel[d * T2 + t] + 1;
+            rel[d * T2 + t] = hit;
+            const double precision = (double)hit / (double)position;
+#pragma unroll
+            for (int c = 0; c < NK; ++c) {
+                if (position <= k[c]) { sums[c] += precision; found[c] += 1; }
+            }
+        }
+    }
+#pragma unroll
+    for (int c = 0; c < NK; ++c) {
+        ap[((i64)seg * NK + c) * nq + i] = sums[c];
+        hits[((i64)seg * NK + c) * nq + i] = found[c];
+    }
+}
+"""
+
+# Shared memory per block for the counters (the static limit), and the most items per segment (the
+# counters' 16-bit halves hold at most 32767 without reaching the sign bit).
+_CUDA_SHARED_BYTES = 48 * 1024
+_CUDA_MAX_SEGMENT = 32767
+# Widest multi-hot labels (64-bit words) the kernels take; wider ones, and codes of more than 191 bits
+# (whose counters leave fewer than 32 queries a block), use plain torch.
+_CUDA_MAX_LABEL_WORDS = 16
+# False makes the torch backend use plain torch on CUDA too (the benchmark's reference; tests).
+_CUDA_KERNELS = True
+# Blocks to aim for (about 6 resident blocks on each of an H100's 132 multiprocessors, twice over), and
+# the bytes of the per-segment arrays of one chunk of queries.
+_CUDA_TARGET_BLOCKS = 1600
+_CUDA_CHUNK_BYTES = 1 << 30
+
+
+def _cuda_threads(nbins: int, bytes_per_bin: int = 4) -> int:
+    """Queries per block: as many as the counters' shared memory allows, a multiple of 32, at most 128."""
+    return min(128, (_CUDA_SHARED_BYTES // (bytes_per_bin * nbins)) // 32 * 32)
+
+
+@functools.lru_cache(maxsize=1)
+def _cupy() -> Any:
+    """The ``cupy`` module, or None where it is not installed (optional: plain torch does the work)."""
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy
+
+
+@functools.lru_cache(maxsize=32)
+def _cuda_module(
+    words: int, label_words: int, multi: bool, nbins: int, nks: int, threads: int, threads2: int
+) -> Any:
+    """The kernels for one shape, as a CuPy ``RawModule`` (NVRTC compiles it at the first launch)."""
+    cupy = _cupy()
+    defines = {"W": words, "LW": label_words, "MULTI": int(multi), "NBINS": nbins, "NK": max(nks, 1)}
+    defines["T"], defines["T2"] = threads, threads2
+    header = "".join(f"#define {name} {value}\n" for name, value in defines.items())
+    return cupy.RawModule(code=header + _CUDA_SOURCE, options=("--std=c++17",))
+
+
+def _cuda_usable(data: _Data, dev: Any) -> bool:
+    """Whether the CUDA kernels take this problem (NVIDIA device, CuPy present, widths within limits)."""
+    import torch
+
+    if not _CUDA_KERNELS or dev.type != "cuda" or torch.version.cuda is None or data.nb >= 2**31:
+        return False
+    bits = data.xq.shape[1]
+    label_words = 1 if not data.multi else (data.yq.shape[1] + 63) // 64
+    if label_words > _CUDA_MAX_LABEL_WORDS or _cuda_threads(bits + 1, 8) < 32:
+        return False
+    return _cupy() is not None
+
+
+def _cuda_stats(
+    xq: Any, lq: Any, xb: Any, lb: Any, bits: int, multi: bool, ks: tuple[int, ...], stable: bool
+) -> tuple[Any, Any, Any, Any]:
+    """Histograms and stable AP sums from packed codes and label words already on one CUDA device.
+
+    Args:
+        xq: query codes packed by ``_pack_words``, as an int64 CUDA tensor (nq, ceil(bits / 64)).
+        lq: query labels from ``_label_words``, int64 CUDA tensor (nq, 1) or (nq, label words).
+        xb: database codes, like ``xq`` (nb, ceil(bits / 64)).
+        lb: database labels, like ``lq``.
+        bits: code length.
+        multi: whether the labels are multi-hot words (relevant = any shared bit) or class ids.
+        ks: stable cutoffs, each in 1..nb.
+        stable: whether to compute the stable AP sums and hits at ``ks``.
+
+    Returns:
+        ``(counts, relevant, ap_sum, hits)`` as CUDA tensors: int64 (nq, bits + 1) twice, then float64 and
+        int64 (nq, len(ks)) (zeros when not ``stable``).
+    """
+    import cupy
+    import torch
+
+    nq, nb, nbins = xq.shape[0], xb.shape[0], bits + 1
+    dev = xq.device
+    threads, threads2 = _cuda_threads(nbins), _cuda_threads(nbins, 8)
+    nks = len(ks) if stable else 0
+    module = _cuda_module(xq.shape[1], lq.shape[1], multi, nbins, nks, threads, threads2)
+    q_blocks_max = -(-nq // threads)
+    # Enough segments to fill the GPU, none longer than the counters can hold.
+    segments = max(-(-nb // _CUDA_MAX_SEGMENT), min(-(-_CUDA_TARGET_BLOCKS // q_blocks_max), -(-nb // 256)))
+    seg_len = -(-nb // segments)
+    segments = -(-nb // seg_len)
+    # Queries per chunk: pass 1's output and pass 2's two base arrays, int32, plus their int64 sums.
+    chunk = max(threads, _CUDA_CHUNK_BYTES // (segments * nbins * 4 * 6) // threads * threads)
+    counts = torch.empty((nq, nbins), dtype=torch.int64, device=dev)
+    relevant = torch.empty((nq, nbins), dtype=torch.int64, device=dev)
+    ap_sum = torch.zeros((nq, len(ks)), dtype=torch.float64, device=dev)
+    hits = torch.zeros((nq, len(ks)), dtype=torch.int64, device=dev)
+    ks_dev = torch.tensor(ks if ks else (1,), dtype=torch.int32, device=dev)
+
+    def arg(tensor: Any) -> Any:
+        return cupy.asarray(tensor)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # CuPy >= 14 prefers Stream.from_external
+        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(dev).cuda_stream)
+    with cupy.cuda.Device(dev.index), stream:
+        for s in range(0, nq, chunk):
+            e = min(s + chunk, nq)
+            n = e - s
+            grid = (-(-n // threads), segments)
+            packed = torch.empty((segments, nbins, n), dtype=torch.int32, device=dev)
+            qs, ls = xq[s:e].contiguous(), lq[s:e].contiguous()
+            common = (arg(qs), arg(xb), arg(ls), arg(lb), np.int32(n), np.int32(nb), np.int32(seg_len))
+            module.get_function("histograms")(grid, (threads,), (*common, arg(packed)))
+            seg_counts = packed & 0xFFFF
+            seg_relevant = packed >> 16
+            total = seg_counts.sum(0, dtype=torch.int64)  # (nbins, n)
+            total_rel = seg_relevant.sum(0, dtype=torch.int64)
+            counts[s:e] = total.T
+            relevant[s:e] = total_rel.T
+            if not nks:
+                continue
+            # Items ranked before a segment's first item of bucket d: all items at smaller distances plus
+            # the bucket's items in earlier segments.
+            base_pos = (torch.cumsum(total, 0) - total) + (torch.cumsum(seg_counts, 0) - seg_counts)
+            base_rel = (torch.cumsum(total_rel, 0) - total_rel) + torch.cumsum(seg_relevant, 0)
+            base_rel -= seg_relevant
+            base_pos, base_rel = base_pos.to(torch.int32), base_rel.to(torch.int32)
+            del packed, seg_counts, seg_relevant
+            seg_sums = torch.empty((segments, nks, n), dtype=torch.float64, device=dev)
+            seg_hits = torch.empty((segments, nks, n), dtype=torch.int32, device=dev)
+            module.get_function("stable_sums")(
+                (-(-n // threads2), segments),
+                (threads2,),
+                (*common, arg(base_pos), arg(base_rel), arg(ks_dev), arg(seg_sums), arg(seg_hits)),
+            )
+            ap_sum[s:e] = seg_sums.sum(0).T
+            hits[s:e] = seg_hits.sum(0, dtype=torch.int64).T
+    return counts, relevant, ap_sum, hits

@@ -600,3 +600,79 @@ def test_torch_cuda_equals_numpy():
         np.testing.assert_array_equal(
             R.rank(xq, xb, 64, backend="torch", device="cuda")[1], R.rank(xq, xb, 64)[1]
         )
+
+
+def test_cuda_kernel_block_sizes():
+    """Counters of a block fit the static shared memory; too many bins leave the work to plain torch."""
+    for nbins in (2, 5, 65, 101, 161, 192):
+        for bytes_per_bin in (4, 8):
+            threads = R._cuda_threads(nbins, bytes_per_bin)
+            assert threads % 32 == 0 and 32 <= threads <= 128
+            assert bytes_per_bin * nbins * threads <= R._CUDA_SHARED_BYTES
+    assert R._cuda_threads(65) == 128
+    assert R._cuda_threads(193, 8) < 32  # 192 bits: plain torch
+    data = R._prepare(*make_data(192, nq=2, nb=3), "torch", "cpu")
+    assert not R._cuda_usable(data, torch.device("cuda"))
+
+
+def test_cuda_kernels_not_used_on_cpu():
+    xq, yq, xb, yb = make_data(16)
+    data = R._prepare(xq, yq, xb, yb, "torch", "cpu")
+    assert not R._cuda_usable(data, torch.device("cpu"))
+
+
+CUDA_CASES = [
+    # (bits, multi, classes, nq, nb, flip): one word, two words with three label words, three words (64
+    # and 32 queries a block), and 4 bits (5 distances: long runs of equal distance inside every segment).
+    (64, False, 10, 300, 5000, 0.2),
+    (100, True, 130, 77, 3001, 0.2),
+    (160, False, 7, 40, 2000, 0.3),
+    (4, False, 5, 129, 4000, 0.3),
+]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+@pytest.mark.parametrize("segment", [37, R._CUDA_MAX_SEGMENT], ids=["short-segments", "default"])
+@pytest.mark.parametrize("case", CUDA_CASES, ids=lambda c: f"{c[0]}bits-{'multi' if c[1] else 'single'}")
+def test_cuda_kernels_equal_numpy(case, segment, monkeypatch):
+    """The CUDA kernels against numba, with segments split everywhere and queries in several chunks."""
+    pytest.importorskip("cupy")
+    bits, multi, classes, nq, nb, flip = case
+    monkeypatch.setattr(R, "_CUDA_MAX_SEGMENT", segment)
+    monkeypatch.setattr(R, "_CUDA_CHUNK_BYTES", 1 if segment == 37 else R._CUDA_CHUNK_BYTES)
+    xq, yq, xb, yb = make_data(bits, nq=nq, nb=nb, multi=multi, classes=classes, flip=flip, seed=bits)
+    data = R._prepare(xq, yq, xb, yb, "torch", "cuda")
+    assert R._cuda_usable(data, R._torch_device("cuda"))
+    cpu = {"backend": "numpy"}
+    gpu = {"backend": "torch", "device": "cuda"}
+    got, want = R.distance_counts(xq, yq, xb, yb, **gpu), R.distance_counts(xq, yq, xb, yb, **cpu)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    for k in (None, 1, 10, nb // 3, nb):
+        for ties in R.TIES:
+            np.testing.assert_allclose(
+                R.average_precision(xq, yq, xb, yb, topk=k, ties=ties, **gpu),
+                R.average_precision(xq, yq, xb, yb, topk=k, ties=ties, **cpu),
+                rtol=0,
+                atol=TOL,
+            )
+    for k in (1, 9, nb):
+        p_gpu, p_cpu = R.precision_at_k(xq, yq, xb, yb, k, **gpu), R.precision_at_k(xq, yq, xb, yb, k, **cpu)
+        assert math.isclose(p_gpu, p_cpu, abs_tol=TOL)
+    got, want = R.evaluate_retrieval(xq, yq, xb, yb, **gpu), R.evaluate_retrieval(xq, yq, xb, yb, **cpu)
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert math.isclose(got[key], value, abs_tol=TOL), key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+def test_cuda_plain_torch_equals_kernels(monkeypatch):
+    """Plain torch on CUDA (the path without CuPy) gives what the kernels give."""
+    xq, yq, xb, yb = make_data(32, nq=64, nb=2000, multi=True, seed=32)
+    with_kernels = R.evaluate_retrieval(xq, yq, xb, yb, topk=50, backend="torch", device="cuda")
+    monkeypatch.setattr(R, "_CUDA_KERNELS", False)
+    plain = R.evaluate_retrieval(xq, yq, xb, yb, topk=50, backend="torch", device="cuda")
+    for key, value in plain.items():
+        assert math.isclose(with_kernels[key], value, abs_tol=TOL), key
