@@ -48,8 +48,12 @@ MODEL_FILE = "model.zip"
 class Args(CommonArgs):
     """DQN hyperparameters (defaults: DRLH's schedule; reach mAP >= 0.95 on digits at 16 bits)."""
 
-    steps_per_item: int = field(
-        default=200, metadata={"help": "default budget: timesteps = steps_per_item x train items"}
+    steps_per_item: int | None = field(
+        default=None,
+        metadata={
+            "help": "default budget: timesteps = steps_per_item x train items; default 12.5 x bits (200 at "
+            "16 bits): an episode lasts up to bits + 1 steps, so every length gets as many episodes per item"
+        },
     )
     learning_rate: float = field(default=5e-4, metadata={"help": "Adam learning rate"})
     buffer_size: int = field(default=100_000, metadata={"help": "replay buffer transitions"})
@@ -100,8 +104,11 @@ def encode_split(model: DQN, features: np.ndarray, bits: int) -> np.ndarray:
 
 
 def default_timesteps(args: Args, dataset: HashingDataset) -> int:
-    """Budget that scales with the data: ``steps_per_item`` environment steps per train item."""
-    return args.steps_per_item * dataset.train.n
+    """Budget that scales with the data and the code length: ``steps_per_item`` steps per train item."""
+    steps_per_item = args.steps_per_item if args.steps_per_item is not None else round(12.5 * args.bits)
+    if steps_per_item <= 0:
+        raise UsageError(f"--steps-per-item must be positive, got {steps_per_item}")
+    return steps_per_item * dataset.train.n
 
 
 def make_model(args: Args, env: Any, folder: Path) -> GuidedDQN:
