@@ -9,7 +9,7 @@ from gymnasium.vector import AutoresetMode
 
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs.base import check_code_matrix
-from hashing_gym.envs.sequential_hash_bits import SequentialHashBitsEnv, build_observation, triplet_accuracy
+from hashing_gym.envs.sequential_hash_bits import SequentialHashBitsEnv, build_observation
 from hashing_gym.envs.vector_base import HashingVectorEnv
 
 
@@ -101,6 +101,10 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         self._decided = self._zeros(np.int8, (n, self.bits))
         self._t = self._zeros(np.int64)
         self._accuracy = self._zeros(np.float64)
+        # Distances to the 2P references over the decided bits, kept up to date group by group; a new
+        # bank (set_code_bank) makes them stale until the next step recomputes them.
+        self._distance = self._zeros(np.int64, (n, 2 * self.pairs))
+        self._stale = False
         self._offsets = self._to_backend(np.arange(self.group))
         if self.torch:
             import torch
@@ -149,6 +153,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
                 f"{(self.num_envs, self.num_items, self.bits)}, got shape {arr.shape}"
             )
         self._bank[:] = self._to_backend(bank)
+        self._stale = True
         self._has_bank[:] = True
 
     # ----------------------------------------------------------------------------------------------
@@ -191,6 +196,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         self._decided[at] = 0
         self._t[at] = 0
         self._accuracy[at] = 0.5
+        self._distance[at] = 0
         return {"index": self._items[at], "accuracy": self._accuracy[at]}
 
     def _torch_references(self, items: Any) -> Any:
@@ -242,6 +248,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         self._decided[at] = 0
         self._t[at] = 0
         self._accuracy[at] = 0.5
+        self._distance[at] = 0
         return {"index": self._items[at], "accuracy": self._accuracy[at]}
 
     def _draw_references(self, rng: np.random.Generator, item: int) -> tuple[np.ndarray, np.ndarray]:
@@ -267,22 +274,19 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         return positives, negatives
 
     def _step_rows(self, rows: np.ndarray, actions: Any, every: bool) -> tuple[Any, Any, dict[str, Any]]:
-        at = self._index(rows)
+        xp, at = self._xp, self._index(rows)
+        if self._stale:
+            self._recompute_distances()
         t = self._t[at]
         columns = t[:, None] * self.group + self._offsets  # (m, group): the bits this step decides
-        self._code[at[:, None], columns] = (
-            actions.astype(np.int8) if not self.torch else actions.to(self._xp.int8)
-        )
+        self._code[at[:, None], columns] = actions.astype(np.int8) if not self.torch else actions.to(xp.int8)
         self._decided[at[:, None], columns] = 1
         self._t[at] = t + 1
-        code, decided = self._code[at], self._decided[at]
-        reference_codes = self._bank[at[:, None], self._references[at]]  # (m, 2P, bits)
-        differ = (
-            reference_codes != code[:, None, :].astype(np.uint8)
-            if not self.torch
-            else reference_codes != code[:, None, :].to(self._xp.uint8)
-        )
-        distance = (differ & (decided[:, None, :] != 0)).sum(-1, dtype=self._xp.int64)  # over decided bits
+        # Add the new group's differences: gather just those bits of the 2P reference codes.
+        flat = (at[:, None, None] * self.num_items + self._references[at][:, :, None]) * self.bits
+        reference_bits = self._bank.reshape(-1)[flat + columns[:, None, :]]  # (m, 2P, group)
+        self._distance[at] += (reference_bits != actions[:, None, :]).sum(-1, dtype=xp.int64)
+        distance = self._distance[at]
         accuracy = self._triplet_accuracy(distance[:, : self.pairs], distance[:, self.pairs :])
         accuracy[~self._valid[at]] = 0.5
         reward = accuracy - self._accuracy[at]
@@ -290,19 +294,43 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         terminated = self._t[at] == self.num_steps
         ended = at[terminated]
         if len(ended):
-            # The finished code replaces the item's row of the bank, as at the end of a single episode.
+            # The finished code replaces the item's row of the bank, as at the end of a single episode;
+            # the references never include the item, so the kept distances stay exact.
             finished = self._code[ended]
             self._bank[ended, self._items[ended]] = (
-                finished.astype(np.uint8) if not self.torch else finished.to(self._xp.uint8)
+                finished.astype(np.uint8) if not self.torch else finished.to(xp.uint8)
             )
         return reward, terminated, {"index": self._items[at], "accuracy": accuracy}
 
+    def _recompute_distances(self) -> None:
+        """Distances of every sub-env's code to its references over the decided bits, from the bank."""
+        references = self._bank[self._arange()[:, None], self._references]  # (n, 2P, bits)
+        code = self._code.astype(np.uint8) if not self.torch else self._code.to(self._xp.uint8)
+        differ = (references != code[:, None, :]) & (self._decided[:, None, :] != 0)
+        self._distance[:] = differ.sum(-1, dtype=self._xp.int64)
+        self._stale = False
+
+    def _arange(self) -> Any:
+        return self._to_backend(np.arange(self.num_envs))
+
     def _triplet_accuracy(self, d_pos: Any, d_neg: Any) -> Any:
-        if not self.torch:
-            return triplet_accuracy(d_pos, d_neg, self.margin)
-        torch = self._xp
-        gap = d_neg.to(torch.float64)[..., None, :] - d_pos.to(torch.float64)[..., :, None]
-        return (torch.sign(gap - self.margin) + 1.0).mean(dim=(-2, -1)) / 2.0
+        """``triplet_accuracy`` from integer pair counts, bit for bit.
+
+        (2 wins + ties) / P^2 / 2 is the single env's float: its mean of sign(gap - m) + 1 sums exact
+        small integers before dividing by P^2.
+        """
+        small = self._xp.int16 if self.bits < 1 << 15 else self._xp.int64  # distances <= bits
+        d_pos = d_pos.astype(small) if not self.torch else d_pos.to(small)
+        d_neg = d_neg.astype(small) if not self.torch else d_neg.to(small)
+        gap = d_neg[:, None, :] - d_pos[:, :, None]  # (m, P, P) integers
+        # For an integer gap: gap > m iff gap > floor(m); gap == m only when m is an integer.
+        threshold = int(np.floor(self.margin))
+        doubled = 2 * (gap > threshold).sum((1, 2))
+        if float(self.margin).is_integer():
+            doubled = doubled + (gap == threshold).sum((1, 2))
+        if self.torch:
+            doubled = doubled.to(self._xp.float64)  # torch would divide integers in float32
+        return doubled / self.pairs**2 / 2.0
 
     def _check_actions(self, actions: Any) -> Any:
         return self._check_binary_actions(actions, self.group)
