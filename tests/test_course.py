@@ -1,0 +1,136 @@
+"""The course checker passes every reference solution and fails starters and wrong solutions."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python -m examples.course.check` runs from the repository root
+    sys.path.insert(0, str(ROOT))
+
+from examples.course import check  # noqa: E402
+
+COURSE = ROOT / "examples" / "course"
+NAMES = {
+    1: "exercise1_reward",
+    2: "exercise2_teacher",
+    3: "exercise3_average_precision",
+    4: "exercise4_q_learning",
+    5: "exercise5_reinforce",
+}
+# The command the README and examples/course/README.md show for grading a reference solution.
+GRADE_REFERENCE = "python -m examples.course.check {n} examples/course/solutions/{name}.py"
+
+# One plausible mistake per exercise (a text edit of the reference solution) and the check that must
+# catch it. Most fail a unit check, which skips the training run, so they grade in about a second.
+WRONG = {
+    "1: flip reward with the sign reversed": (
+        1,
+        "return margin(code, codebook, positive) - margin(flipped, codebook, positive)",
+        "return margin(flipped, codebook, positive) - margin(code, codebook, positive)",
+        "1b",
+    ),
+    "1: d_pos of a multi-label item from its farthest class": (
+        1,
+        "d_pos = d[positive].min()",
+        "d_pos = d[positive].max()",
+        "1a",
+    ),
+    "2: the teacher stops only strictly inside eta": (
+        2,
+        "if distances[target] <= eta:",
+        "if distances[target] < eta:",
+        "2a",
+    ),
+    "3: tie-aware AP that ignores the other relevant items of the bucket": (
+        3,
+        "step = (r - 1) / (n - 1) if n > 1 else 0.0",
+        "step = 0.0",
+        "3b",
+    ),
+    "4: Q-learning that bootstraps past termination": (
+        4,
+        "target = reward if terminated else reward + gamma",
+        "target = reward + gamma",
+        "4b",
+    ),
+    "4: a training loop that never learns": (
+        4,
+        "for episode in range(episodes):",
+        "for episode in range(0):",
+        "4c",
+    ),
+    "5: REINFORCE without the baseline in the gradient": (
+        5,
+        "advantage = np.asarray(rewards, dtype=np.float64) - baseline",
+        "advantage = np.asarray(rewards, dtype=np.float64)",
+        "5b",
+    ),
+}
+
+
+def grade(n, path, capsys):
+    status = check.main([str(n), str(path)])
+    return status, capsys.readouterr().out
+
+
+def test_every_exercise_has_a_sheet_a_starter_a_solution_and_a_check():
+    assert set(NAMES) == set(check.EXERCISES)
+    for name in NAMES.values():
+        for path in (COURSE / f"{name}.md", COURSE / f"{name}.py", COURSE / "solutions" / f"{name}.py"):
+            assert path.is_file(), path
+        starter = (COURSE / f"{name}.py").read_text()
+        assert "YOUR CODE" in starter and "NotImplementedError" in starter
+        assert f"examples.course.check {name[8]}" in (COURSE / f"{name}.md").read_text()
+
+
+@pytest.mark.parametrize("n", sorted(NAMES))
+def test_reference_solution_passes(n, capsys):
+    status, out = grade(n, COURSE / "solutions" / f"{NAMES[n]}.py", capsys)
+    assert status == 0, out
+    assert "FAIL" not in out and "PASSED" in out
+
+
+@pytest.mark.parametrize("n", sorted(NAMES))
+def test_starter_fails_as_not_implemented(n, capsys):
+    status, out = grade(n, COURSE / f"{NAMES[n]}.py", capsys)
+    assert status == 1, out
+    assert "not implemented yet" in out and "FAILED" in out
+    assert "PASS " not in out  # nothing passes before the student writes code
+
+
+@pytest.mark.parametrize("mistake", sorted(WRONG))
+def test_wrong_solution_fails_the_right_check(mistake, tmp_path, capsys):
+    n, old, new, failing = WRONG[mistake]
+    reference = (COURSE / "solutions" / f"{NAMES[n]}.py").read_text()
+    assert reference.count(old) == 1, f"the mutation of {mistake!r} no longer applies"
+    path = tmp_path / "solution.py"
+    path.write_text(reference.replace(old, new))
+    status, out = grade(n, path, capsys)
+    assert status == 1, out
+    failed = [line for line in out.splitlines() if line.startswith("FAIL ")]
+    assert any(line.startswith(f"FAIL  {failing} ") for line in failed), out
+
+
+def test_a_solution_that_does_not_import_fails(tmp_path, capsys):
+    path = tmp_path / "broken.py"
+    path.write_text("import numpy as np\ndef margin(:\n")
+    status, out = grade(1, path, capsys)
+    assert status == 1
+    assert "FAIL  import the solution: SyntaxError" in out
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert check.main(["1", str(tmp_path / "missing.py")]) == 2
+    assert "no such solution file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        check.main(["6", str(COURSE / "solutions" / "exercise1_reward.py")])
+    assert exit_info.value.code == 2
+    with pytest.raises(ValueError, match="exercise must be one of"):
+        check.grade(0, COURSE / "solutions" / "exercise1_reward.py")
+
+
+def test_course_readme_grading_command_is_the_one_tested():
+    text = (COURSE / "README.md").read_text()
+    assert "python -m examples.course.check N path/to/solution.py" in text
