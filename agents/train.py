@@ -20,6 +20,7 @@ from agents.common import UsageError, read_run_args
 # algorithm -> module holding its `Args` dataclass and `main(args)`
 ALGORITHMS: dict[str, str] = {
     "dqn": "agents.dqn",
+    "dqn-torch": "agents.dqn_torch",
     "reinforce": "agents.reinforce",
     "ppo": "agents.ppo",
     "rppo": "agents.rppo",
@@ -34,11 +35,18 @@ ENV_ALIASES: dict[tuple[str, str], str] = {("reinforce", "SequentialHashBits-v0"
 
 
 def resolve_algorithm(algo: str, rest: Sequence[str]) -> str:
-    """The algorithm that ``algo --env ID`` names (``reinforce`` has one trainer per MDP)."""
+    """The algorithm that ``algo --env ID --device D`` names.
+
+    ``reinforce`` has one trainer per MDP; ``dqn`` on a CUDA device is the torch-native trainer
+    over the batched env (``dqn-torch``), since SB3's loop would cross to the host every step.
+    """
     peek = argparse.ArgumentParser(add_help=False)
     peek.add_argument("--env")
-    env = peek.parse_known_args(rest)[0].env
-    return ENV_ALIASES.get((algo, env), algo) if env else algo
+    peek.add_argument("--device")
+    known = peek.parse_known_args(rest)[0]
+    if algo == "dqn" and known.device and known.device.startswith("cuda"):
+        return "dqn-torch"
+    return ENV_ALIASES.get((algo, known.env), algo) if known.env else algo
 
 
 def _field_type(annotation: Any) -> type:

@@ -1,0 +1,440 @@
+"""DQN with DRLH's guided exploration, torch-native over the batched BinaryCodeTravel-v0.
+
+The same algorithm as ``agents.dqn`` (epsilon-greedy whose exploratory actions are the teacher's
+``expert_action``, epsilon decaying linearly from 1.0 to 0.1 over the first 60% of training;
+Huber loss, gradient norm clipped at 10, a target network copied every few updates), but the
+whole loop stays on one torch device: ``num_envs`` sub-envs of
+``hashing_gym.envs.binary_code_travel_vector.BinaryCodeTravelVectorEnv`` (torch backend), a
+replay buffer of device tensors, and no host round trip per step: acting, storing and sampling
+are array operations, and the host only reads numbers at evaluations and checkpoints.
+
+The replay buffer stores each transition's item index (features are gathered from the split's
+feature table when sampled), code and history before and after the step, action, reward and
+termination. Gymnasium's NEXT_STEP autoreset makes every sub-env's step after an episode end a
+reset, not a transition: those rows are stored with ``valid=False`` and weigh nothing in the loss
+(storing them keeps every shape fixed, so nothing waits for the GPU). Truncated transitions
+bootstrap from their next state; terminated ones do not.
+
+Each vector step adds ``num_envs`` transitions and then takes ``gradient_steps`` updates of
+``batch_size``; so a transition is replayed ``gradient_steps x batch_size / num_envs`` times on
+average (64 with the defaults; SB3's DQN in ``agents.dqn`` replays 128 per transition).
+
+The budget scales with the data (DESIGN): ``steps_per_item`` environment steps per train item
+(default 200, as ``agents.dqn``). After training, the greedy policy encodes the query and
+database splits from the all-zeros start code in at most ``bits`` steps
+(``hashing_gym.envs.encode_batch``), and ``results.json`` is written as by every trainer, with
+the evaluation curve (``curve``: env steps, seconds, mAP) added.
+
+Checkpoints (``checkpoints/step_N.pt`` and ``state.json``) hold the networks, the optimiser and
+the counters; the replay buffer (up to GBs on the device) is not saved, so ``--resume`` continues
+the schedule with an empty buffer and waits ``learning_starts`` steps before updating again.
+
+Run: ``python -m agents.train dqn --device cuda [--num-envs N]`` (``agents.train`` sends ``dqn``
+on a CUDA device here) or ``python -m agents.train dqn-torch --device cpu`` (small smoke runs).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from agents.common import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_STATE,
+    RESULTS_FILE,
+    CommonArgs,
+    UsageError,
+    evaluate_encoder,
+    latest_checkpoint,
+    load_run_dataset,
+    resolve_device,
+    results_record,
+    run_folder,
+    save_args,
+    set_threads,
+    write_json_atomic,
+)
+from hashing_gym.data import HashingDataset, load_dataset
+from hashing_gym.envs import encode_batch
+from hashing_gym.envs.binary_code_travel_vector import BinaryCodeTravelVectorEnv
+
+ALGO = "dqn-torch"
+RESULTS_ALGO = "dqn"  # results.json names the algorithm, not the implementation
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class Args(CommonArgs):
+    """Torch-native guided DQN on the batched env (a CUDA device, or CPU for small runs)."""
+
+    steps_per_item: int = field(
+        default=200, metadata={"help": "default budget: timesteps = steps_per_item x train items"}
+    )
+    num_envs: int = field(default=512, metadata={"help": "sub-envs stepped together on the device"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    buffer_size: int = field(
+        default=1_000_000, metadata={"help": "replay buffer transitions (on the device)"}
+    )
+    learning_starts: int = field(default=20_000, metadata={"help": "env steps before the first update"})
+    batch_size: int = field(default=2048, metadata={"help": "replay minibatch size"})
+    gradient_steps: int = field(default=16, metadata={"help": "updates after each vector step"})
+    gamma: float = field(default=0.95, metadata={"help": "discount: each step costs the agent"})
+    target_update_interval: int = field(default=250, metadata={"help": "updates between target copies"})
+    exploration_fraction: float = field(
+        default=0.6, metadata={"help": "share of training over which epsilon decays"}
+    )
+    exploration_initial_eps: float = field(default=1.0, metadata={"help": "initial teacher probability"})
+    exploration_final_eps: float = field(default=0.1, metadata={"help": "final teacher probability"})
+    hidden: str = field(default="256,256", metadata={"help": "Q-network hidden layer sizes"})
+    checkpoint_every: int = field(default=1_000_000, metadata={"help": "env steps between checkpoints"})
+    eval_every: int = field(
+        default=100_000, metadata={"help": "env steps between retrieval evaluations (0: at the end only)"}
+    )
+    dataset_options: str = field(
+        default="",
+        metadata={"help": "extra load_dataset options, e.g. n_per_class=5100,dim=512,query_per_class=100"},
+    )
+
+
+class QNetwork(nn.Module):
+    """MLP from (features, code, history) to the Q-value of each action (bits + 1)."""
+
+    def __init__(self, feature_dim: int, bits: int, history: int, hidden: list[int]) -> None:
+        super().__init__()
+        self.config = {"feature_dim": feature_dim, "bits": bits, "history": history, "hidden": hidden}
+        sizes = [feature_dim + bits * (1 + history), *hidden]
+        layers: list[nn.Module] = []
+        for size_in, size_out in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Linear(size_in, size_out), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], bits + 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor, code: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """Q-values (n, bits + 1) of n observations."""
+        x = torch.cat([features, code.to(features.dtype), history.flatten(1).to(features.dtype)], dim=1)
+        return self.net(x)
+
+
+class ReplayBuffer:
+    """A ring buffer of transitions, all tensors on one device; rows are written a batch at a time."""
+
+    def __init__(self, capacity: int, bits: int, history: int, device: torch.device) -> None:
+        def zeros(*shape: int, dtype: torch.dtype) -> torch.Tensor:
+            return torch.zeros((capacity, *shape), dtype=dtype, device=device)
+
+        self.capacity, self.size, self.position = capacity, 0, 0
+        self.index = zeros(dtype=torch.int64)
+        self.code = zeros(bits, dtype=torch.int8)
+        self.history = zeros(history, bits, dtype=torch.int8)
+        self.next_code = zeros(bits, dtype=torch.int8)
+        self.next_history = zeros(history, bits, dtype=torch.int8)
+        self.action = zeros(dtype=torch.int64)
+        self.reward = zeros(dtype=torch.float32)
+        self.terminated = zeros(dtype=torch.bool)
+        self.valid = zeros(dtype=torch.bool)
+        self._fields = (
+            "index", "code", "history", "next_code", "next_history", "action", "reward", "terminated", "valid"
+        )  # fmt: skip
+
+    def add(self, **batch: torch.Tensor) -> None:
+        """Write one row per sub-env (keyword per field), overwriting the oldest rows."""
+        n = len(batch["index"])
+        rows = (torch.arange(n, device=self.index.device) + self.position) % self.capacity
+        for name in self._fields:
+            getattr(self, name)[rows] = batch[name]
+        self.position = (self.position + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``batch_size`` rows drawn uniformly with replacement."""
+        rows = torch.randint(self.size, (batch_size,), generator=generator, device=self.index.device)
+        return {name: getattr(self, name)[rows] for name in self._fields}
+
+
+def epsilon(args: Args, step: int, total: int) -> float:
+    """Teacher probability at env step ``step`` of ``total`` (linear decay, then flat)."""
+    progress = min(1.0, step / max(1.0, args.exploration_fraction * total))
+    return args.exploration_initial_eps + progress * (
+        args.exploration_final_eps - args.exploration_initial_eps
+    )
+
+
+def act(
+    q_network: QNetwork,
+    obs: dict[str, torch.Tensor],
+    info: dict[str, torch.Tensor],
+    eps: float,
+    generator: Any,
+) -> torch.Tensor:
+    """DRLH's guided exploration: the teacher's action with probability ``eps``, else the greedy one."""
+    with torch.no_grad():
+        greedy = q_network(obs["features"], obs["code"], obs["history"]).argmax(1)
+    explore = torch.rand(len(greedy), generator=generator, device=greedy.device) < eps
+    return torch.where(explore, info["expert_action"], greedy)
+
+
+def parse_options(text: str) -> dict[str, Any]:
+    """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}`` (ints, floats and true/false parsed)."""
+    options: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--dataset-options wants key=value pairs, got {item!r}")
+        parsed: Any = value.strip()
+        for cast in (int, float):
+            try:
+                parsed = cast(parsed)
+                break
+            except ValueError:
+                continue
+        if parsed in ("true", "false"):
+            parsed = parsed == "true"
+        options[key.strip()] = parsed
+    return options
+
+
+def load_dataset_of(args: Args) -> HashingDataset:
+    """The run's data set, with ``--dataset-options`` passed on to ``load_dataset``."""
+    if not args.dataset_options:
+        return load_run_dataset(args)
+    options = {"seed": args.seed, **parse_options(args.dataset_options)}
+    if args.data_path is not None:
+        options["path"] = args.data_path
+    return load_dataset(args.dataset, **options)
+
+
+def encode_split(model: QNetwork, features: np.ndarray, bits: int) -> np.ndarray:
+    """Codes under the greedy policy (DRLH's test phase: zeros start, at most ``bits`` steps)."""
+    device = next(model.parameters()).device
+    history = model.config["history"]
+
+    @torch.no_grad()
+    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+        q = model(
+            torch.as_tensor(obs["features"], device=device),
+            torch.as_tensor(obs["code"], device=device),
+            torch.as_tensor(obs["history"], device=device),
+        )
+        return q.argmax(1).cpu().numpy()
+
+    was_training = model.training
+    model.eval()
+    try:
+        return encode_batch(policy, features, bits, history=history)
+    finally:
+        model.train(was_training)
+
+
+def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
+    """Write ``checkpoints/step_N.pt`` then ``state.json`` naming it; drop the previous one."""
+    directory = folder / CHECKPOINT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    previous = latest_checkpoint(folder)
+    name = f"step_{state['env_steps']}.pt"
+    temporary = directory / (name + ".tmp")
+    torch.save(state, temporary)
+    temporary.replace(directory / name)
+    write_json_atomic(
+        directory / CHECKPOINT_STATE,
+        {"num_timesteps": state["env_steps"], "train_seconds": state["train_seconds"], "model": name},
+    )
+    if previous and previous["model"] != name:
+        (directory / previous["model"]).unlink(missing_ok=True)
+
+
+def main(args: Args) -> dict[str, Any]:
+    """Train, encode, evaluate; write model.pt and results.json into the run folder."""
+    if args.env != "BinaryCodeTravel-v0":
+        raise UsageError(f"dqn trains BinaryCodeTravel-v0 (a Discrete action), got --env {args.env}")
+    for name in ("num_envs", "batch_size", "buffer_size", "gradient_steps", "target_update_interval"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.buffer_size < args.num_envs:
+        raise UsageError(f"--buffer-size {args.buffer_size} must hold one step of --num-envs {args.num_envs}")
+    set_threads(args.threads)
+    device = torch.device(resolve_device(args.device))
+    dataset = load_dataset_of(args)
+    folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
+    if not args.resume:
+        save_args(folder, args, ALGO)
+    total = args.timesteps if args.timesteps is not None else args.steps_per_item * dataset.train.n
+    if total <= 0:
+        raise UsageError(f"--timesteps must be positive, got {total}")
+    torch.manual_seed(args.seed)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(args.seed)
+
+    # ENV SETUP: the train split, random start codes, DRLH's reward; all sub-envs on the device.
+    envs = BinaryCodeTravelVectorEnv(
+        num_envs=args.num_envs, dataset=dataset, bits=args.bits, device=device, check_actions=False
+    )
+    features = torch.as_tensor(np.array(envs.single_env.features), device=device)
+    hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
+    q_network = QNetwork(envs.feature_dim, args.bits, envs.history_length, hidden).to(device)
+    target_network = QNetwork(envs.feature_dim, args.bits, envs.history_length, hidden).to(device)
+    target_network.load_state_dict(q_network.state_dict())
+    optimizer = torch.optim.Adam(
+        q_network.parameters(), lr=args.learning_rate, **({"fused": True} if device.type == "cuda" else {})
+    )
+    replay = ReplayBuffer(args.buffer_size, args.bits, envs.history_length, device)
+    env_steps, updates, elapsed, curve = 0, 0, 0.0, []
+    if args.resume:
+        state = latest_checkpoint(folder)
+        if state is None:
+            raise UsageError(f"--resume {folder}: the run has no checkpoint to continue from")
+        saved = torch.load(folder / CHECKPOINT_DIR / state["model"], map_location=device, weights_only=False)
+        q_network.load_state_dict(saved["q_network"])
+        target_network.load_state_dict(saved["target_network"])
+        optimizer.load_state_dict(saved["optimizer"])
+        env_steps, updates, elapsed, curve = (
+            saved["env_steps"], saved["updates"], saved["train_seconds"], saved["curve"]
+        )  # fmt: skip
+        generator.manual_seed(args.seed + env_steps)
+    writer = _summary_writer(folder)
+
+    def evaluate() -> dict[str, float]:
+        return evaluate_encoder(encode_split, q_network, dataset, args.bits, args.topk)
+
+    def checkpoint(seconds: float) -> None:
+        save_checkpoint(
+            folder,
+            {
+                "q_network": q_network.state_dict(),
+                "target_network": target_network.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "env_steps": env_steps,
+                "updates": updates,
+                "train_seconds": seconds,
+                "curve": curve,
+                "config": q_network.config,
+            },
+        )
+
+    obs, info = envs.reset(seed=args.seed + env_steps)
+    ended = torch.zeros(args.num_envs, dtype=torch.bool, device=device)  # NEXT_STEP: next row is a reset
+    stored, loss_count = 0, 0
+    losses = torch.zeros((), device=device)
+    next_eval = (env_steps // args.eval_every + 1) * args.eval_every if args.eval_every else None
+    next_checkpoint = (env_steps // args.checkpoint_every + 1) * args.checkpoint_every
+    start = time.perf_counter()
+    try:
+        while env_steps < total:
+            # ALGO LOGIC: teacher-guided epsilon-greedy; the executed action goes into the buffer.
+            actions = act(q_network, obs, info, epsilon(args, env_steps, total), generator)
+            next_obs, reward, terminated, truncated, next_info = envs.step(actions)
+            replay.add(
+                index=info["index"],
+                code=obs["code"],
+                history=obs["history"],
+                next_code=next_obs["code"],
+                next_history=next_obs["history"],
+                action=actions,
+                reward=reward.float(),
+                terminated=terminated,
+                valid=~ended,
+            )
+            ended = terminated | truncated
+            obs, info = next_obs, next_info
+            env_steps += args.num_envs
+            stored += args.num_envs
+
+            # ALGO LOGIC: Q-learning updates on uniform replay minibatches.
+            if stored >= args.learning_starts and replay.size >= args.batch_size:
+                for _ in range(args.gradient_steps):
+                    losses += _update(q_network, target_network, optimizer, replay, features, args, generator)
+                    updates, loss_count = updates + 1, loss_count + 1
+                    if updates % args.target_update_interval == 0:
+                        target_network.load_state_dict(q_network.state_dict())
+
+            seconds = elapsed + time.perf_counter() - start
+            if next_eval is not None and env_steps >= next_eval:
+                next_eval += args.eval_every
+                metrics = evaluate()
+                curve.append({"env_steps": env_steps, "seconds": round(seconds, 3), "map": metrics["map"]})
+                print(f"env_steps={env_steps} seconds={seconds:.1f} map={metrics['map']:.4f}", flush=True)
+                if writer is not None:
+                    writer.add_scalar("eval/map", metrics["map"], env_steps)
+                    writer.add_scalar("losses/td_loss", losses.item() / max(1, loss_count), env_steps)
+                    writer.add_scalar("charts/epsilon", epsilon(args, env_steps, total), env_steps)
+                    writer.add_scalar("charts/SPS", env_steps / max(seconds, 1e-9), env_steps)
+                losses.zero_()
+                loss_count = 0
+            if env_steps >= next_checkpoint:
+                next_checkpoint += args.checkpoint_every
+                checkpoint(seconds)
+    except KeyboardInterrupt:
+        checkpoint(elapsed + time.perf_counter() - start)  # Ctrl-C loses nothing but the replay
+        raise
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_seconds = elapsed + time.perf_counter() - start
+    checkpoint(train_seconds)
+    torch.save({"state_dict": q_network.state_dict(), "config": q_network.config}, folder / MODEL_FILE)
+    metrics = evaluate()
+    if writer is not None:
+        writer.add_scalar("eval/map", metrics["map"], env_steps)
+        writer.close()
+    results = results_record(
+        RESULTS_ALGO,
+        args,
+        metrics,
+        train_seconds,
+        env_steps,
+        model_file=MODEL_FILE,
+        trainer=ALGO,
+        device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        num_envs=args.num_envs,
+        gradient_updates=updates,
+        curve=curve,
+    )
+    write_json_atomic(folder / RESULTS_FILE, results)
+    return results
+
+
+def _update(
+    q_network: QNetwork,
+    target_network: QNetwork,
+    optimizer: torch.optim.Optimizer,
+    replay: ReplayBuffer,
+    features: torch.Tensor,
+    args: Args,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """One gradient step of the Huber TD loss over valid rows; returns the loss (no host sync)."""
+    batch = replay.sample(args.batch_size, generator)
+    item_features = features[batch["index"]]
+    with torch.no_grad():
+        next_q = target_network(item_features, batch["next_code"], batch["next_history"]).max(1).values
+        target = batch["reward"] + args.gamma * (~batch["terminated"]).float() * next_q
+    q = q_network(item_features, batch["code"], batch["history"]).gather(1, batch["action"][:, None])[:, 0]
+    valid = batch["valid"].float()
+    loss = (F.smooth_l1_loss(q, target, reduction="none") * valid).sum() / valid.sum().clamp(min=1.0)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(q_network.parameters(), 10.0)
+    optimizer.step()
+    return loss.detach()
+
+
+def _summary_writer(folder: Path) -> Any:
+    """A TensorBoard writer into ``DIR/tb`` (None without tensorboard installed)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder / "tb" / ALGO))
+
+
+def load_model(folder: Path, device: str = "auto") -> QNetwork:
+    """The trained Q-network of a run folder."""
+    saved = torch.load(Path(folder) / MODEL_FILE, map_location=resolve_device(device), weights_only=False)
+    model = QNetwork(**saved["config"])
+    model.load_state_dict(saved["state_dict"])
+    return model.to(resolve_device(device))
