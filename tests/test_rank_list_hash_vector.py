@@ -23,6 +23,11 @@ ENV_ID = "RankListHash-v0"
 DEVICES = ["cpu", torch.device("cpu")]  # numpy, and the torch code on the CPU
 
 
+def tolerance(device):
+    """The torch AP sums its float64 rows in another order than numpy: equal to an ulp or so."""
+    return 0.0 if device == "cpu" else 1e-12
+
+
 @pytest.fixture(scope="module")
 def small():
     return load_dataset("blobs", num_classes=4, n_per_class=15, dim=6, query_per_class=3)
@@ -46,20 +51,20 @@ def multi_label():
 )
 def test_matches_single_envs_step_by_step(device, kwargs):
     ours, sync = make_pair(ENV_ID, 3, device, **kwargs)
-    run_parity(ours, sync, steps=7)
+    run_parity(ours, sync, steps=7, atol=tolerance(device))
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=["numpy", "torch"])
 @pytest.mark.parametrize("ties", ["average", "stable"])
 def test_matches_single_envs_on_multi_label_data(device, ties, multi_label):
     ours, sync = make_pair(ENV_ID, 4, device, dataset=multi_label, ties=ties, bits=8)
-    run_parity(ours, sync, steps=9)
+    run_parity(ours, sync, steps=9, atol=tolerance(device))
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=["numpy", "torch"])
 def test_same_step_autoreset_matches_sync(device, small):
     ours, sync = make_pair(ENV_ID, 3, device, mode=AutoresetMode.SAME_STEP, dataset=small)
-    run_parity(ours, sync, steps=6)
+    run_parity(ours, sync, steps=6, atol=tolerance(device))
     assert ours.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     # Every step acts: the acted observation comes back in final_obs, the next item's in obs.
     obs, _, terminated, _, info = to_numpy(ours.step(np.ones((3, 16), dtype=np.uint8)))
@@ -71,7 +76,7 @@ def test_disabled_autoreset_with_reset_mask_matches_sync(device, small):
     ours, sync = make_pair(ENV_ID, 3, device, mode=AutoresetMode.DISABLED, dataset=small)
     reset_both(ours, sync, "reset", seed=11)
     actions = np.zeros((3, 16), dtype=np.uint8)
-    step_both(ours, sync, actions, "first step")
+    step_both(ours, sync, actions, "first step", tolerance(device))
     with pytest.raises(RuntimeError, match="reset_mask"):
         ours.step(actions)
     mask = np.array([True, False, True])
@@ -79,7 +84,7 @@ def test_disabled_autoreset_with_reset_mask_matches_sync(device, small):
     with pytest.raises(RuntimeError, match=r"\[1\]"):
         ours.step(actions)  # sub-env 1 is still over
     reset_both(ours, sync, "reset 1", options={"reset_mask": ~mask})
-    step_both(ours, sync, np.ones((3, 16), dtype=np.uint8), "second step")
+    step_both(ours, sync, np.ones((3, 16), dtype=np.uint8), "second step", tolerance(device))
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=["numpy", "torch"])
@@ -92,7 +97,7 @@ def test_options_index_and_database_codes_match_single_envs(device, small):
     for env in sync.envs:
         env.unwrapped.set_database_codes(codes)
     actions = np.random.default_rng(6).integers(0, 2, size=(3, 16))
-    step_both(ours, sync, actions, "after set_database_codes")
+    step_both(ours, sync, actions, "after set_database_codes", tolerance(device))
     expected = np.stack([env.unwrapped.database_codes for env in sync.envs])
     assert_same(to_numpy(ours.unwrapped.database_codes), expected, "bank")
     # One index per sub-env.
@@ -118,7 +123,8 @@ def test_batched_streams_reward_as_the_single_env_does(device, ties, small):
             assert terminated.all()
             for i in range(4):
                 single.set_database_codes(database[i])
-                assert single.rewards(info["index"][i : i + 1], actions[i : i + 1])[0] == rewards[i]
+                expected = single.rewards(info["index"][i : i + 1], actions[i : i + 1])[0]
+                np.testing.assert_allclose(rewards[i], expected, rtol=0, atol=tolerance(device))
             after = to_numpy(envs.database_codes)
             np.testing.assert_array_equal(after[np.arange(4), info["index"]], actions)  # the bank learnt them
         else:
@@ -228,4 +234,4 @@ def test_bad_arguments_raise(small):
 @pytest.mark.parametrize("ties", ["average", "stable"])
 def test_cuda_matches_single_envs_step_by_step(ties):
     ours, sync = make_pair(ENV_ID, 8, "cuda", ties=ties, bits=32)
-    run_parity(ours, sync, steps=6)
+    run_parity(ours, sync, steps=6, atol=1e-12)

@@ -13,7 +13,7 @@ from hashing_gym.data import HashingDataset
 from hashing_gym.envs.base import check_code_matrix
 from hashing_gym.envs.rank_list_hash import RankListHashEnv
 from hashing_gym.envs.vector_base import HashingVectorEnv
-from hashing_gym.ranking import _stats_row, average_precision_from_counts, pack_codes
+from hashing_gym.ranking import _harmonic_table, _stats_row, average_precision_from_counts, pack_codes
 
 
 class RankListHashVectorEnv(HashingVectorEnv):
@@ -28,13 +28,14 @@ class RankListHashVectorEnv(HashingVectorEnv):
     seeding, autoreset and infos).
 
     A step computes the Hamming distances of all ``num_envs`` codes to their databases at once
-    (XOR and popcount of packed 64-bit words, ``num_envs x N`` of them), counts per distance
+    (popcounts of packed 64-bit words, ``num_envs x N`` of them), counts per distance
     the items and the relevant items of each list (the item's own row left out), and turns the
     histograms into AP with :func:`hashing_gym.ranking.average_precision_from_counts`: the
-    formula the single env uses, so rewards agree exactly. On torch the distances and histograms
-    stay on the device; the ``(num_envs, bits + 1)`` histograms go to the host for the AP formula
-    (float64 harmonic sums) and the rewards come back as a float64 tensor. ``ties="stable"`` sorts
-    each list instead (O(N log N) per copy).
+    formula the single env uses, so rewards agree exactly. On numpy the counting is the ranking
+    module's numba kernel, run on each copy's database. On torch everything stays on the device:
+    XOR, popcount, ``bincount`` and a transcription of the same AP formula, whose float64 row
+    sums may differ from numpy's in the last bit (1e-16). ``ties="stable"`` sorts each list
+    instead (O(N log N) per copy, on the host).
 
     Every episode lasts one step, so with the default ``NEXT_STEP`` autoreset every other step is a
     reset step (reward 0, actions ignored); ``autoreset_mode="SameStep"`` acts on every step and
@@ -112,6 +113,7 @@ class RankListHashVectorEnv(HashingVectorEnv):
             self._xp = np
         self._words = self._zeros(np.int64 if self.torch else np.uint64, (n, num_items, self._num_words))
         self._has_bank = np.zeros(n, dtype=bool)
+        self._harmonic: Any = None  # harmonic numbers on the device, for the torch AP
         self._items = self._zeros(np.int64)
 
     # ----------------------------------------------------------------------------------------------
@@ -237,15 +239,14 @@ class RankListHashVectorEnv(HashingVectorEnv):
             bins = self.bits + 2
             key = (rows_m[:, None] * bins + distance) * 2 + relevant_mask
             hist = xp.bincount(key.reshape(-1), minlength=m * bins * 2).reshape(m, bins, 2)
-            counts = self._to_numpy(hist.sum(-1)[:, : self.bits + 1])
-            relevant = self._to_numpy(hist[:, : self.bits + 1, 1])
-            ap = average_precision_from_counts(counts, relevant, topk=self.topk)
-            num_relevant = relevant.sum(axis=1)
+            counts, relevant = hist.sum(-1)[:, : self.bits + 1], hist[:, : self.bits + 1, 1]
+            ap, num_relevant = self._torch_tie_aware_ap(counts, relevant), relevant.sum(-1)
         else:
             ap, num_relevant = self._stable_ap(distance, relevant_mask)
+            ap, num_relevant = self._to_backend(ap), self._to_backend(num_relevant)
         if self.database == "bank":
             self._words[index, items] = words
-        info = {"index": items, "ap": self._to_backend(ap), "relevant": self._to_backend(num_relevant)}
+        info = {"index": items, "ap": ap, "relevant": num_relevant}
         terminated = self._zeros(np.bool_, (m,))
         terminated[:] = True  # one decision per episode
         return info["ap"], terminated, info
@@ -267,6 +268,33 @@ class RankListHashVectorEnv(HashingVectorEnv):
         counts[np.arange(m), own] -= 1
         relevant[np.arange(m), own] -= self.template._self_relevant[items]
         return counts, relevant
+
+    def _torch_tie_aware_ap(self, counts: Any, relevant: Any) -> Any:
+        """``hashing_gym.ranking``'s closed-form tie-aware AP, transcribed to torch to stay on the device.
+
+        Same formula, operation by operation (the module docstring of ``hashing_gym.ranking`` derives
+        it); only the order of float64 row sums may differ from numpy's, by an ulp or so.
+        """
+        torch = self._xp
+
+        def ratio(num: Any, den: Any) -> Any:
+            return torch.where(den > 0, num / torch.where(den > 0, den, 1), 0.0)
+
+        if self._harmonic is None:
+            self._harmonic = self._to_backend(_harmonic_table(self.num_items))
+        k = counts.sum(1, keepdim=True) if self.topk is None else torch.full_like(counts[:, :1], self.topk)
+        before = counts.cumsum(1) - counts
+        inside = torch.minimum(torch.clamp(k - before, min=0), counts)
+        rel_before = relevant.cumsum(1) - relevant
+        n, r = counts.to(torch.float64), relevant.to(torch.float64)
+        slope = ratio(r - 1.0, n - 1.0)
+        intercept = rel_before + 1.0 - slope * (1.0 + before)
+        harmonic_gap = self._harmonic[before + inside] - self._harmonic[before]
+        expected_sum = ratio(r, n) * (slope * inside + intercept * harmonic_gap)
+        full = inside == counts
+        partial = torch.where(full, 0.0, r * ratio(inside.to(torch.float64), n))
+        hits = torch.where(full, relevant, 0).sum(1) + partial.sum(1)
+        return ratio(expected_sum.sum(1), hits)
 
     def _stable_ap(self, distance: Any, relevant_mask: Any) -> tuple[np.ndarray, np.ndarray]:
         """Stable-order AP of each list (ties by database index), summed as ``hashing_gym.ranking`` does."""
