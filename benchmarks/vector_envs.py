@@ -8,8 +8,9 @@ clock starts (a pool of batches cycled through), so the table times the environm
 Issue targets for BinaryCodeTravel-v0: >= 1e6 steps/s and >= 10x the single env at 4,096 envs on
 CPU; >= 1e8 steps/s at >= 65,536 envs on an H100.
 
-To add an environment, append a ``Case`` to ``CASES``: an id, its keyword arguments, and the
-sub-env counts to measure on CPU and on CUDA.
+To add an environment, append a ``Case`` to ``CASES``: an id, its keyword arguments (and those of
+the vector env alone), and the sub-env counts to measure on CPU and on CUDA. ``--env ID ...``
+times only those environments.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class Case:
     """Sub-env counts timed with ``device="cpu"`` (numpy)."""
     cuda_num_envs: tuple[int, ...] = (65_536, 262_144, 1_048_576)
     """Sub-env counts timed with ``--device cuda`` (torch)."""
+    vector_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the vector env only (e.g. ``autoreset_mode``)."""
 
     @property
     def name(self) -> str:
@@ -60,6 +63,22 @@ CASES: list[Case] = [
         label="BinaryCodeTravel-v0 64 bits, digits",
         cpu_num_envs=(4096,),
         cuda_num_envs=(65_536, 1_048_576),
+    ),
+    # One-step episodes: SAME_STEP autoreset so that every vector step acts (NEXT_STEP would spend
+    # every other step on resets); the single env's rate includes its resets too. Each sub-env
+    # ranks against its own database of N = 1,497 codes, so a step costs num_envs x N popcounts.
+    Case(
+        "RankListHash-v0",
+        {"bits": 16},
+        label="RankListHash-v0 16 bits, digits (same-step autoreset)",
+        cuda_num_envs=(4096, 65_536),
+        vector_kwargs={"autoreset_mode": "SameStep"},
+    ),
+    Case(
+        "SequentialHashBits-v0",
+        {"bits": 16},
+        label="SequentialHashBits-v0 16 bits, group 1, digits",
+        cuda_num_envs=(65_536, 262_144),  # each sub-env's bank: N x bits bytes
     ),
 ]
 
@@ -114,6 +133,7 @@ def main() -> None:
     parser.add_argument("--single-steps", type=int, default=20_000, help="steps per repeat of single envs")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--num-envs", type=int, nargs="*", help="override every case's sub-env counts")
+    parser.add_argument("--env", nargs="*", help="time only these environment ids (default: all)")
     parsed = parser.parse_args()
 
     cartpole = median_of(
@@ -127,7 +147,7 @@ def main() -> None:
     print(f"CartPole-v1 single env (reference): {cartpole:,.0f} steps/s\n")
     print("| environment | backend | num_envs | env steps/s | vs single env | vs CartPole-v1 |")
     print("|---|---|---:|---:|---:|---:|")
-    for case in CASES:
+    for case in [c for c in CASES if not parsed.env or c.env_id in parsed.env]:
         single = median_of(
             parsed.repeats,
             lambda case=case: single_rate(
@@ -148,6 +168,7 @@ def main() -> None:
                 vectorization_mode="vector_entry_point",
                 device=device,
                 **case.kwargs,
+                **case.vector_kwargs,
                 **extra,
             )
             rate = median_of(
