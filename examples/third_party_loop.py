@@ -10,8 +10,9 @@ first observation of its new episode with reward 0. A loop that counts that step
 wrong returns and lengths; this one skips it, as any 1.x loop must (0.29-era loops read
 ``final_observation`` from ``info``, which 1.x no longer sets).
 
-``vectorization_mode="sync"`` steps the copies one after another in this process; each id also
-registers a batched ``vector_entry_point`` (``vectorization_mode="vector_entry_point"``).
+``--mode sync`` (the default) steps the copies one after another in this process, ``--mode async`` in
+subprocesses; ``--mode vector_entry_point`` uses the batched vector environment each id registers,
+which steps all copies in a few array operations. The loop is the same for all three.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import numpy as np
 import hashing_gym  # noqa: F401 - registers BinaryCodeTravel-v0, RankListHash-v0, SequentialHashBits-v0
 
 
-def run(env_id: str, policy: str, num_envs: int, steps: int, seed: int) -> dict[str, float]:
+def run(
+    env_id: str, policy: str, num_envs: int, steps: int, seed: int, mode: str = "sync"
+) -> dict[str, float]:
     """Step ``num_envs`` copies of ``env_id`` for ``steps`` batched steps; statistics of finished episodes.
 
     Args:
@@ -35,11 +38,12 @@ def run(env_id: str, policy: str, num_envs: int, steps: int, seed: int) -> dict[
         num_envs: number of copies.
         steps: number of ``envs.step`` calls.
         seed: seed of the copies (copy i gets ``seed + i``) and of the action space.
+        mode: Gymnasium's ``vectorization_mode``: ``"sync"``, ``"async"`` or ``"vector_entry_point"``.
 
     Returns:
         ``{"episodes", "mean_return", "mean_length"}`` over the episodes that finished.
     """
-    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", bits=16)
+    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, bits=16)
     envs.action_space.seed(seed)
     _, infos = envs.reset(seed=seed)
     returns = np.zeros(num_envs)
@@ -73,6 +77,12 @@ def main(argv: Sequence[str] | None = None) -> dict[tuple[str, str], dict[str, f
     parser.add_argument("--quick", action="store_true", help="fewer steps (a few seconds)")
     parser.add_argument("--num-envs", type=int, default=4, help="copies per vector environment")
     parser.add_argument("--seed", type=int, default=0, help="seed of the copies and of the random policy")
+    parser.add_argument(
+        "--mode",
+        choices=("sync", "async", "vector_entry_point"),
+        default="sync",
+        help="gym.make_vec's vectorization_mode",
+    )
     parsed = parser.parse_args(argv)
     steps = 100 if parsed.quick else 2000
     pairs = [
@@ -82,11 +92,11 @@ def main(argv: Sequence[str] | None = None) -> dict[tuple[str, str], dict[str, f
         ("RankListHash-v0", "random"),
     ]
     results = {}
-    print(f"{parsed.num_envs} copies per vector env, {steps} steps of each:\n")
+    print(f"{parsed.num_envs} copies per vector env ({parsed.mode}), {steps} steps of each:\n")
     print("| env | policy | episodes | mean return | mean length |")
     print("|---|---|---|---|---|")
     for env_id, policy in pairs:
-        stats = run(env_id, policy, parsed.num_envs, steps, parsed.seed)
+        stats = run(env_id, policy, parsed.num_envs, steps, parsed.seed, parsed.mode)
         results[(env_id, policy)] = stats
         print(
             f"| {env_id} | {policy} | {stats['episodes']} | {stats['mean_return']:.3f} | "
