@@ -1,6 +1,8 @@
 """The course checker passes every reference solution and fails starters and wrong solutions."""
 
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,12 @@ WRONG = {
         "d_pos = d[positive].min()",
         "d_pos = d[positive].max()",
         "1a",
+    ),
+    "1: terminate rewarded only strictly inside eta": (
+        1,
+        "return sigma if d_pos <= eta else -sigma",
+        "return sigma if d_pos < eta else -sigma",
+        "1b",
     ),
     "2: the teacher stops only strictly inside eta": (
         2,
@@ -134,3 +142,11 @@ def test_usage_errors_exit_2(tmp_path, capsys):
 def test_course_readme_grading_command_is_the_one_tested():
     text = (COURSE / "README.md").read_text()
     assert "python -m examples.course.check N path/to/solution.py" in text
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="time limits need SIGALRM")
+def test_a_solution_that_runs_too_long_is_stopped():
+    started = time.perf_counter()
+    with pytest.raises(TimeoutError, match="train took over 0.2 s"), check.time_limit(0.2, "train"):
+        time.sleep(5)
+    assert time.perf_counter() - started < 2

@@ -10,12 +10,14 @@ is 0 when every check passes, 1 when one fails, 2 on a usage error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import itertools
+import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -43,6 +45,7 @@ Q_LEARNING_MIN_MAP = 0.75
 REINFORCE_STEPS = 15000
 REINFORCE_MIN_MAP = 0.6
 TEACHER_MIN_MAP = 0.95
+TRAIN_SECONDS = 300  # a student's train() that runs longer is stopped (the references take seconds)
 
 
 class Report:
@@ -85,6 +88,25 @@ def run_check(report: Report, name: str, check: Callable[[], str]) -> bool:
     return report.add(True, name, detail)
 
 
+@contextlib.contextmanager
+def time_limit(seconds: float, what: str) -> Iterator[None]:
+    """Raise ``TimeoutError`` in the block after ``seconds`` (where SIGALRM exists; elsewhere no limit)."""
+    if not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"{what} took over {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def close(student: float, expected: float) -> bool:
     """Whether two numbers agree to ``TOLERANCE`` (student values may be numpy scalars)."""
     return abs(float(student) - float(expected)) <= TOLERANCE
@@ -114,7 +136,7 @@ def check_reward(solution: ModuleType, report: Report) -> None:
     envs = reward_envs()
 
     def rewards_match() -> str:
-        steps = 0
+        steps = boundary = 0
         for label, env in envs:
             core = env.unwrapped
             rng = np.random.default_rng(1)
@@ -123,10 +145,16 @@ def check_reward(solution: ModuleType, report: Report) -> None:
                 positive = positive_classes(env, info["index"])
                 done = False
                 while not done:
-                    # Mostly flips, sometimes terminate, so both rewards are met inside and outside the ball.
-                    action = core.bits if rng.random() < 0.1 else int(rng.integers(core.bits))
+                    # The env's teacher walks to the ball's edge (d_pos = eta, where `<` and `<=` differ)
+                    # and terminates there; random flips and terminations cover the other states.
+                    draw = rng.random()
+                    if draw < 0.4:
+                        action = int(info["expert_action"])
+                    else:
+                        action = core.bits if draw < 0.5 else int(rng.integers(core.bits))
                     code = obs["code"].copy()
                     if action == core.bits:
+                        boundary += info["d_pos"] == core.eta
                         expected_name = "terminate_reward"
                         student = solution.terminate_reward(
                             code, core.codebook, positive, core.eta, core.sigma
@@ -141,7 +169,8 @@ def check_reward(solution: ModuleType, report: Report) -> None:
                     )
                     steps += 1
                     done = terminated or truncated
-        return f"{steps} steps of random episodes agree with the env"
+        assert boundary, "no termination at d_pos = eta was tested (report a bug in the checker)"
+        return f"{steps} steps agree with the env ({boundary} terminations at d_pos = eta)"
 
     def margin_matches_info() -> str:
         for label, env in envs:
@@ -324,12 +353,9 @@ def check_average_precision(solution: ModuleType, report: Report) -> None:
         ]
         for counts_row, relevant_row in edge_cases:
             expected = average_precision_from_counts(np.array([counts_row]), np.array([relevant_row]))[0]
-            started = time.perf_counter()
-            student = solution.tie_aware_ap(np.array(counts_row), np.array(relevant_row))
-            assert time.perf_counter() - started < 2.0, (
-                f"tie_aware_ap({counts_row}, {relevant_row}) took over 2 s: compute it from the counts, "
-                "without enumerating orders"
-            )
+            call = f"tie_aware_ap({counts_row}, {relevant_row})"
+            with time_limit(5, f"{call} (compute it from the counts, without enumerating orders)"):
+                student = solution.tie_aware_ap(np.array(counts_row), np.array(relevant_row))
             assert close(student, expected), (
                 f"tie_aware_ap({counts_row}, {relevant_row}) = {float(student):.9f}, expected {expected:.9f}"
             )
@@ -435,7 +461,8 @@ def check_q_learning(solution: ModuleType, report: Report) -> None:
 
     def learns() -> str:
         started = time.perf_counter()
-        weights = solution.train(q_learning_env(), Q_LEARNING_EPISODES, 0)
+        with time_limit(TRAIN_SECONDS, "train"):
+            weights = solution.train(q_learning_env(), Q_LEARNING_EPISODES, 0)
         seconds = time.perf_counter() - started
         query, query_labels = encode_greedily(lambda obs: solution.greedy_action(weights, obs), "query")
         database, database_labels = encode_greedily(
@@ -530,7 +557,8 @@ def check_reinforce(solution: ModuleType, report: Report) -> None:
     def learns() -> str:
         env = gym.make("RankListHash-v0", bits=16)
         started = time.perf_counter()
-        trained = solution.train(env, REINFORCE_STEPS, 0)
+        with time_limit(TRAIN_SECONDS, "train"):
+            trained = solution.train(env, REINFORCE_STEPS, 0)
         seconds = time.perf_counter() - started
         dataset = env.unwrapped.dataset
         query = np.asarray(solution.encode(trained, dataset.query.features))
