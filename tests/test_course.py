@@ -1,5 +1,6 @@
 """The course checker passes every reference solution and fails starters and wrong solutions."""
 
+import re
 import signal
 import sys
 import time
@@ -150,3 +151,15 @@ def test_a_solution_that_runs_too_long_is_stopped():
     with pytest.raises(TimeoutError, match="train took over 0.2 s"), check.time_limit(0.2, "train"):
         time.sleep(5)
     assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        pytest.param(block, id=path.stem)
+        for path in sorted(COURSE.glob("*.md"))
+        for block in re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+    ],
+)
+def test_task_sheet_python_blocks_run(block, capsys):
+    exec(compile(block, "task sheet", "exec"), {})
