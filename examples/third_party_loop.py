@@ -7,8 +7,8 @@ prints the episodes' mean return and length.
 Gymnasium 1.x vector environments reset a finished copy on the *next* ``step`` call ("next-step"
 autoreset): the step that follows ``terminated or truncated`` ignores that copy's action and returns the
 first observation of its new episode with reward 0. A loop that counts that step as a transition gets
-wrong returns and lengths; this one skips it, as any 1.x loop must (0.29-era loops read
-``final_observation`` from ``info``, which 1.x no longer sets).
+wrong returns and lengths; this one skips it, as any 1.x loop must under the default autoreset mode
+(0.29-era loops read ``final_observation`` from ``info``, which 1.x no longer sets).
 
 ``--mode sync`` (the default) steps the copies one after another in this process, ``--mode async`` in
 subprocesses; ``--mode vector_entry_point`` uses the batched vector environment each id registers,
