@@ -18,20 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from hashing_gym.codes import bit_correlation, code_balance
 from hashing_gym.data import HashingDataset, load_dataset
-from hashing_gym.ranking import evaluate_retrieval
-
-# numba's default OpenMP threading layer resets OpenMP's thread count when the ranking kernels run in
-# parallel, which silently lifts torch from the 1 thread set by --threads to every core: small networks
-# then train up to 20x slower. The workqueue layer leaves OpenMP alone. A user's explicit
-# NUMBA_THREADING_LAYER wins.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+from hashing_gym.ranking import evaluate_retrieval  # also keeps numba off torch's threads
 
 RESULTS_FILE = "results.json"
 ARGS_FILE = "args.json"
