@@ -247,9 +247,7 @@ class RankListHashVectorEnv(HashingVectorEnv):
         if self.database == "bank":
             self._words[index, items] = words
         info = {"index": items, "ap": ap, "relevant": num_relevant}
-        terminated = self._zeros(np.bool_, (m,))
-        terminated[:] = True  # one decision per episode
-        return info["ap"], terminated, info
+        return info["ap"], np.ones(m, dtype=bool), info  # one decision per episode
 
     def _numba_counts(self, rows: np.ndarray, items: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, ...]:
         """Per-distance histograms of each list (numpy backend), the item's own row taken out.

@@ -100,6 +100,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         self._code = self._zeros(np.int8, (n, self.bits))
         self._decided = self._zeros(np.int8, (n, self.bits))
         self._t = self._zeros(np.int64)
+        self._steps_taken = np.zeros(n, dtype=np.int64)
         self._accuracy = self._zeros(np.float64)
         # Distances to the 2P references over the decided bits, kept up to date group by group; a new
         # bank (set_code_bank) makes them stale until the next step recomputes them.
@@ -195,6 +196,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         self._code[at] = 0
         self._decided[at] = 0
         self._t[at] = 0
+        self._steps_taken[rows] = 0
         self._accuracy[at] = 0.5
         self._distance[at] = 0
         return {"index": self._items[at], "accuracy": self._accuracy[at]}
@@ -247,6 +249,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         self._code[at] = 0
         self._decided[at] = 0
         self._t[at] = 0
+        self._steps_taken[rows] = 0
         self._accuracy[at] = 0.5
         self._distance[at] = 0
         return {"index": self._items[at], "accuracy": self._accuracy[at]}
@@ -291,9 +294,10 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         accuracy[~self._valid[at]] = 0.5
         reward = accuracy - self._accuracy[at]
         self._accuracy[at] = accuracy
-        terminated = self._t[at] == self.num_steps
-        ended = at[terminated]
-        if len(ended):
+        self._steps_taken[rows] += 1  # the host's copy of t: episode ends known without a device sync
+        terminated = self._steps_taken[rows] == self.num_steps
+        if terminated.any():
+            ended = self._index(rows[terminated])
             # The finished code replaces the item's row of the bank, as at the end of a single episode;
             # the references never include the item, so the kept distances stay exact.
             finished = self._code[ended]

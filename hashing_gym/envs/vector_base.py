@@ -127,6 +127,7 @@ class HashingVectorEnv(VectorEnv):
         self.split_name = self.template.split_name
         self._rngs: list[np.random.Generator | None] = [None] * self.num_envs  # rng="per_env"
         self._generator: Any = None  # rng="batched" on torch: a torch.Generator on the device
+        self._all_rows: Any = None  # arange(num_envs) on the device
         self._started = np.zeros(self.num_envs, dtype=bool)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self.single_observation_space = self.template.observation_space
@@ -189,8 +190,14 @@ class HashingVectorEnv(VectorEnv):
         return infos
 
     def _index(self, rows: np.ndarray) -> Any:
-        """Row indices usable on the backend's arrays."""
-        return rows if not self.torch else self._to_backend(rows)
+        """Row indices usable on the backend's arrays (all rows: a cached copy, no transfer to the device)."""
+        if not self.torch:
+            return rows
+        if len(rows) == self.num_envs:  # rows are sorted and distinct: these are all of them
+            if self._all_rows is None:
+                self._all_rows = self._to_backend(np.arange(self.num_envs))
+            return self._all_rows
+        return self._to_backend(rows)
 
     # ----------------------------------------------------------------------------------------------
     # Gymnasium vector API
@@ -264,8 +271,10 @@ class HashingVectorEnv(VectorEnv):
                 rows, actions if every else actions[self._index(rows)], every
             )
             rewards[self._index(rows)] = reward
-            terminated[self._index(rows)] = done
-            done = self._to_numpy(done)
+            if done.all() or not done.any():  # the usual lockstep case: no transfer to the device
+                terminated[self._index(rows)] = bool(done[0])
+            else:
+                terminated[self._index(rows)] = self._to_backend(done)
             if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
                 # As SyncVectorEnv: the episode's last obs and info move to final_obs / final_info, and
                 # the ended sub-envs report their reset's info instead.
@@ -393,8 +402,14 @@ class HashingVectorEnv(VectorEnv):
         """
         raise NotImplementedError
 
-    def _step_rows(self, rows: np.ndarray, actions: Any, every: bool) -> tuple[Any, Any, dict[str, Any]]:
-        """Step ``rows`` (all sub-envs when ``every``); returns rewards, terminations and info arrays."""
+    def _step_rows(
+        self, rows: np.ndarray, actions: Any, every: bool
+    ) -> tuple[Any, np.ndarray, dict[str, Any]]:
+        """Step ``rows`` (all sub-envs when ``every``).
+
+        Returns the rewards and info arrays (backend) and the terminations as a numpy bool array:
+        the episode lengths are known on the host, so the step never waits for the device.
+        """
         raise NotImplementedError
 
     def _observations(self) -> Any:
