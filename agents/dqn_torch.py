@@ -181,6 +181,15 @@ def act(
     return torch.where(explore, info["expert_action"], greedy)
 
 
+def teacher_agreement(
+    q_network: QNetwork, obs: dict[str, torch.Tensor], info: dict[str, torch.Tensor]
+) -> float:
+    """Share of the sub-envs' current states where the greedy action is the teacher's."""
+    with torch.no_grad():
+        greedy = q_network(obs["features"], obs["code"], obs["history"]).argmax(1)
+    return float((greedy == info["expert_action"]).float().mean())
+
+
 def parse_options(text: str) -> dict[str, Any]:
     """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}`` (ints, floats and true/false parsed)."""
     options: dict[str, Any] = {}
@@ -361,11 +370,25 @@ def main(args: Args) -> dict[str, Any]:
             if next_eval is not None and env_steps >= next_eval:
                 next_eval += args.eval_every
                 metrics = evaluate()
-                curve.append({"env_steps": env_steps, "seconds": round(seconds, 3), "map": metrics["map"]})
-                print(f"env_steps={env_steps} seconds={seconds:.1f} map={metrics['map']:.4f}", flush=True)
+                agreement = teacher_agreement(q_network, obs, info)
+                curve.append(
+                    {
+                        "env_steps": env_steps,
+                        "seconds": round(seconds, 3),
+                        "map": metrics["map"],
+                        "teacher_agreement": agreement,
+                        "td_loss": losses.item() / max(1, loss_count),
+                    }
+                )
+                print(
+                    f"env_steps={env_steps} seconds={seconds:.1f} map={metrics['map']:.4f} "
+                    f"teacher_agreement={agreement:.4f}",
+                    flush=True,
+                )
                 if writer is not None:
                     writer.add_scalar("eval/map", metrics["map"], env_steps)
-                    writer.add_scalar("losses/td_loss", losses.item() / max(1, loss_count), env_steps)
+                    writer.add_scalar("losses/td_loss", curve[-1]["td_loss"], env_steps)
+                    writer.add_scalar("eval/teacher_agreement", agreement, env_steps)
                     writer.add_scalar("charts/epsilon", epsilon(args, env_steps, total), env_steps)
                     writer.add_scalar("charts/SPS", env_steps / max(seconds, 1e-9), env_steps)
                 losses.zero_()
