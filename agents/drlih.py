@@ -72,7 +72,9 @@ class Args(CommonArgs):
     """DRLIH hyperparameters (defaults: digits at 16 bits in a few minutes on one CPU core)."""
 
     env: str = field(default=ENV_ID, metadata={"help": "environment id (SequentialHashBits-v0 only)"})
-    group: int = field(default=1, metadata={"help": "bits decided per step (the paper's action group)"})
+    group: int = field(
+        default=4, metadata={"help": "bits decided per step (the paper's action group; 4 like ppo and rppo)"}
+    )
     pairs: int = field(default=16, metadata={"help": "positives and negatives drawn per episode (env's P)"})
     margin: float = field(default=0.0, metadata={"help": "Hamming margin of a correctly ordered pair"})
     episodes_per_item: int = field(

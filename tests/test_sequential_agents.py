@@ -111,7 +111,7 @@ def test_drlih_same_seed_gives_identical_results(tmp_path):
 
 
 def test_drlih_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
-    argv = ["drlih", *DRLIH_TINY, "--checkpoint-every", "2", "--bank-refresh", "3"]
+    argv = ["drlih", *DRLIH_TINY, "--group", "1", "--checkpoint-every", "2", "--bank-refresh", "3"]
     assert train.main([*argv, "--out", str(tmp_path / "straight")]) == 0
     straight = json.loads((tmp_path / "straight" / "results.json").read_text())
 
