@@ -89,11 +89,11 @@ class RankListHashVectorEnv(HashingVectorEnv):
     ) -> None:
         if render_mode is not None:
             raise ValueError(f"render_mode must be None for the batched env, got {render_mode!r}")
-        self.template = RankListHashEnv(
+        self.single_env = RankListHashEnv(
             dataset=dataset, bits=bits, split=split, ties=ties, topk=topk, database=database
         )
         self._setup(num_envs, device, backend, rng, autoreset_mode, check_actions)
-        t = self.template
+        t = self.single_env
         self.bits, self.ties, self.topk, self.database = t.bits, t.ties, t.topk, t.database
         self._num_words = (self.bits + 63) // 64
         self._multi = t._multi
@@ -264,7 +264,7 @@ class RankListHashVectorEnv(HashingVectorEnv):
         kernel(words, lq, self._words, rows, self._label_rows, self._multi, counts, relevant)
         own = self._popcount(words ^ self._words[rows, items]).sum(-1, dtype=np.int64)
         counts[np.arange(m), own] -= 1
-        relevant[np.arange(m), own] -= self.template._self_relevant[items]
+        relevant[np.arange(m), own] -= self.single_env._self_relevant[items]
         return counts, relevant
 
     def _torch_tie_aware_ap(self, counts: Any, relevant: Any) -> Any:

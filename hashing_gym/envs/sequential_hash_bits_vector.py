@@ -83,11 +83,11 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
     ) -> None:
         if render_mode is not None:
             raise ValueError(f"render_mode must be None for the batched env, got {render_mode!r}")
-        self.template = SequentialHashBitsEnv(
+        self.single_env = SequentialHashBitsEnv(
             dataset=dataset, bits=bits, split=split, group=group, pairs=pairs, margin=margin, flatten=flatten
         )
         self._setup(num_envs, device, backend, rng, autoreset_mode, check_actions)
-        t = self.template
+        t = self.single_env
         self.bits, self.group, self.num_steps = t.bits, t.group, t.num_steps
         self.pairs, self.margin, self.flatten = t.pairs, t.margin, t.flatten
         n, num_items = self.num_envs, self.num_items
@@ -182,13 +182,13 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
             items = self._xp.randint(self.num_items, (m,), generator=generator, device=self.torch_device)
         else:
             items = self.np_random.integers(self.num_items, size=m)
-        if self.torch and not self.template._multi:
+        if self.torch and not self.single_env._multi:
             references = self._torch_references(items)
         else:
             # The single env's own batched sampler, on the vector env's generator (multi-label torch
             # envs draw their references on the host, with numpy).
-            self.template.np_random = self.np_random
-            positives, negatives = self.template.sample_references(self._to_numpy(items))
+            self.single_env.np_random = self.np_random
+            positives, negatives = self.single_env.sample_references(self._to_numpy(items))
             references = self._to_backend(np.concatenate([positives, negatives], axis=1))
         self._items[at] = items
         self._valid[at] = (references >= 0).all(1)
@@ -256,7 +256,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
 
     def _draw_references(self, rng: np.random.Generator, item: int) -> tuple[np.ndarray, np.ndarray]:
         """One item's P positives and P negatives, drawn from ``rng`` exactly as the single env draws them."""
-        t = self.template
+        t = self.single_env
         if t._multi:
             t.np_random = rng  # the single env's own sampler, on this sub-env's stream
             positives, negatives = t.sample_references(np.array([item]))

@@ -93,13 +93,13 @@ def resolve_autoreset_mode(mode: Any) -> AutoresetMode:
 class HashingVectorEnv(VectorEnv):
     """Base of the batched hashing environments (see the module docstring for the conventions).
 
-    Subclasses build ``self.template`` (a single environment with the same arguments: it validates
+    Subclasses build ``self.single_env`` (a single environment with the same arguments: it validates
     them and holds the spaces and label structures), call :meth:`_setup`, and implement
     ``_reset_rows``, ``_step_rows`` and ``_observations``.
     """
 
     metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
-    template: HashingEnv
+    single_env: HashingEnv
 
     def _setup(
         self,
@@ -123,15 +123,15 @@ class HashingVectorEnv(VectorEnv):
         self.autoreset_mode = resolve_autoreset_mode(autoreset_mode)
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.render_mode = None
-        self.num_items = self.template.num_items
-        self.split_name = self.template.split_name
+        self.num_items = self.single_env.num_items
+        self.split_name = self.single_env.split_name
         self._rngs: list[np.random.Generator | None] = [None] * self.num_envs  # rng="per_env"
         self._generator: Any = None  # rng="batched" on torch: a torch.Generator on the device
         self._all_rows: Any = None  # arange(num_envs) on the device
         self._started = np.zeros(self.num_envs, dtype=bool)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
-        self.single_observation_space = self.template.observation_space
-        self.single_action_space = self.template.action_space
+        self.single_observation_space = self.single_env.observation_space
+        self.single_action_space = self.single_env.action_space
         from gymnasium.vector.utils import batch_space
 
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
