@@ -172,6 +172,17 @@ def test_make_vec_through_the_registry():
     assert envs.observation_space.contains(obs)
 
 
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_gymnasium_episode_statistics_wrapper_sees_one_step_episodes(mode, small):
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(
+        RankListHashVectorEnv(num_envs=3, dataset=small, autoreset_mode=mode)
+    )
+    envs.reset(seed=0)
+    _, rewards, terminated, _, info = envs.step(np.ones((3, 16)))
+    assert terminated.all() and info["_episode"].all() and (info["episode"]["l"] == 1).all()
+    np.testing.assert_allclose(info["episode"]["r"], rewards, atol=1e-6)  # float32 returns
+
+
 @pytest.mark.parametrize("device", DEVICES, ids=["numpy", "torch"])
 def test_bad_actions_raise(device, small):
     envs = RankListHashVectorEnv(num_envs=2, dataset=small, device=device)

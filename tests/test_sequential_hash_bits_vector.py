@@ -173,6 +173,18 @@ def test_make_vec_through_the_registry():
     assert envs.observation_space.contains(obs)
 
 
+def test_gymnasium_episode_statistics_wrapper_sees_whole_episodes(small):
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(
+        SequentialHashBitsVectorEnv(num_envs=3, dataset=small, bits=8, group=4)
+    )
+    envs.reset(seed=0)
+    envs.step(np.ones((3, 4)))
+    _, _, terminated, _, info = envs.step(np.zeros((3, 4)))
+    assert terminated.all() and info["_episode"].all()
+    assert (info["episode"]["l"] == 2).all()  # T = bits / group steps
+    np.testing.assert_allclose(info["episode"]["r"], info["accuracy"] - 0.5, atol=1e-6)  # float32 returns
+
+
 @pytest.mark.parametrize("device", DEVICES, ids=["numpy", "torch"])
 def test_bad_actions_raise(device, small):
     envs = SequentialHashBitsVectorEnv(num_envs=2, dataset=small, device=device, group=2)
