@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
 
 from hashing_gym.envs.base import HashingEnv
 
@@ -132,8 +133,6 @@ class HashingVectorEnv(VectorEnv):
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self.single_observation_space = self.single_env.observation_space
         self.single_action_space = self.single_env.action_space
-        from gymnasium.vector.utils import batch_space
-
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
@@ -172,6 +171,15 @@ class HashingVectorEnv(VectorEnv):
 
         return torch.zeros(shape, dtype=getattr(torch, np.dtype(dtype).name), device=self.torch_device)
 
+    def _torch_generator(self) -> Any:
+        """The device's ``torch.Generator`` for ``rng="batched"`` (from entropy until a seeded reset)."""
+        if self._generator is None:
+            import torch
+
+            self._generator = torch.Generator(device=self.torch_device)
+            self._generator.seed()
+        return self._generator
+
     def _add_info(self, infos: dict[str, Any], values: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
         """Put ``values`` (arrays with one entry per row of ``rows``) into ``infos`` with ``_key`` masks."""
         if len(rows) == 0:
@@ -209,8 +217,9 @@ class HashingVectorEnv(VectorEnv):
         """Reset the sub-envs (all, or those of ``options["reset_mask"]``).
 
         Args:
-            seed: None (keep each sub-env's stream; fresh entropy on the first reset), an int ``s``
-                (sub-env ``i`` gets ``s + i``) or a list of ``num_envs`` ints or None.
+            seed: None (keep the streams; fresh entropy on the first reset), an int ``s`` (the
+                batched generator gets ``s``; with ``rng="per_env"`` sub-env ``i`` gets ``s + i``) or,
+                with ``rng="per_env"``, a list of ``num_envs`` ints or None.
             options: ``"index"``: one row of the split for every sub-env (an int) or one per sub-env
                 (an int array (num_envs,)); ``"reset_mask"``: bool (num_envs,) of the sub-envs to reset.
 
@@ -306,15 +315,6 @@ class HashingVectorEnv(VectorEnv):
     # ----------------------------------------------------------------------------------------------
     # Argument checks
     # ----------------------------------------------------------------------------------------------
-
-    def _torch_generator(self) -> Any:
-        """The device's ``torch.Generator`` for ``rng="batched"`` (from entropy until a seeded reset)."""
-        if self._generator is None:
-            import torch
-
-            self._generator = torch.Generator(device=self.torch_device)
-            self._generator.seed()
-        return self._generator
 
     def _seed_list(self, seed: Any) -> list[int | None]:
         if seed is None:
