@@ -22,10 +22,11 @@ class RankListHashVectorEnv(HashingVectorEnv):
     The MDP of each copy is exactly :class:`~hashing_gym.envs.rank_list_hash.RankListHashEnv`'s:
     one step per episode, the action is the item's code, the reward the (tie-aware, by default)
     average precision of that code ranked against the copy's database codes of all other items.
-    Each copy has its own database (with ``database="bank"`` its own bank of last acted codes) and
-    its own random stream, so sub-env ``i`` of ``reset(seed=s)`` follows the single env reset with
-    ``seed=s + i`` step by step (``hashing_gym.envs.vector_base`` states the conventions: devices,
-    seeding, autoreset and infos).
+    Each copy has its own database (with ``database="bank"`` its own bank of last acted codes);
+    ``database_codes`` is a (num_envs, N, bits) copy of them and ``set_database_codes`` takes one
+    (N, bits) matrix for all copies or one per copy. With ``rng="per_env"`` sub-env ``i`` of
+    ``reset(seed=s)`` follows the single env reset with ``seed=s + i`` step by step
+    (``hashing_gym.envs.vector_base`` states the conventions: devices, seeding, autoreset, infos).
 
     A step computes the Hamming distances of all ``num_envs`` codes to their databases at once
     (popcounts of packed 64-bit words, ``num_envs x N`` of them), counts per distance

@@ -20,16 +20,19 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
     step t sets bits :math:`[t g, (t + 1) g)` of the item's code and is rewarded by the gain in
     triplet accuracy :math:`acc_t - acc_{t-1}` against the episode's P positives and P negatives
     in the copy's code bank (ties 1/2, all :math:`P \times P` pairs, the same ``margin``). Each
-    copy has its own code bank and random stream, so sub-env ``i`` of ``reset(seed=s)`` follows
-    the single env reset with ``seed=s + i`` step by step (``hashing_gym.envs.vector_base``
-    states the conventions: devices, seeding, autoreset and infos).
+    copy has its own code bank (``code_bank``: a (num_envs, N, bits) copy; ``set_code_bank`` takes
+    one (N, bits) matrix for all copies or one per copy). With ``rng="per_env"`` sub-env ``i`` of
+    ``reset(seed=s)`` follows the single env reset with ``seed=s + i`` step by step
+    (``hashing_gym.envs.vector_base`` states the conventions: devices, seeding, autoreset, infos).
 
-    A step writes every copy's group of bits, gathers the ``2P`` reference codes of each copy from
-    its bank and recomputes the distances over the decided bits (so ``set_code_bank`` in the middle
-    of an episode acts as it does on the single env), then the accuracies with the single env's
-    :func:`~hashing_gym.envs.sequential_hash_bits.triplet_accuracy` (a torch transcription of it on
-    torch, with the same exact sums). Episodes all last ``bits / group`` steps, so the copies end
-    together and, with the default ``NEXT_STEP`` autoreset, the step after the last one resets them.
+    A step writes every copy's group of bits, adds the group's differences with the ``2P``
+    reference codes of each copy to the distances kept over the decided bits (after
+    ``set_code_bank`` the next step recomputes them from the new bank, so a bank replaced in the
+    middle of an episode acts as it does on the single env), and counts the correctly ordered and
+    tied pairs: the same float64 accuracy, bit for bit, as the single env's
+    :func:`~hashing_gym.envs.sequential_hash_bits.triplet_accuracy`. Episodes all last
+    ``bits / group`` steps, so the copies end together and, with the default ``NEXT_STEP``
+    autoreset, the step after the last one resets them.
 
     Memory: each copy holds its bank unpacked, ``num_envs x N x bits`` bytes.
 
