@@ -44,10 +44,11 @@ def multi_label():
     [
         {},
         {"ties": "stable"},
-        {"topk": 20, "database": "fixed"},
+        {"topk": 20, "database": "fixed", "bits": 24},
+        {"bits": 32},  # torch packs 16, 32 and 64 bits per word: every sign bit is used
         {"ties": "stable", "topk": 30, "bits": 70},  # two words per code
     ],
-    ids=["average", "stable", "topk-fixed", "stable-70bits"],
+    ids=["average", "stable", "topk-fixed-24bits", "32bits", "stable-70bits"],
 )
 def test_matches_single_envs_step_by_step(device, kwargs):
     ours, sync = make_pair(ENV_ID, 3, device, **kwargs)

@@ -96,7 +96,6 @@ class RankListHashVectorEnv(HashingVectorEnv):
         self._setup(num_envs, device, backend, rng, autoreset_mode, check_actions)
         t = self.single_env
         self.bits, self.ties, self.topk, self.database = t.bits, t.ties, t.topk, t.database
-        self._num_words = (self.bits + 63) // 64
         self._multi = t._multi
         self._features = self._to_backend(t.features)
         # Class ids, or multi-hot rows packed into 64-bit words (int64 on torch: & and != 0 work alike).
@@ -105,14 +104,20 @@ class RankListHashVectorEnv(HashingVectorEnv):
         # The same labels as the ranking kernels read them: (N, 1) class ids or (N, words) int64.
         self._label_rows = np.ascontiguousarray(labels.reshape(self.num_items, -1), dtype=np.int64)
         n, num_items = self.num_envs, self.num_items
+        # Packed words: uint64 for the numba kernel on numpy; on torch the narrowest signed integer
+        # that holds the code (int16 up to 16 bits, int32 up to 32), since memory traffic sets the pace.
+        self._word_bits = 64 if not self.torch or self.bits > 32 else (16 if self.bits <= 16 else 32)
+        self._num_words = -(-self.bits // self._word_bits)
+        word_dtype = {16: np.int16, 32: np.int32, 64: np.int64 if self.torch else np.uint64}[self._word_bits]
         if self.torch:
             import torch
 
             self._xp = torch
-            self._shifts = torch.arange(64, device=self.torch_device, dtype=torch.int64)
+            self._word_dtype = getattr(torch, np.dtype(word_dtype).name)
+            self._shifts = torch.arange(self._word_bits, device=self.torch_device, dtype=self._word_dtype)
         else:
             self._xp = np
-        self._words = self._zeros(np.int64 if self.torch else np.uint64, (n, num_items, self._num_words))
+        self._words = self._zeros(word_dtype, (n, num_items, self._num_words))
         self._has_bank = np.zeros(n, dtype=bool)
         self._harmonic: Any = None  # harmonic numbers on the device, for the torch AP
         self._items = self._zeros(np.int64)
@@ -140,16 +145,16 @@ class RankListHashVectorEnv(HashingVectorEnv):
         """
         arr = self._to_numpy(codes)
         if arr.ndim == 2:
-            words = pack_codes(check_code_matrix(arr, self.num_items, self.bits))
-            words = np.broadcast_to(words, (self.num_envs, *words.shape))
+            checked = check_code_matrix(arr, self.num_items, self.bits)[None]
         elif arr.ndim == 3 and arr.shape[0] == self.num_envs:
-            words = np.stack([pack_codes(check_code_matrix(a, self.num_items, self.bits)) for a in arr])
+            checked = np.stack([check_code_matrix(a, self.num_items, self.bits) for a in arr])
         else:
             raise ValueError(
                 f"codes must have shape {(self.num_items, self.bits)} or "
                 f"{(self.num_envs, self.num_items, self.bits)}, got shape {arr.shape}"
             )
-        self._words[:] = self._to_backend(words.view(np.int64) if self.torch else words)
+        words = self._pack(self._to_backend(checked.reshape(-1, self.bits)))
+        self._words[:] = words.reshape(len(checked), self.num_items, self._num_words)  # broadcasts one bank
         self._has_bank[:] = True
 
     # ----------------------------------------------------------------------------------------------
@@ -178,17 +183,23 @@ class RankListHashVectorEnv(HashingVectorEnv):
     def _random_words(self, count: int) -> Any:
         """Random packed database codes (count, N, W), drawn as whole words (bits past ``bits``: 0)."""
         shape = (count, self.num_items, self._num_words)
-        if self.torch:
-            torch, generator = self._xp, self._torch_generator()
+        width, rest = self._word_bits, self.bits % self._word_bits
+        if not self.torch:
+            words = self.np_random.integers(0, 1 << 64, size=shape, dtype=np.uint64)
+            if rest:
+                words[..., -1] &= np.uint64((1 << rest) - 1)
+            return words
+        torch, generator = self._xp, self._torch_generator()
+        if width == 64:
             high, low = (
                 torch.randint(1 << 32, shape, generator=generator, device=self.torch_device) for _ in range(2)
             )
             words = (high << 32) | low
-            mask = -1 if self.bits % 64 == 0 else (1 << (self.bits % 64)) - 1
-        else:
-            words = self.np_random.integers(0, 1 << 64, size=shape, dtype=np.uint64)
-            mask = np.uint64((1 << 64) - 1 if self.bits % 64 == 0 else (1 << (self.bits % 64)) - 1)
-        words[..., -1] &= mask
+        else:  # the int64 draws wrap into the narrow signed type, top bit included
+            words = torch.randint(1 << width, shape, generator=generator, device=self.torch_device)
+            words = words.to(self._word_dtype)
+        if rest:
+            words[..., -1] &= (1 << rest) - 1
         return words
 
     def _reset_rows_per_env(
@@ -202,13 +213,11 @@ class RankListHashVectorEnv(HashingVectorEnv):
             # The single env's reset: the database first (seeded or first reset), then the item.
             if seeded[k] or not self._has_bank[i]:
                 fresh.append(i)
-                banks.append(pack_codes(rng.integers(0, 2, size=(self.num_items, self.bits), dtype=np.uint8)))
+                banks.append(rng.integers(0, 2, size=(self.num_items, self.bits), dtype=np.uint8))
             items[k] = int(rng.integers(self.num_items)) if index is None else index[k]
         if fresh:
-            words = np.stack(banks)
-            self._words[self._index(np.array(fresh))] = self._to_backend(
-                words.view(np.int64) if self.torch else words
-            )
+            words = self._pack(self._to_backend(np.concatenate(banks)))
+            self._words[self._index(np.array(fresh))] = words.reshape(len(fresh), self.num_items, -1)
             self._has_bank[fresh] = True
         items_b = self._to_backend(items)
         self._items[self._index(rows)] = items_b
@@ -227,22 +236,27 @@ class RankListHashVectorEnv(HashingVectorEnv):
             info = {"index": items, "ap": ap, "relevant": relevant.sum(axis=1)}
             return ap, np.ones(m, dtype=bool), info
         database = self._words if every else self._words[index]  # (m, N, W)
-        distance = self._popcount(database ^ words[:, None, :]).sum(-1, dtype=xp.int64)  # (m, N)
+        popcounts = self._popcount(database ^ words[:, None, :])
+        distance = popcounts[..., 0] if self._num_words == 1 else popcounts.sum(-1)  # (m, N)
         rows_m = self._arange(m)
-        # The item's own row is not in its list: park it at distance bits + 1, outside the histograms.
-        distance[rows_m, items] = self.bits + 1
         if self._multi:
             relevant_mask = ((self._labels[items][:, None, :] & self._labels[None, :, :]) != 0).any(-1)
         else:
             relevant_mask = self._labels[items][:, None] == self._labels[None, :]
-        relevant_mask[rows_m, items] = False
-        if self.ties == "average":
-            bins = self.bits + 2
-            key = (rows_m[:, None] * bins + distance) * 2 + relevant_mask
+        bins = self.bits + 2
+        if self.ties == "average":  # torch (numpy took the numba path above)
+            # One bincount over keys row * 2 bins + 2 d + relevant, in int32 to halve the traffic; the
+            # item's own row goes to distance bits + 1, outside the histograms.
+            key = distance.to(xp.int32).mul_(2).add_(relevant_mask)
+            key[rows_m, items] = 2 * (self.bits + 1)
+            key.add_((rows_m * (2 * bins)).to(xp.int32)[:, None])
             hist = xp.bincount(key.reshape(-1), minlength=m * bins * 2).reshape(m, bins, 2)
             counts, relevant = hist.sum(-1)[:, : self.bits + 1], hist[:, : self.bits + 1, 1]
             ap, num_relevant = self._torch_tie_aware_ap(counts, relevant), relevant.sum(-1)
         else:
+            distance = distance.to(xp.int64) if self.torch else distance.astype(np.int64)
+            distance[rows_m, items] = self.bits + 1  # the own row, last and out of the list
+            relevant_mask[rows_m, items] = False
             ap, num_relevant = self._stable_ap(distance, relevant_mask)
             ap, num_relevant = self._to_backend(ap), self._to_backend(num_relevant)
         if self.database == "bank":
@@ -330,15 +344,19 @@ class RankListHashVectorEnv(HashingVectorEnv):
         return np.arange(m)
 
     def _pack(self, codes: Any) -> Any:
-        """uint8 (m, bits) 0/1 -> words (m, W), bit j in bit j % 64 of word j // 64 (as ``pack_codes``)."""
+        """uint8 (m, bits) 0/1 -> words (m, W), bit j in bit j % w of word j // w (w: the word width).
+
+        On numpy ``pack_codes`` (w = 64); on torch the same layout in the env's word type.
+        """
         if not self.torch:
             return pack_codes(codes)
-        torch = self._xp
+        torch, width = self._xp, self._word_bits
         m = codes.shape[0]
-        padded = torch.zeros((m, self._num_words * 64), dtype=torch.int64, device=self.torch_device)
+        padded = torch.zeros((m, self._num_words * width), dtype=torch.int64, device=self.torch_device)
         padded[:, : self.bits] = codes
-        # Sums of distinct powers of two; bit 63 wraps to the sign bit, as in a uint64 viewed as int64.
-        return (padded.view(m, self._num_words, 64) << self._shifts).sum(-1)
+        shifts = torch.arange(width, device=self.torch_device)
+        # Sums of distinct powers of two; the top bit wraps to the sign bit, as unsigned bits viewed signed.
+        return (padded.view(m, self._num_words, width) << shifts).sum(-1).to(self._word_dtype)
 
     def _unpack(self, words: Any) -> Any:
         if not self.torch:
@@ -350,14 +368,21 @@ class RankListHashVectorEnv(HashingVectorEnv):
     def _popcount(self, words: Any) -> Any:
         if not self.torch:
             return np.bitwise_count(words) if hasattr(np, "bitwise_count") else _popcount_table(words)
-        # SWAR popcount on int64: the masks keep arithmetic right shifts from leaking the sign bit, and
-        # the byte sums use shifts rather than a multiply that would overflow int64.
-        x = words - ((words >> 1) & 0x5555555555555555)
-        x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
-        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
-        x = x + (x >> 8)
-        x = x + (x >> 16)
-        return (x + (x >> 32)) & 0x7F
+        # SWAR popcount on signed words: the masks (top bit clear) keep arithmetic right shifts from
+        # leaking the sign bit, and the byte sums use shifts rather than a multiply that would overflow.
+        width = self._word_bits
+
+        def mask(byte: int) -> int:
+            return int.from_bytes(bytes([byte]) * (width // 8), "little")
+
+        x = words - ((words >> 1) & mask(0x55))
+        x = (x & mask(0x33)) + ((x >> 2) & mask(0x33))
+        x = (x + (x >> 4)) & mask(0x0F)
+        shift = 8
+        while shift < width:
+            x = x + (x >> shift)
+            shift *= 2
+        return x & 0x7F
 
 
 # Below this many (code, database item) pairs a step runs serially: waking numba's threads costs more.
