@@ -93,6 +93,9 @@ class Args(CommonArgs):
     exploration_initial_eps: float = field(default=1.0, metadata={"help": "initial teacher probability"})
     exploration_final_eps: float = field(default=0.1, metadata={"help": "final teacher probability"})
     hidden: str = field(default="256,256", metadata={"help": "Q-network hidden layer sizes"})
+    double_q: bool = field(
+        default=False, metadata={"help": "Double DQN targets: the online network picks, the target values"}
+    )
     checkpoint_every: int = field(default=1_000_000, metadata={"help": "env steps between checkpoints"})
     eval_every: int = field(
         default=100_000, metadata={"help": "env steps between retrieval evaluations (0: at the end only)"}
@@ -182,12 +185,12 @@ def act(
 
 
 def teacher_agreement(
-    q_network: QNetwork, obs: dict[str, torch.Tensor], info: dict[str, torch.Tensor]
+    q_network: QNetwork, obs: dict[str, torch.Tensor], envs: BinaryCodeTravelVectorEnv
 ) -> float:
-    """Share of the sub-envs' current states where the greedy action is the teacher's."""
+    """Share of the sub-envs' current states where the greedy action is one the teacher counts right."""
     with torch.no_grad():
         greedy = q_network(obs["features"], obs["code"], obs["history"]).argmax(1)
-    return float((greedy == info["expert_action"]).float().mean())
+    return float(envs.teacher_actions().gather(1, greedy[:, None]).float().mean())
 
 
 def parse_options(text: str) -> dict[str, Any]:
@@ -370,7 +373,7 @@ def main(args: Args) -> dict[str, Any]:
             if next_eval is not None and env_steps >= next_eval:
                 next_eval += args.eval_every
                 metrics = evaluate()
-                agreement = teacher_agreement(q_network, obs, info)
+                agreement = teacher_agreement(q_network, obs, envs)
                 curve.append(
                     {
                         "env_steps": env_steps,
@@ -438,7 +441,12 @@ def _update(
     batch = replay.sample(args.batch_size, generator)
     item_features = torch.index_select(features, 0, batch["index"])
     with torch.no_grad():
-        next_q = target_network(item_features, batch["next_code"], batch["next_history"]).max(1).values
+        next_all = target_network(item_features, batch["next_code"], batch["next_history"])
+        if args.double_q:
+            chosen = q_network(item_features, batch["next_code"], batch["next_history"]).argmax(1)
+            next_q = next_all.gather(1, chosen[:, None])[:, 0]
+        else:
+            next_q = next_all.max(1).values
         target = batch["reward"] + args.gamma * (~batch["terminated"]).float() * next_q
     q = q_network(item_features, batch["code"], batch["history"]).gather(1, batch["action"][:, None])[:, 0]
     valid = batch["valid"].float()

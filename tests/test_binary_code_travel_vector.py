@@ -125,6 +125,22 @@ def test_teacher_reaches_the_ball_and_earns_sigma(device):
 
 
 @pytest.mark.parametrize("device", ["cpu", TORCH_CPU])
+def test_teacher_actions_are_the_flips_toward_the_class_codeword_or_terminate(device):
+    vector = BinaryCodeTravelVectorEnv(num_envs=16, device=device)
+    obs, info = vector.reset(seed=2)
+    labels = vector.single_env.split.labels
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        mask, obs, info = to_numpy(vector.teacher_actions()), to_numpy(obs), to_numpy(info)
+        assert mask.shape == (16, vector.bits + 1) and mask[np.arange(16), info["expert_action"]].all()
+        inside = info["d_pos"] <= vector.eta
+        wrong = obs["code"] != vector.codebook[labels[info["index"]]]
+        np.testing.assert_array_equal(mask[:, -1], inside)
+        np.testing.assert_array_equal(mask[:, :-1], wrong & ~inside[:, None])
+        obs, _, _, _, info = vector.step(rng.integers(0, vector.bits, size=16))  # random flips, no ends
+
+
+@pytest.mark.parametrize("device", ["cpu", TORCH_CPU])
 def test_same_seed_same_trajectory_and_different_seed_differs(device):
     def trace(seed):
         vector = BinaryCodeTravelVectorEnv(num_envs=16, device=device, flatten=True)

@@ -42,15 +42,22 @@ def test_cli_writes_results_model_checkpoint_and_curve(tmp_path, capsys):
         assert again[key] == results[key]
 
 
-def test_same_seed_gives_identical_results(tmp_path):
+@pytest.mark.parametrize("double", ["--no-double-q", "--double-q"])
+def test_same_seed_gives_identical_results(tmp_path, double):
     runs = []
     for name in ("a", "b"):
-        assert (
-            train.main(
-                ["dqn-torch", *SMALL, "--seed", "4", "--eval-every", "0", "--out", str(tmp_path / name)]
-            )
-            == 0
-        )
+        argv = [
+            "dqn-torch",
+            *SMALL,
+            double,
+            "--seed",
+            "4",
+            "--eval-every",
+            "0",
+            "--out",
+            str(tmp_path / name),
+        ]
+        assert train.main(argv) == 0
         runs.append(json.loads((tmp_path / name / "results.json").read_text()))
     for key in ("map", "map_tie_aware", "precision_radius2", "env_steps", "gradient_updates"):
         assert runs[0][key] == runs[1][key]

@@ -401,6 +401,18 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
             )
         self._target, self._d_pos, self._d_neg = target, d_pos, d_neg
 
+    def teacher_actions(self) -> Any:
+        """Bool ``(num_envs, bits + 1)``: the actions DRLH's teacher counts as right in each state.
+
+        Inside the eta-ball only terminating; outside it, flipping any bit where the code differs
+        from the target codeword (``info["expert_action"]`` is the lowest such bit). A diagnostic
+        of how far a policy matches the teacher, whichever of the right bits it flips first.
+        """
+        xp = self._xp
+        inside = self._d_pos <= self.eta
+        wrong = self._code != xp.take_rows(self._codewords, self._target)
+        return xp.concat([wrong & ~inside[:, None], inside[:, None]], axis=1)
+
     def _expert_action(self) -> Any:
         """DRLH's teacher for every sub-env: terminate in the eta-ball, else flip the first wrong bit."""
         xp = self._xp
