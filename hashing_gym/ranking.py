@@ -58,11 +58,19 @@ Backends (``BACKENDS``):
       chunk. Codes whose width is not a multiple of 8 are padded with zero bits on both sides, which leaves
       distances unchanged. When faiss sees GPUs, :func:`rank` uses ``GpuIndexBinaryFlat``; there the set of
       items kept from the last tied distance is faiss' choice (the order within ties is still by index).
-    - ``"torch"``: distances from a matmul of +-1 float32 codes, ``d = (bits - <x, y>) / 2`` (exact for
-      ``bits < 2**24``), on ``device`` (default: ``"cuda"`` when available, else ``"cpu"``), in chunks of
-      queries; histograms with ``scatter_add``; the stable AP with a stable sort of the distances on the
-      device (O(nb log nb) per query, unlike the counting pass above); tie-aware AP from the histograms;
-      :func:`rank` takes ``topk`` of the unique keys ``d * nb + index``, which is exactly the stable order.
+      That GPU branch is untested here: faiss-gpu needs CUDA 12's cuBLAS, and the GPU machine this was
+      developed on has CUDA 13 (the torch backend is the tested GPU path).
+    - ``"torch"``: on ``device`` (default: ``"cuda"`` when available, else ``"cpu"``).
+      On an NVIDIA GPU with CuPy installed (optional; it compiles the kernels with NVRTC at first use), the
+      metrics run as two CUDA kernels over codes packed into 64-bit words: popcount of XOR, per-query
+      counters in shared memory, the database split into segments (pass 1: histograms per segment; pass 2:
+      each segment again in index order, from its starting positions, for the stable AP sums), so nothing
+      of size ``nq x nb`` is ever stored. Codes of up to 383 bits; wider codes, or no CuPy, use plain torch:
+      distances from a matmul of +-1 float32 codes, ``d = (bits - <x, y>) / 2`` (exact for
+      ``bits < 2**24``), in chunks of queries; histograms with ``scatter_add``; the stable AP with a stable
+      sort of the distances (O(nb log nb) per query). :func:`rank` and :func:`hamming_distance` always use
+      the matmul; :func:`rank` takes ``topk`` of the unique keys ``d * nb + index``, which is exactly the
+      stable order.
 
 All backends give the same results (tests check them against a brute-force reference to 1e-9).
 
@@ -1144,9 +1152,10 @@ def _torch_stats(data: _Data, ks: tuple[int, ...], stable: bool) -> _Stats:
 # keeps its bins + 1 counters in shared memory, bin-major (cnt[b * T + t]), so the threads of a warp never
 # share a bank whatever their distances. A counter packs the items of its bucket seen in this segment
 # (low 16 bits) and the relevant ones (high 16 bits), so segments hold at most 32767 items. Pass 1 writes
-# each segment's packed histograms; the host turns them into each segment's starting positions; pass 2
-# scans each segment again in index order, so every relevant item knows its stable position and the hits
-# up to it, and sums the precisions at each cutoff. Nothing of size nq x nb ever reaches memory.
+# each segment's packed histograms; `prefixes` (and a cumulative sum over distances) turns them into each
+# segment's starting positions; pass 2 scans each segment again in index order, so every relevant item
+# knows its stable position and the hits up to it, and sums the precisions at each cutoff. Nothing of
+# size nq x nb ever reaches memory. Queries are sorted by label first (see _cuda_stats).
 _CUDA_SOURCE = r"""
 typedef unsigned long long u64;
 typedef long long i64;
@@ -1167,6 +1176,17 @@ __device__ __forceinline__ int is_relevant(const i64 (&l)[LW], const i64* __rest
 #else
     return l[0] == __ldg(lb + j);
 #endif
+}
+
+// hit / position in float64 without the division's slow path: a reciprocal estimate refined by two
+// Newton steps on the quotient, within a few units in the last place of the rounded quotient.
+__device__ __forceinline__ double quotient(int hit, int position) {
+    const double p = (double)position, h = (double)hit;
+    double inv;
+    asm("rcp.approx.ftz.f64 %0, %1;" : "=d"(inv) : "d"(p));
+    double q = h * inv;
+    q = fma(fma(-q, p, h), inv, q);
+    return fma(fma(-q, p, h), inv, q);
 }
 
 // Packed per-segment histograms: out[(seg * NBINS + d) * nq + i] = items + (relevant << 16).
@@ -1194,24 +1214,41 @@ extern "C" __global__ void __launch_bounds__(T) histograms(
     for (int b = 0; b < NBINS; ++b) out[((i64)seg * NBINS + b) * nq + i] = cnt[b * T + t];
 }
 
-// Stable-order AP sums and hits at each cutoff, per segment: ap[(seg * NK + c) * nq + i], hits likewise.
-// base_pos / base_rel (same layout as histograms' out): items / relevant items ranked before this
-// segment's first item of each bucket; the counters start there, so a relevant item reads its stable
-// position and the hits up to it straight off them.
-extern "C" __global__ void __launch_bounds__(T2) stable_sums(
+// Per (query, bucket), over segments in order: base_pos / base_rel[(seg * NBINS + d) * nq + i] = items /
+// relevant items of bucket d in earlier segments (when write_bases), and the totals over all segments,
+// total[d * nq + i] and total_rel[d * nq + i]. One thread per (query, bucket): neighbours read neighbours.
+extern "C" __global__ void prefixes(
+    const int* __restrict__ packed, int nq, int nseg, int write_bases, int* __restrict__ base_pos,
+    int* __restrict__ base_rel, int* __restrict__ total, int* __restrict__ total_rel) {
+    const i64 at0 = (i64)blockIdx.x * blockDim.x + threadIdx.x;  // d * nq + i
+    if (at0 >= (i64)nq * NBINS) return;
+    int n = 0, r = 0;
+    for (int seg = 0; seg < nseg; ++seg) {
+        const i64 at = (i64)seg * NBINS * nq + at0;
+        const int v = packed[at];
+        if (write_bases) { base_pos[at] = n; base_rel[at] = r; }
+        n += v & 0xFFFF;
+        r += v >> 16;
+    }
+    total[at0] = n;
+    total_rel[at0] = r;
+}
+
+// Pass 2: stable-order AP sums and hits at each cutoff, per segment: ap[(seg * NK + c) * nq + i], hits
+// likewise. The counters are pass 1's again; a relevant item adds its bucket's starting position and hits
+// in this segment, base_pos / base_rel (pass 1's layout: items / relevant items ranked before the
+// segment's first item of the bucket), read from memory: with the queries sorted by label, the threads
+// of a warp take this branch together, on the relevant items only.
+extern "C" __global__ void __launch_bounds__(T) stable_sums(
     const u64* __restrict__ xq, const u64* __restrict__ xb, const i64* __restrict__ lq,
     const i64* __restrict__ lb, int nq, int nb, int seg_len, const int* __restrict__ base_pos,
     const int* __restrict__ base_rel, const int* __restrict__ ks, double* __restrict__ ap,
     int* __restrict__ hits) {
-    __shared__ int pos[NBINS * T2];
-    __shared__ int rel[NBINS * T2];
-    const int t = threadIdx.x, i = blockIdx.x * T2 + t, seg = blockIdx.y;
+    __shared__ int cnt[NBINS * T];
+    const int t = threadIdx.x, i = blockIdx.x * T + t, seg = blockIdx.y;
     if (i >= nq) return;
 #pragma unroll 5
-    for (int b = 0; b < NBINS; ++b) {
-        pos[b * T2 + t] = base_pos[((i64)seg * NBINS + b) * nq + i];
-        rel[b * T2 + t] = base_rel[((i64)seg * NBINS + b) * nq + i];
-    }
+    for (int b = 0; b < NBINS; ++b) cnt[b * T + t] = 0;
     u64 q[W];
     i64 l[LW];
     int k[NK], found[NK];
@@ -1222,16 +1259,18 @@ extern "C" __global__ void __launch_bounds__(T2) stable_sums(
     for (int w = 0; w < LW; ++w) l[w] = lq[(i64)i * LW + w];
 #pragma unroll
     for (int c = 0; c < NK; ++c) { k[c] = ks[c]; sums[c] = 0.0; found[c] = 0; }
+    const int* pos0 = base_pos + (i64)seg * NBINS * nq + i;
+    const int* rel0 = base_rel + (i64)seg * NBINS * nq + i;
     const i64 start = (i64)seg * seg_len, end = min(start + seg_len, (i64)nb);
 #pragma unroll 4
     for (i64 j = start; j < end; ++j) {
         const int d = distance(q, xb, j);
-        const int position = pos[d * T2 + t] + 1;
-        pos[d * T2 + t] = position;
-        if (is_relevant(l, lb, j)) {
-            const int hit = rel[d * T2 + t] + 1;
-            rel[d * T2 + t] = hit;
-            const double precision = (double)hit / (double)position;
+        const int r = is_relevant(l, lb, j);
+        const int v = cnt[d * T + t];
+        cnt[d * T + t] = v + 1 + (r << 16);
+        if (r) {
+            const int position = __ldg(pos0 + (i64)d * nq) + (v & 0xFFFF) + 1;
+            const double precision = quotient(__ldg(rel0 + (i64)d * nq) + (v >> 16) + 1, position);
 #pragma unroll
             for (int c = 0; c < NK; ++c) {
                 if (position <= k[c]) { sums[c] += precision; found[c] += 1; }
@@ -1250,20 +1289,31 @@ extern "C" __global__ void __launch_bounds__(T2) stable_sums(
 # counters' 16-bit halves hold at most 32767 without reaching the sign bit).
 _CUDA_SHARED_BYTES = 48 * 1024
 _CUDA_MAX_SEGMENT = 32767
-# Widest multi-hot labels (64-bit words) the kernels take; wider ones, and codes of more than 191 bits
+# Widest multi-hot labels (64-bit words) the kernels take; wider ones, and codes of more than 383 bits
 # (whose counters leave fewer than 32 queries a block), use plain torch.
 _CUDA_MAX_LABEL_WORDS = 16
 # False makes the torch backend use plain torch on CUDA too (the benchmark's reference; tests).
 _CUDA_KERNELS = True
-# Blocks to aim for (about 6 resident blocks on each of an H100's 132 multiprocessors, twice over), and
-# the bytes of the per-segment arrays of one chunk of queries.
-_CUDA_TARGET_BLOCKS = 1600
+# Bytes of the per-segment arrays of one chunk of queries.
 _CUDA_CHUNK_BYTES = 1 << 30
 
 
-def _cuda_threads(nbins: int, bytes_per_bin: int = 4) -> int:
+@functools.lru_cache(maxsize=16)
+def _cuda_resident_blocks(device: int, shared_bytes: int, threads: int) -> int:
+    """Blocks of ``threads`` threads and ``shared_bytes`` of shared memory resident on the GPU at once."""
+    import torch
+
+    props = torch.cuda.get_device_properties(device)
+    per_sm = getattr(props, "shared_memory_per_multiprocessor", 0) or 100 * 1024
+    # The driver reserves 1 KiB of shared memory per block.
+    threads_per_sm = getattr(props, "max_threads_per_multi_processor", 0) or 2048
+    blocks = min(per_sm // (shared_bytes + 1024), threads_per_sm // threads, 32)
+    return max(1, blocks) * props.multi_processor_count
+
+
+def _cuda_threads(nbins: int) -> int:
     """Queries per block: as many as the counters' shared memory allows, a multiple of 32, at most 128."""
-    return min(128, (_CUDA_SHARED_BYTES // (bytes_per_bin * nbins)) // 32 * 32)
+    return min(128, (_CUDA_SHARED_BYTES // (4 * nbins)) // 32 * 32)
 
 
 @functools.lru_cache(maxsize=1)
@@ -1277,13 +1327,11 @@ def _cupy() -> Any:
 
 
 @functools.lru_cache(maxsize=32)
-def _cuda_module(
-    words: int, label_words: int, multi: bool, nbins: int, nks: int, threads: int, threads2: int
-) -> Any:
+def _cuda_module(words: int, label_words: int, multi: bool, nbins: int, nks: int, threads: int) -> Any:
     """The kernels for one shape, as a CuPy ``RawModule`` (NVRTC compiles it at the first launch)."""
     cupy = _cupy()
     defines = {"W": words, "LW": label_words, "MULTI": int(multi), "NBINS": nbins, "NK": max(nks, 1)}
-    defines["T"], defines["T2"] = threads, threads2
+    defines["T"] = threads
     header = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return cupy.RawModule(code=header + _CUDA_SOURCE, options=("--std=c++17",))
 
@@ -1296,7 +1344,7 @@ def _cuda_usable(data: _Data, dev: Any) -> bool:
         return False
     bits = data.xq.shape[1]
     label_words = 1 if not data.multi else (data.yq.shape[1] + 63) // 64
-    if label_words > _CUDA_MAX_LABEL_WORDS or _cuda_threads(bits + 1, 8) < 32:
+    if label_words > _CUDA_MAX_LABEL_WORDS or _cuda_threads(bits + 1) < 32:
         return False
     return _cupy() is not None
 
@@ -1324,17 +1372,29 @@ def _cuda_stats(
     import torch
 
     nq, nb, nbins = xq.shape[0], xb.shape[0], bits + 1
+    xb, lb = xb.contiguous(), lb.contiguous()
     dev = xq.device
-    threads, threads2 = _cuda_threads(nbins), _cuda_threads(nbins, 8)
+    threads = _cuda_threads(nbins)
     nks = len(ks) if stable else 0
-    module = _cuda_module(xq.shape[1], lq.shape[1], multi, nbins, nks, threads, threads2)
+    module = _cuda_module(xq.shape[1], lq.shape[1], multi, nbins, nks, threads)
     q_blocks_max = -(-nq // threads)
     # Enough segments to fill the GPU, none longer than the counters can hold.
-    segments = max(-(-nb // _CUDA_MAX_SEGMENT), min(-(-_CUDA_TARGET_BLOCKS // q_blocks_max), -(-nb // 256)))
+    # Enough segments for whole waves of pass 1's blocks (at least two), none longer than the counters
+    # hold, none shorter than 256 items (each segment costs every thread a pass over its bins).
+    resident = _cuda_resident_blocks(dev.index, 4 * nbins * threads, threads)
+    fewest = -(-nb // _CUDA_MAX_SEGMENT)
+    waves = max(2, -(-fewest * q_blocks_max // resident))
+    segments = max(fewest, min(waves * resident // q_blocks_max, -(-nb // 256)))
     seg_len = -(-nb // segments)
     segments = -(-nb // seg_len)
-    # Queries per chunk: pass 1's output and pass 2's two base arrays, int32, plus their int64 sums.
-    chunk = max(threads, _CUDA_CHUNK_BYTES // (segments * nbins * 4 * 6) // threads * threads)
+    # Queries per chunk: pass 1's output and pass 2's two base arrays, int32.
+    chunk = max(threads, _CUDA_CHUNK_BYTES // (segments * nbins * 4 * 3) // threads * threads)
+    # Queries of one label side by side: the threads of a warp then agree on each item's relevance, so
+    # the float64 work on relevant items does not diverge (results go back to the callers' order).
+    order = torch.arange(nq, device=dev)
+    for w in reversed(range(lq.shape[1])):  # lexicographic, one stable sort per word (no host sync)
+        order = order[torch.argsort(lq[order, w], stable=True)]
+    xq, lq = xq[order].contiguous(), lq[order].contiguous()
     counts = torch.empty((nq, nbins), dtype=torch.int64, device=dev)
     relevant = torch.empty((nq, nbins), dtype=torch.int64, device=dev)
     ap_sum = torch.zeros((nq, len(ks)), dtype=torch.float64, device=dev)
@@ -1342,7 +1402,9 @@ def _cuda_stats(
     ks_dev = torch.tensor(ks if ks else (1,), dtype=torch.int32, device=dev)
 
     def arg(tensor: Any) -> Any:
-        return cupy.asarray(tensor)
+        # A device pointer passed by value (8 bytes, as the kernel's pointer parameter), which spares a
+        # CuPy array view per argument and launch.
+        return np.uint64(tensor.data_ptr())
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # CuPy >= 14 prefers Stream.from_external
@@ -1356,28 +1418,33 @@ def _cuda_stats(
             qs, ls = xq[s:e].contiguous(), lq[s:e].contiguous()
             common = (arg(qs), arg(xb), arg(ls), arg(lb), np.int32(n), np.int32(nb), np.int32(seg_len))
             module.get_function("histograms")(grid, (threads,), (*common, arg(packed)))
-            seg_counts = packed & 0xFFFF
-            seg_relevant = packed >> 16
-            total = seg_counts.sum(0, dtype=torch.int64)  # (nbins, n)
-            total_rel = seg_relevant.sum(0, dtype=torch.int64)
+            base_pos = torch.empty_like(packed) if nks else packed
+            base_rel = torch.empty_like(packed) if nks else packed
+            total = torch.empty((nbins, n), dtype=torch.int32, device=dev)
+            total_rel = torch.empty((nbins, n), dtype=torch.int32, device=dev)
+            module.get_function("prefixes")(
+                (-(-n * nbins // 256),),
+                (256,),
+                (arg(packed), np.int32(n), np.int32(segments), np.int32(bool(nks)), arg(base_pos))
+                + (arg(base_rel), arg(total), arg(total_rel)),
+            )
             counts[s:e] = total.T
             relevant[s:e] = total_rel.T
             if not nks:
                 continue
-            # Items ranked before a segment's first item of bucket d: all items at smaller distances plus
-            # the bucket's items in earlier segments.
-            base_pos = (torch.cumsum(total, 0) - total) + (torch.cumsum(seg_counts, 0) - seg_counts)
-            base_rel = (torch.cumsum(total_rel, 0) - total_rel) + torch.cumsum(seg_relevant, 0)
-            base_rel -= seg_relevant
-            base_pos, base_rel = base_pos.to(torch.int32), base_rel.to(torch.int32)
-            del packed, seg_counts, seg_relevant
+            del packed
             seg_sums = torch.empty((segments, nks, n), dtype=torch.float64, device=dev)
             seg_hits = torch.empty((segments, nks, n), dtype=torch.int32, device=dev)
+            # Add the items at smaller distances to each bucket's starting position.
+            base_pos += (torch.cumsum(total, 0, dtype=torch.int32) - total)[None]
+            base_rel += (torch.cumsum(total_rel, 0, dtype=torch.int32) - total_rel)[None]
             module.get_function("stable_sums")(
-                (-(-n // threads2), segments),
-                (threads2,),
+                grid,
+                (threads,),
                 (*common, arg(base_pos), arg(base_rel), arg(ks_dev), arg(seg_sums), arg(seg_hits)),
             )
             ap_sum[s:e] = seg_sums.sum(0).T
             hits[s:e] = seg_hits.sum(0, dtype=torch.int64).T
-    return counts, relevant, ap_sum, hits
+    back = torch.empty_like(order)
+    back[order] = torch.arange(nq, device=dev)
+    return counts[back], relevant[back], ap_sum[back], hits[back]

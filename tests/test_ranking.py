@@ -604,14 +604,13 @@ def test_torch_cuda_equals_numpy():
 
 def test_cuda_kernel_block_sizes():
     """Counters of a block fit the static shared memory; too many bins leave the work to plain torch."""
-    for nbins in (2, 5, 65, 101, 161, 192):
-        for bytes_per_bin in (4, 8):
-            threads = R._cuda_threads(nbins, bytes_per_bin)
-            assert threads % 32 == 0 and 32 <= threads <= 128
-            assert bytes_per_bin * nbins * threads <= R._CUDA_SHARED_BYTES
+    for nbins in (2, 5, 65, 101, 161, 257, 384):
+        threads = R._cuda_threads(nbins)
+        assert threads % 32 == 0 and 32 <= threads <= 128
+        assert 4 * nbins * threads <= R._CUDA_SHARED_BYTES
     assert R._cuda_threads(65) == 128
-    assert R._cuda_threads(193, 8) < 32  # 192 bits: plain torch
-    data = R._prepare(*make_data(192, nq=2, nb=3), "torch", "cpu")
+    assert R._cuda_threads(385) < 32  # 384 bits: plain torch
+    data = R._prepare(*make_data(384, nq=2, nb=3), "torch", "cpu")
     assert not R._cuda_usable(data, torch.device("cuda"))
 
 
@@ -622,11 +621,11 @@ def test_cuda_kernels_not_used_on_cpu():
 
 
 CUDA_CASES = [
-    # (bits, multi, classes, nq, nb, flip): one word, two words with three label words, three words (64
-    # and 32 queries a block), and 4 bits (5 distances: long runs of equal distance inside every segment).
+    # (bits, multi, classes, nq, nb, flip): one word, two words with three label words, five words (32
+    # queries a block), and 4 bits (5 distances: long runs of equal distance inside every segment).
     (64, False, 10, 300, 5000, 0.2),
     (100, True, 130, 77, 3001, 0.2),
-    (160, False, 7, 40, 2000, 0.3),
+    (300, False, 7, 40, 2000, 0.3),
     (4, False, 5, 129, 4000, 0.3),
 ]
 
