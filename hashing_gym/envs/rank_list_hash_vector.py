@@ -240,9 +240,10 @@ class RankListHashVectorEnv(HashingVectorEnv):
         distance = popcounts[..., 0] if self._num_words == 1 else popcounts.sum(-1)  # (m, N)
         rows_m = self._arange(m)
         if self._multi:
-            relevant_mask = ((self._labels[items][:, None, :] & self._labels[None, :, :]) != 0).any(-1)
+            item_labels = self._take(self._labels, items)
+            relevant_mask = ((item_labels[:, None, :] & self._labels[None, :, :]) != 0).any(-1)
         else:
-            relevant_mask = self._labels[items][:, None] == self._labels[None, :]
+            relevant_mask = self._take(self._labels, items)[:, None] == self._labels[None, :]
         bins = self.bits + 2
         if self.ties == "average":  # torch (numpy took the numba path above)
             # One bincount over keys row * 2 bins + 2 d + relevant, in int32 to halve the traffic; the
@@ -332,7 +333,7 @@ class RankListHashVectorEnv(HashingVectorEnv):
         return self._check_binary_actions(actions, self.bits)
 
     def _observations(self) -> Any:
-        return self._features[self._items]
+        return self._take(self._features, self._items)
 
     # ----------------------------------------------------------------------------------------------
     # Packed codes on either backend

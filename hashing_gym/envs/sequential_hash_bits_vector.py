@@ -343,7 +343,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         return self._check_binary_actions(actions, self.group)
 
     def _observations(self) -> Any:
-        features = self._features[self._items]
+        features = self._take(self._features, self._items)
         step = self._t.clip(0, self.num_steps - 1) if self.torch else np.minimum(self._t, self.num_steps - 1)
         if not self.torch:
             return build_observation(
