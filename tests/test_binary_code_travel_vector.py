@@ -42,9 +42,12 @@ def assert_info_equal(single_info, vector_info, i):
         assert vector_info[key][i] == value, (key, i, vector_info[key][i], value)
 
 
-def run_parity(device, steps, n=5, seed=3, teacher_share=0.5, **kwargs):
+def run_parity(device, steps, n=5, seed=3, teacher_share=0.5, autoreset_mode="NextStep", **kwargs):
     """Step n single envs (seeds seed..seed+n-1) and the vector env side by side; compare everything."""
-    vector = BinaryCodeTravelVectorEnv(num_envs=n, device=device, rng="per_env", **kwargs)
+    vector = BinaryCodeTravelVectorEnv(
+        num_envs=n, device=device, rng="per_env", autoreset_mode=autoreset_mode, **kwargs
+    )
+    same_step = autoreset_mode == "SameStep"
     singles = [BinaryCodeTravelEnv(**kwargs) for _ in range(n)]
     obs, info = to_numpy(vector.reset(seed=seed))
     expected = [env.reset(seed=seed + i) for i, env in enumerate(singles)]
@@ -66,11 +69,17 @@ def run_parity(device, steps, n=5, seed=3, teacher_share=0.5, **kwargs):
                 r, te, tr = 0.0, False, False
             else:
                 o, r, te, tr, inf = env.step(int(actions[i]))
+            if same_step:
+                assert info["_final_obs"][i] == (te or tr) and info["_final_info"][i] == (te or tr)
+                if te or tr:  # SAME_STEP: the end goes into the infos, the reset comes back now
+                    assert_obs_equal(o, info["final_obs"], i)
+                    assert_info_equal(inf, info["final_info"], i)
+                    o, inf = env.reset()
             assert_obs_equal(o, obs, i)
-            assert_info_equal(inf, info, i)
+            assert_info_equal(inf, {k: v for k, v in info.items() if "final" not in k}, i)
             assert (reward[i], terminated[i], truncated[i]) == (r, te, tr), i
-        done = terminated | truncated
-        episodes_ended += int(done.sum())
+        done = (terminated | truncated) & (not same_step)
+        episodes_ended += int((terminated | truncated).sum())
     return episodes_ended
 
 
@@ -87,6 +96,29 @@ def run_parity(device, steps, n=5, seed=3, teacher_share=0.5, **kwargs):
 def test_matches_single_envs_step_by_step(device, kwargs):
     episodes = run_parity(device, steps=60, **kwargs)
     assert episodes > 10  # autoresets were exercised
+
+
+@pytest.mark.parametrize("device", ["cpu", TORCH_CPU])
+@pytest.mark.parametrize("kwargs", [{}, {"flatten": True, "max_steps": 5}])
+def test_same_step_autoreset_matches_single_envs(device, kwargs):
+    assert run_parity(device, steps=50, autoreset_mode="SameStep", **kwargs) > 10
+
+
+@pytest.mark.parametrize("device", ["cpu", TORCH_CPU])
+def test_disabled_autoreset_refuses_to_step_ended_envs_until_reset(device):
+    vector = BinaryCodeTravelVectorEnv(num_envs=3, device=device, autoreset_mode="DISABLED")
+    assert vector.metadata["autoreset_mode"] == AutoresetMode.DISABLED
+    assert BinaryCodeTravelVectorEnv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP  # class untouched
+    vector.reset(seed=0)
+    _, _, terminated, _, _ = vector.step(np.array([16, 0, 0]))
+    assert to_numpy(terminated).tolist() == [True, False, False]
+    with pytest.raises(ValueError, match=r"sub-envs \[0\] have ended and autoreset_mode is DISABLED"):
+        vector.step(np.array([0, 0, 0]))
+    obs, _ = vector.reset(options={"reset_mask": np.array([True, False, False])})
+    _, _, terminated, _, _ = vector.step(np.array([0, 16, 16]))
+    assert to_numpy(terminated).tolist() == [False, True, True]
+    with pytest.raises(ValueError, match="autoreset_mode must be"):
+        BinaryCodeTravelVectorEnv(autoreset_mode="sometimes")
 
 
 @pytest.mark.parametrize("device", ["cpu", TORCH_CPU])

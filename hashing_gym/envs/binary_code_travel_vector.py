@@ -12,6 +12,7 @@ from gymnasium.vector.utils import batch_space
 
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs.binary_code_travel import BinaryCodeTravelEnv
+from hashing_gym.envs.vector_base import resolve_autoreset_mode
 
 BACKENDS: tuple[str, ...] = ("numpy", "torch")
 RNGS: tuple[str, ...] = ("batched", "per_env")
@@ -36,9 +37,16 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
 
     ## Autoreset and seeding
 
-    ``metadata["autoreset_mode"]`` is ``NEXT_STEP`` (as Gymnasium's own vector envs): the step after
-    a sub-env terminates or truncates resets it instead, ignoring its action and returning the
-    start observation with reward 0, ``terminated=truncated=False`` and the reset's info.
+    ``autoreset_mode`` (also in ``metadata["autoreset_mode"]``; https://farama.org/Vector-Autoreset-Mode):
+
+    - ``NEXT_STEP`` (default, as Gymnasium's own vector envs): the step after a sub-env terminates
+      or truncates resets it instead, ignoring its action and returning the start observation with
+      reward 0, ``terminated=truncated=False`` and the reset's info.
+    - ``SAME_STEP``: the ending step returns the new episode's start observation and info, with the
+      episode's last ones in ``infos["final_obs"]`` (batched like the observations) and
+      ``infos["final_info"]``, valid where ``infos["_final_obs"]`` is True.
+    - ``DISABLED``: stepping while a sub-env's episode has ended raises ``ValueError``; reset it
+      with ``reset(options={"reset_mask": mask})``.
 
     ``rng`` picks where the start states (item and start code) come from:
 
@@ -55,7 +63,8 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
 
     ``reset`` and ``step`` return ``{"index", "d_pos", "d_neg", "expert_action"}``, each an array
     over the sub-envs (int64, int64, float64, int64), the single env's keys. Every sub-env reports
-    every key at every step, so no ``"_key"`` masks are added.
+    every key at every step, so no ``"_key"`` masks are added for them (only for ``final_obs`` and
+    ``final_info``).
 
     ## Arguments
 
@@ -78,6 +87,7 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
     | backend       | None        | ``"numpy"`` or ``"torch"``; None picks from ``device`` (above) |
     | rng           | ``"batched"`` | start-state draws: ``"batched"`` or ``"per_env"`` (above)    |
     | check_actions | True        | check that every action is in range (on CUDA: a host sync per step) |
+    | autoreset_mode | ``NEXT_STEP`` | an ``AutoresetMode``, its value or its name (above)          |
 
     ## Version History
 
@@ -105,6 +115,7 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
         backend: str | None = None,
         rng: str = "batched",
         check_actions: bool = True,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs <= 0:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -143,6 +154,8 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
         self.multi_label = not single._single_label
         self.rng = rng
         self.check_actions = bool(check_actions)
+        self.autoreset_mode = resolve_autoreset_mode(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.render_mode = None
 
         self.single_observation_space = single.observation_space
@@ -259,6 +272,13 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
             raise _reset_needed()
         xp = self._xp
         actions = self._check_actions(actions)
+        mode = self.autoreset_mode
+        if mode == AutoresetMode.DISABLED and bool(self._prev_done.any()):
+            ended = np.flatnonzero(xp.to_numpy(self._prev_done)).tolist()
+            raise ValueError(
+                f"sub-envs {ended} have ended and autoreset_mode is DISABLED: "
+                "reset them first with reset(options={'reset_mask': mask})"
+            )
         b = self.bits
         live = ~self._prev_done
         terminate = live & (actions == b)
@@ -274,16 +294,28 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
         self._hist = xp.where(flip[:, None], pushed, self._hist)
         self._steps = self._steps + xp.astype(live, np.int64)
 
-        # Sub-envs that ended at the previous step start a new episode now (NEXT_STEP autoreset).
-        self._restart(self._prev_done, None, None)
+        if mode == AutoresetMode.NEXT_STEP:
+            # Sub-envs that ended at the previous step start a new episode now.
+            self._restart(self._prev_done, None, None)
         self._refresh()
 
         zero = xp.zeros(self.num_envs, np.float64)
         reward = xp.where(flip, margin - (self._d_pos - self._d_neg), zero)
         reward = xp.where(terminate, terminate_reward, reward)
         truncated = live & ~terminate & (self._steps >= self.max_steps)
-        self._prev_done = terminate | truncated
-        return self._get_obs(), reward, terminate, truncated, self._get_info()
+        ended = terminate | truncated
+        if mode != AutoresetMode.SAME_STEP:
+            self._prev_done = ended
+            return self._get_obs(), reward, terminate, truncated, self._get_info()
+        # SAME_STEP: the ending step returns the new episode's start; the end goes into the infos.
+        final_obs, final_info = self._get_obs(), self._get_info()
+        self._restart(ended, None, None)
+        self._refresh()
+        info = self._get_info()
+        info.update(
+            final_obs=final_obs, final_info=final_info, _final_obs=xp.copy(ended), _final_info=xp.copy(ended)
+        )
+        return self._get_obs(), reward, terminate, truncated, info
 
     # ------------------------------------------------------------ internals
 
