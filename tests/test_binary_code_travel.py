@@ -327,3 +327,21 @@ def test_gymnasium_error_types_for_bad_actions_and_missing_reset(env_id):
     with pytest.raises(InvalidAction, match="is not in") as raised:
         env.step(-1)
     assert isinstance(raised.value, ValueError)  # callers catching ValueError keep working
+
+
+@pytest.mark.parametrize(
+    ("env_id", "bad"),
+    [
+        ("BinaryCodeTravel-v0", [99, 0]),
+        ("RankListHash-v0", np.full((2, 16), 2)),
+        ("SequentialHashBits-v0", [[2], [0]]),
+    ],
+)
+def test_vector_envs_raise_invalid_action_too(env_id, bad):
+    from gymnasium.error import InvalidAction
+
+    extra = {"group": 1} if env_id == "SequentialHashBits-v0" else {}
+    envs = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", bits=16, **extra)
+    envs.reset(seed=0)
+    with pytest.raises(InvalidAction, match="not in"):
+        envs.step(np.asarray(bad))

@@ -11,6 +11,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from hashing_gym.data import HashingDataset
+from hashing_gym.envs.base import InvalidActionError
 from hashing_gym.envs.binary_code_travel import BinaryCodeTravelEnv
 from hashing_gym.envs.vector_base import resolve_autoreset_mode
 
@@ -116,6 +117,7 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
         rng: str = "batched",
         check_actions: bool = True,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        cuda_graph: bool = False,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs <= 0:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -195,6 +197,22 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
         self._torch_generator: Any = None
         self._has_reset = False
 
+        self.cuda_graph = bool(cuda_graph)
+        if self.cuda_graph and not (
+            self.backend == "torch"
+            and self.device.type == "cuda"
+            and rng == "batched"
+            and not self.check_actions
+            and self.autoreset_mode != AutoresetMode.DISABLED
+        ):
+            raise ValueError(
+                "cuda_graph=True needs a CUDA device, rng='batched', check_actions=False and "
+                f"autoreset_mode NEXT_STEP or SAME_STEP; got device={device!r}, rng={rng!r}, "
+                f"check_actions={check_actions!r}, autoreset_mode={self.autoreset_mode.name}"
+            )
+        self._graph: Any = None
+        self._graph_draws: tuple[Any, Any] | None = None  # set while capturing: restarts read these
+
     # ------------------------------------------------------------------ API
 
     def reset(
@@ -250,11 +268,16 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
                     f"{self.single_env.split_name!r} split of {self.num_items} items"
                 )
         xp = self._xp
-        self._restart(xp.asarray(mask_np), mask_np, index)
-        self._prev_done = xp.where(xp.asarray(mask_np), False, self._prev_done)
-        self._refresh()
+
+        def restart() -> tuple[Any, dict[str, Any]]:
+            self._restart(xp.asarray(mask_np), mask_np, index)
+            self._prev_done = xp.where(xp.asarray(mask_np), False, self._prev_done)
+            self._refresh()
+            return self._get_obs(), self._get_info()
+
         self._has_reset = True
-        return self._get_obs(), self._get_info()
+        # With a captured step, the new state must land in the buffers the graph reads.
+        return self._in_place(restart) if self._graph is not None else restart()
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Flip bit ``actions[i]`` of sub-env ``i`` or terminate it (``actions[i] == bits``).
@@ -270,6 +293,11 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
         """
         if not self._has_reset:
             raise _reset_needed()
+        if self.cuda_graph:
+            return self._graph_step(actions)
+        return self._step(actions)
+
+    def _step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         xp = self._xp
         actions = self._check_actions(actions)
         mode = self.autoreset_mode
@@ -355,7 +383,7 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
     def _restart(self, mask: Any, mask_np: np.ndarray | None, index: np.ndarray | None) -> None:
         """Draw a new item and start code for the sub-envs in ``mask`` (and zero their history)."""
         xp = self._xp
-        n, b = self.num_envs, self.bits
+        b = self.bits
         if self.rng == "per_env":
             # Draw as the single env's reset does, generator by generator.
             if mask_np is None:
@@ -390,19 +418,94 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
             # Draw for every row and keep the restarting ones: no data-dependent shapes, no sync.
             import torch
 
-            g = self._torch_generator
             if index is not None:
                 drawn_index = torch.as_tensor(index, dtype=torch.int64, device=self.device)
+                drawn_code = self._draw_codes()
+            elif self._graph_draws is not None:
+                drawn_index, drawn_code = self._graph_draws  # filled before each replay, as below
             else:
-                drawn_index = torch.randint(self.num_items, (n,), generator=g, device=self.device)
-            if self.init == "random":
-                drawn_code = torch.randint(0, 2, (n, b), generator=g, device=self.device, dtype=torch.int8)
-            else:
-                drawn_code = torch.zeros((n, b), device=self.device, dtype=torch.int8)
+                drawn_index, drawn_code = self._draw_items(), self._draw_codes()
         self._index = xp.where(mask, drawn_index, self._index)
         self._code = xp.where(mask[:, None], drawn_code, self._code)
         self._hist = xp.where(mask[:, None], b, self._hist)
         self._steps = xp.where(mask, 0, self._steps)
+
+    def _draw_items(self, out: Any = None) -> Any:
+        import torch
+
+        g, n = self._torch_generator, self.num_envs
+        return torch.randint(self.num_items, (n,), generator=g, device=self.device, out=out)
+
+    def _draw_codes(self, out: Any = None) -> Any:
+        import torch
+
+        shape = (self.num_envs, self.bits)
+        if self.init != "random":
+            return torch.zeros(shape, device=self.device, dtype=torch.int8) if out is None else out.zero_()
+        if out is None:
+            return torch.randint(
+                0, 2, shape, generator=self._torch_generator, device=self.device, dtype=torch.int8
+            )
+        return torch.randint(0, 2, shape, generator=self._torch_generator, device=self.device, out=out)
+
+    # State the step reads and writes; a captured step keeps it in fixed buffers.
+    _STATE = ("_index", "_code", "_hist", "_steps", "_prev_done", "_dist", "_d_pos", "_d_neg", "_target")
+
+    def _in_place(self, update: Any) -> Any:
+        """Run ``update()`` (which rebinds state attributes), then copy the new state into the old tensors."""
+        buffers = {name: getattr(self, name) for name in self._STATE}
+        result = update()
+        for name, buffer in buffers.items():
+            new = getattr(self, name)
+            if new is not buffer:
+                buffer.copy_(new)
+                setattr(self, name, buffer)
+        return result
+
+    def _graph_step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """One step as a replay of a CUDA graph of ``_step`` (captured at the first call).
+
+        The random draws stay outside the graph: they are drawn into fixed buffers before each
+        replay, with the same generator calls as the eager step, so both give the same stream.
+        The outputs are cloned: the next replay overwrites the graph's own.
+        """
+        import torch
+
+        actions = self._xp.as_actions(actions, self.num_envs)
+        if self._graph is None:
+            self._capture()
+        self._graph_actions.copy_(actions)
+        self._draw_items(out=self._graph_index)
+        self._draw_codes(out=self._graph_code)
+        self._graph.replay()
+        return _clone(self._graph_outputs, torch)
+
+    def _capture(self) -> None:
+        import torch
+
+        n, b, device = self.num_envs, self.bits, self.device
+        self._graph_actions = torch.zeros(n, dtype=torch.int64, device=device)
+        self._graph_index = torch.zeros(n, dtype=torch.int64, device=device)
+        self._graph_code = torch.zeros((n, b), dtype=torch.int8, device=device)
+        self._graph_draws = (self._graph_index, self._graph_code)
+        saved = {name: getattr(self, name).clone() for name in self._STATE}
+        try:
+            # Warm up on a side stream (as torch.cuda.graphs asks), then undo the warm-up steps.
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    self._in_place(lambda: self._step(self._graph_actions))
+            torch.cuda.current_stream(device).wait_stream(stream)
+            for name, value in saved.items():
+                getattr(self, name).copy_(value)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                outputs = self._in_place(lambda: self._step(self._graph_actions))
+        finally:
+            self._graph_draws = None
+        self._graph, self._graph_outputs = graph, outputs
+        torch.cuda.current_stream(device).synchronize()
 
     def _refresh(self) -> None:
         """Distances to every codeword, then d_pos, d_neg and the target, from the codes."""
@@ -458,7 +561,7 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
             bad = (actions < 0) | (actions > self.bits)
             if bool(bad.any()):
                 i = int(xp.to_numpy(bad).argmax())
-                raise ValueError(
+                raise InvalidActionError(
                     f"actions[{i}]={int(xp.to_numpy(actions)[i])} is not in "
                     f"{self.single_action_space} (actions must be integers in [0, {self.bits}])"
                 )
@@ -495,6 +598,15 @@ def _reset_needed() -> Exception:
     from gymnasium.error import ResetNeeded
 
     return ResetNeeded("Cannot call step() before reset(): call envs.reset() first")
+
+
+def _clone(value: Any, torch: Any) -> Any:
+    """A copy of nested dicts, tuples and tensors."""
+    if isinstance(value, dict):
+        return {key: _clone(item, torch) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_clone(item, torch) for item in value)
+    return value.clone() if isinstance(value, torch.Tensor) else value
 
 
 def _resolve_backend(device: Any, backend: str | None) -> tuple[str, Any]:

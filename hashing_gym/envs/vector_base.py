@@ -41,7 +41,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from hashing_gym.envs.base import HashingEnv
+from hashing_gym.envs.base import HashingEnv, InvalidActionError
 
 BACKENDS: tuple[str, ...] = ("numpy", "torch")
 RNGS: tuple[str, ...] = ("batched", "per_env")
@@ -381,13 +381,15 @@ class HashingVectorEnv(VectorEnv):
             if tuple(tensor.shape) != shape or (
                 self.check_actions and not bool(((tensor == 0) | (tensor == 1)).all())
             ):
-                raise ValueError(
+                raise InvalidActionError(
                     f"actions {actions!r} are not in {self.action_space}: need 0/1 of shape {shape}"
                 )
             return tensor.to(torch.uint8)
         arr = np.asarray(actions)
         if arr.shape != shape or arr.dtype == object or not np.all((arr == 0) | (arr == 1)):
-            raise ValueError(f"actions {actions!r} are not in {self.action_space}: need 0/1 of shape {shape}")
+            raise InvalidActionError(
+                f"actions {actions!r} are not in {self.action_space}: need 0/1 of shape {shape}"
+            )
         return self._to_backend(arr.astype(np.uint8))
 
     # ----------------------------------------------------------------------------------------------
