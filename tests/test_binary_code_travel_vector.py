@@ -303,6 +303,60 @@ def test_bad_arguments_raise():
             BinaryCodeTravelVectorEnv(device="cuda")
 
 
+def assert_steps_equal(a, b):
+    a, b = to_numpy(a), to_numpy(b)
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, dict):
+            assert set(x) == set(y)
+            for key in x:
+                assert_steps_equal((x[key],), (y[key],))
+        else:
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("autoreset_mode", ["NextStep", "SameStep"])
+def test_fixed_buffer_steps_as_a_cuda_graph_replays_them_match_eager_steps(autoreset_mode):
+    # What a captured step does, on CPU: draws made before the step, state copied into fixed buffers.
+    kwargs = {"num_envs": 32, "device": TORCH_CPU, "autoreset_mode": autoreset_mode, "max_steps": 6}
+    eager, fixed = BinaryCodeTravelVectorEnv(**kwargs), BinaryCodeTravelVectorEnv(**kwargs)
+    assert_steps_equal(eager.reset(seed=1), fixed.reset(seed=1))
+    buffers = {name: getattr(fixed, name) for name in fixed._STATE}
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        actions = torch.as_tensor(rng.integers(0, 17, size=32))
+        expected = eager.step(actions)
+        fixed._graph_draws = (fixed._draw_items(), fixed._draw_codes())
+        got = fixed._in_place(lambda actions=actions: fixed._step(actions))
+        fixed._graph_draws = None
+        assert_steps_equal(expected, got)
+    assert all(getattr(fixed, name) is buffer for name, buffer in buffers.items())
+
+
+def test_cuda_graph_needs_cuda_batched_draws_and_no_action_checks():
+    with pytest.raises(ValueError, match="cuda_graph=True needs a CUDA device"):
+        BinaryCodeTravelVectorEnv(device=TORCH_CPU, check_actions=False, cuda_graph=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("autoreset_mode", ["NextStep", "SameStep"])
+def test_cuda_graph_steps_match_eager_steps(autoreset_mode):
+    kwargs = {"num_envs": 4096, "device": "cuda", "check_actions": False, "autoreset_mode": autoreset_mode}
+    eager = BinaryCodeTravelVectorEnv(**kwargs)
+    graphed = BinaryCodeTravelVectorEnv(**kwargs, cuda_graph=True)
+    assert_steps_equal(eager.reset(seed=3), graphed.reset(seed=3))
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    for t in range(60):
+        actions = torch.randint(0, 17, (4096,), device="cuda", generator=generator)
+        assert_steps_equal(eager.step(actions), graphed.step(actions))
+        if t == 30:  # resets after the capture land in the graph's buffers
+            assert_steps_equal(eager.reset(seed=9), graphed.reset(seed=9))
+        if t == 45:
+            mask = np.arange(4096) % 3 == 0
+            options = {"reset_mask": mask, "index": np.arange(4096) % 100}
+            assert_steps_equal(eager.reset(options=options), graphed.reset(options=options))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_single_envs_step_by_step():
