@@ -89,7 +89,7 @@ class BinaryCodeTravelVectorEnv(VectorEnv):
     | rng           | ``"batched"`` | start-state draws: ``"batched"`` or ``"per_env"`` (above)    |
     | check_actions | True        | check that every action is in range (on CUDA: a host sync per step) |
     | autoreset_mode | ``NEXT_STEP`` | an ``AutoresetMode``, its value or its name (above)          |
-    | cuda_graph    | False       | replay each step as a CUDA graph (CUDA, ``rng="batched"``, no action checks) |
+    | cuda_graph    | False       | replay each step as a CUDA graph (CUDA, ``rng="batched"``, no checks) |
 
     ``cuda_graph=True`` cuts the host's launch cost per step (the bound at tens of thousands of
     envs). Its replay logic is tested on CPU (fixed buffers, draws made before the step); the
