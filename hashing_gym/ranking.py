@@ -557,7 +557,8 @@ def _check_binary(arr: np.ndarray, name: str) -> np.ndarray:
         return np.ascontiguousarray(arr, dtype=np.uint8)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"{name} must hold the numbers 0 and 1, got dtype {arr.dtype}")
-    bad = (arr != 0) & (arr != 1)
+    # Unsigned integers: one comparison, one temporary (large databases are checked on every call).
+    bad = arr > 1 if np.issubdtype(arr.dtype, np.unsignedinteger) else (arr != 0) & (arr != 1)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"{name} must hold only 0 and 1, got {arr[where].item()!r} at index {where}")

@@ -486,6 +486,11 @@ bad_inputs = [
     ),
     (
         R.mean_average_precision,
+        {"xq": np.array([[0, 1, 1, 0, 0, 0, 0, 255]] * 3, dtype=np.uint8)},
+        r"query codes must hold only 0 and 1, got 255 at index \(0, 7\)",
+    ),
+    (
+        R.mean_average_precision,
         {"xb": np.full((10, 8), np.nan)},
         r"database codes must hold only 0 and 1, got nan",
     ),
