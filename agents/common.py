@@ -60,11 +60,35 @@ class CommonArgs:
     threads: int = field(
         default=1, metadata={"help": "torch CPU threads (small networks train fastest on one)"}
     )
+    dataset_options: str = field(
+        default="",
+        metadata={"help": "extra load_dataset options, e.g. n_per_class=5100,dim=512,query_per_class=100"},
+    )
+
+
+def parse_options(text: str) -> dict[str, Any]:
+    """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}`` (ints, floats and true/false parsed)."""
+    options: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--dataset-options wants key=value pairs, got {item!r}")
+        parsed: Any = value.strip()
+        for cast in (int, float):
+            try:
+                parsed = cast(parsed)
+                break
+            except ValueError:
+                continue
+        if parsed in ("true", "false"):
+            parsed = parsed == "true"
+        options[key.strip()] = parsed
+    return options
 
 
 def load_run_dataset(args: CommonArgs) -> HashingDataset:
-    """The data set a run trains and evaluates on."""
-    options: dict[str, Any] = {"seed": args.seed}
+    """The data set a run trains and evaluates on (``--dataset-options`` passed to ``load_dataset``)."""
+    options: dict[str, Any] = {"seed": args.seed, **parse_options(args.dataset_options)}
     if args.data_path is not None:
         options["path"] = args.data_path
     return load_dataset(args.dataset, **options)

@@ -61,7 +61,6 @@ from agents.common import (
     set_threads,
     write_json_atomic,
 )
-from hashing_gym.data import HashingDataset, load_dataset
 from hashing_gym.envs import encode_batch
 from hashing_gym.envs.binary_code_travel_vector import BinaryCodeTravelVectorEnv
 
@@ -99,10 +98,6 @@ class Args(CommonArgs):
     checkpoint_every: int = field(default=1_000_000, metadata={"help": "env steps between checkpoints"})
     eval_every: int = field(
         default=100_000, metadata={"help": "env steps between retrieval evaluations (0: at the end only)"}
-    )
-    dataset_options: str = field(
-        default="",
-        metadata={"help": "extra load_dataset options, e.g. n_per_class=5100,dim=512,query_per_class=100"},
     )
 
 
@@ -193,36 +188,6 @@ def teacher_agreement(
     return float(envs.teacher_actions().gather(1, greedy[:, None]).float().mean())
 
 
-def parse_options(text: str) -> dict[str, Any]:
-    """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}`` (ints, floats and true/false parsed)."""
-    options: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--dataset-options wants key=value pairs, got {item!r}")
-        parsed: Any = value.strip()
-        for cast in (int, float):
-            try:
-                parsed = cast(parsed)
-                break
-            except ValueError:
-                continue
-        if parsed in ("true", "false"):
-            parsed = parsed == "true"
-        options[key.strip()] = parsed
-    return options
-
-
-def load_dataset_of(args: Args) -> HashingDataset:
-    """The run's data set, with ``--dataset-options`` passed on to ``load_dataset``."""
-    if not args.dataset_options:
-        return load_run_dataset(args)
-    options = {"seed": args.seed, **parse_options(args.dataset_options)}
-    if args.data_path is not None:
-        options["path"] = args.data_path
-    return load_dataset(args.dataset, **options)
-
-
 def encode_split(model: QNetwork, features: np.ndarray, bits: int) -> np.ndarray:
     """Codes under the greedy policy (DRLH's test phase: zeros start, at most ``bits`` steps)."""
     device = next(model.parameters()).device
@@ -276,7 +241,7 @@ def main(args: Args) -> dict[str, Any]:
     if device.type == "cuda":
         # TF32 matrix products: the Q-network is small and noisy targets dwarf the rounding.
         torch.set_float32_matmul_precision("high")
-    dataset = load_dataset_of(args)
+    dataset = load_run_dataset(args)
     folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
     if not args.resume:
         save_args(folder, args, ALGO)
