@@ -22,6 +22,7 @@ ALGORITHMS: dict[str, str] = {
     "dqn": "agents.dqn",
     "dqn-torch": "agents.dqn_torch",
     "reinforce": "agents.reinforce",
+    "reinforce-torch": "agents.reinforce_torch",
     "ppo": "agents.ppo",
     "rppo": "agents.rppo",
     "drlih": "agents.drlih",
@@ -32,21 +33,26 @@ ALGORITHMS: dict[str, str] = {
 }
 # `reinforce` on SequentialHashBits-v0 is DRLIH's recurrent REINFORCE agent.
 ENV_ALIASES: dict[tuple[str, str], str] = {("reinforce", "SequentialHashBits-v0"): "drlih"}
+# algorithm -> its torch-native trainer over the batched env, which runs it on a CUDA device.
+TORCH_TRAINERS: dict[str, str] = {"dqn": "dqn-torch", "reinforce": "reinforce-torch"}
 
 
 def resolve_algorithm(algo: str, rest: Sequence[str]) -> str:
     """The algorithm that ``algo --env ID --device D`` names.
 
-    ``reinforce`` has one trainer per MDP; ``dqn`` on a CUDA device is the torch-native trainer
-    over the batched env (``dqn-torch``), since SB3's loop would cross to the host every step.
+    ``reinforce`` has one trainer per MDP; ``dqn`` and ``reinforce`` (RankListHash-v0) on a CUDA
+    device are the torch-native trainers over the batched env (``dqn-torch``, ``reinforce-torch``),
+    since the host loops would cross to the host every step.
     """
     peek = argparse.ArgumentParser(add_help=False)
     peek.add_argument("--env")
     peek.add_argument("--device")
     known = peek.parse_known_args(rest)[0]
-    if algo == "dqn" and known.device and known.device.startswith("cuda"):
-        return "dqn-torch"
-    return ENV_ALIASES.get((algo, known.env), algo) if known.env else algo
+    if known.env and (algo, known.env) in ENV_ALIASES:
+        return ENV_ALIASES[(algo, known.env)]
+    if algo in TORCH_TRAINERS and known.device and known.device.startswith("cuda"):
+        return TORCH_TRAINERS[algo]
+    return algo
 
 
 def _field_type(annotation: Any) -> type:

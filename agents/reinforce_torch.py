@@ -1,0 +1,354 @@
+r"""REINFORCE on RankListHash-v0, torch-native over the batched env: the loop stays on one device.
+
+The same MDP and algorithm as ``agents.reinforce`` (its query network, baselines, database network
+and deterministic encoding, imported from there): a Bernoulli policy over codes trained by
+:math:`\nabla J = E[(r - b) \nabla \log \pi(h | x)]`, the reward being the average precision of the
+list the code induces against the database network's codes of the train split. What changes is
+where the batch comes from: ``num_envs`` sub-envs of
+``hashing_gym.envs.rank_list_hash_vector.RankListHashVectorEnv`` (torch backend) on the device,
+with ``autoreset_mode="SameStep"`` so that every vector step acts. A vector step draws one item per
+sub-env (the env's seeded generator on the device), samples a code for each from the policy, and
+the env returns their AP (XOR, popcount and per-distance histograms on the device). An update
+takes ``batch_size / num_envs`` vector steps (``batch_size`` codes); the last update of a budget
+that is not a multiple of ``batch_size`` uses only the codes the budget has left. Every
+``--db-refresh K`` updates the database network takes the query network's weights and re-encodes
+the split on the device, and the packed codes go straight into the env's database.
+
+No host round trip per step: the mean baseline, losses and rewards stay device tensors; the host
+reads numbers only at evaluations (``--eval-every``, also recorded as ``curve`` in results.json),
+checkpoints and the end.
+
+Differences from ``agents.reinforce``, all from the batching:
+
+- items are drawn uniformly with replacement (the CPU trainer draws a batch without replacement);
+- ``--db-refresh 0`` (the env's own bank of last sampled codes) is refused: each sub-env of the
+  batched env keeps its own bank, which is another algorithm;
+- ``--resume`` continues from the last checkpoint's networks, optimiser, baseline and counters with
+  the env and the sampling generator reseeded from the step count (as ``agents.dqn_torch``), so a
+  resumed run reaches the total but is not bit-identical to an uninterrupted one;
+- ``--ties stable`` sorts each list on the host (the env's stable-order AP), a transfer per step.
+
+Run: ``python -m agents.train reinforce --device cuda [--num-envs N]`` (``agents.train`` sends
+``reinforce`` on a CUDA device here) or ``python -m agents.train reinforce-torch --device cpu``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.common import (
+    CHECKPOINT_DIR,
+    RESULTS_FILE,
+    UsageError,
+    latest_checkpoint,
+    load_run_dataset,
+    resolve_device,
+    results_record,
+    run_folder,
+    save_args,
+    set_threads,
+    write_json_atomic,
+)
+from agents.dqn_torch import _summary_writer, save_checkpoint
+from agents.reinforce import (
+    MODEL_FILE,
+    QueryNetwork,
+    StopOnInterrupt,
+    check_args,
+    default_timesteps,
+    encode_split,
+    evaluate_model,
+    load_model,
+    mlp,
+    save_model,
+)
+from agents.reinforce import Args as ReinforceArgs
+from hashing_gym.envs.rank_list_hash_vector import RankListHashVectorEnv
+
+__all__ = ["Args", "act", "encode_on_device", "load_model", "encode_split", "main", "set_database_on_device"]
+
+ALGO = "reinforce-torch"
+RESULTS_ALGO = "reinforce"  # results.json names the algorithm, not the implementation
+ENCODE_CHUNK = 4096  # rows per forward pass when the database network encodes the split (as encode_split)
+
+
+@dataclass
+class Args(ReinforceArgs):
+    """Torch-native REINFORCE on the batched RankListHash-v0 (a CUDA device, or CPU for small runs)."""
+
+    num_envs: int | None = field(
+        default=None,
+        metadata={
+            "help": "sub-envs stepped together (codes per vector step); --batch-size must be a "
+            "multiple; default: --batch-size"
+        },
+    )
+
+
+def check_torch_args(args: Args) -> tuple[list[int], int]:
+    """:func:`agents.reinforce.check_args`, plus the batched trainer's own; hidden sizes and num_envs."""
+    hidden = check_args(args)
+    num_envs = args.batch_size if args.num_envs is None else args.num_envs
+    if num_envs <= 0:
+        raise UsageError(f"--num-envs must be positive, got {num_envs}")
+    if args.batch_size % num_envs:
+        raise UsageError(f"--batch-size {args.batch_size} must be a multiple of --num-envs {num_envs}")
+    if args.db_refresh == 0:
+        raise UsageError(
+            "--db-refresh 0 (the env's bank) is not supported by reinforce-torch: each sub-env of the "
+            "batched env keeps its own bank; use --db-refresh K > 0 or the CPU trainer"
+        )
+    return hidden, num_envs
+
+
+def encode_on_device(model: QueryNetwork, features: torch.Tensor) -> torch.Tensor:
+    """Deterministic codes (bit = 1 where logit > 0) of device features; uint8 (n, bits) on the device.
+
+    The codes of :func:`agents.reinforce.encode_split`, without the trip to the host.
+    """
+    with torch.no_grad():
+        chunks = [
+            model(features[start : start + ENCODE_CHUNK]) > 0
+            for start in range(0, len(features), ENCODE_CHUNK)
+        ]
+    return torch.cat(chunks).to(torch.uint8)
+
+
+def set_database_on_device(envs: RankListHashVectorEnv, codes: torch.Tensor) -> None:
+    """Give every sub-env the database ``codes`` (uint8 (N, bits) 0/1 on the env's device).
+
+    ``envs.set_database_codes`` with the same result, minus its validation on the host: the codes
+    come from :func:`encode_on_device`, 0/1 of the right shape by construction, and the check would
+    read them back from the device at every refresh. Packed with the env's own ``_pack``.
+    """
+    if not envs.torch or tuple(codes.shape) != (envs.num_items, envs.bits):
+        raise ValueError(
+            f"codes must be a ({envs.num_items}, {envs.bits}) tensor for a torch-backend env, "
+            f"got {type(codes).__name__} of shape {tuple(codes.shape)}"
+        )
+    envs._words[:] = envs._pack(codes)  # (N, W) broadcast to every sub-env
+    envs._has_bank[:] = True
+
+
+def act(
+    query_net: QueryNetwork, envs: RankListHashVectorEnv, obs: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One vector step: a code per sub-env's item drawn from the policy, rewarded by the env.
+
+    Returns:
+        ``(logits, codes, rewards, items, next_obs)``: the policy's logits (with gradients), the
+        sampled float 0/1 codes, the float64 rewards (AP), the items acted on and the features of
+        the next items (drawn by the env's same-step reset).
+    """
+    logits = query_net(obs)
+    codes = torch.bernoulli(torch.sigmoid(logits).detach(), generator=generator)
+    next_obs, rewards, _, _, infos = envs.step(codes.to(torch.uint8))
+    return logits, codes, rewards, infos["final_info"]["index"], next_obs
+
+
+def main(args: Args) -> dict[str, Any]:
+    """Train the query network on the device, encode, evaluate; write model.pt and results.json."""
+    hidden, num_envs = check_torch_args(args)
+    set_threads(args.threads)
+    device = torch.device(resolve_device(args.device))
+    dataset = load_run_dataset(args)
+    folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
+    if not args.resume:
+        save_args(folder, args, ALGO)
+    timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
+
+    # ENV SETUP: the train split, one database for all sub-envs (the database network's codes).
+    envs = RankListHashVectorEnv(
+        num_envs=num_envs,
+        dataset=dataset,
+        bits=args.bits,
+        ties=args.ties,
+        topk=args.reward_topk,
+        database="fixed",
+        device=device,
+        backend="torch",
+        autoreset_mode="SameStep",
+        check_actions=False,  # Bernoulli draws are 0/1; the check would sync every step
+    )
+    features = torch.as_tensor(np.array(envs.single_env.features), device=device)
+
+    # The networks' initial weights are agents.reinforce's for the same seed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        query_net = QueryNetwork(envs.single_env.feature_dim, args.bits, hidden).to(device)
+        value_net = mlp(envs.single_env.feature_dim, hidden, 1).to(device)  # the learned baseline V(x)
+    database_net = copy.deepcopy(query_net).eval()
+    parameters = list(query_net.parameters()) + (
+        list(value_net.parameters()) if args.baseline == "learned" else []
+    )
+    optimizer = torch.optim.Adam(parameters, lr=args.learning_rate)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    running_mean: torch.Tensor | None = None  # the "mean" baseline, on the device
+    update, env_steps, elapsed, curve = 0, 0, 0.0, []
+
+    if args.resume:
+        state = latest_checkpoint(folder)
+        if state is None:
+            raise UsageError(f"--resume {folder}: the run has no checkpoint to continue from")
+        saved = torch.load(folder / CHECKPOINT_DIR / state["model"], map_location=device, weights_only=True)
+        query_net.load_state_dict(saved["query_net"])
+        database_net.load_state_dict(saved["database_net"])
+        value_net.load_state_dict(saved["value_net"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if saved["running_mean"] is not None:
+            running_mean = torch.tensor(saved["running_mean"], device=device)
+        update, env_steps, elapsed = saved["update"], saved["env_steps"], saved["train_seconds"]
+        curve = saved["curve"]
+        generator.manual_seed(args.seed + env_steps)
+
+    def refresh_database() -> None:
+        # ALGO LOGIC: the database network becomes the query network and re-encodes the split.
+        database_net.load_state_dict(query_net.state_dict())
+        set_database_on_device(envs, encode_on_device(database_net, features))
+
+    if args.resume:
+        set_database_on_device(envs, encode_on_device(database_net, features))
+    obs, _ = envs.reset(seed=args.seed + env_steps)
+    if not args.resume:
+        refresh_database()
+
+    def checkpoint(seconds: float) -> None:
+        save_checkpoint(
+            folder,
+            {
+                "query_net": query_net.state_dict(),
+                "database_net": database_net.state_dict(),
+                "value_net": value_net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "running_mean": None if running_mean is None else float(running_mean),
+                "update": update,
+                "env_steps": env_steps,
+                "train_seconds": seconds,
+                "curve": curve,
+            },
+        )
+
+    writer = _summary_writer(folder)
+    reward_sum = torch.zeros((), dtype=torch.float64, device=device)  # mean AP between evaluations
+    reward_count = 0
+
+    losses: dict[str, torch.Tensor] = {}  # the last update's, logged at evaluations
+    evaluated: dict[int, dict[str, float]] = {}  # env steps -> metrics of the last evaluation
+
+    def log_point(seconds: float) -> dict[str, float]:
+        nonlocal reward_count
+        if env_steps in evaluated:  # the last update was evaluated already
+            return evaluated[env_steps]
+        metrics = evaluate_model(query_net, dataset, args.bits, args.topk)
+        mean_ap = float(reward_sum) / max(1, reward_count)
+        point = {
+            "env_steps": env_steps,
+            "seconds": round(seconds, 3),
+            "map": metrics["map"],
+            "mean_ap": mean_ap,
+        }
+        curve.append(point)
+        evaluated.clear()
+        evaluated[env_steps] = metrics
+        reward_sum.zero_()
+        reward_count = 0
+        if writer is not None:
+            for key in ("map", "map_tie_aware", "precision_radius2"):
+                writer.add_scalar(f"eval/{key}", metrics[key], env_steps)
+            writer.add_scalar("charts/mean_ap", mean_ap, env_steps)
+            writer.add_scalar("charts/sps", env_steps / max(seconds, 1e-9), env_steps)
+            for name, value in losses.items():
+                writer.add_scalar(f"losses/{name}", value.item(), env_steps)
+        return metrics
+
+    start = time.perf_counter()
+    with StopOnInterrupt() as stop:
+        while env_steps < timesteps:
+            # ALGO LOGIC: a batch of sampled codes and their rewards, gathered over vector steps.
+            batch = min(args.batch_size, timesteps - env_steps)
+            xs, logits, codes, rewards = [], [], [], []
+            for _ in range(math.ceil(batch / num_envs)):
+                xs.append(obs)
+                step_logits, step_codes, step_rewards, _, obs = act(query_net, envs, obs, generator)
+                logits.append(step_logits)
+                codes.append(step_codes)
+                rewards.append(step_rewards)
+            # The budget's last update keeps only the codes it has left.
+            x, logits_b, codes_b = torch.cat(xs)[:batch], torch.cat(logits)[:batch], torch.cat(codes)[:batch]
+            rewards_b = torch.cat(rewards)[:batch]
+            reward_sum += rewards_b.sum()
+            reward_count += batch
+            rewards_f = rewards_b.float()
+
+            # ALGO LOGIC: policy gradient with a baseline; log pi(h|x) = -BCE(logits, h) summed over bits.
+            log_prob = -nn.functional.binary_cross_entropy_with_logits(
+                logits_b, codes_b, reduction="none"
+            ).sum(dim=1)
+            entropy = torch.distributions.Bernoulli(logits=logits_b).entropy().sum(dim=1).mean()
+            value_loss = torch.zeros((), device=device)
+            if args.baseline == "learned":
+                values = value_net(x).squeeze(1)
+                value_loss = nn.functional.mse_loss(values, rewards_f)
+                advantages = rewards_f - values.detach()
+            elif args.baseline == "mean":
+                batch_mean = rewards_f.mean()
+                # The first batch's mean starts the running mean, so early advantages are not all positive.
+                baseline = batch_mean if running_mean is None else running_mean
+                advantages = rewards_f - baseline
+                running_mean = args.baseline_decay * baseline + (1 - args.baseline_decay) * batch_mean
+            else:
+                advantages = rewards_f
+            policy_loss = -(advantages * log_prob).mean()
+            loss = policy_loss - args.ent_coef * entropy + value_loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            update += 1
+            env_steps += batch
+            losses.update(policy_loss=policy_loss.detach(), entropy=entropy.detach())
+            if args.baseline == "learned":
+                losses["value_loss"] = value_loss.detach()
+            if update % args.db_refresh == 0:
+                refresh_database()
+
+            # LOGGING, evaluation and checkpoints, between updates: the only reads from the device.
+            if args.eval_every and update % args.eval_every == 0:
+                log_point(elapsed + time.perf_counter() - start)
+            checkpoint_due = args.checkpoint_every and update % args.checkpoint_every == 0
+            if checkpoint_due or stop.requested:
+                checkpoint(elapsed + time.perf_counter() - start)
+            if stop.requested:
+                if writer is not None:
+                    writer.close()
+                raise KeyboardInterrupt
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_seconds = elapsed + time.perf_counter() - start
+    save_model(query_net, folder / MODEL_FILE)
+    metrics = log_point(train_seconds)
+    if writer is not None:
+        writer.close()
+    results = results_record(
+        RESULTS_ALGO,
+        args,
+        metrics,
+        train_seconds,
+        env_steps,
+        model_file=MODEL_FILE,
+        trainer=ALGO,
+        device=str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        num_envs=num_envs,
+        updates=update,
+        curve=curve,
+    )
+    write_json_atomic(folder / RESULTS_FILE, results)
+    return results
