@@ -6,13 +6,15 @@ and deterministic encoding, imported from there): a Bernoulli policy over codes 
 list the code induces against the database network's codes of the train split. What changes is
 where the batch comes from: ``num_envs`` sub-envs of
 ``hashing_gym.envs.rank_list_hash_vector.RankListHashVectorEnv`` (torch backend) on the device,
-with ``autoreset_mode="SameStep"`` so that every vector step acts. A vector step draws one item per
-sub-env (the env's seeded generator on the device), samples a code for each from the policy, and
-the env returns their AP (XOR, popcount and per-distance histograms on the device). An update
-takes ``batch_size / num_envs`` vector steps (``batch_size`` codes); the last update of a budget
-that is not a multiple of ``batch_size`` uses only the codes the budget has left. Every
-``--db-refresh K`` updates the database network takes the query network's weights and re-encodes
-the split on the device, and the packed codes go straight into the env's database.
+with ``autoreset_mode="SameStep"`` so that every vector step acts. An update draws its items as
+the CPU trainer does (``batch_size`` distinct items, unless the split is smaller; from their own
+``torch.Generator`` on the device, apart from the codes') and takes ``batch_size / num_envs``
+vector steps: each places ``num_envs`` of the items in the sub-envs, samples a code for each from
+the policy, and the env returns their AP (XOR, popcount and per-distance histograms on the
+device). The last update of a budget that is not a multiple of ``batch_size`` uses only the codes
+the budget has left. Every ``--db-refresh K`` updates the database network takes the query
+network's weights and re-encodes the split on the device, and the packed codes go straight into
+the env's database.
 
 No host round trip per step: the mean baseline, losses and rewards stay device tensors; the host
 reads numbers only at evaluations (``--eval-every``, also recorded as ``curve`` in results.json),
@@ -20,11 +22,12 @@ checkpoints and the end.
 
 Differences from ``agents.reinforce``, all from the batching:
 
-- items are drawn uniformly with replacement (the CPU trainer draws a batch without replacement);
+- the random streams are torch's on the device (items, codes), not numpy's, so the same seed gives
+  another run than ``agents.reinforce`` (same initial weights);
 - ``--db-refresh 0`` (the env's own bank of last sampled codes) is refused: each sub-env of the
   batched env keeps its own bank, which is another algorithm;
 - ``--resume`` continues from the last checkpoint's networks, optimiser, baseline and counters with
-  the env and the sampling generator reseeded from the step count (as ``agents.dqn_torch``), so a
+  the env and the sampling generators reseeded from the step count (as ``agents.dqn_torch``), so a
   resumed run reaches the total but is not bit-identical to an uninterrupted one;
 - ``--ties stable`` sorts each list on the host (the env's stable-order AP), a transfer per step.
 
@@ -74,7 +77,11 @@ from agents.reinforce import (
 from agents.reinforce import Args as ReinforceArgs
 from hashing_gym.envs.rank_list_hash_vector import RankListHashVectorEnv
 
-__all__ = ["Args", "act", "encode_on_device", "load_model", "encode_split", "main", "set_database_on_device"]
+# load_model and encode_split are agents.reinforce's: agents.evaluate finds them here.
+__all__ = [
+    "Args", "act", "draw_items", "encode_on_device", "encode_split", "load_model", "main",
+    "set_database_on_device",
+]  # fmt: skip
 
 ALGO = "reinforce-torch"
 RESULTS_ALGO = "reinforce"  # results.json names the algorithm, not the implementation
@@ -139,20 +146,43 @@ def set_database_on_device(envs: RankListHashVectorEnv, codes: torch.Tensor) -> 
     envs._has_bank[:] = True
 
 
+def draw_items(num_items: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` items of the split as ``agents.reinforce`` draws a batch: distinct unless count > N."""
+    device = generator.device
+    if count > num_items:
+        return torch.randint(num_items, (count,), generator=generator, device=device)
+    return torch.randperm(num_items, generator=generator, device=device)[:count]
+
+
 def act(
-    query_net: QueryNetwork, envs: RankListHashVectorEnv, obs: torch.Tensor, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One vector step: a code per sub-env's item drawn from the policy, rewarded by the env.
+    query_net: QueryNetwork,
+    envs: RankListHashVectorEnv,
+    items: torch.Tensor,
+    features: torch.Tensor,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One vector step: sub-env i gets item ``items[i]``, a code drawn from the policy, and its reward.
+
+    The items go straight into the env's current items (what ``reset(options={"index": ...})``
+    does, minus its validation on the host, which would read them back from the device); the
+    env's same-step reset after the step draws items that the next call replaces.
+
+    Args:
+        query_net: the policy.
+        envs: a torch-backend env with ``autoreset_mode="SameStep"``.
+        items: int64 (num_envs,) rows of the split, on the env's device.
+        features: the split's feature table on the device.
+        generator: the code sampler's generator.
 
     Returns:
-        ``(logits, codes, rewards, items, next_obs)``: the policy's logits (with gradients), the
-        sampled float 0/1 codes, the float64 rewards (AP), the items acted on and the features of
-        the next items (drawn by the env's same-step reset).
+        ``(logits, codes, rewards)``: the policy's logits (with gradients), the sampled float 0/1
+        codes and their float64 rewards (AP).
     """
-    logits = query_net(obs)
+    envs._items.copy_(items)
+    logits = query_net(features.index_select(0, items))
     codes = torch.bernoulli(torch.sigmoid(logits).detach(), generator=generator)
-    next_obs, rewards, _, _, infos = envs.step(codes.to(torch.uint8))
-    return logits, codes, rewards, infos["final_info"]["index"], next_obs
+    _, rewards, _, _, _ = envs.step(codes.to(torch.uint8))
+    return logits, codes, rewards
 
 
 def main(args: Args) -> dict[str, Any]:
@@ -191,7 +221,15 @@ def main(args: Args) -> dict[str, Any]:
         list(value_net.parameters()) if args.baseline == "learned" else []
     )
     optimizer = torch.optim.Adam(parameters, lr=args.learning_rate)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
+    # Two streams, as agents.reinforce: items and codes.
+    generator = torch.Generator(device=device)  # sampled codes
+    item_generator = torch.Generator(device=device)  # item batches
+
+    def seed_streams(seed: int) -> None:
+        generator.manual_seed(seed)
+        item_generator.manual_seed(int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0] >> 1))
+
+    seed_streams(args.seed)
     running_mean: torch.Tensor | None = None  # the "mean" baseline, on the device
     update, env_steps, elapsed, curve = 0, 0, 0.0, []
 
@@ -208,7 +246,7 @@ def main(args: Args) -> dict[str, Any]:
             running_mean = torch.tensor(saved["running_mean"], device=device)
         update, env_steps, elapsed = saved["update"], saved["env_steps"], saved["train_seconds"]
         curve = saved["curve"]
-        generator.manual_seed(args.seed + env_steps)
+        seed_streams(args.seed + env_steps)
 
     def refresh_database() -> None:
         # ALGO LOGIC: the database network becomes the query network and re-encodes the split.
@@ -217,7 +255,7 @@ def main(args: Args) -> dict[str, Any]:
 
     if args.resume:
         set_database_on_device(envs, encode_on_device(database_net, features))
-    obs, _ = envs.reset(seed=args.seed + env_steps)
+    envs.reset(seed=args.seed + env_steps)
     if not args.resume:
         refresh_database()
 
@@ -275,16 +313,17 @@ def main(args: Args) -> dict[str, Any]:
         while env_steps < timesteps:
             # ALGO LOGIC: a batch of sampled codes and their rewards, gathered over vector steps.
             batch = min(args.batch_size, timesteps - env_steps)
-            xs, logits, codes, rewards = [], [], [], []
-            for _ in range(math.ceil(batch / num_envs)):
-                xs.append(obs)
-                step_logits, step_codes, step_rewards, _, obs = act(query_net, envs, obs, generator)
+            steps = math.ceil(batch / num_envs)
+            items = draw_items(envs.num_items, steps * num_envs, item_generator)
+            logits, codes, rewards = [], [], []
+            for chunk in items.view(steps, num_envs):
+                step_logits, step_codes, step_rewards = act(query_net, envs, chunk, features, generator)
                 logits.append(step_logits)
                 codes.append(step_codes)
                 rewards.append(step_rewards)
             # The budget's last update keeps only the codes it has left.
-            x, logits_b, codes_b = torch.cat(xs)[:batch], torch.cat(logits)[:batch], torch.cat(codes)[:batch]
-            rewards_b = torch.cat(rewards)[:batch]
+            x = features.index_select(0, items[:batch])
+            logits_b, codes_b, rewards_b = (torch.cat(t)[:batch] for t in (logits, codes, rewards))
             reward_sum += rewards_b.sum()
             reward_count += batch
             rewards_f = rewards_b.float()

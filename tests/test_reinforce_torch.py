@@ -125,7 +125,7 @@ def test_rewards_it_trains_on_are_the_single_envs_ap(dataset, bits, topk, device
     np.testing.assert_array_equal(
         database.cpu().numpy(), reinforce.encode_split(database_net, single.features, bits)
     )
-    obs, _ = envs.reset(seed=1)
+    envs.reset(seed=1)
     reinforce_torch.set_database_on_device(envs, database)
     reference = RankListHashVectorEnv(num_envs=64, dataset=data, bits=bits, device=torch.device(device))
     reference.reset(seed=1)
@@ -134,13 +134,21 @@ def test_rewards_it_trains_on_are_the_single_envs_ap(dataset, bits, topk, device
     single.set_database_codes(database.cpu().numpy())
     generator = torch.Generator(device=device).manual_seed(0)
     for _ in range(3):
-        items = envs._items.clone()  # the items whose features obs holds
-        torch.testing.assert_close(obs, features[items.to(device)])
-        logits, codes, rewards, acted, obs = reinforce_torch.act(query_net, envs, obs, generator)
-        assert torch.equal(acted.cpu(), items) and logits.requires_grad
-        expected = single.act(acted.cpu().numpy(), codes.cpu().numpy().astype(np.uint8))
+        items = reinforce_torch.draw_items(envs.num_items, 64, generator)
+        logits, codes, rewards = reinforce_torch.act(query_net, envs, items, features, generator)
+        assert logits.requires_grad and codes.shape == (64, bits)
+        torch.testing.assert_close(logits, query_net(features[items]))
+        expected = single.act(items.cpu().numpy(), codes.cpu().numpy().astype(np.uint8))
         np.testing.assert_allclose(rewards.cpu().numpy(), expected, rtol=1e-12, atol=1e-15)
     assert len(set(expected.round(6))) > 1  # the codes differ: the check compares real rankings
+
+
+def test_item_batches_are_distinct_unless_larger_than_the_split():
+    generator = torch.Generator().manual_seed(0)
+    items = reinforce_torch.draw_items(100, 100, generator)
+    assert sorted(items.tolist()) == list(range(100))
+    items = reinforce_torch.draw_items(100, 250, generator)
+    assert len(items) == 250 and items.min() >= 0 and items.max() < 100
 
 
 @pytest.mark.parametrize(
