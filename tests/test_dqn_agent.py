@@ -1,3 +1,4 @@
+import functools
 import json
 import os
 import signal
@@ -155,7 +156,11 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
         "100",
     ]
     command += ["--num-envs", "2", "--eval-every", "0", "--checkpoint-every", "1000000", "--out", str(out)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # A shell starts background jobs with SIGINT ignored, and Python then keeps it ignored: restore it.
+    restore_sigint = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=restore_sigint
+    )
     deadline = time.monotonic() + 120
     # The TensorBoard folder appears when learn() starts: from then on Ctrl-C must checkpoint.
     while not list(out.glob("tb/*/events*")) and time.monotonic() < deadline and process.poll() is None:
