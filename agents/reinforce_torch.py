@@ -131,19 +131,8 @@ def encode_on_device(model: QueryNetwork, features: torch.Tensor) -> torch.Tenso
 
 
 def set_database_on_device(envs: RankListHashVectorEnv, codes: torch.Tensor) -> None:
-    """Give every sub-env the database ``codes`` (uint8 (N, bits) 0/1 on the env's device).
-
-    ``envs.set_database_codes`` with the same result, minus its validation on the host: the codes
-    come from :func:`encode_on_device`, 0/1 of the right shape by construction, and the check would
-    read them back from the device at every refresh. Packed with the env's own ``_pack``.
-    """
-    if not envs.torch or tuple(codes.shape) != (envs.num_items, envs.bits):
-        raise ValueError(
-            f"codes must be a ({envs.num_items}, {envs.bits}) tensor for a torch-backend env, "
-            f"got {type(codes).__name__} of shape {tuple(codes.shape)}"
-        )
-    envs._words[:] = envs._pack(codes)  # (N, W) broadcast to every sub-env
-    envs._has_bank[:] = True
+    """Give every sub-env the database ``codes`` (0/1 (N, bits) on the device), unchecked on the host."""
+    envs.set_device_database(codes)
 
 
 def draw_items(num_items: int, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -178,7 +167,7 @@ def act(
         ``(logits, codes, rewards)``: the policy's logits (with gradients), the sampled float 0/1
         codes and their float64 rewards (AP).
     """
-    envs._items.copy_(items)
+    envs.set_device_items(items)
     logits = query_net(features.index_select(0, items))
     codes = torch.bernoulli(torch.sigmoid(logits).detach(), generator=generator)
     _, rewards, _, _, _ = envs.step(codes.to(torch.uint8))

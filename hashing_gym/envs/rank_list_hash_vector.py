@@ -157,6 +157,35 @@ class RankListHashVectorEnv(HashingVectorEnv):
         self._words[:] = words.reshape(len(checked), self.num_items, self._num_words)  # broadcasts one bank
         self._has_bank[:] = True
 
+    def set_device_database(self, codes: Any) -> None:
+        """``set_database_codes`` for a torch-backend env, without the check that reads codes back.
+
+        For a trainer whose database network writes codes on the device at every refresh: the
+        host-side 0/1 check would copy them back each time. ``codes`` must be a 0/1 (N, bits)
+        tensor (one database for every sub-env); only its shape is checked.
+        """
+        if not self.torch or not hasattr(codes, "shape") or tuple(codes.shape) != (self.num_items, self.bits):
+            raise ValueError(
+                f"codes must be a ({self.num_items}, {self.bits}) tensor for a torch-backend env, "
+                f"got {type(codes).__name__} of shape {tuple(getattr(codes, 'shape', ()))}"
+            )
+        self._words[:] = self._pack(codes)  # (N, W) broadcast to every sub-env
+        self._has_bank[:] = True
+
+    def set_device_items(self, items: Any) -> None:
+        """Set the item of every sub-env for the next step, from an int64 (num_envs,) tensor on the device.
+
+        What ``reset(options={"index": items})`` does to the items, without its host-side range check
+        (which would read them back from the device at every step): the caller guarantees
+        ``0 <= items < N``. Only the shape is checked.
+        """
+        if not self.torch or not hasattr(items, "shape") or tuple(items.shape) != (self.num_envs,):
+            raise ValueError(
+                f"items must be a ({self.num_envs},) tensor for a torch-backend env, "
+                f"got {type(items).__name__} of shape {tuple(getattr(items, 'shape', ()))}"
+            )
+        self._items.copy_(items)
+
     # ----------------------------------------------------------------------------------------------
     # The batched MDP
     # ----------------------------------------------------------------------------------------------
