@@ -13,7 +13,7 @@ from gymnasium.vector.utils import batch_space
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs.base import InvalidActionError
 from hashing_gym.envs.binary_code_travel import BinaryCodeTravelEnv
-from hashing_gym.envs.vector_base import resolve_autoreset_mode
+from hashing_gym.envs.vector_base import resolve_autoreset_mode, resolve_device
 
 BACKENDS: tuple[str, ...] = ("numpy", "torch")
 RNGS: tuple[str, ...] = ("batched", "per_env")
@@ -617,24 +617,8 @@ def _clone(value: Any, torch: Any) -> Any:
 
 def _resolve_backend(device: Any, backend: str | None) -> tuple[str, Any]:
     """``(backend, device)``: numpy with device ``"cpu"``, else torch with a ``torch.device``."""
-    if backend is None:
-        backend = "numpy" if isinstance(device, str) and device == "cpu" else "torch"
-    if backend == "numpy":
-        if not (isinstance(device, str) and device == "cpu") and str(device) != "cpu":
-            raise ValueError(f"backend='numpy' runs on device 'cpu' only, got device={device!r}")
-        return "numpy", "cpu"
-    import torch
-
-    try:
-        torch_device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        message = f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}"
-        raise ValueError(message) from error
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} asks for CUDA, but torch.cuda.is_available() is False")
-    if torch_device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
-    return "torch", torch_device
+    torch_device = resolve_device(device, backend)
+    return ("numpy", "cpu") if torch_device is None else ("torch", torch_device)
 
 
 class _Numpy:

@@ -77,6 +77,8 @@ def resolve_device(device: Any, backend: str | None = None) -> Any:
         raise ValueError(f"device={device!r} is not a torch device: {err}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but torch sees no CUDA device")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
     return dev
 
 
