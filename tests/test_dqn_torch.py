@@ -6,7 +6,6 @@ import torch
 from helpers import RESULT_FIELDS
 
 from agents import dqn_torch, evaluate, train
-from agents.common import parse_options
 from hashing_gym.envs.binary_code_travel_vector import BinaryCodeTravelVectorEnv
 
 SMALL = [
@@ -111,12 +110,6 @@ def test_bad_arguments_are_refused_in_one_line(argv, message, tmp_path, capsys):
     assert message in err and err.count("\n") == 1
 
 
-def test_dataset_options_are_parsed():
-    assert parse_options("n_per_class=50, dim=8,separation=2.5,multi_label=true") == {
-        "n_per_class": 50, "dim": 8, "separation": 2.5, "multi_label": True
-    }  # fmt: skip
-
-
 def test_learns_a_tiny_problem(tmp_path):
     """Three well-separated blobs at 8 bits: a short run retrieves far above chance (about 1/3)."""
     args = dqn_torch.Args(
@@ -128,21 +121,3 @@ def test_learns_a_tiny_problem(tmp_path):
     torch.manual_seed(0)
     np.random.seed(0)
     assert dqn_torch.main(args)["map"] > 0.8
-
-
-def test_evaluate_rebuilds_the_data_set_with_its_dataset_options(tmp_path):
-    """A run on a custom blobs set is re-evaluated on that set, not on the default blobs."""
-    out = tmp_path / "run"
-    options = "num_classes=3,n_per_class=40,dim=6,separation=4.0,query_per_class=5"
-    argv = ["lsh", "--dataset", "blobs", "--dataset-options", options, "--bits", "8", "--out", str(out)]
-    assert train.main(argv) == 0
-    before = json.loads((out / "results.json").read_text())
-    run = evaluate.evaluate_folder(out)
-    assert run.dataset.query.n == 15 and run.dataset.num_classes == 3
-    assert run.results["map"] == before["map"]
-
-
-def test_bad_dataset_options_are_refused(tmp_path, capsys):
-    argv = ["lsh", "--dataset", "blobs", "--dataset-options", "dim", "--out", str(tmp_path / "run")]
-    assert train.main(argv) == 2
-    assert "--dataset-options wants key=value pairs, got 'dim'" in capsys.readouterr().err
