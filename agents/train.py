@@ -24,6 +24,7 @@ ALGORITHMS: dict[str, str] = {
     "reinforce": "agents.reinforce",
     "reinforce-torch": "agents.reinforce_torch",
     "ppo": "agents.ppo",
+    "a2c": "agents.a2c",
     "rppo": "agents.rppo",
     "drlih": "agents.drlih",
     "lsh": "agents.lsh",

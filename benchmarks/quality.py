@@ -30,6 +30,7 @@ METHODS: dict[str, tuple[str, str | None]] = {
     "dqn": ("dqn", "BinaryCodeTravel-v0"),
     "reinforce": ("reinforce", "RankListHash-v0"),
     "ppo": ("ppo", "RankListHash-v0"),
+    "a2c": ("a2c", "RankListHash-v0"),
     "drlih": ("reinforce", "SequentialHashBits-v0"),
     "rppo": ("rppo", "SequentialHashBits-v0"),
     "lsh": ("lsh", None),

@@ -15,6 +15,7 @@ TINY = {
     "ppo": [
         "--timesteps", "512", "--num-envs", "2", "--n-steps", "128", "--batch-size", "64", "--n-epochs", "1",
     ],
+    "a2c": ["--timesteps", "512", "--num-envs", "2", "--n-steps", "32"],
     "rppo": [
         "--timesteps", "128", "--num-envs", "2", "--n-steps", "32", "--batch-size", "32", "--n-epochs", "1",
         "--lstm-hidden", "16", "--hidden", "16", "--bank-refresh", "64", "--group", "8",
@@ -24,7 +25,7 @@ TINY = {
     "sdh": ["--anchors", "200", "--sdh-iterations", "2"],
     "mlp-code": ["--max-iter", "20", "--hidden", "32"],
 }  # fmt: skip
-NO_EVAL = {"ppo": ["--eval-every", "0"], "rppo": ["--eval-every", "0"]}
+NO_EVAL = {"ppo": ["--eval-every", "0"], "a2c": ["--eval-every", "0"], "rppo": ["--eval-every", "0"]}
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # --max-iter 20: a smoke run

@@ -36,11 +36,13 @@ TINY = {
         "1",
     ]
     + ["--eval-every", "512", "--checkpoint-every", "512"],
+    "a2c": ["--timesteps", "1024", "--num-envs", "2", "--n-steps", "32", "--eval-every", "512"]
+    + ["--checkpoint-every", "512"],
 }
-MODEL_FILES = {"reinforce": "model.pt", "ppo": "model.zip"}
+MODEL_FILES = {"reinforce": "model.pt", "ppo": "model.zip", "a2c": "model.zip"}
 
 
-@pytest.mark.parametrize("algo", ["reinforce", "ppo"])
+@pytest.mark.parametrize("algo", ["reinforce", "ppo", "a2c"])
 def test_train_cli_writes_results_model_and_checkpoint_and_evaluate_agrees(algo, tmp_path, capsys):
     out = tmp_path / "run"
     assert train.main([algo, *TINY[algo], "--out", str(out)]) == 0
@@ -148,6 +150,8 @@ def test_reinforce_encoding_is_the_deterministic_code(tmp_path):
         (["reinforce", "--batch-size", "0"], "--batch-size must be positive"),
         (["reinforce", "--hidden", "64,x"], "--hidden must be comma-separated integers"),
         (["ppo", "--n-steps", "0"], "--n-steps must be positive"),
+        (["a2c", "--env", "BinaryCodeTravel-v0"], "a2c trains RankListHash-v0 or SequentialHashBits-v0"),
+        (["a2c", "--n-steps", "0"], "--n-steps must be positive"),
         (["reinforce", "--timesteps", "0"], "--timesteps must be positive"),
     ],
 )

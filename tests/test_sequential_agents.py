@@ -203,3 +203,14 @@ def test_drlih_learns_a_tiny_problem(tmp_path, monkeypatch):
     )
     results = drlih.main(args)
     assert results["map"] > 0.8  # chance: about 1/3
+
+
+def test_a2c_trains_on_sequential_hash_bits_with_a_dict_policy(tmp_path):
+    out = tmp_path / "run"
+    argv = ["a2c", "--env", "SequentialHashBits-v0", "--group", "4", "--timesteps", "256", "--num-envs", "2"]
+    assert train.main([*argv, "--n-steps", "16", "--eval-every", "0", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["algo"] == "a2c" and results["env"] == "SequentialHashBits-v0"
+    assert results["env_steps"] == 256
+    assert evaluate.main([str(out), "--embedding", "none"]) == 0
+    assert json.loads((out / "results.json").read_text())["map"] == results["map"]
