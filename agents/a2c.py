@@ -14,21 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from stable_baselines3 import A2C
-from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
-from agents.common import (
-    CommonArgs,
-    UsageError,
-    load_run_dataset,
-    load_sb3_checkpoint,
-    resolve_device,
-    run_folder,
-    save_args,
-    set_threads,
-    train_sb3,
-)
-from agents.ppo import ENV_ID, SEQUENTIAL_ID, default_timesteps, encode_split
+from agents.common import CommonArgs, load_sb3_checkpoint, resolve_device
+from agents.ppo import ENV_ID, SEQUENTIAL_ID, encode_split, train_multibinary
 
 ALGO = "a2c"
 MODEL_FILE = "model.zip"
@@ -65,28 +54,6 @@ class Args(CommonArgs):
     )
 
 
-def check_args(args: Args) -> list[int]:
-    """Refuse bad arguments with a one-line message; return the hidden layer sizes."""
-    if args.env not in (ENV_ID, SEQUENTIAL_ID):
-        raise UsageError(
-            f"a2c trains {ENV_ID} or {SEQUENTIAL_ID} (MultiBinary actions), got --env {args.env}"
-        )
-    if args.env == SEQUENTIAL_ID and (args.group <= 0 or args.bits % args.group):
-        raise UsageError(f"--group must divide --bits, got bits={args.bits} group={args.group}")
-    try:
-        hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
-    except ValueError:
-        raise UsageError(f"--hidden must be comma-separated integers, got {args.hidden!r}") from None
-    for name in ("num_envs", "n_steps", "checkpoint_every"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.epochs <= 0:
-        raise UsageError(f"--epochs must be positive, got {args.epochs}")
-    if args.timesteps is not None and args.timesteps <= 0:
-        raise UsageError(f"--timesteps must be positive, got {args.timesteps}")
-    return hidden
-
-
 def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> A2C:
     """A new A2C, or the newest checkpoint of ``folder`` when resuming."""
     device = resolve_device(args.device)
@@ -108,25 +75,7 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> A2C:
 
 def main(args: Args) -> dict[str, Any]:
     """Train A2C, encode, evaluate; write model.zip and results.json into the run folder."""
-    hidden = check_args(args)
-    set_threads(args.threads)
-    dataset = load_run_dataset(args)
-    folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
-    if not args.resume:
-        save_args(folder, args, ALGO)
-    timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
-
-    # ENV SETUP: the unchanged env on the train split, default bank mode, one bank per copy.
-    env_kwargs: dict[str, Any] = {"dataset": dataset, "bits": args.bits}
-    if args.env == SEQUENTIAL_ID:
-        env_kwargs["group"] = args.group
-    env = make_vec_env(args.env, n_envs=args.num_envs, seed=args.seed, env_kwargs=env_kwargs)
-
-    # ALGO LOGIC: SB3 A2C, MlpPolicy over the MultiBinary action.
-    model = make_model(args, env, folder, hidden)
-    results = train_sb3(model, ALGO, args, folder, dataset, timesteps, encode_split)
-    env.close()
-    return results
+    return train_multibinary(args, ALGO, make_model)
 
 
 def load_model(folder: Path, device: str = "auto") -> A2C:

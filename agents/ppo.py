@@ -16,6 +16,7 @@ Run: ``python -m agents.train ppo [--bits 16] [--epochs 150] [--out DIR]``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,11 +103,11 @@ def default_timesteps(args: Args, dataset: HashingDataset) -> int:
     return max(1, math.ceil(args.epochs * dataset.train.n * steps_per_code))
 
 
-def check_args(args: Args) -> list[int]:
-    """Refuse bad arguments with a one-line message; return the hidden layer sizes."""
+def check_args(args: Any, algo: str = ALGO) -> list[int]:
+    """Refuse bad arguments of ``algo`` (ppo or a2c) with a one-line message; return the hidden sizes."""
     if args.env not in (ENV_ID, SEQUENTIAL_ID):
         raise UsageError(
-            f"ppo trains {ENV_ID} or {SEQUENTIAL_ID} (MultiBinary actions), got --env {args.env}"
+            f"{algo} trains {ENV_ID} or {SEQUENTIAL_ID} (MultiBinary actions), got --env {args.env}"
         )
     if args.env == SEQUENTIAL_ID and (args.group <= 0 or args.bits % args.group):
         raise UsageError(f"--group must divide --bits, got bits={args.bits} group={args.group}")
@@ -115,7 +116,7 @@ def check_args(args: Args) -> list[int]:
     except ValueError:
         raise UsageError(f"--hidden must be comma-separated integers, got {args.hidden!r}") from None
     for name in ("num_envs", "n_steps", "batch_size", "n_epochs", "checkpoint_every"):
-        if getattr(args, name) <= 0:
+        if hasattr(args, name) and getattr(args, name) <= 0:  # a2c has no batch_size nor n_epochs
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.epochs <= 0:
         raise UsageError(f"--epochs must be positive, got {args.epochs}")
@@ -146,14 +147,19 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> PPO:
     )
 
 
-def main(args: Args) -> dict[str, Any]:
-    """Train PPO, encode, evaluate; write model.zip and results.json into the run folder."""
-    hidden = check_args(args)
+def train_multibinary(
+    args: Any, algo: str, make_model: Callable[[Any, Any, Path, list[int]], Any]
+) -> dict[str, Any]:
+    """Train an SB3 on-policy model (``make_model``) on a MultiBinary env; write the run folder.
+
+    Shared by ``ppo`` and ``a2c``: the same env setup, budget, checkpoints and results.json.
+    """
+    hidden = check_args(args, algo)
     set_threads(args.threads)
     dataset = load_run_dataset(args)
-    folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
+    folder = Path(args.resume) if args.resume else run_folder(args, algo)
     if not args.resume:
-        save_args(folder, args, ALGO)
+        save_args(folder, args, algo)
     timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
 
     # ENV SETUP: the unchanged env on the train split, default bank mode, one bank per copy.
@@ -162,11 +168,16 @@ def main(args: Args) -> dict[str, Any]:
         env_kwargs["group"] = args.group
     env = make_vec_env(args.env, n_envs=args.num_envs, seed=args.seed, env_kwargs=env_kwargs)
 
-    # ALGO LOGIC: SB3 PPO, MlpPolicy over the MultiBinary action.
+    # ALGO LOGIC: the SB3 model; MlpPolicy (MultiInputPolicy on SequentialHashBits) over MultiBinary.
     model = make_model(args, env, folder, hidden)
-    results = train_sb3(model, ALGO, args, folder, dataset, timesteps, encode_split)
+    results = train_sb3(model, algo, args, folder, dataset, timesteps, encode_split)
     env.close()
     return results
+
+
+def main(args: Args) -> dict[str, Any]:
+    """Train PPO, encode, evaluate; write model.zip and results.json into the run folder."""
+    return train_multibinary(args, ALGO, make_model)
 
 
 def load_model(folder: Path, device: str = "auto") -> PPO:

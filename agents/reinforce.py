@@ -311,6 +311,42 @@ class StopOnInterrupt:
         self.requested = True
 
 
+def policy_gradient_loss(
+    logits: torch.Tensor,
+    codes: torch.Tensor,
+    rewards: torch.Tensor,
+    batch_mean: Any,
+    values: torch.Tensor | None,
+    running_mean: Any,
+    args: Args,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+    """REINFORCE's loss for a batch of sampled codes, with the baseline ``args.baseline``.
+
+    ``log pi(h|x) = -BCE(logits, h)`` summed over bits. Baselines: ``"learned"`` (``values`` of a
+    value network, fitted by MSE), ``"mean"`` (an exponential running mean of the batches' mean
+    reward ``batch_mean``, a float or a tensor; the first batch's mean starts it, so early
+    advantages are not all positive) or ``"none"``.
+
+    Returns:
+        ``(loss, policy_loss, entropy, value_loss, running_mean)``, the last updated for ``"mean"``.
+    """
+    log_prob = -nn.functional.binary_cross_entropy_with_logits(logits, codes, reduction="none").sum(dim=1)
+    entropy = torch.distributions.Bernoulli(logits=logits).entropy().sum(dim=1).mean()
+    value_loss = torch.zeros((), device=logits.device)
+    if args.baseline == "learned":
+        value_loss = nn.functional.mse_loss(values, rewards)
+        advantages = rewards - values.detach()
+    elif args.baseline == "mean":
+        baseline = batch_mean if running_mean is None else running_mean
+        advantages = rewards - baseline
+        running_mean = args.baseline_decay * baseline + (1 - args.baseline_decay) * batch_mean
+    else:
+        advantages = rewards
+    policy_loss = -(advantages * log_prob).mean()
+    loss = policy_loss - args.ent_coef * entropy + value_loss
+    return loss, policy_loss, entropy, value_loss, running_mean
+
+
 def main(args: Args) -> dict[str, Any]:
     """Train the query network, encode, evaluate; write model.pt and results.json into the run folder."""
     hidden = check_args(args)
@@ -383,26 +419,11 @@ def main(args: Args) -> dict[str, Any]:
             rewards_np = env.act(indices, codes.cpu().numpy().astype(np.uint8))
             rewards = torch.as_tensor(rewards_np, dtype=torch.float32, device=device)
 
-            # ALGO LOGIC: policy gradient with a baseline; log pi(h|x) = -BCE(logits, h) summed over bits.
-            log_prob = -nn.functional.binary_cross_entropy_with_logits(logits, codes, reduction="none").sum(
-                dim=1
+            # ALGO LOGIC: policy gradient with a baseline.
+            values = value_net(x).squeeze(1) if args.baseline == "learned" else None
+            loss, policy_loss, entropy, value_loss, learner.running_mean = policy_gradient_loss(
+                logits, codes, rewards, float(rewards_np.mean()), values, learner.running_mean, args
             )
-            entropy = torch.distributions.Bernoulli(logits=logits).entropy().sum(dim=1).mean()
-            value_loss = torch.zeros((), device=device)
-            if args.baseline == "learned":
-                values = value_net(x).squeeze(1)
-                value_loss = nn.functional.mse_loss(values, rewards)
-                advantages = rewards - values.detach()
-            elif args.baseline == "mean":
-                batch_mean = float(rewards_np.mean())
-                # The first batch's mean starts the running mean, so early advantages are not all positive.
-                baseline = batch_mean if learner.running_mean is None else learner.running_mean
-                advantages = rewards - baseline
-                learner.running_mean = args.baseline_decay * baseline + (1 - args.baseline_decay) * batch_mean
-            else:
-                advantages = rewards
-            policy_loss = -(advantages * log_prob).mean()
-            loss = policy_loss - args.ent_coef * entropy + value_loss
             learner.optimizer.zero_grad()
             loss.backward()
             learner.optimizer.step()

@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from agents.common import (
     CHECKPOINT_DIR,
@@ -72,6 +71,7 @@ from agents.reinforce import (
     evaluate_model,
     load_model,
     mlp,
+    policy_gradient_loss,
     save_model,
 )
 from agents.reinforce import Args as ReinforceArgs
@@ -317,26 +317,11 @@ def main(args: Args) -> dict[str, Any]:
             reward_count += batch
             rewards_f = rewards_b.float()
 
-            # ALGO LOGIC: policy gradient with a baseline; log pi(h|x) = -BCE(logits, h) summed over bits.
-            log_prob = -nn.functional.binary_cross_entropy_with_logits(
-                logits_b, codes_b, reduction="none"
-            ).sum(dim=1)
-            entropy = torch.distributions.Bernoulli(logits=logits_b).entropy().sum(dim=1).mean()
-            value_loss = torch.zeros((), device=device)
-            if args.baseline == "learned":
-                values = value_net(x).squeeze(1)
-                value_loss = nn.functional.mse_loss(values, rewards_f)
-                advantages = rewards_f - values.detach()
-            elif args.baseline == "mean":
-                batch_mean = rewards_f.mean()
-                # The first batch's mean starts the running mean, so early advantages are not all positive.
-                baseline = batch_mean if running_mean is None else running_mean
-                advantages = rewards_f - baseline
-                running_mean = args.baseline_decay * baseline + (1 - args.baseline_decay) * batch_mean
-            else:
-                advantages = rewards_f
-            policy_loss = -(advantages * log_prob).mean()
-            loss = policy_loss - args.ent_coef * entropy + value_loss
+            # ALGO LOGIC: policy gradient with a baseline (agents.reinforce's loss, the mean on the device).
+            values = value_net(x).squeeze(1) if args.baseline == "learned" else None
+            loss, policy_loss, entropy, value_loss, running_mean = policy_gradient_loss(
+                logits_b, codes_b, rewards_f, rewards_f.mean(), values, running_mean, args
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
