@@ -23,6 +23,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from hashing_gym.codes import bit_correlation, code_balance
 from hashing_gym.data import HashingDataset, load_dataset
+from hashing_gym.device import device_name
 from hashing_gym.ranking import evaluate_retrieval  # also keeps numba off torch's threads
 
 RESULTS_FILE = "results.json"
@@ -372,9 +373,12 @@ def set_threads(threads: int) -> None:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` means CUDA when torch sees it, else CPU."""
-    if device != "auto":
-        return device
-    import torch  # noqa: PLC0415
+    """``--device`` as a torch device name (``auto``: CUDA when torch sees it, else CPU).
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    Raises:
+        UsageError: if ``device`` is not auto, cpu, cuda, cuda:N, or names a GPU torch cannot see.
+    """
+    try:
+        return device_name(device)
+    except ValueError as err:
+        raise UsageError(f"--device: {err}") from None

@@ -16,6 +16,11 @@ import numpy as np
 
 from hashing_gym.data import HashingDataset, Split, load_dataset
 
+# Re-exported for the env modules: the shared argument checks live in hashing_gym.validation.
+from hashing_gym.validation import check_bits as check_bits
+from hashing_gym.validation import check_code_matrix as check_code_matrix
+from hashing_gym.validation import check_feature_matrix as check_feature_matrix
+
 SPLITS: tuple[str, ...] = ("train", "query", "database")
 
 
@@ -41,13 +46,6 @@ def resolve_split(dataset: HashingDataset, split: str) -> Split:
     return getattr(dataset, split)
 
 
-def check_bits(bits: int) -> int:
-    """Return ``bits`` as an int, or raise ``ValueError`` if it is not a positive integer."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits <= 0:
-        raise ValueError(f"bits must be a positive integer, got {bits!r}")
-    return int(bits)
-
-
 def feature_bound(dataset: HashingDataset) -> float:
     """Largest absolute feature value over all splits, rounded up to an integer (at least 1).
 
@@ -58,35 +56,6 @@ def feature_bound(dataset: HashingDataset) -> float:
         float(np.abs(s.features).max(initial=0.0)) for s in (dataset.train, dataset.query, dataset.database)
     )
     return float(max(1.0, np.ceil(largest)))
-
-
-def check_code_matrix(codes: Any, num_items: int, bits: int, name: str = "codes") -> np.ndarray:
-    """A copy of ``codes`` as uint8 (num_items, bits), or ``ValueError`` naming what is wrong.
-
-    Integer or bool arrays of 0/1 are accepted; nothing is cast silently from floats or clipped.
-    """
-    arr = np.asarray(codes)
-    expected = (num_items, bits)
-    if arr.shape != expected:
-        raise ValueError(f"{name} must have shape {expected} (items, bits), got shape {arr.shape}")
-    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{name} must be an integer or bool array of 0/1, got dtype {arr.dtype}")
-    bad = (arr != 0) & (arr != 1)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name} must hold only 0 and 1, got {arr[where].item()!r} at index {where}")
-    return np.array(arr, dtype=np.uint8)
-
-
-def check_feature_matrix(features: Any, name: str = "features") -> np.ndarray:
-    """``features`` as a float32 (n, D) array, or ``ValueError`` if it is not 2-D, empty or not finite."""
-    arr = np.asarray(features, dtype=np.float32)
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D (items, dimension) array, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        row = int(np.argwhere(~np.isfinite(arr))[0, 0])
-        raise ValueError(f"{name} must be finite, got NaN or inf in row {row}")
-    return arr
 
 
 def read_only(array: np.ndarray) -> np.ndarray:

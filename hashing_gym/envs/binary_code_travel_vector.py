@@ -11,9 +11,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from hashing_gym.data import HashingDataset
+from hashing_gym.device import array_device
 from hashing_gym.envs.base import InvalidActionError
 from hashing_gym.envs.binary_code_travel import BinaryCodeTravelEnv
-from hashing_gym.envs.vector_base import resolve_autoreset_mode, resolve_device
+from hashing_gym.envs.vector_base import resolve_autoreset_mode
 
 BACKENDS: tuple[str, ...] = ("numpy", "torch")
 RNGS: tuple[str, ...] = ("batched", "per_env")
@@ -617,7 +618,7 @@ def _clone(value: Any, torch: Any) -> Any:
 
 def _resolve_backend(device: Any, backend: str | None) -> tuple[str, Any]:
     """``(backend, device)``: numpy with device ``"cpu"``, else torch with a ``torch.device``."""
-    torch_device = resolve_device(device, backend)
+    torch_device = array_device(device, backend)
     return ("numpy", "cpu") if torch_device is None else ("torch", torch_device)
 
 

@@ -41,45 +41,10 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from hashing_gym.device import array_device
 from hashing_gym.envs.base import HashingEnv, InvalidActionError
 
-BACKENDS: tuple[str, ...] = ("numpy", "torch")
 RNGS: tuple[str, ...] = ("batched", "per_env")
-
-
-def resolve_device(device: Any, backend: str | None = None) -> Any:
-    """``None`` for the numpy backend, else the ``torch.device`` to run on.
-
-    Args:
-        device: ``"cpu"`` (numpy unless ``backend="torch"``), a torch device name or a ``torch.device``.
-        backend: None (pick from ``device``), ``"numpy"`` or ``"torch"``.
-
-    Raises:
-        ValueError: if ``device`` is not a device name or a ``torch.device``, names CUDA on a
-            machine where torch sees none, or does not fit ``backend``.
-    """
-    if backend is not None and backend not in BACKENDS:
-        raise ValueError(f"backend must be None or one of {BACKENDS}, got {backend!r}")
-    is_cpu_name = isinstance(device, str) and device == "cpu"
-    if backend == "numpy" or (backend is None and is_cpu_name):
-        if not is_cpu_name and str(device) != "cpu":
-            raise ValueError(f"backend='numpy' runs on device 'cpu' only, got device={device!r}")
-        return None
-    try:
-        import torch
-    except ImportError as err:  # pragma: no cover - torch is a dependency; kept for minimal installs
-        raise ValueError(f"device={device!r} needs torch, which is not installed") from err
-    if not isinstance(device, (str, torch.device)):
-        raise ValueError(f"device must be 'cpu', a torch device name or a torch.device, got {device!r}")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device={device!r} is not a torch device: {err}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but torch sees no CUDA device")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
-    return dev
 
 
 def resolve_autoreset_mode(mode: Any) -> AutoresetMode:
@@ -120,7 +85,7 @@ class HashingVectorEnv(VectorEnv):
         self.num_envs = int(num_envs)
         self.rng = rng
         self.check_actions = bool(check_actions)
-        self.torch_device = resolve_device(device, backend)
+        self.torch_device = array_device(device, backend)
         self.backend = "numpy" if self.torch_device is None else "torch"
         self.device = "cpu" if self.torch_device is None else self.torch_device
         self.autoreset_mode = resolve_autoreset_mode(autoreset_mode)
