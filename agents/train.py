@@ -73,7 +73,7 @@ def resolve_algorithm(algo: str, rest: Sequence[str]) -> str:
     known = _peek(rest)
     if known.resume:
         aliases = [to for (name, _), to in ENV_ALIASES.items() if name == algo]
-        family = {algo, TORCH_TRAINERS.get(algo), *aliases}
+        family = {algo, *aliases, *([TORCH_TRAINERS[algo]] if algo in TORCH_TRAINERS else [])}
         try:
             recorded = read_run_args(known.resume).get("algo")
         except (FileNotFoundError, ValueError):  # no run there: resumed_arguments says so

@@ -14,7 +14,8 @@ SMALL = [
 ]  # fmt: skip
 
 
-def test_dqn_on_cuda_dispatches_to_the_torch_trainer():
+def test_dqn_on_cuda_dispatches_to_the_torch_trainer(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # --device auto: the CPU trainer
     assert train.resolve_algorithm("dqn", ["--device", "cuda"]) == "dqn-torch"
     assert train.resolve_algorithm("dqn", ["--device=cuda:1", "--num-envs", "64"]) == "dqn-torch"
     assert train.resolve_algorithm("dqn", ["--device", "cpu"]) == "dqn"

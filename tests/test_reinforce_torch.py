@@ -25,7 +25,8 @@ SMALL = [
 ]
 
 
-def test_reinforce_on_cuda_dispatches_to_the_torch_trainer():
+def test_reinforce_on_cuda_dispatches_to_the_torch_trainer(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # --device auto: the CPU trainer
     assert train.resolve_algorithm("reinforce", ["--device", "cuda"]) == "reinforce-torch"
     assert train.resolve_algorithm("reinforce", ["--device=cuda:1", "--num-envs", "64"]) == "reinforce-torch"
     assert train.resolve_algorithm("reinforce", ["--device", "cpu"]) == "reinforce"
