@@ -52,7 +52,10 @@ class CommonArgs:
         metadata={"help": "environment steps; default: a per-item budget times the train split's size"},
     )
     seed: int = field(default=0, metadata={"help": "seed of the run (environments, network, exploration)"})
-    device: str = field(default="auto", metadata={"help": "torch device: auto, cpu or cuda"})
+    device: str = field(
+        default="auto",
+        metadata={"help": "torch device: auto, cpu or cuda[:N] (dqn, reinforce: on CUDA, their GPU trainer)"},
+    )
     out: str | None = field(
         default=None, metadata={"help": "run folder; default runs/{env}__{algo}__{seed}__{time}"}
     )

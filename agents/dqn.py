@@ -11,8 +11,9 @@ After training, the greedy policy encodes the query and database splits from the
 start code in at most ``bits`` steps (DRLH's test phase, ``hashing_gym.envs.encode_batch``), and
 Hamming ranking gives the results.
 
-Run: ``python -m agents.train dqn [--bits 16] [--timesteps N] [--out DIR]``. With ``--device cuda``
-(or ``cuda:N``), ``agents.train`` runs ``agents.dqn_torch`` instead: the same guided DQN as a
+Run: ``python -m agents.train dqn --device cpu [--bits 16] [--timesteps N] [--out DIR]``. On a CUDA
+device (``--device cuda[:N]``, or the default ``auto`` where torch sees a GPU: it prints a line
+saying so), ``agents.train`` runs ``agents.dqn_torch`` instead: the same guided DQN as a
 torch-native loop over the batched env on the GPU (its own options: ``--device cuda --help``).
 """
 

@@ -30,7 +30,8 @@ the counters; the replay buffer (up to GBs on the device) is not saved, so ``--r
 the schedule with an empty buffer and waits ``learning_starts`` steps before updating again.
 
 Run: ``python -m agents.train dqn --device cuda [--num-envs N]`` (``agents.train`` sends ``dqn``
-on a CUDA device here) or ``python -m agents.train dqn-torch --device cpu`` (small smoke runs).
+on a CUDA device here, ``--device auto`` included) or ``python -m agents.train dqn-torch --device
+cpu`` (small smoke runs).
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ p > 0.5), which go to the env through ``set_database_codes``; ``--db-refresh 0``
 own bank instead (the last sampled code of each item). Encoding for evaluation is the same
 deterministic code.
 
-Run: ``python -m agents.train reinforce [--bits 16] [--epochs 500] [--out DIR]``. With ``--device
-cuda`` (or ``cuda:N``), ``agents.train`` runs ``agents.reinforce_torch`` instead: the same algorithm as
-a torch-native loop over the batched env on the GPU (its own options: ``--device cuda --help``).
+Run: ``python -m agents.train reinforce --device cpu [--bits 16] [--epochs 500] [--out DIR]``. On a
+CUDA device (``--device cuda[:N]``, or the default ``auto`` where torch sees a GPU: it prints a line
+saying so), ``agents.train`` runs ``agents.reinforce_torch`` instead: the same algorithm as a
+torch-native loop over the batched env on the GPU (its own options: ``--device cuda --help``).
 """
 
 from __future__ import annotations

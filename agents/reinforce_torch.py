@@ -32,7 +32,8 @@ Differences from ``agents.reinforce``, all from the batching:
 - ``--ties stable`` sorts each list on the host (the env's stable-order AP), a transfer per step.
 
 Run: ``python -m agents.train reinforce --device cuda [--num-envs N]`` (``agents.train`` sends
-``reinforce`` on a CUDA device here) or ``python -m agents.train reinforce-torch --device cpu``.
+``reinforce`` on a CUDA device here, ``--device auto`` included) or ``python -m agents.train
+reinforce-torch --device cpu``.
 """
 
 from __future__ import annotations
