@@ -302,11 +302,12 @@ def train_sb3(
 
 
 def set_threads(threads: int) -> None:
-    """Set torch's CPU thread count; small MLPs lose more to thread sync than they gain."""
+    """Set torch's CPU thread count (checked by :func:`check_common_args`).
+
+    Small MLPs lose more to thread sync than they gain from many threads.
+    """
     import torch
 
-    if threads <= 0:
-        raise UsageError(f"--threads must be positive, got {threads}")
     torch.set_num_threads(threads)
 
 
