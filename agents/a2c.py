@@ -16,6 +16,7 @@ from typing import Any
 from stable_baselines3 import A2C
 
 import hashing_gym  # noqa: F401 - registers the environments
+from agents.checkpoint import read_sb3
 from agents.common import CommonArgs, load_sb3_checkpoint, resolve_device
 from agents.ppo import ENV_ID, SEQUENTIAL_ID, encode_split, train_multibinary
 
@@ -58,7 +59,7 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> A2C:
     """A new A2C, or the newest checkpoint of ``folder`` when resuming."""
     device = resolve_device(args.device)
     if args.resume:
-        return load_sb3_checkpoint(A2C, folder, env, device)
+        return load_sb3_checkpoint(A2C, folder, env, device, ALGO)
     return A2C(
         "MultiInputPolicy" if args.env == SEQUENTIAL_ID else "MlpPolicy",
         env,
@@ -80,4 +81,4 @@ def main(args: Args) -> dict[str, Any]:
 
 def load_model(folder: Path, device: str = "auto") -> A2C:
     """The trained model of a run folder."""
-    return A2C.load(Path(folder) / MODEL_FILE, device=resolve_device(device))
+    return read_sb3(Path(folder) / MODEL_FILE, A2C, device=resolve_device(device))

@@ -20,7 +20,6 @@ Every RL agent is judged against these, so they write the same results.json as t
 
 from __future__ import annotations
 
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +27,17 @@ from typing import Any
 
 import numpy as np
 
+from agents.checkpoint import read_pickle, write_json, write_pickle
 from agents.common import (
     CommonArgs,
     UsageError,
+    check_common_args,
     evaluate_encoder,
     load_run_dataset,
+    parse_hidden,
     results_record,
     run_folder,
     save_args,
-    write_json_atomic,
 )
 from hashing_gym.codes import label_codebook
 from hashing_gym.data import HashingDataset
@@ -218,9 +219,9 @@ def discrete_cyclic_coordinate_descent(
 
 def fit_mlp_code(dataset: HashingDataset, args: Args) -> ClassifierCode:
     """An MLP classifier on the train split, mapped to BCH label codewords."""
-    from sklearn.neural_network import MLPClassifier  # noqa: PLC0415
+    from sklearn.neural_network import MLPClassifier
 
-    hidden = tuple(int(size) for size in args.hidden.split(",") if size.strip())
+    hidden = tuple(parse_hidden(args.hidden))
     labels = dataset.train.labels
     if labels.ndim == 2:  # multi-label: learn each item's first label; codes follow the top class
         labels = np.argmax(labels, axis=1)
@@ -233,10 +234,11 @@ def fit_mlp_code(dataset: HashingDataset, args: Args) -> ClassifierCode:
 
 def run(algo: str, args: Args) -> dict[str, Any]:
     """Fit the baseline ``algo`` on the train split, encode, evaluate and write the run folder."""
-    if args.bits <= 0:
-        raise UsageError(f"--bits must be positive, got {args.bits}")
     if args.env != "none":
         raise UsageError(f"{algo} steps no environment: leave out --env (got --env {args.env})")
+    check_common_args(args, non_negative=("iterations", "sdh_iterations"))
+    if algo == "mlp-code":
+        parse_hidden(args.hidden)
     dataset = load_run_dataset(args)
     folder = run_folder(args, algo)
     save_args(folder, args, algo)
@@ -251,12 +253,10 @@ def run(algo: str, args: Args) -> dict[str, Any]:
     else:
         model = fit_mlp_code(dataset, args)
     train_seconds = time.perf_counter() - start
-    temporary = folder / (MODEL_FILE + ".tmp")
-    temporary.write_bytes(pickle.dumps(model))
-    temporary.replace(folder / MODEL_FILE)
+    write_pickle(folder / MODEL_FILE, model)
     metrics = evaluate_encoder(encode_split, model, dataset, args.bits, args.topk)
     results = results_record(algo, args, metrics, train_seconds, 0, model_file=MODEL_FILE)
-    write_json_atomic(folder / "results.json", results)
+    write_json(folder / "results.json", results)
     return results
 
 
@@ -272,4 +272,4 @@ def encode_split(
 
 def load_model(folder: Path, device: str = "auto") -> LinearHash | KernelHash | ClassifierCode:
     """The fitted baseline of a run folder (a pickle this project wrote)."""
-    return pickle.loads((Path(folder) / MODEL_FILE).read_bytes())
+    return read_pickle(Path(folder) / MODEL_FILE)

@@ -1,4 +1,9 @@
-"""What every trainer shares: command-line arguments, the run folder, results.json.
+"""What every trainer shares: command-line arguments and their checks, the run folder, results.json.
+
+Also the shared plumbing: the hidden-size parser (:func:`parse_hidden`), the argument validator
+(:func:`check_common_args`), the TensorBoard writer (:func:`summary_writer`), the device
+(:func:`resolve_device`) and the stable-baselines3 training loop (:func:`train_sb3`); checkpoints
+and every file write are ``agents.checkpoint``'s.
 
 A trainer module (``agents.dqn``, ...) defines a dataclass ``Args`` that extends ``CommonArgs``
 and a ``main(args) -> dict`` that trains, encodes the query and database splits, and returns the
@@ -8,10 +13,7 @@ results written to ``DIR/results.json``.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
+from agents.checkpoint import Checkpoints, read_json, write_json, write_sb3
 from hashing_gym.codes import bit_correlation, code_balance
 from hashing_gym.data import HashingDataset, load_dataset
 from hashing_gym.device import device_name
@@ -49,7 +52,10 @@ class CommonArgs:
         metadata={"help": "environment steps; default: a per-item budget times the train split's size"},
     )
     seed: int = field(default=0, metadata={"help": "seed of the run (environments, network, exploration)"})
-    device: str = field(default="auto", metadata={"help": "torch device: auto, cpu or cuda"})
+    device: str = field(
+        default="auto",
+        metadata={"help": "torch device: auto, cpu or cuda[:N] (dqn, reinforce: on CUDA, their GPU trainer)"},
+    )
     out: str | None = field(
         default=None, metadata={"help": "run folder; default runs/{env}__{algo}__{seed}__{time}"}
     )
@@ -104,22 +110,13 @@ def run_folder(args: CommonArgs, algo: str) -> Path:
     return folder
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
-    path = Path(path)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-    os.replace(handle.name, path)
-
-
 def versions() -> dict[str, str]:
     """Versions of the libraries a result depends on."""
-    import gymnasium  # noqa: PLC0415
-    import stable_baselines3  # noqa: PLC0415
-    import torch  # noqa: PLC0415
+    import gymnasium
+    import stable_baselines3
+    import torch
 
-    import hashing_gym  # noqa: PLC0415
+    import hashing_gym
 
     return {
         "hashing_gym": hashing_gym.__version__,
@@ -179,11 +176,7 @@ def results_record(
 
 def save_args(folder: Path, args: CommonArgs, algo: str) -> None:
     """Record the run's arguments, so ``agents.evaluate`` and ``--resume`` can rebuild it."""
-    write_json_atomic(folder / ARGS_FILE, {"algo": algo, **dataclasses.asdict(args)})
-
-
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_STATE = "state.json"
+    write_json(folder / ARGS_FILE, {"algo": algo, **dataclasses.asdict(args)})
 
 
 def read_run_args(folder: str | Path) -> dict[str, Any]:
@@ -191,60 +184,19 @@ def read_run_args(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / ARGS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{folder} holds no run: {ARGS_FILE} is missing")
-    return json.loads(path.read_text())
-
-
-def latest_checkpoint(folder: str | Path) -> dict[str, Any] | None:
-    """The newest complete checkpoint of a run folder (its state.json), or None."""
-    state = Path(folder) / CHECKPOINT_DIR / CHECKPOINT_STATE
-    if not state.is_file():
-        return None
-    return json.loads(state.read_text())
-
-
-class SB3Checkpoint:
-    """Atomic checkpoints of a stable-baselines3 model (and its replay buffer, if it has one).
-
-    Each checkpoint writes ``step_{n}.zip`` (and ``step_{n}_replay.pkl``) into
-    ``DIR/checkpoints``, then ``state.json`` naming them (through a rename, so a reader sees the
-    old or the new checkpoint, never half of one), then deletes the previous checkpoint's files.
-    A run killed at any moment resumes from the last complete checkpoint.
-    """
-
-    def __init__(self, folder: Path, elapsed: float = 0.0) -> None:
-        self.directory = Path(folder) / CHECKPOINT_DIR
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.elapsed = elapsed  # training seconds before this process (resumed runs)
-
-    def save(self, model: Any, train_seconds: float) -> None:
-        """Write a checkpoint of ``model`` at its current ``num_timesteps``."""
-        previous = latest_checkpoint(self.directory.parent)
-        step = int(model.num_timesteps)
-        model_path = self.directory / f"step_{step}.zip"
-        model.save(model_path, exclude=["env"])
-        state: dict[str, Any] = {
-            "num_timesteps": step,
-            "train_seconds": self.elapsed + train_seconds,
-            "model": model_path.name,
-            "replay_buffer": None,
-        }
-        if getattr(model, "replay_buffer", None) is not None:
-            replay_path = self.directory / f"step_{step}_replay.pkl"
-            model.save_replay_buffer(replay_path)
-            state["replay_buffer"] = replay_path.name
-        write_json_atomic(self.directory / CHECKPOINT_STATE, state)
-        if previous and previous["num_timesteps"] != step:
-            for name in (previous["model"], previous["replay_buffer"]):
-                if name:
-                    (self.directory / name).unlink(missing_ok=True)
+    return read_json(path)
 
 
 class CheckpointEvery(BaseCallback):
-    """Every ``every`` steps, write an atomic checkpoint (model and replay buffer)."""
+    """Every ``every`` steps, write an atomic checkpoint of the SB3 model (and its replay buffer).
 
-    def __init__(self, checkpoint: SB3Checkpoint, every: int, start: float) -> None:
+    ``elapsed`` (training seconds of earlier processes) plus the seconds since ``start`` is what
+    the checkpoint records.
+    """
+
+    def __init__(self, checkpoints: Checkpoints, every: int, start: float, elapsed: float = 0.0) -> None:
         super().__init__()
-        self.checkpoint, self.every, self.start = checkpoint, every, start
+        self.checkpoints, self.every, self.start, self.elapsed = checkpoints, every, start, elapsed
         self._next = every
 
     def _on_training_start(self) -> None:
@@ -253,7 +205,7 @@ class CheckpointEvery(BaseCallback):
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:
             self._next += self.every
-            self.checkpoint.save(self.model, time.perf_counter() - self.start)
+            self.checkpoints.save_sb3(self.model, self.elapsed + time.perf_counter() - self.start)
         return True
 
 
@@ -286,28 +238,14 @@ class RetrievalEvalCallback(BaseCallback):
         if self.every and self.num_timesteps >= self._next:
             self._next += self.every
             metrics = self.evaluate(self.model)
-            for key in ("map", "map_tie_aware", "precision_radius2"):
+            for key in EVAL_SCALARS:
                 self.logger.record(f"eval/{key}", metrics[key])
         return True
 
 
-def save_sb3_model(model: Any, path: Path) -> None:
-    """Save a stable-baselines3 model atomically: to a temporary name, then rename over ``path``."""
-    temporary = path.with_name(path.stem + ".tmp.zip")
-    model.save(temporary, exclude=["env"])
-    temporary.replace(path)
-
-
-def load_sb3_checkpoint(model_class: Any, folder: Path, env: Any, device: str) -> Any:
-    """The newest checkpoint of ``folder`` (model, and replay buffer if it has one), to resume from."""
-    state = latest_checkpoint(folder)
-    if state is None:
-        raise UsageError(f"--resume {folder}: the run has no checkpoint to continue from")
-    directory = Path(folder) / CHECKPOINT_DIR
-    model = model_class.load(directory / state["model"], env=env, device=device)
-    if state["replay_buffer"]:
-        model.load_replay_buffer(directory / state["replay_buffer"])
-    return model
+def load_sb3_checkpoint(model_class: Any, folder: Path, env: Any, device: str, trainer: str) -> Any:
+    """The newest checkpoint of ``folder`` by ``trainer`` (model and replay buffer), to resume from."""
+    return Checkpoints(folder, trainer).load_sb3(model_class, env, device)
 
 
 def train_sb3(
@@ -328,9 +266,9 @@ def train_sb3(
     codes of the query and database splits from ``encode(model, features, bits)``, and results.json.
     A resumed run continues the model's step count and adds the recorded training time.
     """
+    checkpoints = Checkpoints(folder, algo)
     # A fresh run in a reused folder must not count the old run's training time.
-    elapsed = (latest_checkpoint(folder) or {}).get("train_seconds", 0.0) if args.resume else 0.0
-    checkpoint = SB3Checkpoint(folder, elapsed=elapsed)
+    elapsed = checkpoints.train_seconds() if args.resume else 0.0
 
     def evaluate(trained: Any) -> dict[str, float]:
         return evaluate_encoder(encode, trained, dataset, args.bits, args.topk)
@@ -339,7 +277,7 @@ def train_sb3(
     callbacks = CallbackList(
         [
             *extra_callbacks,
-            CheckpointEvery(checkpoint, args.checkpoint_every, start),
+            CheckpointEvery(checkpoints, args.checkpoint_every, start, elapsed),
             RetrievalEvalCallback(evaluate, args.eval_every),
         ]
     )
@@ -352,28 +290,31 @@ def train_sb3(
             reset_num_timesteps=not args.resume,
         )
     except KeyboardInterrupt:
-        checkpoint.save(model, time.perf_counter() - start)  # Ctrl-C loses nothing
+        checkpoints.save_sb3(model, elapsed + time.perf_counter() - start)  # Ctrl-C loses nothing
         raise
-    train_seconds = checkpoint.elapsed + time.perf_counter() - start
-    save_sb3_model(model, folder / model_file)
+    train_seconds = elapsed + time.perf_counter() - start
+    write_sb3(folder / model_file, model)
     results = results_record(
         algo, args, evaluate(model), train_seconds, model.num_timesteps, model_file=model_file
     )
-    write_json_atomic(folder / RESULTS_FILE, results)
+    write_json(folder / RESULTS_FILE, results)
     return results
 
 
 def set_threads(threads: int) -> None:
-    """Set torch's CPU thread count; small MLPs lose more to thread sync than they gain."""
-    import torch  # noqa: PLC0415
+    """Set torch's CPU thread count (checked by :func:`check_common_args`).
 
-    if threads <= 0:
-        raise UsageError(f"--threads must be positive, got {threads}")
+    Small MLPs lose more to thread sync than they gain from many threads.
+    """
+    import torch
+
     torch.set_num_threads(threads)
 
 
 def resolve_device(device: str) -> str:
     """``--device`` as a torch device name (``auto``: CUDA when torch sees it, else CPU).
+
+    The trainers' one way to ``hashing_gym.device`` (the project's one device resolver).
 
     Raises:
         UsageError: if ``device`` is not auto, cpu, cuda, cuda:N, or names a GPU torch cannot see.
@@ -382,3 +323,85 @@ def resolve_device(device: str) -> str:
         return device_name(device)
     except ValueError as err:
         raise UsageError(f"--device: {err}") from None
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_common_args(
+    args: CommonArgs, positive: Sequence[str] = (), non_negative: Sequence[str] = ()
+) -> None:
+    """Refuse bad arguments with a one-line :class:`UsageError`, before a run writes anything.
+
+    Checks the arguments every trainer shares (``--bits``, ``--timesteps``, ``--seed``, ``--topk``,
+    ``--threads``, ``--device``, ``--dataset-options``; ``--eval-every`` and ``--checkpoint-every``
+    are counts where 0 means never, unless listed in ``positive``), then the trainer's own numeric
+    arguments named in ``positive`` (> 0) and ``non_negative`` (>= 0); a None value (a default that
+    the data set decides) is not checked.
+    """
+    checks = [
+        (args.bits > 0, f"--bits must be positive, got {args.bits}"),
+        (args.timesteps is None or args.timesteps > 0, f"--timesteps must be positive, got {args.timesteps}"),
+        (args.seed >= 0, f"--seed must be >= 0, got {args.seed}"),
+        (args.topk > 0, f"--topk must be positive, got {args.topk}"),
+        (args.threads > 0, f"--threads must be positive, got {args.threads}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    resolve_device(args.device)
+    parse_options(args.dataset_options)
+    counts = [name for name in ("eval_every", "checkpoint_every") if hasattr(args, name)]
+    for name in [*positive, *(name for name in counts if name not in positive), *non_negative]:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name in positive and value <= 0:
+            raise UsageError(f"{_option(name)} must be positive, got {value}")
+        if value < 0:
+            raise UsageError(f"{_option(name)} must be >= 0, got {value}")
+
+
+def check_group(args: Any) -> int:
+    """``--group`` (bits decided per step of SequentialHashBits-v0), refused unless it divides ``--bits``."""
+    if args.group <= 0 or args.bits % args.group:
+        raise UsageError(f"--group must divide --bits, got bits={args.bits} group={args.group}")
+    return args.group
+
+
+def parse_hidden(text: str, option: str = "--hidden") -> list[int]:
+    """Hidden layer sizes from ``"256,256"`` (empty: no hidden layer); UsageError unless positive ints."""
+    try:
+        sizes = [int(size) for size in text.split(",") if size.strip()]
+    except ValueError:
+        raise UsageError(f"{option} must be comma-separated integers, got {text!r}") from None
+    if any(size <= 0 for size in sizes):
+        raise UsageError(f"{option} sizes must be positive, got {text!r}")
+    return sizes
+
+
+EVAL_SCALARS: tuple[str, ...] = ("map", "map_tie_aware", "precision_radius2")
+
+
+def summary_writer(folder: Path, name: str, purge_step: int | None = None) -> Any:
+    """The TensorBoard writer of a trainer that logs its own scalars: ``DIR/tb/{name}``.
+
+    (The stable-baselines3 trainers log into ``DIR/tb`` through SB3's logger.) ``purge_step``: on
+    ``--resume``, the checkpoint's step; TensorBoard drops the events an interrupted process logged
+    after it.
+    """
+    from torch.utils.tensorboard import SummaryWriter  # slow to import; only these trainers need it
+
+    return SummaryWriter(str(Path(folder) / "tb" / name), purge_step=purge_step or None)
+
+
+def write_scalars(writer: Any, scalars: dict[str, float], step: int, prefix: str = "") -> None:
+    """``writer.add_scalar(prefix + name, value, step)`` for each item of ``scalars``."""
+    for name, value in scalars.items():
+        writer.add_scalar(prefix + name, value, step)
+
+
+def write_eval_scalars(writer: Any, metrics: dict[str, float], step: int) -> None:
+    """The retrieval metrics every trainer logs at an evaluation: ``eval/map`` and friends."""
+    write_scalars(writer, {key: metrics[key] for key in EVAL_SCALARS}, step, prefix="eval/")

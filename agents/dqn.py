@@ -11,8 +11,9 @@ After training, the greedy policy encodes the query and database splits from the
 start code in at most ``bits`` steps (DRLH's test phase, ``hashing_gym.envs.encode_batch``), and
 Hamming ranking gives the results.
 
-Run: ``python -m agents.train dqn [--bits 16] [--timesteps N] [--out DIR]``. With ``--device cuda``
-(or ``cuda:N``), ``agents.train`` runs ``agents.dqn_torch`` instead: the same guided DQN as a
+Run: ``python -m agents.train dqn --device cpu [--bits 16] [--timesteps N] [--out DIR]``. On a CUDA
+device (``--device cuda[:N]``, or the default ``auto`` where torch sees a GPU: it prints a line
+saying so), ``agents.train`` runs ``agents.dqn_torch`` instead: the same guided DQN as a
 torch-native loop over the batched env on the GPU (its own options: ``--device cuda --help``).
 """
 
@@ -28,11 +29,14 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
+from agents.checkpoint import read_sb3
 from agents.common import (
     CommonArgs,
     UsageError,
+    check_common_args,
     load_run_dataset,
     load_sb3_checkpoint,
+    parse_hidden,
     resolve_device,
     run_folder,
     save_args,
@@ -108,17 +112,29 @@ def encode_split(model: DQN, features: np.ndarray, bits: int) -> np.ndarray:
 def default_timesteps(args: Args, dataset: HashingDataset) -> int:
     """Budget that scales with the data and the code length: ``steps_per_item`` steps per train item."""
     steps_per_item = args.steps_per_item if args.steps_per_item is not None else round(12.5 * args.bits)
-    if steps_per_item <= 0:
-        raise UsageError(f"--steps-per-item must be positive, got {steps_per_item}")
     return steps_per_item * dataset.train.n
 
 
-def make_model(args: Args, env: Any, folder: Path) -> GuidedDQN:
+def check_args(args: Args) -> list[int]:
+    """Refuse bad arguments with a one-line message; return the hidden layer sizes."""
+    if args.env != "BinaryCodeTravel-v0":
+        raise UsageError(f"dqn trains BinaryCodeTravel-v0 (a Discrete action), got --env {args.env}")
+    check_common_args(
+        args,
+        positive=(
+            "steps_per_item", "buffer_size", "batch_size", "train_freq", "target_update_interval",
+            "num_envs", "checkpoint_every",
+        ),
+        non_negative=("learning_starts",),
+    )  # fmt: skip
+    return parse_hidden(args.hidden)
+
+
+def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> GuidedDQN:
     """A new GuidedDQN, or the newest checkpoint of ``folder`` when resuming."""
     device = resolve_device(args.device)
     if args.resume:
-        return load_sb3_checkpoint(GuidedDQN, folder, env, device)
-    hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
+        return load_sb3_checkpoint(GuidedDQN, folder, env, device, ALGO)
     return GuidedDQN(
         "MultiInputPolicy",
         env,
@@ -142,16 +158,13 @@ def make_model(args: Args, env: Any, folder: Path) -> GuidedDQN:
 
 def main(args: Args) -> dict[str, Any]:
     """Train GuidedDQN, encode, evaluate; write model.zip and results.json into the run folder."""
-    if args.env != "BinaryCodeTravel-v0":
-        raise UsageError(f"dqn trains BinaryCodeTravel-v0 (a Discrete action), got --env {args.env}")
+    hidden = check_args(args)
     set_threads(args.threads)
     dataset = load_run_dataset(args)
     folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
     if not args.resume:
         save_args(folder, args, ALGO)
     timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
-    if timesteps <= 0:
-        raise UsageError(f"--timesteps must be positive, got {timesteps}")
 
     # ENV SETUP: the train split, random start codes, DRLH's reward.
     env = make_vec_env(
@@ -162,7 +175,7 @@ def main(args: Args) -> dict[str, Any]:
     )
 
     # ALGO LOGIC: DQN with teacher-guided epsilon-greedy exploration.
-    model = make_model(args, env, folder)
+    model = make_model(args, env, folder, hidden)
     results = train_sb3(model, ALGO, args, folder, dataset, timesteps, encode_split)
     env.close()
     return results
@@ -170,7 +183,7 @@ def main(args: Args) -> dict[str, Any]:
 
 def load_model(folder: Path, device: str = "auto") -> DQN:
     """The trained model of a run folder."""
-    return GuidedDQN.load(Path(folder) / MODEL_FILE, device=resolve_device(device))
+    return read_sb3(Path(folder) / MODEL_FILE, GuidedDQN, device=resolve_device(device))
 
 
 def make_env(dataset: HashingDataset, bits: int) -> gym.Env:

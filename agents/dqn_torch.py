@@ -30,7 +30,8 @@ the counters; the replay buffer (up to GBs on the device) is not saved, so ``--r
 the schedule with an empty buffer and waits ``learning_starts`` steps before updating again.
 
 Run: ``python -m agents.train dqn --device cuda [--num-envs N]`` (``agents.train`` sends ``dqn``
-on a CUDA device here) or ``python -m agents.train dqn-torch --device cpu`` (small smoke runs).
+on a CUDA device here, ``--device auto`` included) or ``python -m agents.train dqn-torch --device
+cpu`` (small smoke runs).
 """
 
 from __future__ import annotations
@@ -45,21 +46,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from agents.checkpoint import Checkpoints, read_tensors, write_json, write_tensors
 from agents.common import (
-    CHECKPOINT_DIR,
-    CHECKPOINT_STATE,
     RESULTS_FILE,
     CommonArgs,
     UsageError,
+    check_common_args,
     evaluate_encoder,
-    latest_checkpoint,
     load_run_dataset,
+    parse_hidden,
     resolve_device,
     results_record,
     run_folder,
     save_args,
     set_threads,
-    write_json_atomic,
+    summary_writer,
+    write_scalars,
 )
 from hashing_gym.envs import encode_batch
 from hashing_gym.envs.binary_code_travel_vector import BinaryCodeTravelVectorEnv
@@ -210,32 +212,26 @@ def encode_split(model: QNetwork, features: np.ndarray, bits: int) -> np.ndarray
         model.train(was_training)
 
 
-def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
-    """Write ``checkpoints/step_N.pt`` then ``state.json`` naming it; drop the previous one."""
-    directory = folder / CHECKPOINT_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    previous = latest_checkpoint(folder)
-    name = f"step_{state['env_steps']}.pt"
-    temporary = directory / (name + ".tmp")
-    torch.save(state, temporary)
-    temporary.replace(directory / name)
-    write_json_atomic(
-        directory / CHECKPOINT_STATE,
-        {"num_timesteps": state["env_steps"], "train_seconds": state["train_seconds"], "model": name},
-    )
-    if previous and previous["model"] != name:
-        (directory / previous["model"]).unlink(missing_ok=True)
+def check_args(args: Args) -> list[int]:
+    """Refuse bad arguments with a one-line message; return the hidden layer sizes."""
+    if args.env != "BinaryCodeTravel-v0":
+        raise UsageError(f"dqn trains BinaryCodeTravel-v0 (a Discrete action), got --env {args.env}")
+    check_common_args(
+        args,
+        positive=(
+            "num_envs", "batch_size", "buffer_size", "gradient_steps", "target_update_interval",
+            "steps_per_item", "checkpoint_every",
+        ),
+        non_negative=("learning_starts",),
+    )  # fmt: skip
+    if args.buffer_size < args.num_envs:
+        raise UsageError(f"--buffer-size {args.buffer_size} must hold one step of --num-envs {args.num_envs}")
+    return parse_hidden(args.hidden)
 
 
 def main(args: Args) -> dict[str, Any]:
     """Train, encode, evaluate; write model.pt and results.json into the run folder."""
-    if args.env != "BinaryCodeTravel-v0":
-        raise UsageError(f"dqn trains BinaryCodeTravel-v0 (a Discrete action), got --env {args.env}")
-    for name in ("num_envs", "batch_size", "buffer_size", "gradient_steps", "target_update_interval"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.buffer_size < args.num_envs:
-        raise UsageError(f"--buffer-size {args.buffer_size} must hold one step of --num-envs {args.num_envs}")
+    hidden = check_args(args)
     set_threads(args.threads)
     device = torch.device(resolve_device(args.device))
     if device.type == "cuda":
@@ -246,8 +242,6 @@ def main(args: Args) -> dict[str, Any]:
     if not args.resume:
         save_args(folder, args, ALGO)
     total = args.timesteps if args.timesteps is not None else args.steps_per_item * dataset.train.n
-    if total <= 0:
-        raise UsageError(f"--timesteps must be positive, got {total}")
     torch.manual_seed(args.seed)
     generator = torch.Generator(device=device)
     generator.manual_seed(args.seed)
@@ -257,7 +251,6 @@ def main(args: Args) -> dict[str, Any]:
         num_envs=args.num_envs, dataset=dataset, bits=args.bits, device=device, check_actions=False
     )
     features = torch.as_tensor(np.array(envs.single_env.features), device=device)
-    hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
     q_network = QNetwork(envs.feature_dim, args.bits, envs.history_length, hidden).to(device)
     target_network = QNetwork(envs.feature_dim, args.bits, envs.history_length, hidden).to(device)
     target_network.load_state_dict(q_network.state_dict())
@@ -266,11 +259,9 @@ def main(args: Args) -> dict[str, Any]:
     )
     replay = ReplayBuffer(args.buffer_size, args.bits, envs.history_length, device)
     env_steps, updates, elapsed, curve = 0, 0, 0.0, []
+    checkpoints = Checkpoints(folder, ALGO)
     if args.resume:
-        state = latest_checkpoint(folder)
-        if state is None:
-            raise UsageError(f"--resume {folder}: the run has no checkpoint to continue from")
-        saved = torch.load(folder / CHECKPOINT_DIR / state["model"], map_location=device, weights_only=False)
+        _, saved = checkpoints.load_torch(map_location=device)
         q_network.load_state_dict(saved["q_network"])
         target_network.load_state_dict(saved["target_network"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -278,14 +269,13 @@ def main(args: Args) -> dict[str, Any]:
             saved["env_steps"], saved["updates"], saved["train_seconds"], saved["curve"]
         )  # fmt: skip
         generator.manual_seed(args.seed + env_steps)
-    writer = _summary_writer(folder)
+    writer = summary_writer(folder, ALGO, purge_step=env_steps)
 
     def evaluate() -> dict[str, float]:
         return evaluate_encoder(encode_split, q_network, dataset, args.bits, args.topk)
 
     def checkpoint(seconds: float) -> None:
-        save_checkpoint(
-            folder,
+        checkpoints.save_torch(
             {
                 "q_network": q_network.state_dict(),
                 "target_network": target_network.state_dict(),
@@ -296,6 +286,8 @@ def main(args: Args) -> dict[str, Any]:
                 "curve": curve,
                 "config": q_network.config,
             },
+            env_steps,
+            seconds,
         )
 
     obs, info = envs.reset(seed=args.seed + env_steps)
@@ -353,12 +345,14 @@ def main(args: Args) -> dict[str, Any]:
                     f"teacher_agreement={agreement:.4f}",
                     flush=True,
                 )
-                if writer is not None:
-                    writer.add_scalar("eval/map", metrics["map"], env_steps)
-                    writer.add_scalar("losses/td_loss", curve[-1]["td_loss"], env_steps)
-                    writer.add_scalar("eval/teacher_agreement", agreement, env_steps)
-                    writer.add_scalar("charts/epsilon", epsilon(args, env_steps, total), env_steps)
-                    writer.add_scalar("charts/SPS", env_steps / max(seconds, 1e-9), env_steps)
+                scalars = {
+                    "eval/map": metrics["map"],
+                    "losses/td_loss": curve[-1]["td_loss"],
+                    "eval/teacher_agreement": agreement,
+                    "charts/epsilon": epsilon(args, env_steps, total),
+                    "charts/SPS": env_steps / max(seconds, 1e-9),
+                }
+                write_scalars(writer, scalars, env_steps)
                 losses.zero_()
                 loss_count = 0
             if env_steps >= next_checkpoint:
@@ -371,11 +365,10 @@ def main(args: Args) -> dict[str, Any]:
         torch.cuda.synchronize(device)
     train_seconds = elapsed + time.perf_counter() - start
     checkpoint(train_seconds)
-    torch.save({"state_dict": q_network.state_dict(), "config": q_network.config}, folder / MODEL_FILE)
+    write_tensors(folder / MODEL_FILE, {"state_dict": q_network.state_dict(), "config": q_network.config})
     metrics = evaluate()
-    if writer is not None:
-        writer.add_scalar("eval/map", metrics["map"], env_steps)
-        writer.close()
+    writer.add_scalar("eval/map", metrics["map"], env_steps)
+    writer.close()
     results = results_record(
         RESULTS_ALGO,
         args,
@@ -389,7 +382,7 @@ def main(args: Args) -> dict[str, Any]:
         gradient_updates=updates,
         curve=curve,
     )
-    write_json_atomic(folder / RESULTS_FILE, results)
+    write_json(folder / RESULTS_FILE, results)
     return results
 
 
@@ -423,18 +416,9 @@ def _update(
     return loss.detach()
 
 
-def _summary_writer(folder: Path) -> Any:
-    """A TensorBoard writer into ``DIR/tb`` (None without tensorboard installed)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
-    except ImportError:
-        return None
-    return SummaryWriter(str(folder / "tb" / ALGO))
-
-
 def load_model(folder: Path, device: str = "auto") -> QNetwork:
     """The trained Q-network of a run folder."""
-    saved = torch.load(Path(folder) / MODEL_FILE, map_location=resolve_device(device), weights_only=False)
+    saved = read_tensors(Path(folder) / MODEL_FILE, map_location=resolve_device(device))
     model = QNetwork(**saved["config"])
     model.load_state_dict(saved["state_dict"])
     return model.to(resolve_device(device))

@@ -41,15 +41,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.tensorboard import SummaryWriter
 
 import hashing_gym  # noqa: F401 - registers the environments
+from agents.checkpoint import Checkpoints, read_tensors, write_json, write_tensors
 from agents.common import (
-    CHECKPOINT_DIR,
-    CHECKPOINT_STATE,
     CommonArgs,
     UsageError,
-    latest_checkpoint,
+    check_common_args,
+    check_group,
     load_run_dataset,
     resolve_device,
     results_record,
@@ -57,7 +56,9 @@ from agents.common import (
     run_folder,
     save_args,
     set_threads,
-    write_json_atomic,
+    summary_writer,
+    write_eval_scalars,
+    write_scalars,
 )
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import encode_sequential
@@ -221,13 +222,12 @@ def check_args(args: Args) -> None:
     """Refuse arguments that cannot work, with a one-line message."""
     if args.env != ENV_ID:
         raise UsageError(f"drlih trains {ENV_ID}, got --env {args.env}")
-    if args.group <= 0 or args.bits % args.group:
-        raise UsageError(f"--group must divide --bits, got bits={args.bits} group={args.group}")
-    for name in ("batch_size", "samples", "hidden", "pairs"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.timesteps is not None and args.timesteps <= 0:
-        raise UsageError(f"--timesteps must be positive, got {args.timesteps}")
+    check_group(args)
+    check_common_args(
+        args,
+        positive=("batch_size", "samples", "hidden", "pairs", "episodes_per_item"),
+        non_negative=("bank_refresh",),
+    )
 
 
 def main(args: Args) -> dict[str, Any]:
@@ -265,9 +265,10 @@ def main(args: Args) -> dict[str, Any]:
         "order": rng.permutation(dataset.train.n),
         "cursor": 0,
     }
+    checkpoints = Checkpoints(folder, ALGO)
     if args.resume:
-        progress = restore_checkpoint(folder, model, optimizer, rng, hashing_env)
-    writer = SummaryWriter(str(folder / "tb" / ALGO))
+        progress = restore_checkpoint(checkpoints, model, optimizer, rng, hashing_env)
+    writer = summary_writer(folder, ALGO, purge_step=progress["env_steps"])
     order, cursor, env_steps = progress["order"], progress["cursor"], progress["env_steps"]
 
     def checkpoint(update: int) -> None:
@@ -279,7 +280,7 @@ def main(args: Args) -> dict[str, Any]:
             "order": order,
             "cursor": cursor,
         }
-        save_checkpoint(folder, model, optimizer, rng, hashing_env, state)
+        save_checkpoint(checkpoints, model, optimizer, rng, hashing_env, state)
 
     start = time.perf_counter()
     update, stepped = progress["update"], True
@@ -331,19 +332,18 @@ def main(args: Args) -> dict[str, Any]:
             stepped = True
 
             # LOGGING
-            writer.add_scalar("charts/episodic_return", float(rewards.sum(1).mean()), env_steps)
-            writer.add_scalar("charts/accuracy", float(rewards.sum(1).mean() + 0.5), env_steps)
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], env_steps)
-            writer.add_scalar(
-                "charts/SPS", int(rewards.size / max(1e-9, time.perf_counter() - start)), env_steps
-            )
-            writer.add_scalar("losses/policy_loss", policy_loss.item(), env_steps)
-            writer.add_scalar("losses/value_loss", value_loss.item(), env_steps)
-            writer.add_scalar("losses/entropy", entropy.item() / args.bits, env_steps)
+            scalars = {
+                "charts/episodic_return": float(rewards.sum(1).mean()),
+                "charts/accuracy": float(rewards.sum(1).mean() + 0.5),
+                "charts/learning_rate": optimizer.param_groups[0]["lr"],
+                "charts/SPS": int(rewards.size / max(1e-9, time.perf_counter() - start)),
+                "losses/policy_loss": policy_loss.item(),
+                "losses/value_loss": value_loss.item(),
+                "losses/entropy": entropy.item() / args.bits,
+            }
+            write_scalars(writer, scalars, env_steps)
             if args.eval_every and update % args.eval_every == 0:
-                metrics = evaluate_model(model, dataset, args.bits, args.topk)
-                for key in ("map", "map_tie_aware", "precision_radius2"):
-                    writer.add_scalar(f"eval/{key}", metrics[key], env_steps)
+                write_eval_scalars(writer, evaluate_model(model, dataset, args.bits, args.topk), env_steps)
             if args.checkpoint_every and update % args.checkpoint_every == 0:
                 checkpoint(update)
     except KeyboardInterrupt:  # Ctrl-C loses nothing: a half-done update is rolled back, redone on --resume
@@ -359,20 +359,18 @@ def main(args: Args) -> dict[str, Any]:
 
     metrics = evaluate_model(model, dataset, args.bits, args.topk)
     results = results_record(ALGO, args, metrics, train_seconds, env_steps, model_file=MODEL_FILE)
-    write_json_atomic(folder / "results.json", results)
+    write_json(folder / "results.json", results)
     env.close()
     return results
 
 
 def save_model(model: DRLIHPolicy, path: Path) -> None:
-    """Save the weights and their configuration atomically (a temporary name, then a rename)."""
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save({"config": model.config(), "model": model.state_dict()}, temporary)
-    temporary.replace(path)
+    """Save the weights and their configuration atomically."""
+    write_tensors(path, {"config": model.config(), "model": model.state_dict()})
 
 
 def save_checkpoint(
-    folder: Path,
+    checkpoints: Checkpoints,
     model: DRLIHPolicy,
     optimizer: torch.optim.Optimizer,
     rng: np.random.Generator,
@@ -381,57 +379,44 @@ def save_checkpoint(
 ) -> None:
     """Everything a run needs to continue exactly: weights, optimizer, RNG states, the env's bank.
 
-    Writes ``checkpoints/step_{n}.pt``, then ``checkpoints/state.json`` naming it (a rename, so a
-    reader sees the old or the new checkpoint), then deletes the previous checkpoint file.
+    ``progress``: update, env_steps, train_seconds, and the epoch's item order and cursor. Arrays
+    are stored as tensors (a ``weights_only`` checkpoint holds no numpy objects).
     """
-    directory = Path(folder) / CHECKPOINT_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    previous = latest_checkpoint(folder)
-    name = f"step_{progress['env_steps']}.pt"
-    temporary = directory / (name + ".tmp")
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "numpy_rng": rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "env_rng": env.np_random.bit_generator.state,
-            "code_bank": np.array(env.code_bank),
-            **progress,
-        },
-        temporary,
-    )
-    temporary.replace(directory / name)
     state = {
-        "num_timesteps": progress["env_steps"],
-        "train_seconds": progress["train_seconds"],
-        "model": name,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "numpy_rng": rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "env_rng": env.np_random.bit_generator.state,
+        "code_bank": torch.from_numpy(np.array(env.code_bank)),
+        **progress,
+        "order": torch.from_numpy(np.asarray(progress["order"])),
     }
-    write_json_atomic(directory / CHECKPOINT_STATE, state)
-    if previous and previous["model"] != name:
-        (directory / previous["model"]).unlink(missing_ok=True)
+    checkpoints.save_torch(state, progress["env_steps"], progress["train_seconds"])
 
 
 def restore_checkpoint(
-    folder: Path, model: DRLIHPolicy, optimizer: torch.optim.Optimizer, rng: np.random.Generator, env: Any
+    checkpoints: Checkpoints,
+    model: DRLIHPolicy,
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    env: Any,
 ) -> dict[str, Any]:
-    """Load the newest checkpoint of ``folder`` into model, optimizer, RNGs and env; return its progress."""
-    state = latest_checkpoint(folder)
-    if state is None:
-        raise UsageError(f"--resume {folder}: the run has no checkpoint to continue from")
-    saved = torch.load(Path(folder) / CHECKPOINT_DIR / state["model"], weights_only=False)
+    """Load the newest checkpoint into model, optimizer, RNGs and env; return its progress."""
+    _, saved = checkpoints.load_torch(map_location="cpu")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     rng.bit_generator.state = saved["numpy_rng"]
     torch.set_rng_state(saved["torch_rng"])
     env.np_random.bit_generator.state = saved["env_rng"]
-    env.set_code_bank(saved["code_bank"])
-    return {key: saved[key] for key in ("update", "env_steps", "train_seconds", "order", "cursor")}
+    env.set_code_bank(saved["code_bank"].numpy())
+    progress = {key: saved[key] for key in ("update", "env_steps", "train_seconds", "cursor")}
+    return {**progress, "order": saved["order"].numpy()}
 
 
 def load_model(folder: Path, device: str = "auto") -> DRLIHPolicy:
     """The trained policy of a run folder."""
-    checkpoint = torch.load(Path(folder) / MODEL_FILE, map_location=resolve_device(device), weights_only=True)
+    checkpoint = read_tensors(Path(folder) / MODEL_FILE, map_location=resolve_device(device))
     model = DRLIHPolicy(**checkpoint["config"]).to(resolve_device(device))
     model.load_state_dict(checkpoint["model"])
     model.eval()

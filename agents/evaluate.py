@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -29,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.common import RESULTS_FILE, load_run_dataset, read_run_args, retrieval_results, write_json_atomic
+from agents.checkpoint import atomic_path, read_json, write_json
+from agents.common import RESULTS_FILE, load_run_dataset, read_run_args, retrieval_results
 from agents.train import ALGORITHMS
 from hashing_gym.data import HashingDataset
 from hashing_gym.ranking import precision_recall_curve
@@ -82,20 +82,19 @@ def encode_run(folder: Path) -> tuple[HashingDataset, Any, np.ndarray, np.ndarra
 
 
 def _pyplot() -> Any:
-    import matplotlib  # noqa: PLC0415 - matplotlib is slow to import and only the plots need it
+    import matplotlib  # slow to import, and only the plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     return plt
 
 
 def _save_figure(figure: Any, path: Path) -> None:
     """Save a figure atomically (temporary file + rename) and close it."""
-    temporary = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(temporary, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
     _pyplot().close(figure)
-    temporary.replace(path)
 
 
 def plot_precision_recall(
@@ -117,8 +116,8 @@ def plot_precision_recall(
 
 def embed_codes(codes: np.ndarray, method: str, seed: int) -> np.ndarray:
     """2-D coordinates of 0/1 codes: t-SNE (squared Euclidean = Hamming on 0/1 codes) or PCA."""
-    from sklearn.decomposition import PCA  # noqa: PLC0415
-    from sklearn.manifold import TSNE  # noqa: PLC0415
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
 
     points = codes.astype(np.float32)
     if method == "pca":
@@ -181,12 +180,12 @@ def evaluate_folder(folder: Path) -> EvaluatedRun:
     dataset, args, query, database = encode_run(folder)
     metrics = retrieval_results(dataset, query, database, args.topk)
     results_path = folder / RESULTS_FILE
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = read_json(results_path) if results_path.is_file() else {}
     results.update(metrics)
     results.setdefault("algo", read_run_args(folder)["algo"])
     for key in ("env", "dataset", "bits"):
         results.setdefault(key, getattr(args, key))
-    write_json_atomic(results_path, results)
+    write_json(results_path, results)
     curve = precision_recall_curve(query, dataset.query.labels, database, dataset.database.labels)
     plot_precision_recall({folder.name: curve}, folder / "pr_curve.png")
     return EvaluatedRun(folder, results, dataset, database, curve)
@@ -204,9 +203,8 @@ def write_report(runs: Sequence[EvaluatedRun], out: Path, embedding: str, max_po
     """Write evaluation.md, pr_curves.png and the code picture into ``out``; return the table."""
     out.mkdir(parents=True, exist_ok=True)
     table = comparison_table(runs)
-    temporary = out / "evaluation.md.tmp"
-    temporary.write_text(table)
-    temporary.replace(out / "evaluation.md")
+    with atomic_path(out / "evaluation.md") as temporary:
+        temporary.write_text(table)
     plot_precision_recall({run_label(run): run.curve for run in runs}, out / "pr_curves.png")
     if embedding != "none":
         plot_code_embeddings(runs, out / f"codes_{embedding}.png", embedding, max_points, seed)

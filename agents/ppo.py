@@ -28,11 +28,15 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
+from agents.checkpoint import read_sb3
 from agents.common import (
     CommonArgs,
     UsageError,
+    check_common_args,
+    check_group,
     load_run_dataset,
     load_sb3_checkpoint,
+    parse_hidden,
     resolve_device,
     run_folder,
     save_args,
@@ -109,27 +113,19 @@ def check_args(args: Any, algo: str = ALGO) -> list[int]:
         raise UsageError(
             f"{algo} trains {ENV_ID} or {SEQUENTIAL_ID} (MultiBinary actions), got --env {args.env}"
         )
-    if args.env == SEQUENTIAL_ID and (args.group <= 0 or args.bits % args.group):
-        raise UsageError(f"--group must divide --bits, got bits={args.bits} group={args.group}")
-    try:
-        hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
-    except ValueError:
-        raise UsageError(f"--hidden must be comma-separated integers, got {args.hidden!r}") from None
-    for name in ("num_envs", "n_steps", "batch_size", "n_epochs", "checkpoint_every"):
-        if hasattr(args, name) and getattr(args, name) <= 0:  # a2c has no batch_size nor n_epochs
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.epochs <= 0:
-        raise UsageError(f"--epochs must be positive, got {args.epochs}")
-    if args.timesteps is not None and args.timesteps <= 0:
-        raise UsageError(f"--timesteps must be positive, got {args.timesteps}")
-    return hidden
+    if args.env == SEQUENTIAL_ID:
+        check_group(args)
+    counts = ("num_envs", "n_steps", "batch_size", "n_epochs", "checkpoint_every", "epochs")
+    # a2c has no batch_size nor n_epochs
+    check_common_args(args, positive=[name for name in counts if hasattr(args, name)])
+    return parse_hidden(args.hidden)
 
 
 def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> PPO:
     """A new PPO, or the newest checkpoint of ``folder`` when resuming."""
     device = resolve_device(args.device)
     if args.resume:
-        return load_sb3_checkpoint(PPO, folder, env, device)
+        return load_sb3_checkpoint(PPO, folder, env, device, ALGO)
     return PPO(
         "MultiInputPolicy" if args.env == SEQUENTIAL_ID else "MlpPolicy",
         env,
@@ -182,7 +178,7 @@ def main(args: Args) -> dict[str, Any]:
 
 def load_model(folder: Path, device: str = "auto") -> PPO:
     """The trained model of a run folder."""
-    return PPO.load(Path(folder) / MODEL_FILE, device=resolve_device(device))
+    return read_sb3(Path(folder) / MODEL_FILE, PPO, device=resolve_device(device))
 
 
 def make_env(dataset: HashingDataset, bits: int, env_id: str = ENV_ID) -> gym.Env:

@@ -19,16 +19,16 @@ p > 0.5), which go to the env through ``set_database_codes``; ``--db-refresh 0``
 own bank instead (the last sampled code of each item). Encoding for evaluation is the same
 deterministic code.
 
-Run: ``python -m agents.train reinforce [--bits 16] [--epochs 500] [--out DIR]``. With ``--device
-cuda`` (or ``cuda:N``), ``agents.train`` runs ``agents.reinforce_torch`` instead: the same algorithm as
-a torch-native loop over the batched env on the GPU (its own options: ``--device cuda --help``).
+Run: ``python -m agents.train reinforce --device cpu [--bits 16] [--epochs 500] [--out DIR]``. On a
+CUDA device (``--device cuda[:N]``, or the default ``auto`` where torch sees a GPU: it prints a line
+saying so), ``agents.train`` runs ``agents.reinforce_torch`` instead: the same algorithm as a
+torch-native loop over the batched env on the GPU (its own options: ``--device cuda --help``).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import os
 import signal
 import threading
 import time
@@ -44,20 +44,21 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hashing_gym  # noqa: F401 - registers the environments
+from agents.checkpoint import Checkpoints, read_tensors, write_json, write_tensors
 from agents.common import (
-    CHECKPOINT_DIR,
-    CHECKPOINT_STATE,
     CommonArgs,
     UsageError,
-    latest_checkpoint,
+    check_common_args,
     load_run_dataset,
+    parse_hidden,
     resolve_device,
     results_record,
     retrieval_results,
     run_folder,
     save_args,
     set_threads,
-    write_json_atomic,
+    summary_writer,
+    write_eval_scalars,
 )
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import RankListHashEnv
@@ -170,18 +171,16 @@ def evaluate_model(model: QueryNetwork, dataset: HashingDataset, bits: int, topk
 
 
 def save_model(model: QueryNetwork, path: Path) -> None:
-    """Save weights and architecture atomically: to a temporary name, then rename over ``path``."""
+    """Save weights (on the CPU) and architecture atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
     state = {key: value.cpu() for key, value in model.state_dict().items()}
-    torch.save({"config": model.config, "state_dict": state}, temporary)
-    os.replace(temporary, path)
+    write_tensors(path, {"config": model.config, "state_dict": state})
 
 
 def load_model(folder: Path, device: str = "auto") -> QueryNetwork:
     """The trained query network of a run folder."""
-    saved = torch.load(Path(folder) / MODEL_FILE, map_location="cpu", weights_only=True)
+    saved = read_tensors(Path(folder) / MODEL_FILE, map_location="cpu")
     model = QueryNetwork(**saved["config"])
     model.load_state_dict(saved["state_dict"])
     return model.to(resolve_device(device)).eval()
@@ -198,23 +197,14 @@ def check_args(args: Args) -> list[int]:
         raise UsageError(
             f"reinforce trains {ENV_ID} (SequentialHashBits-v0 goes to agents.drlih), got --env {args.env}"
         )
-    try:
-        hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
-    except ValueError:
-        raise UsageError(f"--hidden must be comma-separated integers, got {args.hidden!r}") from None
-    if any(size <= 0 for size in hidden):
-        raise UsageError(f"--hidden sizes must be positive, got {args.hidden!r}")
+    hidden = parse_hidden(args.hidden)
+    check_common_args(args, positive=("batch_size", "epochs", "learning_rate"), non_negative=("db_refresh",))
     checks = [
-        (args.batch_size > 0, f"--batch-size must be positive, got {args.batch_size}"),
-        (args.epochs > 0, f"--epochs must be positive, got {args.epochs}"),
-        (args.learning_rate > 0, f"--learning-rate must be positive, got {args.learning_rate}"),
-        (args.db_refresh >= 0, f"--db-refresh must be >= 0, got {args.db_refresh}"),
         (
             args.baseline in BASELINES,
             f"--baseline must be one of {', '.join(BASELINES)}, got {args.baseline!r}",
         ),
         (0 <= args.baseline_decay < 1, f"--baseline-decay must be in [0, 1), got {args.baseline_decay}"),
-        (args.timesteps is None or args.timesteps > 0, f"--timesteps must be positive, got {args.timesteps}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -265,25 +255,6 @@ class Learner:
             state["env_steps"],
         )
         env.set_database_codes(state["database_codes"].numpy())
-
-
-def save_checkpoint(folder: Path, learner: Learner, env: RankListHashEnv, train_seconds: float) -> None:
-    """Write ``checkpoints/step_{n}.pt``, then ``state.json`` naming it, then delete the previous checkpoint.
-
-    Both files go through a temporary name and a rename, so a run killed at any moment leaves a
-    complete checkpoint for ``--resume``.
-    """
-    directory = folder / CHECKPOINT_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    previous = latest_checkpoint(folder)
-    name = f"step_{learner.env_steps}.pt"
-    temporary = directory / (name + ".tmp")
-    torch.save(learner.state_dict(env), temporary)
-    os.replace(temporary, directory / name)
-    state = {"num_timesteps": learner.env_steps, "train_seconds": train_seconds, "model": name}
-    write_json_atomic(directory / CHECKPOINT_STATE, state)
-    if previous and previous["model"] != name:
-        (directory / previous["model"]).unlink(missing_ok=True)
 
 
 class StopOnInterrupt:
@@ -388,23 +359,16 @@ def main(args: Args) -> dict[str, Any]:
         learner.database_net.load_state_dict(query_net.state_dict())
         env.set_database_codes(encode_split(learner.database_net, env.features, args.bits))
 
+    checkpoints = Checkpoints(folder, ALGO)
     elapsed = 0.0  # training seconds of earlier processes (resumed runs)
     if args.resume:
-        checkpoint = latest_checkpoint(folder)
-        if checkpoint is None:
-            raise UsageError(f"--resume {folder}: the run has no checkpoint to continue from")
-        saved = torch.load(
-            folder / CHECKPOINT_DIR / checkpoint["model"], map_location="cpu", weights_only=True
-        )
+        checkpoint, saved = checkpoints.load_torch(map_location="cpu")
         learner.load_state_dict(saved, env)
-        elapsed = checkpoint["train_seconds"]
+        elapsed = checkpoint.train_seconds
     elif args.db_refresh > 0:
         refresh_database()
 
-    from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - tensorboard is slow to import
-
-    # purge_step drops events that an interrupted process logged after its last checkpoint.
-    writer = SummaryWriter(str(folder / "tb" / ALGO), purge_step=learner.env_steps or None)
+    writer = summary_writer(folder, ALGO, purge_step=learner.env_steps)
     start, first_step = time.perf_counter(), learner.env_steps
     progress = tqdm(total=timesteps, initial=learner.env_steps, unit="step", disable=None, desc=ALGO)
     with StopOnInterrupt() as stop:
@@ -448,12 +412,11 @@ def main(args: Args) -> dict[str, Any]:
                 elif learner.running_mean is not None:
                     writer.add_scalar("charts/baseline", learner.running_mean, step)
             if args.eval_every and learner.update % args.eval_every == 0:
-                metrics = evaluate_model(query_net, dataset, args.bits, args.topk)
-                for key in ("map", "map_tie_aware", "precision_radius2"):
-                    writer.add_scalar(f"eval/{key}", metrics[key], step)
+                write_eval_scalars(writer, evaluate_model(query_net, dataset, args.bits, args.topk), step)
             checkpoint_due = args.checkpoint_every and learner.update % args.checkpoint_every == 0
             if checkpoint_due or stop.requested:
-                save_checkpoint(folder, learner, env, elapsed + time.perf_counter() - start)
+                seconds = elapsed + time.perf_counter() - start
+                checkpoints.save_torch(learner.state_dict(env), learner.env_steps, seconds)
             if stop.requested:
                 progress.close()
                 writer.close()
@@ -463,9 +426,8 @@ def main(args: Args) -> dict[str, Any]:
     save_model(query_net, folder / MODEL_FILE)
 
     metrics = evaluate_model(query_net, dataset, args.bits, args.topk)
-    for key in ("map", "map_tie_aware", "precision_radius2"):
-        writer.add_scalar(f"eval/{key}", metrics[key], learner.env_steps)
+    write_eval_scalars(writer, metrics, learner.env_steps)
     writer.close()
     results = results_record(ALGO, args, metrics, train_seconds, learner.env_steps, model_file=MODEL_FILE)
-    write_json_atomic(folder / "results.json", results)
+    write_json(folder / "results.json", results)
     return results

@@ -32,7 +32,8 @@ Differences from ``agents.reinforce``, all from the batching:
 - ``--ties stable`` sorts each list on the host (the env's stable-order AP), a transfer per step.
 
 Run: ``python -m agents.train reinforce --device cuda [--num-envs N]`` (``agents.train`` sends
-``reinforce`` on a CUDA device here) or ``python -m agents.train reinforce-torch --device cpu``.
+``reinforce`` on a CUDA device here, ``--device auto`` included) or ``python -m agents.train
+reinforce-torch --device cpu``.
 """
 
 from __future__ import annotations
@@ -47,20 +48,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.checkpoint import Checkpoints, write_json
 from agents.common import (
-    CHECKPOINT_DIR,
     RESULTS_FILE,
     UsageError,
-    latest_checkpoint,
     load_run_dataset,
     resolve_device,
     results_record,
     run_folder,
     save_args,
     set_threads,
-    write_json_atomic,
+    summary_writer,
+    write_eval_scalars,
+    write_scalars,
 )
-from agents.dqn_torch import _summary_writer, save_checkpoint
 from agents.reinforce import (
     MODEL_FILE,
     QueryNetwork,
@@ -221,12 +222,10 @@ def main(args: Args) -> dict[str, Any]:
     seed_streams(args.seed)
     running_mean: torch.Tensor | None = None  # the "mean" baseline, on the device
     update, env_steps, elapsed, curve = 0, 0, 0.0, []
+    checkpoints = Checkpoints(folder, ALGO)
 
     if args.resume:
-        state = latest_checkpoint(folder)
-        if state is None:
-            raise UsageError(f"--resume {folder}: the run has no checkpoint to continue from")
-        saved = torch.load(folder / CHECKPOINT_DIR / state["model"], map_location=device, weights_only=True)
+        _, saved = checkpoints.load_torch(map_location=device)
         query_net.load_state_dict(saved["query_net"])
         database_net.load_state_dict(saved["database_net"])
         value_net.load_state_dict(saved["value_net"])
@@ -249,8 +248,7 @@ def main(args: Args) -> dict[str, Any]:
         refresh_database()
 
     def checkpoint(seconds: float) -> None:
-        save_checkpoint(
-            folder,
+        checkpoints.save_torch(
             {
                 "query_net": query_net.state_dict(),
                 "database_net": database_net.state_dict(),
@@ -262,9 +260,11 @@ def main(args: Args) -> dict[str, Any]:
                 "train_seconds": seconds,
                 "curve": curve,
             },
+            env_steps,
+            seconds,
         )
 
-    writer = _summary_writer(folder)
+    writer = summary_writer(folder, ALGO, purge_step=env_steps)
     reward_sum = torch.zeros((), dtype=torch.float64, device=device)  # mean AP between evaluations
     reward_count = 0
 
@@ -288,13 +288,11 @@ def main(args: Args) -> dict[str, Any]:
         evaluated[env_steps] = metrics
         reward_sum.zero_()
         reward_count = 0
-        if writer is not None:
-            for key in ("map", "map_tie_aware", "precision_radius2"):
-                writer.add_scalar(f"eval/{key}", metrics[key], env_steps)
-            writer.add_scalar("charts/mean_ap", mean_ap, env_steps)
-            writer.add_scalar("charts/sps", env_steps / max(seconds, 1e-9), env_steps)
-            for name, value in losses.items():
-                writer.add_scalar(f"losses/{name}", value.item(), env_steps)
+        write_eval_scalars(writer, metrics, env_steps)
+        write_scalars(
+            writer, {"charts/mean_ap": mean_ap, "charts/sps": env_steps / max(seconds, 1e-9)}, env_steps
+        )
+        write_scalars(writer, {name: value.item() for name, value in losses.items()}, env_steps, "losses/")
         return metrics
 
     start = time.perf_counter()
@@ -340,16 +338,14 @@ def main(args: Args) -> dict[str, Any]:
             if checkpoint_due or stop.requested:
                 checkpoint(elapsed + time.perf_counter() - start)
             if stop.requested:
-                if writer is not None:
-                    writer.close()
+                writer.close()
                 raise KeyboardInterrupt
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_seconds = elapsed + time.perf_counter() - start
     save_model(query_net, folder / MODEL_FILE)
     metrics = log_point(train_seconds)
-    if writer is not None:
-        writer.close()
+    writer.close()
     results = results_record(
         RESULTS_ALGO,
         args,
@@ -363,5 +359,5 @@ def main(args: Args) -> dict[str, Any]:
         updates=update,
         curve=curve,
     )
-    write_json_atomic(folder / RESULTS_FILE, results)
+    write_json(folder / RESULTS_FILE, results)
     return results

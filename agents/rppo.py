@@ -27,11 +27,15 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
+from agents.checkpoint import read_sb3
 from agents.common import (
     CommonArgs,
     UsageError,
+    check_common_args,
+    check_group,
     load_run_dataset,
     load_sb3_checkpoint,
+    parse_hidden,
     resolve_device,
     run_folder,
     save_args,
@@ -136,12 +140,27 @@ def default_timesteps(args: Args, dataset: HashingDataset) -> int:
     return args.episodes_per_item * dataset.train.n * (args.bits // args.group)
 
 
-def make_model(args: Args, env: Any, folder: Path) -> MultiBinaryRecurrentPPO:
+def check_args(args: Args) -> list[int]:
+    """Refuse bad arguments with a one-line message; return the hidden layer sizes."""
+    if args.env != ENV_ID:
+        raise UsageError(f"rppo trains {ENV_ID}, got --env {args.env}")
+    check_group(args)
+    check_common_args(
+        args,
+        positive=(
+            "checkpoint_every", "pairs", "episodes_per_item", "num_envs", "n_steps", "batch_size", "n_epochs",
+            "lstm_hidden",
+        ),
+        non_negative=("bank_refresh",),
+    )  # fmt: skip
+    return parse_hidden(args.hidden)
+
+
+def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> MultiBinaryRecurrentPPO:
     """A new RecurrentPPO, or the newest checkpoint of ``folder`` when resuming."""
     device = resolve_device(args.device)
     if args.resume:
-        return load_sb3_checkpoint(MultiBinaryRecurrentPPO, folder, env, device)
-    hidden = [int(size) for size in args.hidden.split(",") if size.strip()]
+        return load_sb3_checkpoint(MultiBinaryRecurrentPPO, folder, env, device, ALGO)
     return MultiBinaryRecurrentPPO(
         "MultiInputLstmPolicy",
         env,
@@ -162,20 +181,13 @@ def make_model(args: Args, env: Any, folder: Path) -> MultiBinaryRecurrentPPO:
 
 def main(args: Args) -> dict[str, Any]:
     """Train RecurrentPPO, encode, evaluate; write model.zip and results.json into the run folder."""
-    if args.env != ENV_ID:
-        raise UsageError(f"rppo trains {ENV_ID}, got --env {args.env}")
-    if args.group <= 0 or args.bits % args.group:
-        raise UsageError(f"--group must divide --bits, got bits={args.bits} group={args.group}")
-    if args.checkpoint_every <= 0:
-        raise UsageError(f"--checkpoint-every must be positive, got {args.checkpoint_every}")
+    hidden = check_args(args)
     set_threads(args.threads)
     dataset = load_run_dataset(args)
     folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
     if not args.resume:
         save_args(folder, args, ALGO)
     timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
-    if timesteps <= 0:
-        raise UsageError(f"--timesteps must be positive, got {timesteps}")
 
     # ENV SETUP: the train split; each env keeps its own code bank.
     env_kwargs = {"dataset": dataset, "bits": args.bits, "group": args.group, "pairs": args.pairs}
@@ -184,7 +196,7 @@ def main(args: Args) -> dict[str, Any]:
     )
 
     # ALGO LOGIC: PPO with an LSTM policy whose state lives for one episode; banks follow the policy.
-    model = make_model(args, env, folder)
+    model = make_model(args, env, folder, hidden)
     results = train_sb3(
         model,
         ALGO,
@@ -201,7 +213,7 @@ def main(args: Args) -> dict[str, Any]:
 
 def load_model(folder: Path, device: str = "auto") -> RecurrentPPO:
     """The trained model of a run folder."""
-    return MultiBinaryRecurrentPPO.load(Path(folder) / MODEL_FILE, device=resolve_device(device))
+    return read_sb3(Path(folder) / MODEL_FILE, MultiBinaryRecurrentPPO, device=resolve_device(device))
 
 
 def make_env(dataset: HashingDataset, bits: int, group: int = 4) -> gym.Env:

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from agents.common import UsageError, read_run_args
+from agents.common import UsageError, read_run_args, resolve_device
 
 # algorithm -> module holding its `Args` dataclass and `main(args)`
 ALGORITHMS: dict[str, str] = {
@@ -38,20 +38,51 @@ ENV_ALIASES: dict[tuple[str, str], str] = {("reinforce", "SequentialHashBits-v0"
 TORCH_TRAINERS: dict[str, str] = {"dqn": "dqn-torch", "reinforce": "reinforce-torch"}
 
 
-def resolve_algorithm(algo: str, rest: Sequence[str]) -> str:
-    """The algorithm that ``algo --env ID --device D`` names.
-
-    ``reinforce`` has one trainer per MDP; ``dqn`` and ``reinforce`` (RankListHash-v0) on a CUDA
-    device are the torch-native trainers over the batched env (``dqn-torch``, ``reinforce-torch``),
-    since the host loops would cross to the host every step.
-    """
+def _peek(rest: Sequence[str]) -> argparse.Namespace:
+    """``--env`` and ``--device`` of a command line, before the algorithm's parser exists."""
     peek = argparse.ArgumentParser(add_help=False)
     peek.add_argument("--env")
-    peek.add_argument("--device")
-    known = peek.parse_known_args(rest)[0]
+    peek.add_argument("--device", default="auto")
+    peek.add_argument("--resume")
+    return peek.parse_known_args(rest)[0]
+
+
+def on_cuda(device: str) -> bool:
+    """Whether ``--device`` names a CUDA device: ``cuda[:N]``, or ``auto`` where torch sees a GPU.
+
+    ``auto`` is resolved by ``hashing_gym.device`` (through ``agents.common.resolve_device``); a
+    device that does not resolve is left to the trainer's own check.
+    """
+    if device.startswith("cuda"):
+        return True
+    try:
+        return resolve_device(device).startswith("cuda")
+    except UsageError:
+        return False
+
+
+def resolve_algorithm(algo: str, rest: Sequence[str]) -> str:
+    """The trainer that ``algo --env ID --device D`` runs.
+
+    ``reinforce`` has one trainer per MDP; ``dqn`` and ``reinforce`` (RankListHash-v0) on a CUDA
+    device (``--device cuda[:N]``, or ``auto``, the default, on a machine with a GPU) are the
+    torch-native trainers over the batched env (``dqn-torch``, ``reinforce-torch``), since the host
+    loops would cross to the host every step. ``algo --resume DIR`` runs the trainer that wrote the
+    run, when it is one of these (so a run started with ``dqn`` resumes with ``dqn`` on any machine).
+    """
+    known = _peek(rest)
+    if known.resume:
+        aliases = [to for (name, _), to in ENV_ALIASES.items() if name == algo]
+        family = {algo, *aliases, *([TORCH_TRAINERS[algo]] if algo in TORCH_TRAINERS else [])}
+        try:
+            recorded = read_run_args(known.resume).get("algo")
+        except (FileNotFoundError, ValueError):  # no run there: resumed_arguments says so
+            recorded = None
+        if recorded in family:
+            return recorded
     if known.env and (algo, known.env) in ENV_ALIASES:
         return ENV_ALIASES[(algo, known.env)]
-    if algo in TORCH_TRAINERS and known.device and known.device.startswith("cuda"):
+    if algo in TORCH_TRAINERS and on_cuda(known.device):
         return TORCH_TRAINERS[algo]
     return algo
 
@@ -59,7 +90,7 @@ def resolve_algorithm(algo: str, rest: Sequence[str]) -> str:
 def _field_type(annotation: Any) -> type:
     """The scalar type of a dataclass field annotation (``int | None`` -> int)."""
     if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing) | {"types": types})  # noqa: S307 - our own annotations
+        annotation = eval(annotation, vars(typing) | {"types": types})  # our own annotations, not user input
     arguments = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
     return arguments[0] if arguments else annotation
 
@@ -86,8 +117,12 @@ def build_parser(algo: str, args_class: type) -> argparse.ArgumentParser:
 def resumed_arguments(algo: str, folder: str) -> dict[str, Any]:
     """The recorded arguments of the run in ``folder``, set to resume it."""
     recorded = read_run_args(folder)
-    if recorded.pop("algo") != algo:
-        raise UsageError(f"--resume {folder}: that run was not trained with {algo}")
+    trainer = recorded.pop("algo")
+    if trainer != algo:
+        raise UsageError(
+            f"--resume {folder}: that run was trained with {trainer}, not {algo} "
+            f"(python -m agents.train {trainer} --resume {folder})"
+        )
     return {**recorded, "resume": folder}
 
 
@@ -101,7 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if algo not in ALGORITHMS:
         print(f"error: unknown algorithm {algo!r}; choose one of {', '.join(ALGORITHMS)}", file=sys.stderr)
         return 2
-    algo = resolve_algorithm(algo, rest)
+    requested, algo = algo, resolve_algorithm(algo, rest)
+    if algo == TORCH_TRAINERS.get(requested) and not _peek(rest).resume:
+        print(
+            f"{requested} on a CUDA device (--device {_peek(rest).device}): running the GPU trainer {algo} "
+            f"(its options: python -m agents.train {algo} --help)"
+        )
     module = importlib.import_module(ALGORITHMS[algo])
     parsed = build_parser(algo, module.Args).parse_args(rest)
     try:

@@ -32,7 +32,7 @@ def machine() -> str:
         pass
     text = f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
     try:
-        import torch  # noqa: PLC0415
+        import torch
 
         if torch.cuda.is_available():
             text += f", GPU {torch.cuda.get_device_name()}"

@@ -117,10 +117,10 @@ def quality_table(
 
 def plot_quality(results: dict[tuple[str, str, int], dict], methods: Sequence[str], path: Path) -> None:
     """Draw mAP against bits, one line per method (one panel per data set)."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     datasets = sorted({dataset for dataset, _, _ in results})
     figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)

@@ -102,7 +102,7 @@ def vector_rate(envs: Any, env_steps: int, device: str = "cpu", seed: int = 0) -
     pool = [envs.action_space.sample() for _ in range(POOL)]
     synchronize = None
     if device != "cpu":
-        import torch  # noqa: PLC0415
+        import torch
 
         pool = [torch.as_tensor(a, device=device) for a in pool]
         synchronize = torch.cuda.synchronize

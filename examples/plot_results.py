@@ -23,12 +23,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+import matplotlib.pyplot as plt
 
-from agents import train  # noqa: E402
-from agents.common import RESULTS_FILE  # noqa: E402
-from agents.evaluate import encode_run, plot_precision_recall  # noqa: E402
-from hashing_gym.ranking import precision_recall_curve  # noqa: E402
+from agents import train
+from agents.common import RESULTS_FILE
+from agents.evaluate import encode_run, plot_precision_recall
+from hashing_gym.ranking import precision_recall_curve
 
 QUICK_ALGORITHMS = ("lsh", "itq")
 QUICK_BITS = (8, 16, 32)

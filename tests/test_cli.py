@@ -1,10 +1,12 @@
+import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
 
 from agents import evaluate, train
-from agents.common import parse_options
+from agents.common import UsageError, check_common_args, parse_hidden, parse_options, save_args
 
 
 @pytest.mark.parametrize(
@@ -72,3 +74,126 @@ def test_dataset_options_reach_the_mat_loader_keys(tmp_path):
     ]
     assert train.main(argv) == 0
     assert evaluate.evaluate_folder(tmp_path / "r").dataset.query.n == 15
+
+
+@pytest.fixture
+def cuda_seen(monkeypatch):
+    """torch (and so hashing_gym.device) sees a GPU: what agents.train does on a CUDA machine."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize(
+    ("algo", "rest", "expected"),
+    [
+        ("dqn", [], "dqn-torch"),
+        ("dqn", ["--device", "auto"], "dqn-torch"),
+        ("dqn", ["--device=auto", "--bits", "32"], "dqn-torch"),
+        ("dqn", ["--device", "cpu"], "dqn"),
+        ("reinforce", [], "reinforce-torch"),
+        ("reinforce", ["--env", "RankListHash-v0"], "reinforce-torch"),
+        ("reinforce", ["--device", "cpu"], "reinforce"),
+        ("reinforce", ["--env", "SequentialHashBits-v0"], "drlih"),  # no GPU trainer: the CPU one
+        ("ppo", [], "ppo"),
+        ("dqn-torch", [], "dqn-torch"),
+    ],
+)
+def test_device_auto_on_a_cuda_machine_runs_the_gpu_trainer(cuda_seen, algo, rest, expected):
+    assert train.resolve_algorithm(algo, rest) == expected
+
+
+@pytest.mark.parametrize(
+    ("algo", "rest", "expected"),
+    [
+        ("dqn", [], "dqn"),
+        ("dqn", ["--device", "auto"], "dqn"),
+        ("reinforce", [], "reinforce"),
+        ("dqn", ["--device", "cuda"], "dqn-torch"),  # named: the GPU trainer refuses a missing GPU itself
+        ("dqn", ["--device", "tpu"], "dqn"),  # not a device: the trainer's own check says so
+    ],
+)
+def test_device_auto_without_cuda_runs_the_cpu_trainer(no_cuda, algo, rest, expected):
+    assert train.resolve_algorithm(algo, rest) == expected
+
+
+def test_the_cli_says_when_it_runs_the_gpu_trainer(cuda_seen, capsys):
+    with pytest.raises(SystemExit):  # --help: the dqn-torch parser's help, printed after the line
+        train.main(["dqn", "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("dqn on a CUDA device (--device auto): running the GPU trainer dqn-torch")
+    assert "python -m agents.train dqn-torch" in out
+
+
+def test_resume_runs_the_trainer_that_wrote_the_run(cuda_seen, tmp_path):
+    from agents import dqn
+
+    save_args(tmp_path, dqn.Args(out=str(tmp_path)), "dqn")  # a CPU run, resumed on a CUDA machine
+    assert train.resolve_algorithm("dqn", ["--resume", str(tmp_path)]) == "dqn"
+    assert train.resolve_algorithm("reinforce", ["--resume", str(tmp_path)]) == "reinforce-torch"
+
+
+@pytest.mark.parametrize(
+    ("text", "sizes"), [("256", [256]), ("256,128", [256, 128]), (" 64 , 32 ,", [64, 32]), ("", [])]
+)
+def test_hidden_sizes_are_parsed(text, sizes):
+    assert parse_hidden(text) == sizes
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("64,x", "--hidden must be comma-separated integers, got '64,x'"), ("64,0", "sizes must be positive")],
+)
+def test_bad_hidden_sizes_are_refused(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_hidden(text)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"bits": 0}, "--bits must be positive, got 0"),
+        ({"timesteps": 0}, "--timesteps must be positive, got 0"),
+        ({"seed": -1}, "--seed must be >= 0, got -1"),
+        ({"topk": 0}, "--topk must be positive, got 0"),
+        ({"threads": 0}, "--threads must be positive, got 0"),
+        ({"device": "tpu"}, "--device: device='tpu' is not one of"),
+        ({"dataset_options": "dim"}, "--dataset-options wants key=value pairs"),
+        ({"eval_every": -1}, "--eval-every must be >= 0, got -1"),
+        ({"checkpoint_every": 0}, "--checkpoint-every must be positive, got 0"),
+        ({"batch_size": 0}, "--batch-size must be positive, got 0"),
+        ({"learning_starts": -5}, "--learning-starts must be >= 0, got -5"),
+    ],
+)
+def test_the_validator_refuses_bad_arguments(changes, message):
+    from agents import dqn
+
+    args = dataclasses.replace(dqn.Args(), **changes)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        check_common_args(
+            args, positive=("batch_size", "checkpoint_every"), non_negative=("learning_starts",)
+        )
+    check_common_args(dqn.Args(), positive=("batch_size", "steps_per_item"))  # None: decided by the data
+
+
+@pytest.mark.parametrize(
+    "algo", ["dqn", "dqn-torch", "reinforce", "reinforce-torch", "ppo", "a2c", "rppo", "drlih", "lsh"]
+)
+def test_bad_shared_arguments_are_refused_before_anything_is_written(algo, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main([algo, "--device", "cpu", "--seed", "-1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --seed must be >= 0, got -1\n"
+    assert not out.exists()
+
+
+def test_resume_of_a_folder_without_a_run_keeps_the_algorithm(tmp_path):
+    assert train.resolve_algorithm("ppo", ["--resume", str(tmp_path)]) == "ppo"
+    assert train.resolve_algorithm("dqn", ["--resume", str(tmp_path / "none")]) == "dqn"

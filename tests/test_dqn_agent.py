@@ -14,6 +14,13 @@ from stable_baselines3.common.env_util import make_vec_env
 import hashing_gym  # noqa: F401
 from agents import dqn, evaluate, train
 
+
+@pytest.fixture(autouse=True)
+def cpu_trainer(monkeypatch):
+    """``dqn`` runs the SB3 trainer tested here on any machine (``--device auto`` picks dqn-torch on CUDA)."""
+    monkeypatch.setattr(train, "on_cuda", lambda device: device.startswith("cuda"))
+
+
 TINY = ["--timesteps", "400", "--learning-starts", "100", "--num-envs", "2", "--eval-every", "200"]
 
 
@@ -114,6 +121,8 @@ def test_run_killed_mid_way_resumes_to_the_same_total_steps(tmp_path):
         "-m",
         "agents.train",
         "dqn",
+        "--device",
+        "cpu",  # the SB3 trainer on any machine (auto picks dqn-torch where CUDA is)
         "--timesteps",
         "20000",
         "--learning-starts",
@@ -150,6 +159,8 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
         "-m",
         "agents.train",
         "dqn",
+        "--device",
+        "cpu",  # the SB3 trainer on any machine (auto picks dqn-torch where CUDA is)
         "--timesteps",
         "50000",
         "--learning-starts",

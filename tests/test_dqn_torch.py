@@ -14,7 +14,8 @@ SMALL = [
 ]  # fmt: skip
 
 
-def test_dqn_on_cuda_dispatches_to_the_torch_trainer():
+def test_dqn_on_cuda_dispatches_to_the_torch_trainer(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # --device auto: the CPU trainer
     assert train.resolve_algorithm("dqn", ["--device", "cuda"]) == "dqn-torch"
     assert train.resolve_algorithm("dqn", ["--device=cuda:1", "--num-envs", "64"]) == "dqn-torch"
     assert train.resolve_algorithm("dqn", ["--device", "cpu"]) == "dqn"
@@ -89,8 +90,8 @@ def test_ctrl_c_checkpoints_and_resume_reaches_the_total(tmp_path, monkeypatch):
     state = json.loads((out / "checkpoints" / "state.json").read_text())
     assert state["num_timesteps"] == 240 and not (out / "results.json").exists()
     monkeypatch.setattr(dqn_torch, "epsilon", real_epsilon)
-    assert train.main(["dqn", "--resume", str(out)]) == 2  # recorded as dqn-torch: dqn does not resume it
-    assert train.main(["dqn-torch", "--resume", str(out)]) == 0
+    assert train.main(["ppo", "--resume", str(out)]) == 2  # recorded as dqn-torch: ppo does not resume it
+    assert train.main(["dqn", "--resume", str(out)]) == 0  # dqn resumes with the trainer that wrote the run
     results = json.loads((out / "results.json").read_text())
     assert results["env_steps"] == 400 and results["train_seconds"] >= state["train_seconds"]
 

@@ -12,6 +12,13 @@ from agents.common import save_args
 from hashing_gym.data import load_dataset
 from hashing_gym.envs import RankListHashEnv
 
+
+@pytest.fixture(autouse=True)
+def cpu_trainer(monkeypatch):
+    """``reinforce`` runs the CPU trainer tested here on any machine (auto picks reinforce-torch on CUDA)."""
+    monkeypatch.setattr(train, "on_cuda", lambda device: device.startswith("cuda"))
+
+
 TINY = {
     "reinforce": [
         "--timesteps",

@@ -25,7 +25,8 @@ SMALL = [
 ]
 
 
-def test_reinforce_on_cuda_dispatches_to_the_torch_trainer():
+def test_reinforce_on_cuda_dispatches_to_the_torch_trainer(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # --device auto: the CPU trainer
     assert train.resolve_algorithm("reinforce", ["--device", "cuda"]) == "reinforce-torch"
     assert train.resolve_algorithm("reinforce", ["--device=cuda:1", "--num-envs", "64"]) == "reinforce-torch"
     assert train.resolve_algorithm("reinforce", ["--device", "cpu"]) == "reinforce"
@@ -189,8 +190,8 @@ def test_ctrl_c_checkpoints_and_resume_reaches_the_total(tmp_path, monkeypatch):
     state = json.loads((out / "checkpoints" / "state.json").read_text())
     assert state["num_timesteps"] == 768 and not (out / "results.json").exists()  # 3 updates of 2 steps
     monkeypatch.setattr(reinforce_torch, "act", real_act)
-    assert train.main(["reinforce", "--resume", str(out)]) == 2  # recorded as reinforce-torch
-    assert train.main(["reinforce-torch", "--resume", str(out)]) == 0
+    assert train.main(["dqn", "--resume", str(out)]) == 2  # recorded as reinforce-torch
+    assert train.main(["reinforce", "--resume", str(out)]) == 0  # with the trainer that wrote the run
     results = json.loads((out / "results.json").read_text())
     assert results["env_steps"] == 2048 and results["updates"] == 8
     assert results["train_seconds"] >= state["train_seconds"]

@@ -80,7 +80,7 @@ def run_check(report: Report, name: str, check: Callable[[], str]) -> bool:
         )
     except AssertionError as error:
         return report.add(False, name, str(error))
-    except Exception as error:  # noqa: BLE001 - a student's bug is a failed check, not a crash of the grader
+    except Exception as error:  # a student's bug is a failed check, not a crash of the grader
         where = traceback.extract_tb(error.__traceback__)[-1]
         return report.add(
             False, name, f"{type(error).__name__}: {error} (at {Path(where.filename).name}:{where.lineno})"
@@ -611,7 +611,7 @@ def grade(exercise: int, path: str | Path) -> bool:
     report = Report()
     try:
         solution = load_solution(path, exercise)
-    except Exception as error:  # noqa: BLE001 - a file that does not import is a failed solution
+    except Exception as error:  # a file that does not import is a failed solution
         report.add(False, "import the solution", f"{type(error).__name__}: {error}")
     else:
         check(solution, report)

@@ -1,0 +1,318 @@
+"""What a checkpoint is, and the one module that writes and reads the files of a run folder.
+
+A run folder ``DIR`` keeps its newest complete checkpoint in ``DIR/checkpoints``:
+
+- ``state.json`` names it: ``{"format": 1, "trainer": "dqn-torch", "num_timesteps": n,
+  "train_seconds": s, "model": "step_n.pt", "replay_buffer": null}``. ``trainer`` is the
+  ``agents.train`` algorithm that wrote it (``dqn``, ``dqn-torch``, ``reinforce``, ...): a trainer
+  refuses to resume another's checkpoint.
+- the files it names. The torch trainers write one ``step_n.pt`` holding their whole training state
+  (a dict of tensors, numbers, strings, lists and dicts: weights, optimizer state, RNG states,
+  counters, and what the trainer needs to continue exactly, e.g. the env's code bank), plus a
+  ``"checkpoint"`` header repeating trainer, format and step. The stable-baselines3 trainers write
+  SB3's ``step_n.zip`` (weights, optimizer, SB3's RNG-free state) and, for off-policy models, the
+  replay buffer ``step_n_replay.pkl``.
+
+Writes are atomic: every file goes to a temporary name in the same folder, is flushed to disk
+(``fsync``), then renamed over its final name (``os.replace``); ``state.json`` is renamed last, then
+the previous checkpoint's files are deleted. A run killed at any moment, or a write that fails,
+leaves the previous checkpoint (or the new one) complete. Reads raise :class:`CheckpointError` (a
+``ValueError``: the CLI prints it on one line and exits 2) naming the file that is missing,
+unreadable, or written by another trainer.
+
+File formats live here only, one function per kind: :func:`write_json` / :func:`read_json`,
+:func:`write_tensors` / :func:`read_tensors` (``torch.load(weights_only=True)``: no code runs on
+load), :func:`write_sb3` / :func:`read_sb3`, :func:`write_pickle` / :func:`read_pickle` (the
+baselines' fitted models). Changing a format (safetensors, no pickle) is a change to this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "state.json"
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint (or a run's model file) that is missing, unreadable, or written by another trainer."""
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success flush it to disk and rename it over ``path``.
+
+    A writer that raises leaves ``path`` as it was (the temporary file is deleted).
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield temporary
+        _fsync(temporary)
+        os.replace(temporary, path)
+        if os.name == "posix":  # the rename itself reaches the disk with the folder's entry
+            _fsync(path.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented JSON, atomically (a reader sees the old or the new file)."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object from ``path``; :class:`CheckpointError` naming the file if it is not one."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is not readable JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds no JSON object")
+    return data
+
+
+def write_tensors(path: str | Path, state: dict[str, Any]) -> None:
+    """Write a dict of tensors, numbers, strings, lists and dicts atomically (``torch.save``)."""
+    import torch  # agents.common imports this module; the baselines need no torch here
+
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
+
+
+def read_tensors(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """A dict written by :func:`write_tensors`, loaded with ``weights_only=True`` (no code runs).
+
+    Raises:
+        CheckpointError: naming ``path`` if it is missing or not such a file.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... on bad files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is not a readable torch checkpoint ({reason})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds no checkpoint dict")
+    return state
+
+
+def write_sb3(path: str | Path, model: Any) -> None:
+    """Save a stable-baselines3 model atomically (without its env)."""
+    with atomic_path(path) as temporary:
+        model.save(temporary, exclude=["env"])
+
+
+def write_sb3_replay_buffer(path: str | Path, model: Any) -> None:
+    """Save an off-policy stable-baselines3 model's replay buffer atomically."""
+    with atomic_path(path) as temporary:
+        model.save_replay_buffer(temporary)
+
+
+def read_sb3(path: str | Path, model_class: Any, **kwargs: Any) -> Any:
+    """``model_class.load(path, **kwargs)``, with :class:`CheckpointError` naming a missing or bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return model_class.load(path, **kwargs)
+    except Exception as error:  # zipfile, pickle and SB3 raise many kinds on a bad file
+        raise CheckpointError(f"{path} is not a readable {model_class.__name__} model ({error})") from None
+
+
+def write_pickle(path: str | Path, obj: Any) -> None:
+    """Pickle ``obj`` atomically (the baselines' fitted models, written by this project)."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(pickle.dumps(obj))
+
+
+def read_pickle(path: str | Path) -> Any:
+    """An object written by :func:`write_pickle` (trusted files only: unpickling runs code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return pickle.loads(path.read_bytes())
+    except Exception as error:  # unpickling raises anything the pickled classes raise
+        raise CheckpointError(f"{path} is not a readable model file ({error})") from None
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What ``state.json`` says of the newest complete checkpoint (file names inside ``checkpoints/``)."""
+
+    trainer: str
+    num_timesteps: int
+    train_seconds: float
+    model: str
+    replay_buffer: str | None = None
+
+    def files(self) -> list[str]:
+        """The files of this checkpoint."""
+        return [name for name in (self.model, self.replay_buffer) if name]
+
+
+class Checkpoints:
+    """The checkpoints of one run folder, as one trainer writes and reads them.
+
+    Args:
+        folder: the run folder (``checkpoints/`` is created on the first save).
+        trainer: the ``agents.train`` algorithm name recorded in, and required of, every checkpoint.
+    """
+
+    def __init__(self, folder: str | Path, trainer: str) -> None:
+        self.folder = Path(folder)
+        self.directory = self.folder / CHECKPOINT_DIR
+        self.trainer = trainer
+
+    @property
+    def state_file(self) -> Path:
+        """``checkpoints/state.json``."""
+        return self.directory / STATE_FILE
+
+    def latest(self) -> Checkpoint | None:
+        """The newest complete checkpoint, or None if the run has none yet.
+
+        Raises:
+            CheckpointError: if ``state.json`` is unreadable, or names another trainer or a missing file.
+        """
+        if not self.state_file.exists():
+            return None
+        data = read_json(self.state_file)
+        # state.json before this module had no trainer: its run's args.json (checked by agents.train) says.
+        trainer = data.get("trainer", self.trainer)
+        if trainer != self.trainer:
+            raise CheckpointError(
+                f"{self.state_file} was written by {trainer}, not {self.trainer}: "
+                f"resume it with `python -m agents.train {trainer} --resume {self.folder}`"
+            )
+        try:
+            checkpoint = Checkpoint(
+                trainer=trainer,
+                num_timesteps=int(data["num_timesteps"]),
+                train_seconds=float(data["train_seconds"]),
+                model=str(data["model"]),
+                replay_buffer=data.get("replay_buffer"),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{self.state_file} is not a checkpoint state ({error!r})") from None
+        for name in checkpoint.files():
+            if not (self.directory / name).is_file():
+                raise CheckpointError(f"{self.state_file} names {name}, which is missing")
+        return checkpoint
+
+    def resume_point(self) -> Checkpoint:
+        """The checkpoint that ``--resume`` continues from; :class:`CheckpointError` if there is none."""
+        checkpoint = self.latest()
+        if checkpoint is None:
+            raise CheckpointError(f"--resume {self.folder}: the run has no checkpoint to continue from")
+        return checkpoint
+
+    def train_seconds(self) -> float:
+        """Training seconds recorded by the newest checkpoint (0 without one)."""
+        checkpoint = self.latest()
+        return checkpoint.train_seconds if checkpoint else 0.0
+
+    # torch trainers -----------------------------------------------------------------------
+
+    def save_torch(self, state: dict[str, Any], num_timesteps: int, train_seconds: float) -> Checkpoint:
+        """Write ``state`` (the trainer's whole training state) as ``step_{num_timesteps}.pt``; commit it."""
+        step = int(num_timesteps)
+        checkpoint = Checkpoint(self.trainer, step, float(train_seconds), f"step_{step}.pt")
+        header = {"trainer": self.trainer, "format": FORMAT, "num_timesteps": step}
+        payload = {"checkpoint": header, **state}
+        return self._commit(checkpoint, lambda: write_tensors(self.directory / checkpoint.model, payload))
+
+    def load_torch(self, map_location: Any = "cpu") -> tuple[Checkpoint, dict[str, Any]]:
+        """The resume point and the state dict saved with it (``weights_only`` load)."""
+        checkpoint = self.resume_point()
+        path = self.directory / checkpoint.model
+        state = read_tensors(path, map_location=map_location)
+        trainer = state.pop("checkpoint", {}).get("trainer", self.trainer)
+        if trainer != self.trainer:
+            raise CheckpointError(f"{path} was written by {trainer}, not {self.trainer}")
+        return checkpoint, state
+
+    # stable-baselines3 trainers -----------------------------------------------------------
+
+    def save_sb3(self, model: Any, train_seconds: float) -> Checkpoint:
+        """Write ``model`` at its ``num_timesteps`` (and its replay buffer, if it has one); commit it."""
+        step = int(model.num_timesteps)
+        has_buffer = getattr(model, "replay_buffer", None) is not None
+        checkpoint = Checkpoint(
+            self.trainer,
+            step,
+            float(train_seconds),
+            f"step_{step}.zip",
+            f"step_{step}_replay.pkl" if has_buffer else None,
+        )
+
+        def write() -> None:
+            write_sb3(self.directory / checkpoint.model, model)
+            if checkpoint.replay_buffer:
+                write_sb3_replay_buffer(self.directory / checkpoint.replay_buffer, model)
+
+        return self._commit(checkpoint, write)
+
+    def load_sb3(self, model_class: Any, env: Any, device: str) -> Any:
+        """The resume point's model (and replay buffer) as a ``model_class`` bound to ``env``."""
+        checkpoint = self.resume_point()
+        model = read_sb3(self.directory / checkpoint.model, model_class, env=env, device=device)
+        if checkpoint.replay_buffer:
+            path = self.directory / checkpoint.replay_buffer
+            try:
+                model.load_replay_buffer(path)
+            except Exception as error:  # pickle raises anything on a bad file
+                raise CheckpointError(f"{path} is not a readable replay buffer ({error})") from None
+        return model
+
+    # -------------------------------------------------------------------------------------
+
+    def _commit(self, checkpoint: Checkpoint, write: Callable[[], None]) -> Checkpoint:
+        """Write the checkpoint's files, then ``state.json`` naming them, then drop the previous files."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        previous = self._previous_files()
+        write()
+        write_json(self.state_file, {"format": FORMAT, **asdict(checkpoint)})
+        for name in previous - set(checkpoint.files()):
+            (self.directory / name).unlink(missing_ok=True)
+        return checkpoint
+
+    def _previous_files(self) -> set[str]:
+        """The files that ``state.json`` names now, whoever wrote them (a fresh run may reuse a folder)."""
+        try:
+            data = read_json(self.state_file)
+        except CheckpointError:  # none yet, or unreadable: nothing known to delete
+            return set()
+        names = (data.get("model"), data.get("replay_buffer"))
+        # Only plain names inside checkpoints/: state.json must not steer a delete elsewhere.
+        return {name for name in names if isinstance(name, str) and name and Path(name).name == name}
