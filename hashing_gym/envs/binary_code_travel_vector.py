@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode
 
 from hashing_gym.data import HashingDataset
@@ -184,7 +185,14 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
         unknown = set(options or {}) - {"index", "reset_mask"}
         if unknown:
             raise ValueError(f"options may hold 'index' and 'reset_mask', got unknown keys {sorted(unknown)}")
-        return super().reset(seed=seed, options=options)
+        result = super().reset(seed=seed, options=options)
+        if self.rng == "per_env" and seed is not None:
+            # As this env always did: a seed reseeds the sub-envs outside reset_mask too.
+            seeds = self._seed_list(seed)
+            for i in np.flatnonzero(~self._reset_mask((options or {}).get("reset_mask"))).tolist():
+                if seeds[i] is not None:
+                    self._rngs[i] = seeding.np_random(seeds[i])[0]
+        return result
 
     def teacher_actions(self) -> Any:
         """Bool ``(num_envs, bits + 1)``: the actions DRLH's teacher counts as right in each state.
