@@ -326,3 +326,71 @@ def test_cuda_matches_single_envs_step_by_step():
     for _ in range(20):
         obs, reward, terminated, truncated, info = vector.step(info["expert_action"])
     assert obs["code"].device.type == "cuda" and reward.device.type == "cuda"
+
+
+def mixed_actions(rng, infos, n, bits):
+    """Half the teacher (episodes reach the ball and terminate), half random flips and stops."""
+    expert_action = np.asarray(to_numpy(infos["expert_action"]))
+    return np.where(rng.random(n) < 0.5, expert_action, rng.integers(0, bits + 1, size=n))
+
+
+@pytest.mark.parametrize("device", ["cpu", TORCH_CPU])
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_matches_sync_vector_env_with_key_masks(device, mode):
+    # SyncVectorEnv over single envs builds the reference infos: values, "_key" masks, final_obs/final_info.
+    ours, sync = make_pair(ENV_ID, 4, device, mode, bits=16, max_steps=6)
+    _, infos = reset_both(ours, sync, "reset", seed=3)
+    rng = np.random.default_rng(0)
+    for t in range(60):
+        infos = step_both(ours, sync, mixed_actions(rng, infos, 4, 16), f"step {t}")[4]
+    mask = np.array([True, False, True, False])
+    _, infos = reset_both(ours, sync, "masked reset", options={"reset_mask": mask})
+    assert infos["_d_pos"].tolist() == mask.tolist()
+    for t in range(20):
+        step_both(ours, sync, mixed_actions(rng, infos, 4, 16), f"after masked reset {t}")
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"flatten": True, "init": "zeros", "max_steps": 5}, {"history": 2}])
+def test_numpy_and_torch_on_cpu_give_the_same_rollout(kwargs, multi_label):
+    for extra in ({}, {"dataset": multi_label}):
+        rollouts = []
+        for device in ("cpu", TORCH_CPU):
+            vector = BinaryCodeTravelVectorEnv(num_envs=6, device=device, rng="per_env", **kwargs, **extra)
+            out = [to_numpy(vector.reset(seed=1))]
+            rng = np.random.default_rng(2)
+            for _ in range(40):
+                out.append(to_numpy(vector.step(mixed_actions(rng, out[-1][-1], 6, vector.bits))))
+            rollouts.append(out)
+        for t, (a, b) in enumerate(zip(*rollouts, strict=True)):
+            for x, y in zip(a, b, strict=True):
+                assert_same(x, y, f"step {t}")
+
+
+@pytest.mark.parametrize(("flatten", "history"), [(False, 10), (True, 3)])
+def test_encode_batch_matches_single_envs_step_by_step(flatten, history):
+    # encode_batch (zeros start, bits steps) sees, item by item, the single env's observations.
+    env = BinaryCodeTravelEnv(bits=16, split="query", init="zeros", flatten=flatten, history=history)
+    items = np.arange(0, env.num_items, 3)
+    rng = np.random.default_rng(0)
+    plan = np.where(rng.random((16, len(items))) < 0.1, 16, rng.integers(0, 16, size=(16, len(items))))
+    width = env.feature_dim
+    lookup = {row.tobytes(): k for k, row in enumerate(env.features[items])}
+    seen = []
+
+    def policy(obs):
+        rows = [lookup[f.tobytes()] for f in (obs[:, :width] if flatten else obs["features"])]
+        seen.append((rows, obs))
+        return plan[len(seen) - 1][rows]
+
+    codes = encode_batch(policy, env.features[items], 16, flatten=flatten, history=history)
+    for k, index in enumerate(items):
+        obs, _ = env.reset(options={"index": int(index)})
+        for t, (rows, batch) in enumerate(seen):
+            if k not in rows:
+                break
+            row = rows.index(k)
+            assert_same(batch[row] if flatten else {key: v[row] for key, v in batch.items()}, obs, f"{k} {t}")
+            obs, _, terminated, truncated, _ = env.step(int(plan[t][k]))
+            if terminated or truncated:
+                break
+        np.testing.assert_array_equal(codes[k], obs[width : width + 16] if flatten else obs["code"])

@@ -276,7 +276,9 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
         self._step_drawn = self._in_step
         items = None
         if not index_given:
-            items = torch.randint(self.num_items, (self.num_envs,), generator=generator, device=self.torch_device)
+            items = torch.randint(
+                self.num_items, (self.num_envs,), generator=generator, device=self.torch_device
+            )
         if self.init != "random":
             return items, torch.zeros(shape, dtype=torch.int8, device=self.torch_device)
         codes = torch.randint(0, 2, shape, generator=generator, device=self.torch_device, dtype=torch.int8)

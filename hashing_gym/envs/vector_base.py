@@ -342,7 +342,7 @@ class HashingVectorEnv(VectorEnv):
         return arr
 
     def _check_discrete_actions(self, actions: Any, high: int) -> Any:
-        """Actions as the backend's int64 (num_envs,) array of integers in [0, high], or ``InvalidActionError``.
+        """Actions as the backend's int64 (num_envs,) array of integers in [0, high], or InvalidActionError.
 
         On torch with ``check_actions=False`` the range is not checked (that check reads a flag
         back from the device); shape and dtype always are.
@@ -351,11 +351,8 @@ class HashingVectorEnv(VectorEnv):
         if self.torch and hasattr(actions, "detach"):
             import torch
 
-            if tuple(actions.shape) != shape or actions.dtype.is_floating_point or actions.dtype in (
-                torch.bool,
-                torch.complex64,
-                torch.complex128,
-            ):
+            not_integer = actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool
+            if tuple(actions.shape) != shape or not_integer:
                 raise InvalidActionError(
                     f"actions must be integers of shape {shape} (one per sub-env), "
                     f"got {actions.dtype} of shape {tuple(actions.shape)}"
@@ -371,7 +368,8 @@ class HashingVectorEnv(VectorEnv):
         arr = np.asarray(actions)
         if arr.shape != shape or not np.issubdtype(arr.dtype, np.integer):
             raise InvalidActionError(
-                f"actions must be integers of shape {shape} (one per sub-env), got {arr.dtype} of shape {arr.shape}"
+                f"actions must be integers of shape {shape} (one per sub-env), "
+                f"got {arr.dtype} of shape {arr.shape}"
             )
         bad = (arr < 0) | (arr > high)
         if bad.any():

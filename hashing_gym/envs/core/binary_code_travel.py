@@ -217,7 +217,9 @@ def reset(params: Params, index: Any, code: Any) -> State:
     return _refresh(params, xp, index, code, history, distances, steps)
 
 
-def _refresh(params: Params, xp: Any, index: Any, code: Any, history: Any, distances: Any, steps: Any) -> State:
+def _refresh(
+    params: Params, xp: Any, index: Any, code: Any, history: Any, distances: Any, steps: Any
+) -> State:
     """The state with the target, d_pos and d_neg derived from the distances."""
     rows = _rows(distances)
     if not params.multi_label:
@@ -300,7 +302,9 @@ def info(params: Params, state: State) -> dict[str, Any]:
 
 def observe(params: Params, state: State) -> Any:
     """The observations: a dict of ``features``, ``code`` and ``history`` (one-hot), or flattened."""
-    return observation(params.features[state.index], state.code, state.history, params.one_hot, params.flatten)
+    return observation(
+        params.features[state.index], state.code, state.history, params.one_hot, params.flatten
+    )
 
 
 def observation(features: Any, code: Any, history: Any, one_hot: Any, flatten: bool) -> Any:
@@ -310,4 +314,8 @@ def observation(features: Any, code: Any, history: Any, one_hot: Any, flatten: b
         xp = _xp(code)
         rows = [features, code, history.reshape(history.shape[0], -1)]
         return xp.concat([xp.astype(part, xp.float32) for part in rows], axis=1)
-    return {"features": features, "code": code.copy() if isinstance(code, np.ndarray) else code.clone(), "history": history}
+    return {
+        "features": features,
+        "code": code.copy() if isinstance(code, np.ndarray) else code.clone(),
+        "history": history,
+    }
