@@ -351,7 +351,8 @@ class HashingVectorEnv(VectorEnv):
         if self.torch and hasattr(actions, "detach"):
             import torch
 
-            not_integer = actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool
+            not_integer = actions.dtype.is_floating_point or actions.dtype.is_complex
+            not_integer = not_integer or actions.dtype == torch.bool
             if tuple(actions.shape) != shape or not_integer:
                 raise InvalidActionError(
                     f"actions must be integers of shape {shape} (one per sub-env), "
