@@ -11,7 +11,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import hashing_gym  # noqa: F401
 from hashing_gym.data import load_dataset
-from hashing_gym.envs import BinaryCodeTravelEnv, encode_batch
+from hashing_gym.envs import BinaryCodeTravelEnv, InvalidActionError, encode_batch
 from hashing_gym.ranking import mean_average_precision
 
 ENV_ID = "BinaryCodeTravel-v0"
@@ -171,11 +171,11 @@ def test_reset_index_option_and_its_range():
         env.reset(options={"index": 1.5})
 
 
-@pytest.mark.parametrize("action", [17, -1, 2.0, "3", None])
+@pytest.mark.parametrize("action", [17, -1, 2.0, np.float64(2.0), "3", None, np.array([1]), np.int64(99)])
 def test_action_outside_space_is_refused(action):
     env = BinaryCodeTravelEnv(bits=16)
     env.reset(seed=0)
-    with pytest.raises(ValueError, match="is not in Discrete"):
+    with pytest.raises(InvalidActionError, match="is not in Discrete"):
         env.step(action)
 
 
@@ -302,7 +302,7 @@ def test_encode_batch_refuses_bad_features(features, message):
     [(17, r"outside 0\.\.16: 17"), (-1, r"outside 0\.\.16: -1"), (0.5, "integer actions")],
 )
 def test_encode_batch_refuses_actions_outside_the_space(action, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidActionError, match=message):
         encode_batch(lambda obs: np.full(len(obs["code"]), action), np.zeros((4, 64)), bits=16)
 
 

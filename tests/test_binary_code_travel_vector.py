@@ -2,13 +2,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from gymnasium.error import ResetNeeded
+from gymnasium.error import InvalidAction, ResetNeeded
 from gymnasium.vector import AutoresetMode
 from helpers import no_warnings
+from vector_parity import assert_same, make_pair, reset_both, step_both
 
 import hashing_gym  # noqa: F401
 from hashing_gym.data import load_dataset
-from hashing_gym.envs import BinaryCodeTravelEnv
+from hashing_gym.envs import BinaryCodeTravelEnv, InvalidActionError, ResetNeededError, encode_batch
 from hashing_gym.envs.binary_code_travel_vector import BinaryCodeTravelVectorEnv
 
 ENV_ID = "BinaryCodeTravel-v0"
@@ -37,8 +38,9 @@ def assert_obs_equal(single_obs, vector_obs, i):
 
 
 def assert_info_equal(single_info, vector_info, i):
-    assert set(vector_info) == set(single_info)
+    assert set(vector_info) == set(single_info) | {f"_{key}" for key in single_info}
     for key, value in single_info.items():
+        assert vector_info[f"_{key}"][i], (key, i)  # every sub-env reports every key
         assert vector_info[key][i] == value, (key, i, vector_info[key][i], value)
 
 
@@ -70,13 +72,15 @@ def run_parity(device, steps, n=5, seed=3, teacher_share=0.5, autoreset_mode="Ne
             else:
                 o, r, te, tr, inf = env.step(int(actions[i]))
             if same_step:
-                assert info["_final_obs"][i] == (te or tr) and info["_final_info"][i] == (te or tr)
+                # As SyncVectorEnv: final_obs / final_info only in steps where some sub-env ended.
+                ended = info.get("_final_obs", np.zeros(n, dtype=bool))
+                assert ended[i] == (te or tr) and info.get("_final_info", ended)[i] == (te or tr)
                 if te or tr:  # SAME_STEP: the end goes into the infos, the reset comes back now
                     assert_obs_equal(o, info["final_obs"], i)
                     assert_info_equal(inf, info["final_info"], i)
                     o, inf = env.reset()
             assert_obs_equal(o, obs, i)
-            assert_info_equal(inf, {k: v for k, v in info.items() if "final" not in k}, i)
+            assert_info_equal(inf, {k: v for k, v in info.items() if "final_" not in k}, i)
             assert (reward[i], terminated[i], truncated[i]) == (r, te, tr), i
         done = (terminated | truncated) & (not same_step)
         episodes_ended += int((terminated | truncated).sum())
@@ -112,7 +116,7 @@ def test_disabled_autoreset_refuses_to_step_ended_envs_until_reset(device):
     vector.reset(seed=0)
     _, _, terminated, _, _ = vector.step(np.array([16, 0, 0]))
     assert to_numpy(terminated).tolist() == [True, False, False]
-    with pytest.raises(ValueError, match=r"sub-envs \[0\] have ended and autoreset_mode is DISABLED"):
+    with pytest.raises(ResetNeededError, match=r"sub-envs \[0\] have ended and autoreset is disabled"):
         vector.step(np.array([0, 0, 0]))
     obs, _ = vector.reset(options={"reset_mask": np.array([True, False, False])})
     _, _, terminated, _, _ = vector.step(np.array([0, 16, 16]))
@@ -208,7 +212,10 @@ def test_reset_options_index_and_reset_mask(device):
     vector.step(np.zeros(4, dtype=np.int64))  # every code now has bit 0 set
     mask = np.array([True, False, True, False])
     obs, info = to_numpy(vector.reset(options={"index": np.array([1, 2, 3, 4]), "reset_mask": mask}))
-    assert info["index"].tolist() == [1, 5, 3, 9]
+    # The infos carry the reset sub-envs only (as SyncVectorEnv's); the observations all of them.
+    assert info["index"].tolist() == [1, 0, 3, 0] and info["_index"].tolist() == mask.tolist()
+    assert all(info[f"_{key}"].tolist() == mask.tolist() for key in ("d_pos", "d_neg", "expert_action"))
+    np.testing.assert_array_equal(obs["features"], vector.single_env.features[[1, 5, 3, 9]])
     assert obs["code"][:, 0].tolist() == [0, 1, 0, 1]
     assert obs["history"][[0, 2]].sum() == 0 and obs["history"][[1, 3], 0, 0].tolist() == [1, 1]
 
@@ -257,27 +264,33 @@ def test_gymnasium_wrappers_accept_the_env():
 @pytest.mark.parametrize("device", ["cpu", TORCH_CPU])
 def test_bad_actions_raise(device):
     vector = BinaryCodeTravelVectorEnv(num_envs=3, device=device)
-    with pytest.raises(ResetNeeded):
+    with pytest.raises(ResetNeededError):
         vector.step(np.zeros(3, dtype=np.int64))
+    assert issubclass(ResetNeededError, ResetNeeded)
     vector.reset(seed=0)
-    with pytest.raises(ValueError, match=r"actions\[1\]=17 is not in Discrete\(17\)"):
-        vector.step(np.array([0, 17, 0]))
-    with pytest.raises(ValueError, match=r"actions\[2\]=-1"):
-        vector.step(np.array([0, 1, -1]))
-    with pytest.raises(ValueError, match=r"shape \(3,\).*got shape \(2,\)"):
-        vector.step(np.array([0, 1]))
-    with pytest.raises(ValueError, match="integers, got dtype float"):
-        vector.step(np.array([0.0, 1.0, 2.0]))
+    bad = [
+        (np.array([0, 17, 0]), r"actions\[1\]=17 is not in Discrete\(17\)"),
+        (np.array([0, 1, -1]), r"actions\[2\]=-1"),
+        (np.array([0, 1]), r"integers of shape \(3,\).*shape \(2,\)"),
+        (np.array([[0, 1, 2]]), r"shape \(1, 3\)"),
+        (np.array([0.0, 1.0, 2.0]), "integers of shape .* got float64"),
+        (np.array([True, False, True]), "got bool"),
+        ([0, 1, "2"], "got <U21"),
+    ]
     if isinstance(device, torch.device):
-        with pytest.raises(ValueError, match=r"integers, got dtype torch.float32"):
-            vector.step(torch.zeros(3))
+        bad += [(torch.zeros(3), "got torch.float32"), (torch.tensor([0, 99, 0]), r"actions\[1\]=99")]
+    for actions, message in bad:
+        with pytest.raises(InvalidActionError, match=message) as raised:
+            vector.step(actions)
+        assert isinstance(raised.value, InvalidAction) and isinstance(raised.value, ValueError)
+    vector.step(np.array([0, 1, 16]))  # the env is unharmed
 
 
 def test_bad_arguments_raise():
     for bad in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match=f"num_envs must be a positive integer, got {bad!r}"):
             BinaryCodeTravelVectorEnv(num_envs=bad)
-    with pytest.raises(ValueError, match="device='tpu' is not a torch device"):
+    with pytest.raises(ValueError, match="device='tpu' is not one of auto, cpu, cuda"):
         BinaryCodeTravelVectorEnv(device="tpu")
     with pytest.raises(ValueError, match="backend must be None or one of"):
         BinaryCodeTravelVectorEnv(backend="jax")
@@ -288,73 +301,20 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="bits must be a positive integer"):
         BinaryCodeTravelVectorEnv(bits=0)  # the single env's checks apply
     vector = BinaryCodeTravelVectorEnv(num_envs=2)
-    with pytest.raises(ValueError, match=r"options\['index'\]\[1\]=99999 is out of range"):
+    with pytest.raises(ValueError, match=r"options\['index'\]=99999 is out of range"):
         vector.reset(seed=0, options={"index": [0, 99999]})
-    with pytest.raises(ValueError, match="the first reset must reset all sub-envs"):
-        vector.reset(seed=0, options={"reset_mask": np.array([True, False])})
+    vector.reset(seed=0, options={"reset_mask": np.array([True, False])})
+    with pytest.raises(ResetNeededError, match="never reset"):  # sub-env 1 has no episode yet
+        vector.step(np.array([0, 0]))
     with pytest.raises(ValueError, match="unknown keys"):
         vector.reset(seed=0, options={"indices": [0, 1]})
     with pytest.raises(ValueError, match="seed must be None or an int with rng='batched'"):
         vector.reset(seed=[1, 2])
-    with pytest.raises(ValueError, match="seed as a list must have num_envs=2 entries"):
+    with pytest.raises(ValueError, match="seed must be None, an int or a list of 2 ints or None"):
         BinaryCodeTravelVectorEnv(num_envs=2, rng="per_env").reset(seed=[1])
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="torch sees no CUDA device"):
             BinaryCodeTravelVectorEnv(device="cuda")
-
-
-def assert_steps_equal(a, b):
-    a, b = to_numpy(a), to_numpy(b)
-    for x, y in zip(a, b, strict=True):
-        if isinstance(x, dict):
-            assert set(x) == set(y)
-            for key in x:
-                assert_steps_equal((x[key],), (y[key],))
-        else:
-            np.testing.assert_array_equal(x, y)
-
-
-@pytest.mark.parametrize("autoreset_mode", ["NextStep", "SameStep"])
-def test_fixed_buffer_steps_as_a_cuda_graph_replays_them_match_eager_steps(autoreset_mode):
-    # What a captured step does, on CPU: draws made before the step, state copied into fixed buffers.
-    kwargs = {"num_envs": 32, "device": TORCH_CPU, "autoreset_mode": autoreset_mode, "max_steps": 6}
-    eager, fixed = BinaryCodeTravelVectorEnv(**kwargs), BinaryCodeTravelVectorEnv(**kwargs)
-    assert_steps_equal(eager.reset(seed=1), fixed.reset(seed=1))
-    buffers = {name: getattr(fixed, name) for name in fixed._STATE}
-    rng = np.random.default_rng(0)
-    for _ in range(25):
-        actions = torch.as_tensor(rng.integers(0, 17, size=32))
-        expected = eager.step(actions)
-        fixed._graph_draws = (fixed._draw_items(), fixed._draw_codes())
-        got = fixed._in_place(lambda actions=actions: fixed._step(actions))
-        fixed._graph_draws = None
-        assert_steps_equal(expected, got)
-    assert all(getattr(fixed, name) is buffer for name, buffer in buffers.items())
-
-
-def test_cuda_graph_needs_cuda_batched_draws_and_no_action_checks():
-    with pytest.raises(ValueError, match="cuda_graph=True needs a CUDA device"):
-        BinaryCodeTravelVectorEnv(device=TORCH_CPU, check_actions=False, cuda_graph=True)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("autoreset_mode", ["NextStep", "SameStep"])
-def test_cuda_graph_steps_match_eager_steps(autoreset_mode):
-    kwargs = {"num_envs": 4096, "device": "cuda", "check_actions": False, "autoreset_mode": autoreset_mode}
-    eager = BinaryCodeTravelVectorEnv(**kwargs)
-    graphed = BinaryCodeTravelVectorEnv(**kwargs, cuda_graph=True)
-    assert_steps_equal(eager.reset(seed=3), graphed.reset(seed=3))
-    generator = torch.Generator(device="cuda").manual_seed(0)
-    for t in range(60):
-        actions = torch.randint(0, 17, (4096,), device="cuda", generator=generator)
-        assert_steps_equal(eager.step(actions), graphed.step(actions))
-        if t == 30:  # resets after the capture land in the graph's buffers
-            assert_steps_equal(eager.reset(seed=9), graphed.reset(seed=9))
-        if t == 45:
-            mask = np.arange(4096) % 3 == 0
-            options = {"reset_mask": mask, "index": np.arange(4096) % 100}
-            assert_steps_equal(eager.reset(options=options), graphed.reset(options=options))
 
 
 @pytest.mark.gpu
@@ -366,3 +326,71 @@ def test_cuda_matches_single_envs_step_by_step():
     for _ in range(20):
         obs, reward, terminated, truncated, info = vector.step(info["expert_action"])
     assert obs["code"].device.type == "cuda" and reward.device.type == "cuda"
+
+
+def mixed_actions(rng, infos, n, bits):
+    """Half the teacher (episodes reach the ball and terminate), half random flips and stops."""
+    expert_action = np.asarray(to_numpy(infos["expert_action"]))
+    return np.where(rng.random(n) < 0.5, expert_action, rng.integers(0, bits + 1, size=n))
+
+
+@pytest.mark.parametrize("device", ["cpu", TORCH_CPU])
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_matches_sync_vector_env_with_key_masks(device, mode):
+    # SyncVectorEnv over single envs builds the reference infos: values, "_key" masks, final_obs/final_info.
+    ours, sync = make_pair(ENV_ID, 4, device, mode, bits=16, max_steps=6)
+    _, infos = reset_both(ours, sync, "reset", seed=3)
+    rng = np.random.default_rng(0)
+    for t in range(60):
+        infos = step_both(ours, sync, mixed_actions(rng, infos, 4, 16), f"step {t}")[4]
+    mask = np.array([True, False, True, False])
+    _, infos = reset_both(ours, sync, "masked reset", options={"reset_mask": mask})
+    assert infos["_d_pos"].tolist() == mask.tolist()
+    for t in range(20):
+        step_both(ours, sync, mixed_actions(rng, infos, 4, 16), f"after masked reset {t}")
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"flatten": True, "init": "zeros", "max_steps": 5}, {"history": 2}])
+def test_numpy_and_torch_on_cpu_give_the_same_rollout(kwargs, multi_label):
+    for extra in ({}, {"dataset": multi_label}):
+        rollouts = []
+        for device in ("cpu", TORCH_CPU):
+            vector = BinaryCodeTravelVectorEnv(num_envs=6, device=device, rng="per_env", **kwargs, **extra)
+            out = [to_numpy(vector.reset(seed=1))]
+            rng = np.random.default_rng(2)
+            for _ in range(40):
+                out.append(to_numpy(vector.step(mixed_actions(rng, out[-1][-1], 6, vector.bits))))
+            rollouts.append(out)
+        for t, (a, b) in enumerate(zip(*rollouts, strict=True)):
+            for x, y in zip(a, b, strict=True):
+                assert_same(x, y, f"step {t}")
+
+
+@pytest.mark.parametrize(("flatten", "history"), [(False, 10), (True, 3)])
+def test_encode_batch_matches_single_envs_step_by_step(flatten, history):
+    # encode_batch (zeros start, bits steps) sees, item by item, the single env's observations.
+    env = BinaryCodeTravelEnv(bits=16, split="query", init="zeros", flatten=flatten, history=history)
+    items = np.arange(0, env.num_items, 3)
+    rng = np.random.default_rng(0)
+    plan = np.where(rng.random((16, len(items))) < 0.1, 16, rng.integers(0, 16, size=(16, len(items))))
+    width = env.feature_dim
+    lookup = {row.tobytes(): k for k, row in enumerate(env.features[items])}
+    seen = []
+
+    def policy(obs):
+        rows = [lookup[f.tobytes()] for f in (obs[:, :width] if flatten else obs["features"])]
+        seen.append((rows, obs))
+        return plan[len(seen) - 1][rows]
+
+    codes = encode_batch(policy, env.features[items], 16, flatten=flatten, history=history)
+    for k, index in enumerate(items):
+        obs, _ = env.reset(options={"index": int(index)})
+        for t, (rows, batch) in enumerate(seen):
+            if k not in rows:
+                break
+            row = rows.index(k)
+            assert_same(batch[row] if flatten else {key: v[row] for key, v in batch.items()}, obs, f"{k} {t}")
+            obs, _, terminated, truncated, _ = env.step(int(plan[t][k]))
+            if terminated or truncated:
+                break
+        np.testing.assert_array_equal(codes[k], obs[width : width + 16] if flatten else obs["code"])

@@ -8,19 +8,11 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from hashing_gym.codes import error_correcting_radius, label_codebook
 from hashing_gym.data import HashingDataset
-from hashing_gym.envs.base import (
-    HashingEnv,
-    InvalidActionError,
-    ResetNeededError,
-    check_bits,
-    check_feature_matrix,
-    feature_bound,
-    label_mask,
-)
-
-INITS: tuple[str, ...] = ("random", "zeros")
+from hashing_gym.envs.base import HashingEnv, InvalidActionError, ResetNeededError, feature_bound
+from hashing_gym.envs.core import binary_code_travel as core
+from hashing_gym.envs.core.binary_code_travel import INITS
+from hashing_gym.validation import check_bits, check_feature_matrix
 
 
 class BinaryCodeTravelEnv(HashingEnv):
@@ -129,47 +121,30 @@ class BinaryCodeTravelEnv(HashingEnv):
         render_mode: str | None = None,
     ) -> None:
         super().__init__(dataset, split, render_mode)
-        self.bits = check_bits(bits)
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        if max_steps is None:
-            max_steps = self.bits + 1
-        if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps <= 0:
-            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-        if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history <= 0:
-            raise ValueError(f"history must be a positive integer, got {history!r}")
-        if not np.isfinite(sigma) or sigma <= 0:
-            raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-
-        self.codebook = label_codebook(self.dataset.num_classes, self.bits, kind=codebook, seed=seed)
-        self.radius = error_correcting_radius(self.codebook)
-        if eta is None:
-            eta = round(self.radius / 2)
-        if isinstance(eta, bool) or not isinstance(eta, (int, np.integer)) or not 0 <= eta <= self.bits:
-            raise ValueError(f"eta must be an integer in [0, bits={self.bits}], got {eta!r}")
-        self.eta = int(eta)
-        self.sigma = float(sigma)
-        self.init = init
-        self.max_steps = int(max_steps)
-        self.history_length = int(history)
-        self.flatten = bool(flatten)
-
-        self._positive = label_mask(self.split, self.dataset.num_classes)
-        self._single_label = not self.dataset.multi_label
-        # Flipping bit k changes the distance to codeword c by +1 if code[k] == w_c[k] else -1;
-        # row k of this table is that change when code[k] == 0 (negate it when code[k] == 1).
-        self._flip_delta = 1 - 2 * self.codebook.T.astype(np.int64)
-        self._flip_delta_sum = self._flip_delta.sum(axis=1).tolist()
-        # The history is a ring buffer; _history_order[head] lists its rows newest first.
-        rows = np.arange(self.history_length)
-        self._history_order = (rows[:, None] - rows[None, :]) % self.history_length
-        self._one_hot = np.eye(self.bits, dtype=np.int8)
-
-        self._code = np.zeros(self.bits, dtype=np.int8)
-        self._ring = np.zeros((self.history_length, self.bits), dtype=np.int8)
-        self._head = 0
-        self._distances = np.zeros(self.dataset.num_classes, dtype=np.int64)
-        self._steps: int | None = None  # None until the first reset
+        self.params = core.make_params(
+            self.dataset,
+            split,
+            bits=bits,
+            codebook=codebook,
+            eta=eta,
+            sigma=sigma,
+            init=init,
+            max_steps=max_steps,
+            history=history,
+            flatten=flatten,
+            seed=seed,
+        )
+        params = self.params
+        self.bits = params.bits
+        self.codebook = params.codebook
+        self.radius = params.radius
+        self.eta = params.eta
+        self.sigma = params.sigma
+        self.init = params.init
+        self.max_steps = params.max_steps
+        self.history_length = params.history
+        self.flatten = params.flatten
+        self._state: core.State | None = None  # None until the first reset
 
         self.action_space = spaces.Discrete(self.bits + 1)
         bound = feature_bound(self.dataset)
@@ -198,19 +173,10 @@ class BinaryCodeTravelEnv(HashingEnv):
         super().reset(seed=seed)
         self.index = self._choose_index(options)
         if self.init == "random":
-            self._code[:] = self.np_random.integers(0, 2, size=self.bits, dtype=np.int8)
+            code = self.np_random.integers(0, 2, size=(1, self.bits), dtype=np.int8)
         else:
-            self._code[:] = 0
-        self._ring[:] = 0
-        self._head = 0
-        self._steps = 0
-        self._distances[:] = (self.codebook != self._code).sum(axis=1)
-        self._distance_total = int(self._distances.sum())
-        self._item_positive = self._positive[self.index]
-        self._item_negative = ~self._item_positive
-        self._num_negative = int(self._item_negative.sum())
-        self._label = int(self.split.labels[self.index]) if self._single_label else -1
-        self._refresh_distances()
+            code = np.zeros((1, self.bits), dtype=np.int8)
+        self._state = core.reset(self.params, np.array([self.index]), code)
         return self._get_obs(), self._get_info()
 
     def step(self, action: int) -> tuple[Any, float, bool, bool, dict[str, Any]]:
@@ -225,65 +191,29 @@ class BinaryCodeTravelEnv(HashingEnv):
                 raise InvalidActionError(
                     f"{action!r} ({type(action).__name__}) is not in {self.action_space}"
                 )
-        if self._steps is None:
+        if self._state is None:
             raise ResetNeededError("call reset before step")
-        action = int(action)
-        self._steps += 1
-        if action == self.bits:
-            reward = self.sigma if self._d_pos <= self.eta else -self.sigma
-            terminated = True
-        else:
-            margin = self._d_pos - self._d_neg
-            if self._code[action]:
-                self._distances -= self._flip_delta[action]
-                self._distance_total -= self._flip_delta_sum[action]
-            else:
-                self._distances += self._flip_delta[action]
-                self._distance_total += self._flip_delta_sum[action]
-            self._code[action] ^= 1
-            self._head = (self._head + 1) % self.history_length
-            self._ring[self._head] = self._one_hot[action]
-            self._refresh_distances()
-            reward = margin - (self._d_pos - self._d_neg)
-            terminated = False
-        truncated = not terminated and self._steps >= self.max_steps
-        return self._get_obs(), float(reward), terminated, truncated, self._get_info()
+        self._state, reward, terminated, truncated = core.step(
+            self.params, self._state, np.array([int(action)])
+        )
+        return self._get_obs(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), self._get_info()
 
     def expert_action(self) -> int:
         """DRLH's teacher: terminate inside the eta-ball, else flip a bit toward the target codeword."""
-        if self._d_pos <= self.eta:
-            return self.bits
-        return int((self._code != self.codebook[self._target]).argmax())
-
-    def _refresh_distances(self) -> None:
-        """Derive d_pos, d_neg and the target class from the distances to all codewords."""
-        if self._single_label:
-            self._target = self._label
-            self._d_pos = int(self._distances[self._label])
-            self._d_neg = (self._distance_total - self._d_pos) / self._num_negative
-            return
-        positive = np.flatnonzero(self._item_positive)
-        nearest = int(self._distances[positive].argmin())  # lowest class index on ties
-        self._target = int(positive[nearest])
-        self._d_pos = int(self._distances[self._target])
-        self._d_neg = float(self._distances[self._item_negative].mean()) if self._num_negative else 0.0
-
-    @property
-    def _history(self) -> np.ndarray:
-        """The last flips one-hot, newest first (a copy)."""
-        return self._ring[self._history_order[self._head]]
+        return int(core.teacher_action(self.params, self._state)[0])
 
     def _get_obs(self) -> Any:
-        features = self.features[self.index]
+        obs = core.observe(self.params, self._state)
         if self.flatten:
-            return np.concatenate([features, self._code, self._history.ravel()], dtype=np.float32)
-        return {"features": features.copy(), "code": self._code.copy(), "history": self._history}
+            return obs[0]
+        return {key: value[0] for key, value in obs.items()}
 
     def _get_info(self) -> dict[str, Any]:
+        state = self._state
         return {
             "index": self.index,
-            "d_pos": self._d_pos,
-            "d_neg": self._d_neg,
+            "d_pos": int(state.d_pos[0]),
+            "d_neg": float(state.d_neg[0]),
             "expert_action": self.expert_action(),
         }
 
@@ -299,20 +229,22 @@ class BinaryCodeTravelEnv(HashingEnv):
         def bits_text(row: np.ndarray) -> str:
             return "".join(str(int(b)) for b in row)
 
-        target = self._target
+        state = self._state
+        target = int(state.target[0])
         return (
-            f"item {self.index} of {self.split_name!r}, step {self._steps}/{self.max_steps}\n"
-            f"code   {bits_text(self._code)}\n"
+            f"item {self.index} of {self.split_name!r}, step {int(state.steps[0])}/{self.max_steps}\n"
+            f"code   {bits_text(state.code[0])}\n"
             f"target {bits_text(self.codebook[target])} (class {target})\n"
-            f"d_pos={self._d_pos} d_neg={self._d_neg:.2f} eta={self.eta} R={self.radius}\n"
+            f"d_pos={int(state.d_pos[0])} d_neg={float(state.d_neg[0]):.2f} eta={self.eta} R={self.radius}\n"
         )
 
     def _render_picture(self, cell: int = 8) -> np.ndarray:
         """Class codewords as rows (target row green), the current code as the bottom row (red)."""
-        rows = np.concatenate([self.codebook, self._code[None].astype(np.uint8)])
+        target = int(self._state.target[0])
+        rows = np.concatenate([self.codebook, self._state.code.astype(np.uint8)])
         image = np.repeat(rows[:, :, None] * 255, 3, axis=2).astype(np.uint8)
-        image[self._target, :, 0] //= 3  # tint the target row green
-        image[self._target, :, 2] //= 3
+        image[target, :, 0] //= 3  # tint the target row green
+        image[target, :, 2] //= 3
         image[-1, :, 1:] //= 3  # tint the current code red
         return np.kron(image, np.ones((cell, cell, 1), dtype=np.uint8))
 
@@ -350,8 +282,8 @@ def encode_batch(
         uint8 (n, bits) codes.
 
     Raises:
-        ValueError: for features that are not a finite 2-D array, a bad ``bits``/``init``, or a
-            policy that returns actions outside ``0..bits``.
+        ValueError: for features that are not a finite 2-D array or a bad ``bits``/``init``.
+        InvalidActionError: (a ``ValueError``) for a policy that returns actions outside ``0..bits``.
     """
     bits = check_bits(bits)
     if init not in INITS:
@@ -362,33 +294,23 @@ def encode_batch(
         codes = np.random.default_rng(seed).integers(0, 2, size=(n, bits), dtype=np.int8)
     else:
         codes = np.zeros((n, bits), dtype=np.int8)
-    flips = np.zeros((n, history, bits), dtype=np.int8)
+    one_hot = np.eye(bits + 1, bits, dtype=np.int8)  # as core.Params.one_hot
+    flips = np.full((n, history), bits, dtype=np.int64)  # the env's history: flipped bits, newest first
     active = np.arange(n)  # items whose policy has not terminated yet
     for _ in range(bits if max_steps is None else max_steps):
         if active.size == 0:
             break
         code, flip = codes[active], flips[active]
-        if flatten:
-            obs: Any = np.concatenate(
-                [features[active], code, flip.reshape(len(active), -1)], axis=1, dtype=np.float32
-            )
-        else:
-            obs = {"features": features[active], "code": code, "history": flip}
-        actions = np.asarray(policy(obs))
+        actions = np.asarray(policy(core.observation(features[active], code, flip, one_hot, flatten)))
         if actions.size != len(active) or not np.issubdtype(actions.dtype, np.integer):
-            raise ValueError(
+            raise InvalidActionError(
                 f"policy must return {len(active)} integer actions, got {actions.dtype} {actions.shape}"
             )
-        actions = actions.reshape(len(active))
+        actions = actions.reshape(len(active)).astype(np.int64)
         if actions.min() < 0 or actions.max() > bits:
-            raise ValueError(
+            raise InvalidActionError(
                 f"policy returned an action outside 0..{bits}: {actions[(actions < 0) | (actions > bits)][0]}"
             )
-        moving = actions < bits
-        active, bit = active[moving], actions[moving]
-        codes[active, bit] ^= 1
-        if history:  # the env requires history >= 1; 0 is allowed here for history-free policies
-            flips[active, 1:] = flips[active, :-1]
-            flips[active, 0] = 0
-            flips[active, 0, bit] = 1
+        codes[active], flips[active] = core.move(code, flip, actions, one_hot)
+        active = active[actions < bits]
     return codes.astype(np.uint8)

@@ -42,7 +42,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from hashing_gym.device import array_device
-from hashing_gym.envs.base import HashingEnv, InvalidActionError
+from hashing_gym.envs.base import HashingEnv, InvalidActionError, ResetNeededError
 
 RNGS: tuple[str, ...] = ("batched", "per_env")
 
@@ -229,7 +229,7 @@ class HashingVectorEnv(VectorEnv):
             Batched ``(observations, rewards, terminations, truncations, infos)``; rewards are float64.
         """
         if not self._started.all():
-            raise RuntimeError(
+            raise ResetNeededError(
                 f"call reset before step: sub-envs {np.flatnonzero(~self._started)} never reset"
             )
         actions = self._check_actions(actions)
@@ -240,21 +240,25 @@ class HashingVectorEnv(VectorEnv):
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             resetting = self._autoreset.copy()
         elif self.autoreset_mode == AutoresetMode.DISABLED and self._autoreset.any():
-            raise RuntimeError(
+            raise ResetNeededError(
                 f"sub-envs {np.flatnonzero(self._autoreset)} have ended and autoreset is disabled: "
                 f"reset them with reset(options={{'reset_mask': mask}})"
             )
         rows = np.flatnonzero(~resetting)
         if len(rows):
             every = len(rows) == self.num_envs
-            reward, done, info = self._step_rows(
-                rows, actions if every else actions[self._index(rows)], every
-            )
+            result = self._step_rows(rows, actions if every else actions[self._index(rows)], every)
+            if len(result) == 4:  # (rewards, terminations, truncations, infos)
+                reward, ended, cut, info = result
+            else:  # (rewards, terminations, infos): these envs never truncate
+                (reward, ended, info), cut = result, np.zeros(len(rows), dtype=bool)
+            done = ended | cut
             rewards[self._index(rows)] = reward
-            if done.all() or not done.any():  # the usual lockstep case: no transfer to the device
-                terminated[self._index(rows)] = bool(done[0])
-            else:
-                terminated[self._index(rows)] = self._to_backend(done)
+            for flags, values in ((terminated, ended), (truncated, cut)):
+                if values.all() or not values.any():  # the usual lockstep case: no transfer to the device
+                    flags[self._index(rows)] = bool(values[0])
+                else:
+                    flags[self._index(rows)] = self._to_backend(values)
             if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
                 # As SyncVectorEnv: the episode's last obs and info move to final_obs / final_info, and
                 # the ended sub-envs report their reset's info instead.
@@ -337,6 +341,46 @@ class HashingVectorEnv(VectorEnv):
             )
         return arr
 
+    def _check_discrete_actions(self, actions: Any, high: int) -> Any:
+        """Actions as the backend's int64 (num_envs,) array of integers in [0, high], or InvalidActionError.
+
+        On torch with ``check_actions=False`` the range is not checked (that check reads a flag
+        back from the device); shape and dtype always are.
+        """
+        shape = (self.num_envs,)
+        if self.torch and hasattr(actions, "detach"):
+            import torch
+
+            not_integer = actions.dtype.is_floating_point or actions.dtype.is_complex
+            not_integer = not_integer or actions.dtype == torch.bool
+            if tuple(actions.shape) != shape or not_integer:
+                raise InvalidActionError(
+                    f"actions must be integers of shape {shape} (one per sub-env), "
+                    f"got {actions.dtype} of shape {tuple(actions.shape)}"
+                )
+            tensor = actions.to(device=self.torch_device, dtype=torch.int64)
+            if self.check_actions and bool(((tensor < 0) | (tensor > high)).any()):
+                i = int(((tensor < 0) | (tensor > high)).nonzero()[0, 0])
+                raise InvalidActionError(
+                    f"actions[{i}]={int(tensor[i])} is not in {self.single_action_space} "
+                    f"(actions must be integers in [0, {high}])"
+                )
+            return tensor
+        arr = np.asarray(actions)
+        if arr.shape != shape or not np.issubdtype(arr.dtype, np.integer):
+            raise InvalidActionError(
+                f"actions must be integers of shape {shape} (one per sub-env), "
+                f"got {arr.dtype} of shape {arr.shape}"
+            )
+        bad = (arr < 0) | (arr > high)
+        if bad.any():
+            i = int(bad.argmax())
+            raise InvalidActionError(
+                f"actions[{i}]={int(arr[i])} is not in {self.single_action_space} "
+                f"(actions must be integers in [0, {high}])"
+            )
+        return self._to_backend(arr.astype(np.int64, copy=False))
+
     def _check_binary_actions(self, actions: Any, width: int) -> Any:
         """Actions as the backend's uint8 (num_envs, width) array of 0/1, or ``ValueError``."""
         shape = (self.num_envs, width)
@@ -381,7 +425,8 @@ class HashingVectorEnv(VectorEnv):
         """Step ``rows`` (all sub-envs when ``every``).
 
         Returns the rewards and info arrays (backend) and the terminations as a numpy bool array:
-        the episode lengths are known on the host, so the step never waits for the device.
+        the episode lengths are known on the host, so the step never waits for the device. An env
+        that also truncates returns ``(rewards, terminations, truncations, infos)``, both flags numpy.
         """
         raise NotImplementedError
 

@@ -355,22 +355,26 @@ def play_vector(
     policy: Policy,
     seed: int,
     extra: Callable[[Any], dict[str, Any]] | None = None,
+    normalize: Callable[[Any, Any, Any, bool], Any] | None = None,
 ) -> None:
     """Run ``script`` (``("reset", kwargs)`` or ``("steps", count)``) on a vector env; one ``rollout``.
 
     ``extra(envs)`` adds public state read after every step (e.g. ``teacher_actions()``).
+    ``normalize(previous_infos, obs, infos, stepped)`` maps the infos to the recorded format.
     """
     rng = np.random.default_rng(seed)
     rows = Rows()
     obs = infos = None
     for kind, arg in script:
         if kind == "reset":
-            obs, infos = envs.reset(**arg)
+            obs, new_infos = envs.reset(**arg)
+            infos = normalize(infos, obs, new_infos, False) if normalize else new_infos
             rows.add(obs=obs, infos=infos)
             continue
         for _ in range(arg):
             actions = policy(rng, obs, infos)
-            obs, rewards, terminations, truncations, infos = envs.step(actions)
+            obs, rewards, terminations, truncations, new_infos = envs.step(actions)
+            infos = normalize(infos, obs, new_infos, True) if normalize else new_infos
             more = extra(envs) if extra else {}
             rows.add(
                 action=actions,
@@ -713,6 +717,7 @@ def run_vector_case(
     extra: Callable[[Any], dict[str, Any]] | None = None,
     after: Callable[[Sink, Any], None] | None = None,
     before: Callable[[Sink, Any], None] | None = None,
+    normalize: Callable[[Any, Any, Any, bool], Any] | None = None,
 ) -> None:
     call = call_text(
         "gym.make_vec", env_id, num_envs=NUM_ENVS, vectorization_mode="vector_entry_point", **kwargs
@@ -725,7 +730,7 @@ def run_vector_case(
         envs = gym.make_vec(env_id, num_envs=NUM_ENVS, vectorization_mode="vector_entry_point", **kwargs)
         if before is not None:
             before(sink, envs)
-        play_vector(sink, envs, script, policy, seed, extra)
+        play_vector(sink, envs, script, policy, seed, extra, normalize)
         if after is not None:
             after(sink, envs)
         envs.close()
@@ -734,6 +739,63 @@ def run_vector_case(
 # BinaryCodeTravelVectorEnv rebuilds every sub-env's generator from a seed list (a None entry: fresh
 # entropy, even for sub-envs outside reset_mask), so its list holds ints only, to stay reproducible.
 BCT_RESEED = [7, 8, 9, 10]
+
+
+BCT_INFO_KEYS = ("index", "d_pos", "d_neg", "expert_action")
+
+
+def bct_infos_as_recorded(mode: str) -> Callable[[Any, Any, Any, bool], dict[str, Any]]:
+    """``normalize`` for play_vector: see :func:`bct_infos_in_old_format`."""
+    return lambda previous, obs, infos, stepped: bct_infos_in_old_format(
+        previous, obs, infos, stepped and mode == "SAME_STEP"
+    )
+
+
+def bct_infos_in_old_format(previous: Any, obs: Any, infos: dict[str, Any], final: bool) -> dict[str, Any]:
+    """BinaryCodeTravelVectorEnv's infos in the format recorded before it derived from HashingVectorEnv.
+
+    Since issue 14 its infos follow SyncVectorEnv's convention (as the other vector envs'): a
+    ``"_key"`` mask per key, values only for the sub-envs a masked reset restarted, and in SAME_STEP
+    mode ``final_obs``/``final_info`` (masked) only in steps where some sub-env ended. Before, every
+    sub-env reported every key and SAME_STEP steps always held ``final_obs``/``final_info`` for all
+    sub-envs. The old format follows from the new results: a sub-env outside a reset's mask did not
+    move since its last info, and a sub-env that did not end has its final obs/info in ``obs``/``infos``.
+    """
+
+    def copy(value: Any) -> Any:
+        return value.clone() if hasattr(value, "clone") else value.copy()
+
+    def put(target: Any, rows: np.ndarray, source: Any) -> None:
+        if hasattr(target, "clone"):
+            import torch
+
+            rows = torch.as_tensor(rows)
+        target[rows] = source[rows]
+
+    carried = as_array(infos["_index"])
+    out = {key: copy(infos[key]) for key in BCT_INFO_KEYS}
+    if not carried.all():
+        for key in BCT_INFO_KEYS:
+            put(out[key], ~carried, previous[key])
+    if final:  # a step in SAME_STEP mode
+        ended = as_array(infos["_final_obs"]) if "_final_obs" in infos else np.zeros(len(carried), dtype=bool)
+        final_obs = {key: copy(value) for key, value in obs.items()} if isinstance(obs, dict) else copy(obs)
+        final_info = {key: copy(value) for key, value in out.items()}
+        if ended.any():
+            if isinstance(obs, dict):
+                for key in obs:
+                    put(final_obs[key], ended, infos["final_obs"][key])
+            else:
+                put(final_obs, ended, infos["final_obs"])
+            for key in BCT_INFO_KEYS:
+                put(final_info[key], ended, infos["final_info"][key])
+        mask = infos["_final_obs"] if "_final_obs" in infos else carried & False
+        if hasattr(infos["_index"], "clone") and not hasattr(mask, "clone"):
+            import torch
+
+            mask = torch.as_tensor(mask)
+        out.update(final_obs=final_obs, final_info=final_info, _final_obs=copy(mask), _final_info=copy(mask))
+    return out
 
 
 def teacher(envs: Any) -> dict[str, Any]:
@@ -757,6 +819,7 @@ def group_bct_vector(sink: Sink) -> None:
             policy,
             seed=600,
             extra=teacher,
+            normalize=bct_infos_as_recorded(mode),
         )
     # The expert drives: multi-label data, start codes of zeros and random.
     for backend, rng, mode, init in (
@@ -777,6 +840,7 @@ def group_bct_vector(sink: Sink) -> None:
             expert,
             seed=601,
             extra=teacher,
+            normalize=bct_infos_as_recorded(mode),
         )
     # Flat observations, other codebook and limits.
     for backend in BACKEND_CHOICES:
@@ -802,6 +866,7 @@ def group_bct_vector(sink: Sink) -> None:
             script,
             vector_flips(NUM_ENVS, 8, backend == "torch"),
             seed=602,
+            normalize=bct_infos_as_recorded("SAME_STEP"),
         )
 
 

@@ -1,0 +1,321 @@
+r"""BinaryCodeTravel-v0's rules (DRLH), once, for a batch of travels through the hypercube.
+
+Each row of the batch is one episode: an item ``index`` of the split, its current code
+:math:`e_t \in \{0, 1\}^b`, the last ``history`` flips (bit indices, newest first) and the
+Hamming distances from :math:`e_t` to every class codeword :math:`w_c`. Action :math:`k < b`
+flips bit :math:`k`; action :math:`b` terminates. With :math:`d_{pos}` the distance to the
+item's target codeword (its class's; for a multi-label item the nearest of its classes', lowest
+class index on ties) and :math:`d_{neg}` the mean distance to the other classes' codewords (0 if
+the item carries every class):
+
+- a flip earns Eq. 1, :math:`(d^t_{pos} - d^t_{neg}) - (d^{t+1}_{pos} - d^{t+1}_{neg})`;
+- terminating earns Eq. 2, :math:`+\sigma` if :math:`d^t_{pos} \le \eta`, else :math:`-\sigma`;
+- an episode truncates after ``max_steps`` steps unless that step terminates;
+- the teacher terminates once :math:`d_{pos} \le \eta`, else flips the lowest-index bit where the
+  code differs from the target codeword.
+
+A flip changes the distance to codeword :math:`c` by +1 where the code agreed with :math:`w_c` at
+that bit and by -1 where it differed, so a step adds one row of a precomputed table instead of
+recomputing the distances (``Params.flip_delta``).
+
+The functions take and return arrays of one namespace (``array_api_compat``: numpy, or torch on
+any device), so ``BinaryCodeTravelEnv`` (a batch of one), ``BinaryCodeTravelVectorEnv`` (a batch
+of ``num_envs``, numpy or torch) and ``encode_batch`` (a batch of items) run the same code.
+Randomness is drawn by those shells and passed in (``reset``'s ``code``).
+
+>>> import numpy as np
+>>> from hashing_gym.envs.core import binary_code_travel as core
+>>> params = core.make_params("digits", "train", bits=16, init="zeros")
+>>> state = core.reset(params, np.array([0, 1]), np.zeros((2, 16), dtype=np.int8))
+>>> state, reward, terminated, truncated = core.step(params, state, core.teacher_action(params, state))
+>>> state.code.shape, terminated.tolist()
+((2, 16), [False, False])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, NamedTuple
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from hashing_gym.codes import error_correcting_radius, label_codebook
+from hashing_gym.data import HashingDataset
+from hashing_gym.envs.base import label_mask, resolve_dataset, resolve_split
+from hashing_gym.validation import check_bits, check_positive_int
+
+INITS: tuple[str, ...] = ("random", "zeros")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The constants of one BinaryCodeTravel-v0 MDP (arrays on one device, see ``params_on``)."""
+
+    bits: int
+    """Code length b; action b terminates."""
+    eta: int
+    """Termination threshold on d_pos."""
+    sigma: float
+    """Termination reward."""
+    max_steps: int
+    """Truncation after this many steps."""
+    history: int
+    """Number of past flips in the observation."""
+    flatten: bool
+    """Whether ``observe`` returns one float32 array instead of a dict."""
+    init: str
+    """Start code: ``"random"`` (drawn by the shell) or ``"zeros"``."""
+    radius: int
+    """Error-correcting radius R of the codebook."""
+    multi_label: bool
+    """Whether items may carry several classes (then d_pos is the nearest positive codeword)."""
+    codebook: Any
+    """uint8 (C, b): one codeword per class."""
+    features: Any
+    """float32 (N, D): the split's features."""
+    labels: Any
+    """int64 (N,): each item's class (single-label data; zeros for multi-label data)."""
+    positive: Any
+    """bool (N, C): the classes each item carries."""
+    num_negative: Any
+    """int64 (N,): number of classes each item does not carry."""
+    other_classes: Any
+    """float64 (1,): C - 1, the number of negative classes of a single-label item (an array, so that
+    torch divides int64 by it in float64)."""
+    codewords: Any
+    """int8 (C, b): the codebook, to compare with codes."""
+    flip_delta: Any
+    """int64 (b + 1, 2, C): change of the distances when bit k (row k) flips from value v; row b is 0."""
+    stop_reward: Any
+    """float64 (2,): the terminate rewards inside and outside the eta-ball, +sigma and -sigma."""
+    one_hot: Any
+    """int8 (b + 1, b): one-hot rows of the bits; row b (the terminate action, an empty history slot) is 0."""
+
+
+class State(NamedTuple):
+    """A batch of episodes (leading axis: the rows)."""
+
+    index: Any
+    """int64 (n,): the item of each row."""
+    code: Any
+    """int8 (n, b): the current codes."""
+    history: Any
+    """int64 (n, H): the last flipped bits, newest first; b marks an empty slot."""
+    distances: Any
+    """int64 (n, C): Hamming distances from the code to every codeword."""
+    steps: Any
+    """int64 (n,): steps taken in the episode."""
+    target: Any
+    """int64 (n,): the target class (the nearest positive one)."""
+    d_pos: Any
+    """int64 (n,): distance to the target codeword."""
+    d_neg: Any
+    """float64 (n,): mean distance to the other classes' codewords (0 if there are none)."""
+
+
+def make_params(
+    dataset: str | HashingDataset = "digits",
+    split: str = "train",
+    *,
+    bits: int = 16,
+    codebook: str = "bch",
+    eta: int | None = None,
+    sigma: float = 5.0,
+    init: str = "random",
+    max_steps: int | None = None,
+    history: int = 10,
+    flatten: bool = False,
+    seed: int = 0,
+) -> Params:
+    """Check the environment's arguments and build its constants (numpy arrays).
+
+    The arguments are ``BinaryCodeTravelEnv``'s (see its docstring).
+
+    Raises:
+        ValueError: for a bad argument, naming it.
+    """
+    data = resolve_dataset(dataset)
+    items = resolve_split(data, split)
+    bits = check_bits(bits)
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    max_steps = check_positive_int(bits + 1 if max_steps is None else max_steps, "max_steps")
+    history = check_positive_int(history, "history")
+    if not np.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    words = label_codebook(data.num_classes, bits, kind=codebook, seed=seed)
+    radius = error_correcting_radius(words)
+    if eta is None:
+        eta = round(radius / 2)
+    if isinstance(eta, bool) or not isinstance(eta, (int, np.integer)) or not 0 <= eta <= bits:
+        raise ValueError(f"eta must be an integer in [0, bits={bits}], got {eta!r}")
+
+    positive = label_mask(items, data.num_classes)
+    flip_delta = np.zeros((bits + 1, 2, data.num_classes), dtype=np.int64)
+    flip_delta[:bits, 0] = 1 - 2 * words.T.astype(np.int64)  # from 0: +1 where w_c has a 0
+    flip_delta[:bits, 1] = -flip_delta[:bits, 0]
+    return Params(
+        bits=bits,
+        eta=int(eta),
+        sigma=float(sigma),
+        max_steps=max_steps,
+        history=history,
+        flatten=bool(flatten),
+        init=init,
+        radius=radius,
+        multi_label=data.multi_label,
+        codebook=words,
+        features=items.features,
+        labels=np.zeros(items.n, dtype=np.int64) if data.multi_label else items.labels.astype(np.int64),
+        positive=positive,
+        num_negative=(~positive).sum(axis=1).astype(np.int64),
+        other_classes=np.full(1, data.num_classes - 1, dtype=np.float64),
+        codewords=words.astype(np.int8),
+        flip_delta=flip_delta,
+        stop_reward=np.array([sigma, -sigma], dtype=np.float64),
+        one_hot=np.eye(bits + 1, bits, dtype=np.int8),
+    )
+
+
+def params_on(params: Params, to_array: Any) -> Params:
+    """``params`` with every array converted by ``to_array`` (e.g. to torch tensors on a device)."""
+    values = {f.name: getattr(params, f.name) for f in fields(params)}
+    return replace(params, **{k: to_array(v) for k, v in values.items() if isinstance(v, np.ndarray)})
+
+
+_NAMESPACES: dict[type, Any] = {}
+
+
+def _xp(array: Any) -> Any:
+    """The array namespace of ``array`` (cached by type: this runs at every step of a single env)."""
+    xp = _NAMESPACES.get(type(array))
+    if xp is None:
+        xp = _NAMESPACES[type(array)] = array_namespace(array)
+    return xp
+
+
+# The hot path uses operators, indexing and the methods numpy and torch share (sum, argmax, argmin,
+# clip, reshape): a namespace function costs about a microsecond more per call on numpy, which a
+# single env (a batch of one) pays at every step.
+
+
+def _rows(array: Any) -> Any:
+    """0..n-1 for the rows of ``array``, on its device."""
+    if isinstance(array, np.ndarray):
+        return np.arange(array.shape[0])
+    return _xp(array).arange(array.shape[0], device=array.device)
+
+
+def reset(params: Params, index: Any, code: Any) -> State:
+    """Start episodes on items ``index`` (int64 (n,)) from start codes ``code`` (int8 (n, b))."""
+    xp = _xp(code)
+    n, b = code.shape
+    distances = (code[:, None, :] != params.codewords[None, :, :]).sum(axis=2)
+    history = xp.full((n, params.history), b, dtype=xp.int64, device=code.device)
+    steps = xp.zeros(n, dtype=xp.int64, device=code.device)
+    return _refresh(params, xp, index, code, history, distances, steps)
+
+
+def _refresh(
+    params: Params, xp: Any, index: Any, code: Any, history: Any, distances: Any, steps: Any
+) -> State:
+    """The state with the target, d_pos and d_neg derived from the distances."""
+    rows = _rows(distances)
+    if not params.multi_label:
+        target = params.labels[index]
+        d_pos = distances[rows, target]
+        # int64 / float64 array: an exact division (no reciprocal), as the single env's int / int was.
+        d_neg = (distances.sum(axis=1) - d_pos) / params.other_classes
+        return State(index, code, history, distances, steps, target, d_pos, d_neg)
+    positive = params.positive[index]
+    target = xp.where(positive, distances, params.bits + 1).argmin(axis=1)  # lowest class index on ties
+    d_pos = distances[rows, target]
+    negative_sum = xp.where(positive, 0, distances).sum(axis=1)
+    num_negative = params.num_negative[index]
+    divisor = xp.astype(num_negative.clip(min=1), xp.float64)
+    d_neg = xp.where(num_negative > 0, xp.astype(negative_sum, xp.float64) / divisor, 0.0)
+    return State(index, code, history, distances, steps, target, d_pos, d_neg)
+
+
+def move(code: Any, history: Any, action: Any, one_hot: Any) -> tuple[Any, Any]:
+    """Codes and histories after ``action`` (int64 (n,)): bit k < b flips and is pushed; b changes nothing.
+
+    ``one_hot`` is ``Params.one_hot``. The transition of the code alone, for ``encode_batch`` too.
+    """
+    code = code ^ one_hot[action]
+    return code, _push(history, action, action < code.shape[1])
+
+
+def _push(history: Any, action: Any, flip: Any) -> Any:
+    """The histories with ``action`` pushed (newest first) where ``flip``."""
+    if history.shape[1] == 0:
+        return history
+    xp = _xp(history)
+    pushed = xp.concat([action[:, None], history[:, :-1]], axis=1)
+    return xp.where(flip[:, None], pushed, history)
+
+
+def step(params: Params, state: State, action: Any) -> tuple[State, Any, Any, Any]:
+    """One step of every row with ``action`` (int64 (n,), each in [0, bits]).
+
+    Returns:
+        The next state, the rewards (float64 (n,)), terminated and truncated (bool (n,)).
+    """
+    xp = _xp(state.code)
+    flip = action < params.bits
+    bit = params.one_hot[action]  # a zero row for the terminate action
+    # Flipping bit k from value v adds flip_delta[k, v] to the distances; terminating adds zeros.
+    old = (state.code & bit).sum(axis=1)
+    distances = state.distances + params.flip_delta[action, old]
+    history = _push(state.history, action, flip)
+    steps = state.steps + 1
+    new = _refresh(params, xp, state.index, state.code ^ bit, history, distances, steps)
+    flip_reward = (state.d_pos - state.d_neg) - (new.d_pos - new.d_neg)  # Eq. 1
+    stop_reward = params.stop_reward[(state.d_pos > params.eta) * 1]  # Eq. 2
+    reward = xp.where(flip, flip_reward, stop_reward)
+    return new, reward, ~flip, flip & (steps >= params.max_steps)
+
+
+def teacher_action(params: Params, state: State) -> Any:
+    """DRLH's teacher (int64 (n,)): terminate inside the eta-ball, else flip the first wrong bit."""
+    first = (state.code ^ params.codewords[state.target]).argmax(axis=1)  # 0/1 int8: torch has no bool argmax
+    return _xp(state.code).where(state.d_pos <= params.eta, params.bits, first)
+
+
+def teacher_mask(params: Params, state: State) -> Any:
+    """Bool (n, b + 1): the actions the teacher counts as right (inside: terminate; else any wrong bit)."""
+    inside = (state.d_pos <= params.eta)[:, None]
+    wrong = state.code != params.codewords[state.target]
+    return _xp(state.code).concat([wrong & ~inside, inside], axis=1)
+
+
+def info(params: Params, state: State) -> dict[str, Any]:
+    """The info values of every row: ``index``, ``d_pos``, ``d_neg`` and ``expert_action``."""
+    return {
+        "index": state.index,
+        "d_pos": state.d_pos,
+        "d_neg": state.d_neg,
+        "expert_action": teacher_action(params, state),
+    }
+
+
+def observe(params: Params, state: State) -> Any:
+    """The observations: a dict of ``features``, ``code`` and ``history`` (one-hot), or flattened."""
+    return observation(
+        params.features[state.index], state.code, state.history, params.one_hot, params.flatten
+    )
+
+
+def observation(features: Any, code: Any, history: Any, one_hot: Any, flatten: bool) -> Any:
+    """The observation of rows with these features, codes and histories (bit indices; ``Params.one_hot``)."""
+    history = one_hot[history]  # (n, H, b)
+    if flatten:
+        xp = _xp(code)
+        rows = [features, code, history.reshape(history.shape[0], -1)]
+        return xp.concat([xp.astype(part, xp.float32) for part in rows], axis=1)
+    return {
+        "features": features,
+        "code": code.copy() if isinstance(code, np.ndarray) else code.clone(),
+        "history": history,
+    }
