@@ -43,6 +43,7 @@ from agents.common import (
     set_threads,
     train_sb3,
 )
+from agents.q_networks import HEADS, GuidedDQNPolicy
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import encode_batch
 
@@ -76,6 +77,10 @@ class Args(CommonArgs):
     exploration_initial_eps: float = field(default=1.0, metadata={"help": "initial teacher probability"})
     exploration_final_eps: float = field(default=0.1, metadata={"help": "final teacher probability"})
     hidden: str = field(default="256,256", metadata={"help": "Q-network hidden layer sizes"})
+    head: str = field(
+        default="bit-flip",
+        metadata={"help": "Q-network head: bit-flip (flip symmetry built in; ours) or mlp (agents.q_networks)"},
+    )
     num_envs: int = field(default=4, metadata={"help": "environments stepped together (DummyVecEnv)"})
     checkpoint_every: int = field(default=50_000, metadata={"help": "steps between checkpoints"})
     eval_every: int = field(
@@ -127,6 +132,8 @@ def check_args(args: Args) -> list[int]:
         ),
         non_negative=("learning_starts",),
     )  # fmt: skip
+    if args.head not in HEADS:
+        raise UsageError(f"--head must be one of {', '.join(HEADS)}, got {args.head!r}")
     return parse_hidden(args.hidden)
 
 
@@ -136,7 +143,7 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> GuidedD
     if args.resume:
         return load_sb3_checkpoint(GuidedDQN, folder, env, device, ALGO)
     return GuidedDQN(
-        "MultiInputPolicy",
+        GuidedDQNPolicy,
         env,
         learning_rate=args.learning_rate,
         buffer_size=args.buffer_size,
@@ -148,7 +155,7 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> GuidedD
         exploration_fraction=args.exploration_fraction,
         exploration_initial_eps=args.exploration_initial_eps,
         exploration_final_eps=args.exploration_final_eps,
-        policy_kwargs={"net_arch": hidden},
+        policy_kwargs={"net_arch": hidden, "head": args.head},
         tensorboard_log=str(folder / "tb"),
         device=device,
         seed=args.seed,

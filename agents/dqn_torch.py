@@ -63,6 +63,7 @@ from agents.common import (
     summary_writer,
     write_scalars,
 )
+from agents.q_networks import HEADS, QNetwork
 from hashing_gym.envs import encode_batch
 from hashing_gym.envs.binary_code_travel_vector import BinaryCodeTravelVectorEnv
 
@@ -94,6 +95,10 @@ class Args(CommonArgs):
     exploration_initial_eps: float = field(default=1.0, metadata={"help": "initial teacher probability"})
     exploration_final_eps: float = field(default=0.1, metadata={"help": "final teacher probability"})
     hidden: str = field(default="256,256", metadata={"help": "Q-network hidden layer sizes"})
+    head: str = field(
+        default="bit-flip",
+        metadata={"help": "Q-network head: bit-flip (flip symmetry built in; ours) or mlp (agents.q_networks)"},
+    )
     double_q: bool = field(
         default=False, metadata={"help": "Double DQN targets: the online network picks, the target values"}
     )
@@ -101,25 +106,6 @@ class Args(CommonArgs):
     eval_every: int = field(
         default=100_000, metadata={"help": "env steps between retrieval evaluations (0: at the end only)"}
     )
-
-
-class QNetwork(nn.Module):
-    """MLP from (features, code, history) to the Q-value of each action (bits + 1)."""
-
-    def __init__(self, feature_dim: int, bits: int, history: int, hidden: list[int]) -> None:
-        super().__init__()
-        self.config = {"feature_dim": feature_dim, "bits": bits, "history": history, "hidden": hidden}
-        sizes = [feature_dim + bits * (1 + history), *hidden]
-        layers: list[nn.Module] = []
-        for size_in, size_out in zip(sizes[:-1], sizes[1:], strict=True):
-            layers += [nn.Linear(size_in, size_out), nn.ReLU()]
-        layers.append(nn.Linear(sizes[-1], bits + 1))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, features: torch.Tensor, code: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        """Q-values (n, bits + 1) of n observations."""
-        x = torch.cat([features, code.to(features.dtype), history.flatten(1).to(features.dtype)], dim=1)
-        return self.net(x)
 
 
 class ReplayBuffer:
@@ -226,6 +212,8 @@ def check_args(args: Args) -> list[int]:
     )  # fmt: skip
     if args.buffer_size < args.num_envs:
         raise UsageError(f"--buffer-size {args.buffer_size} must hold one step of --num-envs {args.num_envs}")
+    if args.head not in HEADS:
+        raise UsageError(f"--head must be one of {', '.join(HEADS)}, got {args.head!r}")
     return parse_hidden(args.hidden)
 
 
@@ -251,8 +239,8 @@ def main(args: Args) -> dict[str, Any]:
         num_envs=args.num_envs, dataset=dataset, bits=args.bits, device=device, check_actions=False
     )
     features = torch.as_tensor(np.array(envs.single_env.features), device=device)
-    q_network = QNetwork(envs.feature_dim, args.bits, envs.history_length, hidden).to(device)
-    target_network = QNetwork(envs.feature_dim, args.bits, envs.history_length, hidden).to(device)
+    q_network = QNetwork(envs.feature_dim, args.bits, envs.history_length, hidden, args.head).to(device)
+    target_network = QNetwork(envs.feature_dim, args.bits, envs.history_length, hidden, args.head).to(device)
     target_network.load_state_dict(q_network.state_dict())
     optimizer = torch.optim.Adam(
         q_network.parameters(), lr=args.learning_rate, **({"fused": True} if device.type == "cuda" else {})
@@ -419,6 +407,7 @@ def _update(
 def load_model(folder: Path, device: str = "auto") -> QNetwork:
     """The trained Q-network of a run folder."""
     saved = read_tensors(Path(folder) / MODEL_FILE, map_location=resolve_device(device))
-    model = QNetwork(**saved["config"])
+    # Runs from before the bit-flip head have no "head" in their config: theirs was the plain MLP.
+    model = QNetwork(**{"head": "mlp", **saved["config"]})
     model.load_state_dict(saved["state_dict"])
     return model.to(resolve_device(device))

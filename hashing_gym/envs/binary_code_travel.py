@@ -26,8 +26,8 @@ class BinaryCodeTravelEnv(HashingEnv):
     (``hashing_gym.codes.label_codebook``, minimum distance :math:`D_{min}`, radius
     :math:`R = \lfloor (D_{min} - 1) / 2 \rfloor`). An episode starts from a code
     :math:`e_0` for one item of the split; each step flips one bit or terminates. At test time the
-    greedy policy, run from a fixed start code for at most :math:`M = b` steps, is the hash
-    function (``encode_batch``).
+    greedy policy, run from a random start code for at most :math:`M = b` steps (the paper's
+    testing phase), is the hash function (``encode_batch``).
 
     ## Action Space
 
@@ -56,7 +56,15 @@ class BinaryCodeTravelEnv(HashingEnv):
     - a flip (Eq. 1): :math:`(d^t_{pos} - d^t_{neg}) - (d^{t+1}_{pos} - d^{t+1}_{neg})`, so the
       flip rewards of an episode telescope to the start margin minus the end margin;
     - terminate (Eq. 2): :math:`+\sigma` if :math:`d^t_{pos} \le \eta`, else :math:`-\sigma`
-      (:math:`\sigma = 5`, :math:`\eta = \mathrm{round}(R / 2)` by default, the paper's best).
+      (:math:`\sigma = 5` as in the paper; :math:`0 \le \eta \le R`).
+
+    The default :math:`\eta` is our rule (``core.default_eta``): the paper's Table 1 gives the best
+    :math:`\eta` per data set and length (CIFAR-10: 2 at 16 bits, 5 at 32 bits; NUS-WIDE: 1 and 3)
+    and says it is "usually around R/2". We take Table 1's value where our codebook has the paper's
+    radius at that length (single-label data: CIFAR-10's column; multi-label: NUS-WIDE's), else
+    :math:`\lceil R/2 \rceil` for single-label and :math:`\lfloor R/2 \rfloor` for multi-label data,
+    the roundings that match Table 1 at 16 bits. Digits (10 classes): 2 at 16 bits, 5 at 32 bits,
+    8 at 64 bits.
 
     ## Starting State
 
@@ -71,9 +79,14 @@ class BinaryCodeTravelEnv(HashingEnv):
        the limit depends on ``bits``; the registration sets no ``max_episode_steps``.
 
     ``info`` (from ``reset`` and every ``step``) holds ``index``, ``d_pos``, ``d_neg`` and
-    ``expert_action``: DRLH's guided-exploration teacher, which terminates once
-    :math:`d_{pos} \le \eta` and otherwise flips the lowest-index bit where the code differs
-    from the target codeword (the nearest of the item's class codewords).
+    ``expert_action``, the teacher of guided exploration. DRLH says only that exploration follows
+    an expert's demonstrations; this teacher is ours: while :math:`d_{pos} > 0` it flips the wrong
+    bit (where the code differs from the target codeword, the nearest of the item's class
+    codewords) whose flip earns the largest reward, lowest index on ties, and at
+    :math:`d_{pos} = 0` it terminates. A wrong bit's reward does not depend on the other bits, so
+    this order maximises the discounted return of the flips, and going on to :math:`d_{pos} = 0`
+    rather than stopping at :math:`\eta` collects every remaining flip reward before the
+    :math:`+\sigma`. Its flips never raise :math:`d_{pos}`.
 
     ## Arguments
 
@@ -91,7 +104,7 @@ class BinaryCodeTravelEnv(HashingEnv):
     | bits        | 16           | code length b                                                |
     | split       | ``"train"``  | the split whose items are encoded                            |
     | codebook    | ``"bch"``    | label codebook kind (``"bch"``, ``"hadamard"``, ``"random"``) |
-    | eta         | None         | termination threshold; None means ``round(R / 2)``          |
+    | eta         | None         | termination threshold in [0, R]; None: ``default_eta`` (above) |
     | sigma       | 5.0          | termination reward                                           |
     | init        | ``"random"`` | start code: ``"random"`` or ``"zeros"``                      |
     | max_steps   | None         | truncation; None means ``bits + 1``                          |
@@ -99,6 +112,20 @@ class BinaryCodeTravelEnv(HashingEnv):
     | flatten     | False        | one float32 ``Box`` observation instead of a ``Dict``        |
     | seed        | 0            | seed of the codebook (message choice and padding bits)       |
     | render_mode | None         | ``"ansi"`` or ``"rgb_array"``                                |
+
+    ## Differences from the paper
+
+    - The teacher's rule (above) and the default :math:`\eta` rule (above) are ours; the paper
+      names neither beyond Table 1 and "around R/2".
+    - Training episodes truncate after ``bits + 1`` steps (ours: the teacher needs at most ``b``
+      flips and a terminate); the paper gives M = b for the testing phase only, which
+      ``encode_batch`` follows.
+    - ``init="zeros"``, ``codebook="hadamard"``/``"random"``, ``flatten`` and ``history`` other
+      than 10 are our options; the defaults are the paper's (random :math:`e_0`, BCH codewords,
+      10 past actions in the state).
+    - The state's feature vector is whatever the data set holds (the paper uses CNN features or
+      GIST); no feature network is trained through the environment.
+    - The agent (``agents.dqn``) differs from the paper's DQN in ways its docstring lists.
 
     ## Version History
 
@@ -255,16 +282,20 @@ def encode_batch(
     bits: int,
     *,
     max_steps: int | None = None,
-    init: str = "zeros",
+    init: str = "random",
     history: int = 10,
     flatten: bool = False,
     seed: int = 0,
 ) -> np.ndarray:
     """Encode items with a trained policy: DRLH's test phase, batched over the items.
 
-    Every item starts from the same code (``init="zeros"``; ``"random"`` draws one start code per
-    item with ``seed``) and follows ``policy`` for at most ``max_steps`` steps (default ``bits``,
-    the paper's M = b); an item stops moving once its policy terminates.
+    As in the paper ("We initialize e_0 for each image as a random binary code"; M = b in the
+    testing phase), every item starts from a random code and follows ``policy`` for at most
+    ``max_steps`` steps (default ``bits``); an item stops moving once its policy terminates. The
+    start codes are ``numpy.random.default_rng(seed).integers(0, 2, (n, bits), dtype=int8)``, row i
+    for item i, so the same ``seed`` gives the same start codes (and a deterministic policy the same
+    codes). ``init="zeros"`` starts every item from the all-zeros code instead (our option, not the
+    paper's: it makes the codes independent of any random draw).
 
     Args:
         policy: maps a batch of observations (dict of arrays with a leading batch axis, or a
@@ -273,7 +304,7 @@ def encode_batch(
         features: float32 (n, D) features of the items.
         bits: code length b.
         max_steps: step limit M; None means ``bits``.
-        init: ``"zeros"`` or ``"random"``.
+        init: ``"random"`` (the paper's) or ``"zeros"``.
         history: number of past flips in the observation (as the env's ``history``).
         flatten: whether the policy takes the flattened observation.
         seed: seed of random start codes.

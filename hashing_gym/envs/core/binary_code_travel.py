@@ -11,8 +11,13 @@ the item carries every class):
 - a flip earns Eq. 1, :math:`(d^t_{pos} - d^t_{neg}) - (d^{t+1}_{pos} - d^{t+1}_{neg})`;
 - terminating earns Eq. 2, :math:`+\sigma` if :math:`d^t_{pos} \le \eta`, else :math:`-\sigma`;
 - an episode truncates after ``max_steps`` steps unless that step terminates;
-- the teacher terminates once :math:`d_{pos} \le \eta`, else flips the lowest-index bit where the
-  code differs from the target codeword.
+- the teacher (ours: DRLH names guided exploration by an expert but not the expert) flips, while
+  :math:`d_{pos} > 0`, the wrong bit (one where the code differs from the target codeword) whose
+  flip earns the largest Eq. 1 reward, lowest index on ties, and terminates at :math:`d_{pos} = 0`.
+  A wrong bit's flip lowers :math:`d_{pos}` by exactly one and its reward does not depend on the
+  other bits, so this order maximises the discounted return of the flips; going on to
+  :math:`d_{pos} = 0` instead of stopping at :math:`\eta` earns every remaining flip reward
+  (each at least :math:`(1 - \gamma)\sigma` for the defaults) before the :math:`+\sigma`.
 
 A flip changes the distance to codeword :math:`c` by +1 where the code agreed with :math:`w_c` at
 that bit and by -1 where it differed, so a step adds one row of a precomputed table instead of
@@ -91,6 +96,14 @@ class Params:
     """float64 (2,): the terminate rewards inside and outside the eta-ball, +sigma and -sigma."""
     one_hot: Any
     """int8 (b + 1, b): one-hot rows of the bits; row b (the terminate action, an empty history slot) is 0."""
+    flip_gain_class: Any
+    """int64 (C, b): 1 - 2 w_ck, the change of the distance to codeword c when bit k flips from 0."""
+    flip_gain_total: Any
+    """int64 (b,): ``flip_gain_class`` summed over the classes."""
+    flip_gain: Any
+    """float32 (C, b): ``flip_gain_class`` as float32, for the multi-label teacher's matrix product."""
+    no_gain: int
+    """A teacher score below every wrong bit's (-C): marks the bits that are already right."""
 
 
 class State(NamedTuple):
@@ -112,6 +125,37 @@ class State(NamedTuple):
     """int64 (n,): distance to the target codeword."""
     d_neg: Any
     """float64 (n,): mean distance to the other classes' codewords (0 if there are none)."""
+
+
+# DRLH Table 1: the best eta per data set and length. CIFAR-10 (10 classes, single-label) peaks at
+# eta = 2 of R = 3 (16 bits) and eta = 5 of R = 7 (32 bits); NUS-WIDE (21 classes, multi-label) at
+# eta = 1 of R = 3 and eta = 3 of R = 7. Keyed by (multi-label, bits, R): a table entry applies only
+# where our codebook has the paper's radius at that length.
+TABLE1_ETA: dict[tuple[bool, int, int], int] = {
+    (False, 16, 3): 2,
+    (False, 32, 7): 5,
+    (True, 16, 3): 1,
+    (True, 32, 7): 3,
+}
+
+
+def default_eta(radius: int, bits: int, multi_label: bool) -> int:
+    """The default termination threshold eta (our rule, from DRLH's Table 1 and its "around R/2").
+
+    Where Table 1 reports the best eta for this kind of data, length and radius, that value;
+    elsewhere ``ceil(R / 2)`` for single-label data and ``floor(R / 2)`` for multi-label data: the
+    roundings of R/2 that give Table 1's best eta at 16 bits on CIFAR-10 (single-label, 2 of R = 3)
+    and on NUS-WIDE (multi-label, 1 of R = 3), and that stay on the side of Table 1's best at 32 bits.
+
+    >>> [default_eta(3, 16, False), default_eta(7, 32, False), default_eta(15, 64, False)]
+    [2, 5, 8]
+    >>> default_eta(15, 64, multi_label=True)
+    7
+    """
+    table = TABLE1_ETA.get((bool(multi_label), int(bits), int(radius)))
+    if table is not None:
+        return table
+    return radius // 2 if multi_label else (radius + 1) // 2
 
 
 def make_params(
@@ -147,14 +191,18 @@ def make_params(
     words = label_codebook(data.num_classes, bits, kind=codebook, seed=seed)
     radius = error_correcting_radius(words)
     if eta is None:
-        eta = round(radius / 2)
-    if isinstance(eta, bool) or not isinstance(eta, (int, np.integer)) or not 0 <= eta <= bits:
-        raise ValueError(f"eta must be an integer in [0, bits={bits}], got {eta!r}")
+        eta = default_eta(radius, bits, data.multi_label)
+    if isinstance(eta, bool) or not isinstance(eta, (int, np.integer)) or not 0 <= eta <= radius:
+        raise ValueError(
+            f"eta must be an integer in [0, R={radius}] (DRLH: 0 <= eta <= R_BCH; R is the codebook's "
+            f"error-correcting radius at {bits} bits), got {eta!r}"
+        )
 
     positive = label_mask(items, data.num_classes)
     flip_delta = np.zeros((bits + 1, 2, data.num_classes), dtype=np.int64)
     flip_delta[:bits, 0] = 1 - 2 * words.T.astype(np.int64)  # from 0: +1 where w_c has a 0
     flip_delta[:bits, 1] = -flip_delta[:bits, 0]
+    gain = 1 - 2 * words.astype(np.int64)  # (C, b)
     return Params(
         bits=bits,
         eta=int(eta),
@@ -175,6 +223,10 @@ def make_params(
         flip_delta=flip_delta,
         stop_reward=np.array([sigma, -sigma], dtype=np.float64),
         one_hot=np.eye(bits + 1, bits, dtype=np.int8),
+        flip_gain_class=gain,
+        flip_gain_total=gain.sum(axis=0),
+        flip_gain=gain.astype(np.float32),
+        no_gain=-data.num_classes,
     )
 
 
@@ -278,16 +330,33 @@ def step(params: Params, state: State, action: Any) -> tuple[State, Any, Any, An
 
 
 def teacher_action(params: Params, state: State) -> Any:
-    """DRLH's teacher (int64 (n,)): terminate inside the eta-ball, else flip the first wrong bit."""
-    first = (state.code ^ params.codewords[state.target]).argmax(axis=1)  # 0/1 int8: torch has no bool argmax
-    return _xp(state.code).where(state.d_pos <= params.eta, params.bits, first)
+    """The teacher (int64 (n,)): the wrong bit whose flip earns the most, or terminate at d_pos = 0.
+
+    A wrong bit k (the code differs from the target codeword there) lowers d_pos by one when flipped,
+    and changes the summed distance to the negative classes by ``(1 - 2 e_k) * S_k`` with
+    ``S_k = sum over negative classes c of (1 - 2 w_ck)``; so the largest reward (Eq. 1) is the
+    largest integer ``(1 - 2 e_k) S_k`` among the wrong bits (lowest index on ties: numpy's and
+    torch's argmax both return the first maximum).
+    """
+    xp = _xp(state.code)
+    sign = 1 - 2 * xp.astype(state.code, xp.int64)  # (n, b): +1 where the bit is 0, -1 where 1
+    if params.multi_label:
+        negative = xp.astype(~params.positive[state.index], xp.float32)
+        # Small integers: exact in float32 (torch has no integer matmul on CUDA).
+        sums = xp.astype(negative @ params.flip_gain, xp.int64)
+    else:
+        sums = params.flip_gain_total - params.flip_gain_class[state.target]
+    wrong = state.code != params.codewords[state.target]
+    score = xp.where(wrong, sign * sums, params.no_gain)
+    best = score.argmax(axis=1)
+    return xp.where(state.d_pos == 0, params.bits, best)
 
 
 def teacher_mask(params: Params, state: State) -> Any:
-    """Bool (n, b + 1): the actions the teacher counts as right (inside: terminate; else any wrong bit)."""
+    """Bool (n, b + 1): the actions the teacher counts as right: a wrong bit, or terminate inside eta."""
     inside = (state.d_pos <= params.eta)[:, None]
     wrong = state.code != params.codewords[state.target]
-    return _xp(state.code).concat([wrong & ~inside, inside], axis=1)
+    return _xp(state.code).concat([wrong, inside], axis=1)
 
 
 def info(params: Params, state: State) -> dict[str, Any]:
