@@ -79,7 +79,7 @@ class Args(CommonArgs):
     hidden: str = field(default="256,256", metadata={"help": "Q-network hidden layer sizes"})
     head: str = field(
         default="bit-flip",
-        metadata={"help": "Q-network head: bit-flip (flip symmetry built in; ours) or mlp (agents.q_networks)"},
+        metadata={"help": "head: bit-flip (flip symmetry built in, ours) or mlp; see agents.q_networks"},
     )
     num_envs: int = field(default=4, metadata={"help": "environments stepped together (DummyVecEnv)"})
     checkpoint_every: int = field(default=50_000, metadata={"help": "steps between checkpoints"})

@@ -97,7 +97,7 @@ class Args(CommonArgs):
     hidden: str = field(default="256,256", metadata={"help": "Q-network hidden layer sizes"})
     head: str = field(
         default="bit-flip",
-        metadata={"help": "Q-network head: bit-flip (flip symmetry built in; ours) or mlp (agents.q_networks)"},
+        metadata={"help": "head: bit-flip (flip symmetry built in, ours) or mlp; see agents.q_networks"},
     )
     double_q: bool = field(
         default=False, metadata={"help": "Double DQN targets: the online network picks, the target values"}
