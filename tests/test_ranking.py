@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from hashing_gym import ranking as R
+from hashing_gym.ranking import _checks, _cuda, _numba, _torch
 
 BACKENDS = R.BACKENDS
 BITS = (8, 12, 16, 64, 100)
@@ -243,7 +244,7 @@ def test_heavy_ties(backend):
 @pytest.mark.parametrize("backend", ["numpy", "faiss"])
 def test_parallel_and_serial_kernels(backend, parallel, monkeypatch):
     """Both numba variants (parallel over queries, serial for small work) against the reference."""
-    monkeypatch.setattr(R, "_PARALLEL_MIN_PAIRS", 0 if parallel else 10**12)
+    monkeypatch.setattr(_numba, "PARALLEL_MIN_PAIRS", 0 if parallel else 10**12)
     xq, yq, xb, yb = make_data(12, nq=16, nb=200, multi=True, seed=12)
     d, rel = ref_distances(xq, xb), ref_relevance(yq, yb)
     np.testing.assert_array_equal(R.hamming_distance(xq, xb, backend=backend), d)
@@ -547,7 +548,7 @@ bad_inputs = [
     (
         R.mean_average_precision,
         {"backend": "torch", "device": "tpu9"},
-        r"device='tpu9' is not a torch device",
+        r"device='tpu9' is not one of auto, cpu, cuda",
     ),
     (R.precision_at_k, {"k": 0}, r"k must be a positive integer, got 0"),
     (R.precision_at_radius, {"radius": -1}, r"radius must be a non-negative integer, got -1"),
@@ -610,19 +611,19 @@ def test_torch_cuda_equals_numpy():
 def test_cuda_kernel_block_sizes():
     """Counters of a block fit the static shared memory; too many bins leave the work to plain torch."""
     for nbins in (2, 5, 65, 101, 161, 257, 384):
-        threads = R._cuda_threads(nbins)
+        threads = _cuda.block_threads(nbins)
         assert threads % 32 == 0 and 32 <= threads <= 128
-        assert 4 * nbins * threads <= R._CUDA_SHARED_BYTES
-    assert R._cuda_threads(65) == 128
-    assert R._cuda_threads(385) < 32  # 384 bits: plain torch
-    data = R._prepare(*make_data(384, nq=2, nb=3), "torch", "cpu")
-    assert not R._cuda_usable(data, torch.device("cuda"))
+        assert 4 * nbins * threads <= _cuda.SHARED_BYTES
+    assert _cuda.block_threads(65) == 128
+    assert _cuda.block_threads(385) < 32  # 384 bits: plain torch
+    data = _checks.prepare(*make_data(384, nq=2, nb=3), "torch", "cpu")
+    assert not _cuda.usable(data, torch.device("cuda"))
 
 
 def test_cuda_kernels_not_used_on_cpu():
     xq, yq, xb, yb = make_data(16)
-    data = R._prepare(xq, yq, xb, yb, "torch", "cpu")
-    assert not R._cuda_usable(data, torch.device("cpu"))
+    data = _checks.prepare(xq, yq, xb, yb, "torch", "cpu")
+    assert not _cuda.usable(data, torch.device("cpu"))
 
 
 CUDA_CASES = [
@@ -637,17 +638,17 @@ CUDA_CASES = [
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.gpu
-@pytest.mark.parametrize("segment", [37, R._CUDA_MAX_SEGMENT], ids=["short-segments", "default"])
+@pytest.mark.parametrize("segment", [37, _cuda.MAX_SEGMENT], ids=["short-segments", "default"])
 @pytest.mark.parametrize("case", CUDA_CASES, ids=lambda c: f"{c[0]}bits-{'multi' if c[1] else 'single'}")
 def test_cuda_kernels_equal_numpy(case, segment, monkeypatch):
     """The CUDA kernels against numba, with segments split everywhere and queries in several chunks."""
     pytest.importorskip("cupy")
     bits, multi, classes, nq, nb, flip = case
-    monkeypatch.setattr(R, "_CUDA_MAX_SEGMENT", segment)
-    monkeypatch.setattr(R, "_CUDA_CHUNK_BYTES", 1 if segment == 37 else R._CUDA_CHUNK_BYTES)
+    monkeypatch.setattr(_cuda, "MAX_SEGMENT", segment)
+    monkeypatch.setattr(_cuda, "CHUNK_BYTES", 1 if segment == 37 else _cuda.CHUNK_BYTES)
     xq, yq, xb, yb = make_data(bits, nq=nq, nb=nb, multi=multi, classes=classes, flip=flip, seed=bits)
-    data = R._prepare(xq, yq, xb, yb, "torch", "cuda")
-    assert R._cuda_usable(data, R._torch_device("cuda"))
+    data = _checks.prepare(xq, yq, xb, yb, "torch", "cuda")
+    assert _cuda.usable(data, _torch.device_of("cuda"))
     cpu = {"backend": "numpy"}
     gpu = {"backend": "torch", "device": "cuda"}
     got, want = R.distance_counts(xq, yq, xb, yb, **gpu), R.distance_counts(xq, yq, xb, yb, **cpu)
@@ -676,7 +677,7 @@ def test_cuda_plain_torch_equals_kernels(monkeypatch):
     """Plain torch on CUDA (the path without CuPy) gives what the kernels give."""
     xq, yq, xb, yb = make_data(32, nq=64, nb=2000, multi=True, seed=32)
     with_kernels = R.evaluate_retrieval(xq, yq, xb, yb, topk=50, backend="torch", device="cuda")
-    monkeypatch.setattr(R, "_CUDA_KERNELS", False)
+    monkeypatch.setattr(_cuda, "ENABLED", False)
     plain = R.evaluate_retrieval(xq, yq, xb, yb, topk=50, backend="torch", device="cuda")
     for key, value in plain.items():
         assert math.isclose(with_kernels[key], value, abs_tol=TOL), key
