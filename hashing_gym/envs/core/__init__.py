@@ -1,0 +1,10 @@
+"""The MDP cores: each MDP's rules (start, transition, reward, teacher) once, batched, over numpy or torch.
+
+- ``hashing_gym.envs.core.rank_list_hash``: RankListHash-v0 (deep policy hashing, listwise reward),
+  used by ``RankListHashEnv`` (and its batched ``rewards`` / ``act``) and ``RankListHashVectorEnv``.
+
+Every core module has the same layout: a frozen ``Params`` dataclass (the constants), a ``State``
+named tuple of arrays with a leading batch axis, ``make_params`` (the argument checks, once) and
+pure functions ``reset``, ``step``, ``observe`` and, where the MDP has one, ``teacher_action``.
+Randomness is drawn by the shells and passed in, so that each shell keeps its random stream.
+"""
