@@ -681,3 +681,69 @@ def test_cuda_plain_torch_equals_kernels(monkeypatch):
     plain = R.evaluate_retrieval(xq, yq, xb, yb, topk=50, backend="torch", device="cuda")
     for key, value in plain.items():
         assert math.isclose(with_kernels[key], value, abs_tol=TOL), key
+
+
+@pytest.mark.parametrize("topk", [None, 1, 7, 40])
+def test_tie_aware_math_is_one_formula_on_numpy_torch_and_numba(topk, monkeypatch):
+    """The vectorised tie-aware AP (numpy and torch) equals its numba transcription bitwise."""
+    from hashing_gym.ranking import _metrics
+
+    xq, yq, xb, yb = make_data(12, nq=40, nb=300, seed=3)
+    counts, relevant = R.distance_counts(xq, yq, xb, yb)
+    compiled = R.average_precision_from_counts(counts, relevant, topk=topk)
+    on_torch = R.average_precision_from_counts(torch.as_tensor(counts), torch.as_tensor(relevant), topk=topk)
+    monkeypatch.setattr(_metrics, "_VECTORISED_ON_NUMPY", True)
+    vectorised = R.average_precision_from_counts(counts, relevant, topk=topk)
+    np.testing.assert_array_equal(vectorised, compiled)
+    np.testing.assert_allclose(on_torch.numpy(), compiled, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("multi", [False, True])
+@pytest.mark.parametrize("ties", R.TIES)
+def test_packed_functions_with_exclude_and_one_database_per_query(multi, ties):
+    """Packed AP with the query's own row left out equals average_precision on the list without it."""
+    rng = np.random.default_rng(int(multi))
+    bits, nq, nb = 70 if multi else 16, 6, 50
+    xq, db = rng.integers(0, 2, (nq, bits)), rng.integers(0, 2, (nq, nb, bits))
+    labels = rng.integers(0, 2, (nb, 9)) if multi else rng.integers(0, 3, nb)
+    items = rng.integers(0, nb, nq)
+    packed_labels = R.pack_codes(labels) if multi else labels
+    xb = np.stack([R.pack_codes(d) for d in db])
+    for topk in (None, 5):
+        want = np.array(
+            [
+                R.average_precision(
+                    xq[i : i + 1],
+                    labels[items[i] : items[i] + 1],
+                    np.delete(db[i], items[i], 0),
+                    np.delete(labels, items[i], 0),
+                    topk=topk,
+                    ties=ties,
+                )[0]
+                for i in range(nq)
+            ]
+        )
+        args = (R.pack_codes(xq), packed_labels[items], xb, packed_labels, bits)
+        got = R.packed_average_precision(*args, topk=topk, ties=ties, exclude=items)
+        np.testing.assert_array_equal(got, want)
+        t = torch.as_tensor
+        tl = t(packed_labels.view(np.int64)) if multi else t(packed_labels)
+        for word_bits in (16, 32, 64):
+            targs = (R.pack_codes(t(xq), word_bits=word_bits), tl[t(items)])
+            targs += (R.pack_codes(t(db), word_bits=word_bits), tl, bits)
+            got = R.packed_average_precision(*targs, topk=topk, ties=ties, exclude=t(items))
+            np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12)
+            np.testing.assert_array_equal(R.unpack_codes(targs[2], bits).numpy(), db)
+
+
+def test_import_has_no_side_effects():
+    """Importing the package imports no backend and leaves numba's threading layer alone."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hashing_gym.ranking; "
+        "print([m for m in ('numba', 'faiss', 'torch', 'cupy') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

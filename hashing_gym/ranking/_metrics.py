@@ -1,6 +1,6 @@
 """The metrics' math from per-query histograms and sums, written once over numpy or torch arrays.
 
-``xp = array_namespace(x)`` is numpy or torch (CPU or CUDA); every function here returns arrays of
+``xp = namespace(x)`` is numpy or torch (CPU or CUDA); every function here returns arrays of
 its inputs' namespace and device, so an environment on a GPU never copies its rewards to the host.
 Row sums are cumulative sums read at their last column: sequential on numpy, the order the
 per-query loops of the numba kernels used, so results are bitwise those of a loop over buckets.
@@ -15,9 +15,21 @@ import numpy as np
 from array_api_compat import array_namespace, device
 
 
+def namespace(*arrays: Any) -> Any:
+    """The arrays' namespace: numpy itself for numpy arrays (the compat layer costs microseconds a call)."""
+    if all(isinstance(array, np.ndarray) for array in arrays):
+        return np
+    return array_namespace(*arrays)
+
+
+# numpy arrays take the numba transcription of tie_aware_sums (speed: see _numba.tie_aware_sums);
+# True runs this module's vectorised form on numpy too (tests compare the two).
+_VECTORISED_ON_NUMPY = False
+
+
 def ratio(num: Any, den: Any) -> Any:
     """``num / den`` in float64, 0 where ``den == 0`` (``den`` broadcasts)."""
-    xp = array_namespace(num, den)
+    xp = namespace(num, den)
     num = xp.astype(num, xp.float64)
     den = xp.astype(den, xp.float64)
     positive = den > 0
@@ -26,13 +38,13 @@ def ratio(num: Any, den: Any) -> Any:
 
 def row_sum(values: Any) -> Any:
     """Sum of each row, added left to right."""
-    xp = array_namespace(values)
+    xp = namespace(values)
     return xp.cumulative_sum(values, axis=1)[:, -1]
 
 
 def precision_within(counts: Any, relevant: Any, radius: int) -> Any:
     """Precision of the items within ``radius`` of each query (0 when none is retrieved) (nq,)."""
-    xp = array_namespace(counts)
+    xp = namespace(counts)
     r = min(radius, counts.shape[1] - 1)
     return ratio(xp.sum(relevant[:, : r + 1], axis=1), xp.sum(counts[:, : r + 1], axis=1))
 
@@ -71,12 +83,16 @@ def tie_aware_sums(counts: Any, relevant: Any, k: Any, num_items: int | None = N
         num_items: an upper bound of each query's total count; None to read it from ``counts`` (on a
             GPU, a wait for the device).
     """
-    xp = array_namespace(counts, relevant)
-    counts = xp.astype(counts, xp.int64)
-    relevant = xp.astype(relevant, xp.int64)
+    xp = namespace(counts, relevant)
     if num_items is None:
         num_items = int(xp.max(xp.sum(counts, axis=1))) if counts.shape[0] else 0
     harmonic = harmonic_numbers(num_items, counts)
+    if isinstance(counts, np.ndarray) and not _VECTORISED_ON_NUMPY:
+        from hashing_gym.ranking import _numba
+
+        return _numba.tie_aware_sums(counts, relevant, k, harmonic)
+    counts = xp.astype(counts, xp.int64)
+    relevant = xp.astype(relevant, xp.int64)
     cutoffs = (
         k if isinstance(k, int) else xp.reshape(xp.asarray(k, dtype=xp.int64, device=device(counts)), (-1, 1))
     )
@@ -123,7 +139,7 @@ def stable_sums(distance: Any, relevant: Any, ks: tuple[int, ...]) -> tuple[Any,
         ``(ap_sum, hits)``: float64 and int64 (nq, len(ks)). The sums run in rank order, so they may
         differ from the numba scan's (in database order) in the last bits.
     """
-    xp = array_namespace(distance, relevant)
+    xp = namespace(distance, relevant)
     order = xp.argsort(distance, axis=1, stable=True)  # ties by database index
     rel_sorted = xp.astype(xp.take_along_axis(xp.astype(relevant, xp.int64), order, axis=1), xp.float64)
     found = xp.cumulative_sum(rel_sorted, axis=1)

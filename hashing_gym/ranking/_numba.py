@@ -273,6 +273,47 @@ def stats_into(
     _launch("stats", pairs, dist, xq, banks, bank_of, lq, lb, skip, multi, ks, stable, *out)
 
 
+def tie_aware_sums(
+    counts: np.ndarray, relevant: np.ndarray, k: Any, harmonic: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """``_metrics.tie_aware_sums`` on numpy, compiled: the same expressions in the same order, bitwise.
+
+    The vectorised form costs about 30 numpy calls (60 us for one query, an env's reward) against this
+    kernel's few microseconds; tests check that both agree.
+    """
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    relevant = np.ascontiguousarray(relevant, dtype=np.int64)
+    cutoffs = np.ascontiguousarray(np.broadcast_to(np.asarray(k, dtype=np.int64), counts.shape[:1]))
+    expected_sum = np.empty(counts.shape[0], dtype=np.float64)
+    expected_hits = np.empty(counts.shape[0], dtype=np.float64)
+    _tie_aware_kernel(counts, relevant, cutoffs, harmonic, expected_sum, expected_hits)
+    return expected_sum, expected_hits
+
+
+@numba.njit(cache=True)
+def _tie_aware_kernel(counts, relevant, cutoffs, harmonic, expected_sum, expected_hits):
+    """Per query, bucket by bucket: ``N_<``, ``R_<``, the ``m`` positions inside the top k, closed form."""
+    for i in range(counts.shape[0]):
+        before = 0  # N_<
+        rel_before = 0  # R_<
+        total = 0.0
+        hits = 0.0
+        for d in range(counts.shape[1]):
+            n = counts[i, d]
+            r = relevant[i, d]
+            inside = min(max(cutoffs[i] - before, 0), n)
+            if r > 0:
+                slope = (r - 1.0) / (n - 1.0) if n > 1 else 0.0  # B
+                intercept = rel_before + 1.0 - slope * (1.0 + before)  # A - B (1 + N_<)
+                gap = harmonic[before + inside] - harmonic[before]
+                total += (r / n) * (slope * inside + intercept * gap)
+                hits += r if inside == n else r * (inside / n)
+            before += n
+            rel_before += r
+        expected_sum[i] = total
+        expected_hits[i] = hits
+
+
 @numba.njit(cache=True)
 def _harmonic_kernel(length):
     table = np.empty(length, dtype=np.float64)
