@@ -181,7 +181,8 @@ def packed_distance_counts(
 
     An environment that ranks a few codes against the same database at every step packs the database
     once, so each call costs O(nq nb ceil(bits / 64)) on the numba kernel: nothing is validated element by
-    element or packed again (only shapes, dtypes and the zero padding of the last word are checked).
+    element or packed again (only shapes, dtypes and the queries' zero padding are checked; the
+    database's padding bits are masked off).
     Tensors (packed by :func:`pack_codes` on a torch device) are counted there, and the results stay
     there.
 
@@ -272,17 +273,18 @@ def _check_packed_call(xq: Any, lq: Any, xb: Any, lb: Any, bits: Any, exclude: A
     """Checked arguments of the packed functions (shapes and dtypes; numpy: the words' padding)."""
     bits = check_positive_int(bits, "bits")
     check_packed("xq", xq, bits, per_query=False)
-    check_packed("xb", xb, bits, per_query=True)
-    if is_torch(xq) != is_torch(xb) or is_torch(xq) != is_torch(lq) or is_torch(xq) != is_torch(lb):
+    check_packed("xb", xb, bits, per_query=True, padding=False)  # the kernels mask it: O(1), not O(nb)
+    on_torch = is_torch(xq)
+    if not on_torch == is_torch(xb) == is_torch(lq) == is_torch(lb):
         raise ValueError("xq, lq, xb and lb must all be numpy arrays or all be torch tensors")
     nq = xq.shape[0]
     if xb.ndim == 3 and xb.shape[0] != nq:
         raise ValueError(f"xb with one database per query must have {nq} databases, got {xb.shape[0]}")
-    if not is_torch(xq):
+    if not on_torch:
         lq, lb = np.asarray(lq), np.asarray(lb)
     check_packed_labels(lq, lb, nq, xb.shape[-2])
     if exclude is not None:
-        if not is_torch(xq):
+        if not on_torch:
             exclude = np.asarray(exclude)
             if exclude.shape != (nq,) or not np.issubdtype(exclude.dtype, np.integer):
                 raise ValueError(

@@ -174,7 +174,7 @@ def word_bits_of(words: Any) -> int:
     return {"uint64": 64, "int64": 64, "int32": 32, "int16": 16}.get(str(words.dtype).split(".")[-1], 0)
 
 
-def check_packed(name: str, words: Any, bits: int, per_query: bool) -> None:
+def check_packed(name: str, words: Any, bits: int, per_query: bool, padding: bool = True) -> None:
     """Packed codes (n, words) (or (nq, n, words) when ``per_query``) of ``bits``; numpy: padding checked."""
     torch_input = is_torch(words)
     width = word_bits_of(words) if torch_input else (64 if getattr(words, "dtype", None) == np.uint64 else 0)
@@ -187,7 +187,13 @@ def check_packed(name: str, words: Any, bits: int, per_query: bool) -> None:
             f"{getattr(words, 'dtype', type(words).__name__)} of shape {tuple(np.shape(words))}"
         )
     # Set padding bits would give distances above `bits`, out of the histograms' range.
-    if not torch_input and bits % 64 and words.size and (words[..., -1] >> np.uint64(bits % 64)).any():
+    if (
+        padding
+        and not torch_input
+        and bits % 64
+        and words.size
+        and (words[..., -1] >> np.uint64(bits % 64)).any()
+    ):
         raise ValueError(f"{name} has bits set beyond bit {bits}: pack codes with pack_codes")
 
 

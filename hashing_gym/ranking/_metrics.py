@@ -30,6 +30,11 @@ _VECTORISED_ON_NUMPY = False
 def ratio(num: Any, den: Any) -> Any:
     """``num / den`` in float64, 0 where ``den == 0`` (``den`` broadcasts)."""
     xp = namespace(num, den)
+    if xp is np:  # one division into zeros: fewer temporaries than the where form below
+        num = np.asarray(num, dtype=np.float64)
+        out = np.zeros(num.shape, dtype=np.float64)
+        np.divide(num, np.broadcast_to(np.asarray(den, dtype=np.float64), num.shape), out=out, where=den > 0)
+        return out
     num = xp.astype(num, xp.float64)
     den = xp.astype(den, xp.float64)
     positive = den > 0

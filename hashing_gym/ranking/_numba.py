@@ -48,6 +48,16 @@ def _distance(xq, i, xb, j):
 
 
 @numba.njit(cache=True, inline="always")
+def _masked_distance(xq, i, xb, j, last_mask):
+    """:func:`_distance` with the last word's padding bits masked off (the database's are not checked)."""
+    last = xq.shape[1] - 1
+    d = _popcount((xq[i, last] ^ xb[j, last]) & last_mask)
+    for w in range(last):
+        d += _popcount(xq[i, w] ^ xb[j, w])
+    return d
+
+
+@numba.njit(cache=True, inline="always")
 def _is_relevant(lq, i, lb, j, multi):
     if multi:
         for w in range(lq.shape[1]):
@@ -118,10 +128,10 @@ def _stable_scan(keys, counts, relevant, ks, ap_sum, hits):
 
 
 @numba.njit(cache=True, inline="always")
-def _keys_one_word(q, label, xb, lb, stable, hist, keys):
+def _keys_one_word(q, label, xb, lb, last_mask, stable, hist, keys):
     """:func:`_stats_row`'s loop for one-word codes and class ids (3x faster than the general loop)."""
     for j in range(xb.shape[0]):
-        key = 2 * _popcount(q ^ xb[j, 0]) + (1 if label == lb[j, 0] else 0)
+        key = 2 * _popcount((q ^ xb[j, 0]) & last_mask) + (1 if label == lb[j, 0] else 0)
         hist[key] += 1
         if stable:
             keys[j] = key
@@ -136,19 +146,21 @@ def _stats_row(dist, xq, xb, lq, lb, i, skip, multi, ks, stable, counts, relevan
     """
     nb, nbins = lb.shape[0], counts.shape[1]
     from_codes = dist.shape[0] == 0
+    bits = nbins - 1
+    last_mask = np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64((64 - bits % 64) % 64)
     keys = np.empty(nb if stable else 0, dtype=np.int32)
     hist = np.zeros(2 * nbins, dtype=np.int64)  # per key 2 d + relevant: one increment per item
     if from_codes and xq.shape[1] == 1 and not multi:
-        _keys_one_word(xq[i, 0], lq[i, 0], xb, lb, stable, hist, keys)
+        _keys_one_word(xq[i, 0], lq[i, 0], xb, lb, last_mask, stable, hist, keys)
     else:
         for j in range(nb):
-            d = _distance(xq, i, xb, j) if from_codes else dist[i, j]
+            d = _masked_distance(xq, i, xb, j, last_mask) if from_codes else dist[i, j]
             key = 2 * d + _is_relevant(lq, i, lb, j, multi)
             hist[key] += 1
             if stable:
                 keys[j] = key
     if skip >= 0:  # counted above with the others (the loops stay branch-free), taken out here
-        d = _distance(xq, i, xb, skip) if from_codes else dist[i, skip]
+        d = _masked_distance(xq, i, xb, skip, last_mask) if from_codes else dist[i, skip]
         hist[2 * d + _is_relevant(lq, i, lb, skip, multi)] -= 1
         if stable:
             keys[skip] = 2 * nbins
