@@ -2,6 +2,8 @@
 
 - ``hashing_gym.envs.core.binary_code_travel``: BinaryCodeTravel-v0 (DRLH), used by
   ``BinaryCodeTravelEnv``, ``BinaryCodeTravelVectorEnv`` and ``encode_batch``.
+- ``hashing_gym.envs.core.rank_list_hash``: RankListHash-v0 (deep policy hashing, listwise reward),
+  used by ``RankListHashEnv`` (and its batched ``rewards`` / ``act``) and ``RankListHashVectorEnv``.
 
 Every core module has the same layout: a frozen ``Params`` dataclass (the constants), a ``State``
 named tuple of arrays with a leading batch axis, ``make_params`` (the argument checks, once) and
