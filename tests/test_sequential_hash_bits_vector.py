@@ -117,7 +117,7 @@ def test_batched_streams_reward_as_the_single_env_does(device, multi, small, mul
     for seed in (0, 1):
         obs, info = to_numpy(envs.reset(seed=seed))
         bank = to_numpy(envs.code_bank)
-        references = to_numpy(envs._references)
+        references = to_numpy(envs._state.references)
         items = info["index"]
         shares = (sets[items][:, None, :] & sets[references]).any(axis=2)
         assert shares[:, :6].all() and not shares[:, 6:].any()  # P positives, then P negatives
