@@ -282,10 +282,9 @@ class SequentialHashBitsEnv(HashingEnv):
         index = None
         if options and options.get("index") is not None:
             index = np.array([self._choose_index(options)])  # validates the given index; draws nothing
-        fresh = int(seed is not None or not self._has_bank)
-        bank, items, references = core.draw_start(
-            self.params, core.NumpyDraws(self.np_random), 1, fresh, index
-        )
+        fresh = seed is not None or not self._has_bank
+        draws = core.RowDraws([self.np_random], np.array([fresh]))
+        bank, items, references = core.draw_start(self.params, draws, 1, int(fresh), index)
         if fresh:
             core.set_bank(self.params, self._state, self._row, bank)
             self._has_bank = True

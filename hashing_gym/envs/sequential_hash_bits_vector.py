@@ -139,19 +139,22 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
 
     def _reset_rows(self, rows: np.ndarray, seeded: np.ndarray, index: np.ndarray | None) -> dict[str, Any]:
         fresh = seeded | ~self._has_bank[rows]
+        params, given, host_draws = self.params, None if index is None else self._to_backend(index), None
         if self.rng == "per_env":
-            banks, items, references = self._draw_per_env(rows, fresh, index)
+            params, given = self._host_params, index  # drawn on the host, then moved
+            draws: Any = core.RowDraws([self._rngs[i] for i in rows], fresh)
+        elif self.torch:
+            draws = core.TorchDraws(self._torch_generator())
+            # Multi-label references are drawn on the host, from the numpy stream.
+            host_draws = core.NumpyDraws(self.np_random) if params.multi_label else None
         else:
-            draws: Any = core.NumpyDraws(self.np_random)
-            host_draws = None
-            if self.torch:
-                draws = core.TorchDraws(self._torch_generator())
-                # Multi-label references are drawn on the host, from the numpy stream.
-                host_draws = core.NumpyDraws(self.np_random) if self.params.multi_label else None
-            given = None if index is None else self._to_backend(index)
-            banks, items, references = core.draw_start(
-                self.params, draws, len(rows), int(fresh.sum()), given, host_draws
-            )
+            draws = core.NumpyDraws(self.np_random)
+        banks, items, references = core.draw_start(
+            params, draws, len(rows), int(fresh.sum()), given, host_draws
+        )
+        if self.rng == "per_env":  # drawn on the host
+            banks = None if banks is None else self._to_backend(banks)
+            items, references = self._to_backend(items), self._to_backend(references)
         if banks is not None:
             core.set_bank(self.params, self._state, self._index(rows[fresh]), banks)
             self._has_bank[rows[fresh]] = True
@@ -159,26 +162,6 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         core.reset(self.params, self._state, at, items, references)
         self._steps_taken[rows] = 0
         return {"index": self._state.item[at], "accuracy": self._state.accuracy[at]}
-
-    def _draw_per_env(
-        self, rows: np.ndarray, fresh: np.ndarray, index: np.ndarray | None
-    ) -> tuple[Any, Any, Any]:
-        """Each row's start from its own numpy stream, exactly as the single env draws it."""
-        starts = [
-            core.draw_start(
-                self._host_params,
-                core.NumpyDraws(self._rngs[i]),
-                1,
-                int(fresh[k]),
-                None if index is None else index[k : k + 1],
-            )
-            for k, i in enumerate(rows)
-        ]
-        banks = [bank for bank, _, _ in starts if bank is not None]
-        items = np.concatenate([item for _, item, _ in starts])
-        references = np.concatenate([reference for _, _, reference in starts])
-        stacked = self._to_backend(np.concatenate(banks)) if banks else None
-        return stacked, self._to_backend(items), self._to_backend(references)
 
     def _step_rows(self, rows: np.ndarray, actions: Any, every: bool) -> tuple[Any, Any, dict[str, Any]]:
         at = self._index(rows)

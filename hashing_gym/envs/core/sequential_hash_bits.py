@@ -17,9 +17,11 @@ small integers, so the float64 accuracy is the same bit for bit on numpy and tor
 
 Shells: ``SequentialHashBitsEnv`` (one row, Gymnasium's API), ``SequentialHashBitsVectorEnv``
 (``num_envs`` rows, numpy or torch on a device) and ``encode_sequential`` (the transition and the
-observation over a batch of items). Randomness stays with the shells: they wrap their generator
-in :class:`NumpyDraws` or :class:`TorchDraws`, and :func:`draw_start` draws from it in the same
-order and shapes as every shell always has (fresh banks, then items, then references).
+observation over a batch of items). Randomness stays with the shells: they wrap their generators
+in :class:`NumpyDraws` (one numpy stream for all rows), :class:`RowDraws` (a numpy stream per row:
+``rng="per_env"`` and the single env) or :class:`TorchDraws` (a device stream), and
+:func:`draw_start` draws from them in the same order and shapes as the shells always have: fresh
+banks, then items, then references.
 
 The state is updated in place (``reset``, ``step``, ``set_bank``, ``decide``): the banks are
 ``rows x N x b`` bytes, which a copy per step would cost more than the step itself.
@@ -216,7 +218,7 @@ def params_on(params: Params, torch_device: Any) -> Params:
 
 def init_state(params: Params, num_rows: int) -> State:
     """A state of ``num_rows`` rows, all zeros (banks included), in the params' namespace and device."""
-    xp, where = array_namespace(params.offsets), device(params.offsets)
+    xp, where = _namespace(params.offsets), device(params.offsets)
     bank_items = params.num_items if params.pairs else 0  # the encoder keeps no bank
 
     def zeros(shape: tuple[int, ...], dtype: Any) -> Any:
@@ -241,22 +243,59 @@ def init_state(params: Params, num_rows: int) -> State:
 
 
 class NumpyDraws:
-    """Draws from a ``numpy.random.Generator`` (the single env's ``np_random``, a vector env's streams)."""
+    """Draws for all rows from one ``numpy.random.Generator`` (a vector env's ``rng="batched"`` stream).
+
+    Every draw method takes a ``shape`` whose first axis is the rows; ``integers`` also takes the
+    ``row`` that draws alone (multi-label references: one item at a time).
+    """
 
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
 
     def codes(self, shape: tuple[int, ...]) -> np.ndarray:
-        """uint8 uniform 0/1 of ``shape``."""
+        """uint8 uniform 0/1 of ``shape`` (banks: one per fresh row)."""
         return self.rng.integers(0, 2, size=shape, dtype=np.uint8)
 
-    def integers(self, high: Any, shape: tuple[int, ...]) -> np.ndarray:
-        """int64 uniform in [0, high) of ``shape`` (``high`` an int or an array broadcast to ``shape``)."""
+    def integers(self, high: Any, shape: tuple[int, ...], row: int | None = None) -> np.ndarray:
+        """int64 uniform in [0, high) of ``shape`` (``high``: an int, or an array broadcast to ``shape``)."""
         return self.rng.integers(0, high, size=shape)
 
 
+class RowDraws:
+    """Draws for rows that each own a ``numpy.random.Generator`` (``rng="per_env"``, the single env's row).
+
+    Each row draws from its generator what it would draw alone, in the same order (bank, item,
+    positives, negatives), so a row follows the single env step by step. Scalar bounds draw the
+    same numbers as the (1, 1) array bounds of a batch of one, with a third of numpy's overhead.
+    """
+
+    def __init__(self, rngs: list[np.random.Generator], fresh: np.ndarray) -> None:
+        self.rngs = rngs
+        self.fresh = fresh  # bool (rows,): which rows draw a new bank
+
+    def codes(self, shape: tuple[int, ...]) -> np.ndarray:
+        """uint8 uniform 0/1 banks ``shape[1:]``, one from each fresh row's generator."""
+        banks = [
+            rng.integers(0, 2, size=shape[1:], dtype=np.uint8)
+            for rng, new in zip(self.rngs, self.fresh, strict=True)
+            if new
+        ]
+        return np.stack(banks)
+
+    def integers(self, high: Any, shape: tuple[int, ...], row: int | None = None) -> np.ndarray:
+        """int64 uniform in [0, high): ``row``'s draw of ``shape``, or one draw of ``shape[1:]`` per row."""
+        if row is not None:
+            return self.rngs[row].integers(0, high, size=shape)
+        if np.ndim(high) == 0:  # one number per row (items)
+            return np.array([rng.integers(high) for rng in self.rngs], dtype=np.int64)
+        bounds = np.broadcast_to(high, shape)[:, 0]  # (rows,): one bound per row
+        return np.concatenate(
+            [rng.integers(0, int(h), size=(1, *shape[1:])) for rng, h in zip(self.rngs, bounds, strict=True)]
+        )
+
+
 class TorchDraws:
-    """Draws from a ``torch.Generator``, on its device (a vector env's ``rng="batched"`` stream)."""
+    """Draws for all rows from a ``torch.Generator``, on its device (``rng="batched"`` on torch)."""
 
     def __init__(self, generator: Any) -> None:
         self.generator = generator
@@ -269,7 +308,7 @@ class TorchDraws:
             0, 2, shape, generator=self.generator, device=self.generator.device, dtype=torch.uint8
         )
 
-    def integers(self, high: Any, shape: tuple[int, ...]) -> Any:
+    def integers(self, high: Any, shape: tuple[int, ...], row: int | None = None) -> Any:
         """int64 uniform in [0, high): ``randint`` for an int bound, scaled uniforms for tensor bounds."""
         import torch
 
@@ -279,7 +318,10 @@ class TorchDraws:
         return (u * high).long().clamp(max=high - 1)
 
 
-def sample_references(params: Params, items: Any, draws: NumpyDraws | TorchDraws) -> Any:
+Draws = NumpyDraws | RowDraws | TorchDraws
+
+
+def sample_references(params: Params, items: Any, draws: Draws) -> Any:
     """P positives and P negatives per item, with replacement, never the item itself.
 
     Positives share a label with the item (multi-label: at least one), negatives share none.
@@ -295,7 +337,7 @@ def sample_references(params: Params, items: Any, draws: NumpyDraws | TorchDraws
     Returns:
         int64 (n, 2P): positives then negatives; a row of -1 for an item without a triplet.
     """
-    xp, n, pairs = array_namespace(items), params.num_items, params.pairs
+    xp, n, pairs = _namespace(items), params.num_items, params.pairs
     count = items.shape[0]
     if params.multi_label:
         sets = params.label_sets
@@ -307,8 +349,8 @@ def sample_references(params: Params, items: Any, draws: NumpyDraws | TorchDraws
             others[item] = False
             positives, negatives = np.flatnonzero(shared & others), np.flatnonzero(~shared & others)
             if len(positives) and len(negatives):
-                references[row, :pairs] = positives[draws.integers(len(positives), (pairs,))]
-                references[row, pairs:] = negatives[draws.integers(len(negatives), (pairs,))]
+                references[row, :pairs] = positives[draws.integers(len(positives), (pairs,), row)]
+                references[row, pairs:] = negatives[draws.integers(len(negatives), (pairs,), row)]
         return references
     if count == 0:
         return xp.full((0, 2 * pairs), -1, dtype=xp.int64, device=device(items))
@@ -316,24 +358,24 @@ def sample_references(params: Params, items: Any, draws: NumpyDraws | TorchDraws
     label = params.labels[items]
     start, size = params.class_start[label][:, None], params.class_size[label][:, None]
     # Positive: one of the size - 1 other members of the class, skipping the item's own position.
-    draw = draws.integers(xp.clip(size - 1, min=1), shape)
+    draw = draws.integers(xp.maximum(size - 1, 1), shape)
     draw = draw + xp.astype(draw >= params.rank[items][:, None] - start, xp.int64)
-    positives = params.order[xp.clip(start + draw, max=n - 1)]
+    positives = params.order[xp.minimum(start + draw, n - 1)]
     # Negative: one of the N - size positions outside the class block.
-    draw = draws.integers(xp.clip(n - size, min=1), shape)
+    draw = draws.integers(xp.maximum(n - size, 1), shape)
     draw = draw + size * xp.astype(draw >= start, xp.int64)
-    negatives = params.order[xp.clip(draw, max=n - 1)]
+    negatives = params.order[xp.minimum(draw, n - 1)]
     valid = (size > 1) & (size < n)
     return xp.where(valid, xp.concat([positives, negatives], axis=1), -1)
 
 
 def draw_start(
     params: Params,
-    draws: NumpyDraws | TorchDraws,
+    draws: Draws,
     count: int,
     fresh: int,
     items: Any = None,
-    host_draws: NumpyDraws | None = None,
+    host_draws: NumpyDraws | RowDraws | None = None,
 ) -> tuple[Any, Any, Any]:
     """The random part of ``count`` resets, in this order: ``fresh`` new banks, the items, their references.
 
@@ -353,9 +395,9 @@ def draw_start(
     banks = draws.codes((fresh, params.num_items, params.bits)) if fresh else None
     if items is None:
         items = draws.integers(params.num_items, (count,))
-    if not params.multi_label or isinstance(draws, NumpyDraws):
+    if not params.multi_label or not isinstance(draws, TorchDraws):
         return banks, items, sample_references(params, items, draws)
-    xp = array_namespace(items)
+    xp = _namespace(items)
     host_items = np.asarray(items.cpu()) if hasattr(items, "cpu") else np.asarray(items)
     references = sample_references(params, host_items, host_draws or draws)
     return banks, items, xp.asarray(references, device=device(items))
@@ -376,10 +418,10 @@ def reset(params: Params, state: State, rows: Any, items: Any, references: Any) 
         items: int64 (m,) the items they encode.
         references: int64 (m, 2P) from :func:`sample_references` (-1 rows: no triplet).
     """
-    xp = array_namespace(state.code)
+    xp = _namespace(state.code)
     state.item[rows] = items
     state.valid[rows] = xp.all(references >= 0, axis=1)
-    state.references[rows] = xp.clip(references, min=0)
+    state.references[rows] = xp.maximum(references, 0)
     state.code[rows] = 0
     state.decided[rows] = 0
     state.step[rows] = 0
@@ -389,7 +431,7 @@ def reset(params: Params, state: State, rows: Any, items: Any, references: Any) 
 
 def set_bank(params: Params, state: State, rows: Any, banks: Any) -> None:
     """Replace the banks of ``rows`` (one (N, b) bank for all, or one each) and their kept distances."""
-    xp = array_namespace(state.code)
+    xp = _namespace(state.code)
     state.bank[rows] = banks
     reference_codes = state.bank[rows[:, None], state.references[rows]]  # (m, 2P, b)
     differ = _differ(xp, reference_codes, state.code[rows]) & (state.decided[rows][:, None, :] != 0)
@@ -408,7 +450,7 @@ def decide(params: Params, state: State, rows: Any, action: Any) -> Any:
     Returns:
         int64 (m, g): the bit positions just decided.
     """
-    xp = array_namespace(state.code)
+    xp = _namespace(state.code)
     t = state.step[rows]
     columns = t[:, None] * params.group + params.offsets
     state.code[rows[:, None], columns] = xp.astype(action, xp.int8, copy=False)
@@ -430,7 +472,7 @@ def step(params: Params, state: State, rows: Any, action: Any) -> tuple[Any, Any
         float64 (m,) rewards :math:`acc_t - acc_{t-1}`, bool (m,) terminations and float64 (m,)
         accuracies :math:`acc_t`.
     """
-    xp = array_namespace(state.code)
+    xp = _namespace(state.code)
     action = xp.astype(action, xp.uint8, copy=False)
     columns = decide(params, state, rows, action)
     # Add the new group's differences: gather just those bits of the 2P reference codes.
@@ -470,7 +512,7 @@ def observation(features: Any, code: Any, decided: Any, step: Any, num_steps: in
     Returns:
         A dict of arrays (``features``, ``code``, ``decided``, ``step``) or a float32 array.
     """
-    xp = array_namespace(code)
+    xp = _namespace(code)
     if flatten:
         one_hot = step[:, None] == xp.arange(num_steps, device=device(step))
         parts = [features, code, decided, one_hot]
@@ -488,9 +530,9 @@ def observe(params: Params, state: State) -> Any:
 
     The step is shown as at most T - 1 (the last index the space holds), also after termination.
     """
-    xp = array_namespace(state.code)
+    xp = _namespace(state.code)
     features = xp.take(params.features, state.item, axis=0)
-    step = xp.clip(state.step, max=params.num_steps - 1)
+    step = xp.minimum(state.step, params.num_steps - 1)
     return observation(features, state.code, state.decided, step, params.num_steps, params.flatten)
 
 
@@ -514,10 +556,10 @@ def accuracies(params: Params, bank: Any, codes: Any, references: Any) -> Any:
     Returns:
         float64 (n, T).
     """
-    xp = array_namespace(bank)
+    xp = _namespace(bank)
     n, pairs = codes.shape[0], params.pairs
     valid = xp.all(references >= 0, axis=1)
-    differ = _differ(xp, bank[xp.clip(references, min=0)], codes)  # (n, 2P, b)
+    differ = _differ(xp, bank[xp.maximum(references, 0)], codes)  # (n, 2P, b)
     per_group = xp.sum(
         xp.reshape(differ, (n, 2 * pairs, params.num_steps, params.group)), axis=3, dtype=xp.int64
     )
@@ -528,7 +570,7 @@ def accuracies(params: Params, bank: Any, codes: Any, references: Any) -> Any:
 def rewards(params: Params, bank: Any, codes: Any, references: Any) -> Any:
     """Per-step rewards :math:`acc_t - acc_{t-1}` (:math:`acc_0 = 1/2`) of codes: float64 (n, T)."""
     accuracy = accuracies(params, bank, codes, references)
-    xp = array_namespace(accuracy)
+    xp = _namespace(accuracy)
     start = xp.full((accuracy.shape[0], 1), START_ACCURACY, dtype=xp.float64, device=device(accuracy))
     return accuracy - xp.concat([start, accuracy[:, :-1]], axis=1)
 
@@ -557,6 +599,17 @@ def triplet_accuracy(d_pos: Any, d_neg: Any, margin: float = 0.0) -> Any:
     if xp.isdtype(gap.dtype, "integral"):
         return _ordered_fraction(xp, gap, math.floor(margin), float(margin).is_integer())
     return _ordered_fraction(xp, gap - margin, 0, True)
+
+
+_NAMESPACES: dict[type, Any] = {}
+
+
+def _namespace(array: Any) -> Any:
+    """``array_namespace(array)``, remembered per array type (the core asks for it on every call)."""
+    xp = _NAMESPACES.get(type(array))
+    if xp is None:
+        xp = _NAMESPACES[type(array)] = array_namespace(array)
+    return xp
 
 
 def _differ(xp: Any, reference_codes: Any, codes: Any) -> Any:
