@@ -283,14 +283,17 @@ class RowDraws:
         return np.stack(banks)
 
     def integers(self, high: Any, shape: tuple[int, ...], row: int | None = None) -> np.ndarray:
-        """int64 uniform in [0, high): ``row``'s draw of ``shape``, or one draw of ``shape[1:]`` per row."""
+        """int64 uniform in [0, high): ``row``'s draw of ``shape``, or one draw of ``shape[1:]`` per row.
+
+        ``high``: an int, or an int array (rows, 1) of per-row bounds.
+        """
         if row is not None:
             return self.rngs[row].integers(0, high, size=shape)
-        if np.ndim(high) == 0:  # one number per row (items)
+        if isinstance(high, int):  # one number per row (items)
             return np.array([rng.integers(high) for rng in self.rngs], dtype=np.int64)
-        bounds = np.broadcast_to(high, shape)[:, 0]  # (rows,): one bound per row
+        bounds = high[:, 0].tolist()  # high is (rows, 1): one bound per row
         return np.concatenate(
-            [rng.integers(0, int(h), size=(1, *shape[1:])) for rng, h in zip(self.rngs, bounds, strict=True)]
+            [rng.integers(0, h, size=(1, *shape[1:])) for rng, h in zip(self.rngs, bounds, strict=True)]
         )
 
 
