@@ -11,7 +11,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import hashing_gym  # noqa: F401
 from hashing_gym.data import load_dataset
-from hashing_gym.envs import SequentialHashBitsEnv, encode_sequential
+from hashing_gym.envs import InvalidActionError, SequentialHashBitsEnv, encode_sequential
 from hashing_gym.envs.sequential_hash_bits import triplet_accuracy
 
 ENV_ID = "SequentialHashBits-v0"
@@ -23,7 +23,7 @@ def multi_label():
 
 
 def episode_references(env):
-    """The episode's (1, P) positives and negatives, -1 rows when the item has no triplet (the core's state)."""
+    """The episode's (1, P) positives and negatives from the core's state; -1 rows: no triplet."""
     state = env.unwrapped._state
     references = np.where(state.valid[:, None], state.references, -1)
     return references[:, : env.pairs], references[:, env.pairs :]
@@ -239,7 +239,7 @@ def test_bad_actions_and_steps_out_of_episode_are_refused():
         env.step(np.zeros(4, dtype=np.int8))
     env.reset(seed=0)
     for action in (np.zeros(3, dtype=np.int8), np.full(4, 2, dtype=np.int8), 1):
-        with pytest.raises(ValueError, match="is not in MultiBinary"):
+        with pytest.raises(InvalidActionError, match="is not in MultiBinary"):
             env.step(action)
     env.step(np.zeros(4, dtype=np.int8))
     env.step(np.zeros(4, dtype=np.int8))
