@@ -465,11 +465,8 @@ def decide(params: Params, state: State, rows: Any, action: Any) -> Any:
 def step(params: Params, state: State, rows: Any, action: Any) -> tuple[Any, Any, Any]:
     """Decide the next group of ``rows``; reward the accuracy gained; bank the codes that finish (in place).
 
-    Args:
-        params: the MDP's params.
-        state: the state to update.
-        rows: int64 (m,) rows of the state (distinct), whose episodes have not ended.
-        action: 0/1 (m, g).
+    Takes the arguments of :func:`decide` (the transition it applies first), then adds the new
+    group's differences to the kept distances and counts the ordered pairs.
 
     Returns:
         float64 (m,) rewards :math:`acc_t - acc_{t-1}`, bool (m,) terminations and float64 (m,)
