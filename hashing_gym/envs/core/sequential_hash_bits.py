@@ -389,7 +389,7 @@ def draw_start(
         fresh: how many of them get a new bank (the first reset, and seeded ones).
         items: int64 (count,) given items (``options["index"]``), or None to draw them.
         host_draws: for multi-label data under ``TorchDraws``: the numpy generator that draws the
-            references on the host (None: ``draws``).
+            references on the host.
 
     Returns:
         uint8 (fresh, N, b) banks (None if ``fresh`` is 0), int64 (count,) items and int64
@@ -400,9 +400,11 @@ def draw_start(
         items = draws.integers(params.num_items, (count,))
     if not params.multi_label or not isinstance(draws, TorchDraws):
         return banks, items, sample_references(params, items, draws)
+    if host_draws is None:
+        raise ValueError("multi-label references are drawn on the host: pass host_draws with TorchDraws")
     xp = _namespace(items)
     host_items = np.asarray(items.cpu()) if hasattr(items, "cpu") else np.asarray(items)
-    references = sample_references(params, host_items, host_draws or draws)
+    references = sample_references(params, host_items, host_draws)
     return banks, items, xp.asarray(references, device=device(items))
 
 
@@ -485,11 +487,13 @@ def step(params: Params, state: State, rows: Any, action: Any) -> tuple[Any, Any
     reward = accuracy - state.accuracy[rows]
     state.accuracy[rows] = accuracy
     terminated = is_terminal(params, state.step[rows])
-    # The finished code replaces the item's row of its bank; a masked write, so that no device has to
-    # report which rows ended. References never include the item: the kept distances stay exact.
-    items = state.item[rows]
-    banked = state.bank[rows, items]
-    state.bank[rows, items] = xp.where(terminated[:, None], xp.astype(state.code[rows], xp.uint8), banked)
+    # The finished code replaces the item's row of its bank. A masked write, so that a device need
+    # not report which rows ended (numpy skips it when none did). References never include the
+    # item: the kept distances stay exact.
+    if not isinstance(terminated, np.ndarray) or terminated.any():
+        items = state.item[rows]
+        banked = state.bank[rows, items]
+        state.bank[rows, items] = xp.where(terminated[:, None], xp.astype(state.code[rows], xp.uint8), banked)
     return reward, terminated, accuracy
 
 
@@ -635,7 +639,8 @@ def _ordered_fraction(xp: Any, gap: Any, threshold: int, ties: bool) -> Any:
     The count 2 wins + ties is an exact integer, divided once: the same float64 as a mean of
     sign(gap - threshold) + 1, halved.
     """
-    doubled = 2 * xp.sum(gap > threshold, axis=(-2, -1), dtype=xp.int64)
-    if ties:
-        doubled = doubled + xp.sum(gap == threshold, axis=(-2, -1), dtype=xp.int64)
+    if ties:  # sign + 1 is 2, 1 or 0: one reduction instead of two
+        doubled = xp.sum(xp.sign(gap - threshold) + 1, axis=(-2, -1))
+    else:
+        doubled = 2 * xp.sum(gap > threshold, axis=(-2, -1), dtype=xp.int64)
     return xp.astype(doubled, xp.float64) / (gap.shape[-2] * gap.shape[-1]) / 2.0
