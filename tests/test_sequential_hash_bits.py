@@ -334,5 +334,5 @@ def test_property_returns_stay_within_half(group, seed, data):
         )
         _, reward, terminated, _, info = env.step(action)
         total += reward
-    assert -0.5 <= total <= 0.5
+    assert -0.5 - 1e-12 <= total <= 0.5 + 1e-12  # a sum of float differences: rounding (seed 8859)
     assert total == pytest.approx(info["accuracy"] - 0.5, abs=1e-12)
