@@ -27,7 +27,7 @@ from agents.checkpoint import Checkpoints, read_json, write_json, write_sb3
 from hashing_gym.codes import bit_correlation, code_balance
 from hashing_gym.data import HashingDataset, load_dataset
 from hashing_gym.device import device_name
-from hashing_gym.ranking import evaluate_retrieval  # also keeps numba off torch's threads
+from hashing_gym.ranking import evaluate_retrieval
 
 RESULTS_FILE = "results.json"
 ARGS_FILE = "args.json"

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numba
 import numpy as np
 import torch
 from torch import nn
@@ -60,6 +59,7 @@ from agents.common import (
     summary_writer,
     write_eval_scalars,
 )
+from hashing_gym import ranking
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import RankListHashEnv
 
@@ -324,7 +324,7 @@ def main(args: Args) -> dict[str, Any]:
     set_threads(args.threads)
     # The reward kernels run on numba's thread pool; match it to --threads too (a busy pool on a
     # shared CPU costs more than the batch's few hundred thousand popcounts).
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    ranking.set_num_threads(args.threads)
     device = torch.device(resolve_device(args.device))
     dataset = load_run_dataset(args)
     folder = Path(args.resume) if args.resume else run_folder(args, ALGO)

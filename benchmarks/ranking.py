@@ -38,6 +38,9 @@ import numpy as np
 
 from hashing_gym import ranking
 
+# Internals, for what the public API cannot show: the kernels' thresholds and the device-resident CUDA pass.
+from hashing_gym.ranking import _cuda, _numba, _packing
+
 
 def machine() -> str:
     """CPU model, core count and, if torch sees one, the GPU."""
@@ -160,9 +163,9 @@ def memory_child(args: argparse.Namespace) -> None:
     """One metric in this process; prints JSON with the RSS before it and the peak RSS during it (bytes)."""
     xq, yq, xb, yb = make_codes(args.queries, args.database[0], args.bits, args.classes, 0.2, args.seed)
     # Warm the JIT (parallel kernels) on a tiny problem: compilation is not the metric's memory.
-    threshold, ranking._PARALLEL_MIN_PAIRS = ranking._PARALLEL_MIN_PAIRS, 0
+    threshold, _numba.PARALLEL_MIN_PAIRS = _numba.PARALLEL_MIN_PAIRS, 0
     ranking.mean_average_precision(xq[:2], yq[:2], xb[:50], yb[:50], ties=args.child)
-    ranking._PARALLEL_MIN_PAIRS = threshold
+    _numba.PARALLEL_MIN_PAIRS = threshold
     with open("/proc/self/statm") as handle:  # resident now (inputs, imports, JIT)
         inputs = int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     with open("/proc/self/clear_refs", "w") as handle:  # reset the peak (VmHWM) to what is resident now
@@ -259,19 +262,19 @@ def cuda_rows(args: argparse.Namespace, nb: int) -> None:
         return lambda: function(xq, yq, xb, yb, backend="torch", **kwargs)
 
     # Reference 2: plain torch (what runs without CuPy), through the API.
-    ranking._CUDA_KERNELS = False
+    _cuda.ENABLED = False
     plain_seconds, _ = gpu_timed(api(ranking.mean_average_precision, ties="average"), 1)
     rows.append(("mAP@all tie-aware (reference)", "plain torch, API", plain_seconds))
     if nb <= 100_000:  # the stable order sorts every row: minutes at N = 1,000,000
         seconds, _ = gpu_timed(api(ranking.mean_average_precision), 1)
         rows.append(("mAP@all stable (reference)", "plain torch, API", seconds))
-    ranking._CUDA_KERNELS = True
+    _cuda.ENABLED = True
 
     arrays = (
-        ranking._pack_words(xq),
-        ranking._label_words(yq),
-        ranking._pack_words(xb),
-        ranking._label_words(yb),
+        _packing.pack_words(xq),
+        _packing.label_words(yq),
+        _packing.pack_words(xb),
+        _packing.label_words(yb),
     )
     packed = [torch.from_numpy(a.view(np.int64)).to(dev) for a in arrays]
     for name, ks in (
@@ -280,7 +283,7 @@ def cuda_rows(args: argparse.Namespace, nb: int) -> None:
         ("stable mAP@all + mAP@1000 + P@1000", (nb, 1000)),
     ):
         seconds, _ = gpu_timed(
-            lambda ks=ks: ranking._cuda_stats(*packed, args.bits, False, ks, bool(ks)), args.repeats
+            lambda ks=ks: _cuda.stats(*packed, args.bits, False, ks, bool(ks)), args.repeats
         )
         rows.append((name, "CUDA kernels, device-resident", seconds))
     for name, function in (

@@ -17,7 +17,7 @@ from vector_parity import (
 import hashing_gym  # noqa: F401
 from hashing_gym.data import load_dataset
 from hashing_gym.envs import RankListHashEnv
-from hashing_gym.envs.rank_list_hash_vector import RankListHashVectorEnv, _popcount_table
+from hashing_gym.envs.rank_list_hash_vector import RankListHashVectorEnv
 
 ENV_ID = "RankListHash-v0"
 DEVICES = ["cpu", torch.device("cpu")]  # numpy, and the torch code on the CPU
@@ -153,13 +153,6 @@ def test_batched_bank_codes_are_uniform_bits(device):
     assert codes.shape == (2, 1497, 70) and set(np.unique(codes)) == {0, 1}
     assert abs(codes.mean() - 0.5) < 0.01
     assert abs(codes[..., -6:].mean() - 0.5) < 0.02  # the top bits of the last word are drawn too
-
-
-def test_popcount_without_numpy_bitwise_count():
-    words = np.random.default_rng(0).integers(0, 1 << 64, size=(50, 3), dtype=np.uint64, endpoint=False)
-    words[0] = [0, (1 << 64) - 1, 1 << 63]
-    expected = np.array([[bin(int(w)).count("1") for w in row] for row in words])
-    np.testing.assert_array_equal(_popcount_table(words), expected)
 
 
 def test_torch_backend_returns_tensors_on_its_device(small):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from hashing_gym import ranking as R
+from hashing_gym.ranking import _checks, _cuda, _numba, _torch
 
 BACKENDS = R.BACKENDS
 BITS = (8, 12, 16, 64, 100)
@@ -243,7 +244,7 @@ def test_heavy_ties(backend):
 @pytest.mark.parametrize("backend", ["numpy", "faiss"])
 def test_parallel_and_serial_kernels(backend, parallel, monkeypatch):
     """Both numba variants (parallel over queries, serial for small work) against the reference."""
-    monkeypatch.setattr(R, "_PARALLEL_MIN_PAIRS", 0 if parallel else 10**12)
+    monkeypatch.setattr(_numba, "PARALLEL_MIN_PAIRS", 0 if parallel else 10**12)
     xq, yq, xb, yb = make_data(12, nq=16, nb=200, multi=True, seed=12)
     d, rel = ref_distances(xq, xb), ref_relevance(yq, yb)
     np.testing.assert_array_equal(R.hamming_distance(xq, xb, backend=backend), d)
@@ -547,7 +548,7 @@ bad_inputs = [
     (
         R.mean_average_precision,
         {"backend": "torch", "device": "tpu9"},
-        r"device='tpu9' is not a torch device",
+        r"device='tpu9' is not one of auto, cpu, cuda",
     ),
     (R.precision_at_k, {"k": 0}, r"k must be a positive integer, got 0"),
     (R.precision_at_radius, {"radius": -1}, r"radius must be a non-negative integer, got -1"),
@@ -610,19 +611,19 @@ def test_torch_cuda_equals_numpy():
 def test_cuda_kernel_block_sizes():
     """Counters of a block fit the static shared memory; too many bins leave the work to plain torch."""
     for nbins in (2, 5, 65, 101, 161, 257, 384):
-        threads = R._cuda_threads(nbins)
+        threads = _cuda.block_threads(nbins)
         assert threads % 32 == 0 and 32 <= threads <= 128
-        assert 4 * nbins * threads <= R._CUDA_SHARED_BYTES
-    assert R._cuda_threads(65) == 128
-    assert R._cuda_threads(385) < 32  # 384 bits: plain torch
-    data = R._prepare(*make_data(384, nq=2, nb=3), "torch", "cpu")
-    assert not R._cuda_usable(data, torch.device("cuda"))
+        assert 4 * nbins * threads <= _cuda.SHARED_BYTES
+    assert _cuda.block_threads(65) == 128
+    assert _cuda.block_threads(385) < 32  # 384 bits: plain torch
+    data = _checks.prepare(*make_data(384, nq=2, nb=3), "torch", "cpu")
+    assert not _cuda.usable(data, torch.device("cuda"))
 
 
 def test_cuda_kernels_not_used_on_cpu():
     xq, yq, xb, yb = make_data(16)
-    data = R._prepare(xq, yq, xb, yb, "torch", "cpu")
-    assert not R._cuda_usable(data, torch.device("cpu"))
+    data = _checks.prepare(xq, yq, xb, yb, "torch", "cpu")
+    assert not _cuda.usable(data, torch.device("cpu"))
 
 
 CUDA_CASES = [
@@ -637,17 +638,17 @@ CUDA_CASES = [
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.gpu
-@pytest.mark.parametrize("segment", [37, R._CUDA_MAX_SEGMENT], ids=["short-segments", "default"])
+@pytest.mark.parametrize("segment", [37, _cuda.MAX_SEGMENT], ids=["short-segments", "default"])
 @pytest.mark.parametrize("case", CUDA_CASES, ids=lambda c: f"{c[0]}bits-{'multi' if c[1] else 'single'}")
 def test_cuda_kernels_equal_numpy(case, segment, monkeypatch):
     """The CUDA kernels against numba, with segments split everywhere and queries in several chunks."""
     pytest.importorskip("cupy")
     bits, multi, classes, nq, nb, flip = case
-    monkeypatch.setattr(R, "_CUDA_MAX_SEGMENT", segment)
-    monkeypatch.setattr(R, "_CUDA_CHUNK_BYTES", 1 if segment == 37 else R._CUDA_CHUNK_BYTES)
+    monkeypatch.setattr(_cuda, "MAX_SEGMENT", segment)
+    monkeypatch.setattr(_cuda, "CHUNK_BYTES", 1 if segment == 37 else _cuda.CHUNK_BYTES)
     xq, yq, xb, yb = make_data(bits, nq=nq, nb=nb, multi=multi, classes=classes, flip=flip, seed=bits)
-    data = R._prepare(xq, yq, xb, yb, "torch", "cuda")
-    assert R._cuda_usable(data, R._torch_device("cuda"))
+    data = _checks.prepare(xq, yq, xb, yb, "torch", "cuda")
+    assert _cuda.usable(data, _torch.device_of("cuda"))
     cpu = {"backend": "numpy"}
     gpu = {"backend": "torch", "device": "cuda"}
     got, want = R.distance_counts(xq, yq, xb, yb, **gpu), R.distance_counts(xq, yq, xb, yb, **cpu)
@@ -676,7 +677,73 @@ def test_cuda_plain_torch_equals_kernels(monkeypatch):
     """Plain torch on CUDA (the path without CuPy) gives what the kernels give."""
     xq, yq, xb, yb = make_data(32, nq=64, nb=2000, multi=True, seed=32)
     with_kernels = R.evaluate_retrieval(xq, yq, xb, yb, topk=50, backend="torch", device="cuda")
-    monkeypatch.setattr(R, "_CUDA_KERNELS", False)
+    monkeypatch.setattr(_cuda, "ENABLED", False)
     plain = R.evaluate_retrieval(xq, yq, xb, yb, topk=50, backend="torch", device="cuda")
     for key, value in plain.items():
         assert math.isclose(with_kernels[key], value, abs_tol=TOL), key
+
+
+@pytest.mark.parametrize("topk", [None, 1, 7, 40])
+def test_tie_aware_math_is_one_formula_on_numpy_torch_and_numba(topk, monkeypatch):
+    """The vectorised tie-aware AP (numpy and torch) equals its numba transcription bitwise."""
+    from hashing_gym.ranking import _metrics
+
+    xq, yq, xb, yb = make_data(12, nq=40, nb=300, seed=3)
+    counts, relevant = R.distance_counts(xq, yq, xb, yb)
+    compiled = R.average_precision_from_counts(counts, relevant, topk=topk)
+    on_torch = R.average_precision_from_counts(torch.as_tensor(counts), torch.as_tensor(relevant), topk=topk)
+    monkeypatch.setattr(_metrics, "_VECTORISED_ON_NUMPY", True)
+    vectorised = R.average_precision_from_counts(counts, relevant, topk=topk)
+    np.testing.assert_array_equal(vectorised, compiled)
+    np.testing.assert_allclose(on_torch.numpy(), compiled, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("multi", [False, True])
+@pytest.mark.parametrize("ties", R.TIES)
+def test_packed_functions_with_exclude_and_one_database_per_query(multi, ties):
+    """Packed AP with the query's own row left out equals average_precision on the list without it."""
+    rng = np.random.default_rng(int(multi))
+    bits, nq, nb = 70 if multi else 16, 6, 50
+    xq, db = rng.integers(0, 2, (nq, bits)), rng.integers(0, 2, (nq, nb, bits))
+    labels = rng.integers(0, 2, (nb, 9)) if multi else rng.integers(0, 3, nb)
+    items = rng.integers(0, nb, nq)
+    packed_labels = R.pack_codes(labels) if multi else labels
+    xb = np.stack([R.pack_codes(d) for d in db])
+    for topk in (None, 5):
+        want = np.array(
+            [
+                R.average_precision(
+                    xq[i : i + 1],
+                    labels[items[i] : items[i] + 1],
+                    np.delete(db[i], items[i], 0),
+                    np.delete(labels, items[i], 0),
+                    topk=topk,
+                    ties=ties,
+                )[0]
+                for i in range(nq)
+            ]
+        )
+        args = (R.pack_codes(xq), packed_labels[items], xb, packed_labels, bits)
+        got = R.packed_average_precision(*args, topk=topk, ties=ties, exclude=items)
+        np.testing.assert_array_equal(got, want)
+        t = torch.as_tensor
+        tl = t(packed_labels.view(np.int64)) if multi else t(packed_labels)
+        for word_bits in (16, 32, 64):
+            targs = (R.pack_codes(t(xq), word_bits=word_bits), tl[t(items)])
+            targs += (R.pack_codes(t(db), word_bits=word_bits), tl, bits)
+            got = R.packed_average_precision(*targs, topk=topk, ties=ties, exclude=t(items))
+            np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12)
+            np.testing.assert_array_equal(R.unpack_codes(targs[2], bits).numpy(), db)
+
+
+def test_import_has_no_side_effects():
+    """Importing the package imports no backend and leaves numba's threading layer alone."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hashing_gym.ranking; "
+        "print([m for m in ('numba', 'faiss', 'torch', 'cupy') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -16,7 +16,7 @@ from vector_parity import (
 
 import hashing_gym  # noqa: F401
 from hashing_gym.data import load_dataset
-from hashing_gym.envs import SequentialHashBitsEnv
+from hashing_gym.envs import InvalidActionError, SequentialHashBitsEnv, encode_sequential
 from hashing_gym.envs.sequential_hash_bits_vector import SequentialHashBitsVectorEnv
 
 ENV_ID = "SequentialHashBits-v0"
@@ -117,7 +117,7 @@ def test_batched_streams_reward_as_the_single_env_does(device, multi, small, mul
     for seed in (0, 1):
         obs, info = to_numpy(envs.reset(seed=seed))
         bank = to_numpy(envs.code_bank)
-        references = to_numpy(envs._references)
+        references = to_numpy(envs._state.references)
         items = info["index"]
         shares = (sets[items][:, None, :] & sets[references]).any(axis=2)
         assert shares[:, :6].all() and not shares[:, 6:].any()  # P positives, then P negatives
@@ -145,6 +145,64 @@ def test_same_seed_same_trajectory_and_different_seed_differs(device, rng, small
     assert_rollouts_equal(first, second)
     other = rollout(make(), 8, 6)
     assert not np.array_equal(first[0][1]["index"], other[0][1]["index"])
+
+
+def sign_policy(feature_dim, bits, group):
+    """A deterministic policy of the observation: the signs of fixed projections of the features."""
+    weights = np.random.default_rng(0).normal(size=(feature_dim, bits))
+
+    def act(obs):
+        obs = to_numpy(obs)
+        columns = obs["step"][:, None] * group + np.arange(group)
+        return (np.take_along_axis(obs["features"] @ weights, columns, axis=1) > 0).astype(np.uint8)
+
+    return act
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=["numpy", "torch"])
+@pytest.mark.parametrize("rng", ["batched", "per_env"])
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP], ids=["next", "same"])
+@pytest.mark.parametrize("multi", [False, True], ids=["single-label", "multi-label"])
+def test_rows_agree_with_encode_sequential_and_the_single_env_rewards(
+    device, rng, mode, multi, small, multi_label
+):
+    """Every row, in every mode: the codes of encode_sequential, the rewards of the single env's formula."""
+    data, bits, group, pairs = (multi_label if multi else small), 8, 2, 5
+    envs = SequentialHashBitsVectorEnv(
+        num_envs=4,
+        dataset=data,
+        device=device,
+        rng=rng,
+        autoreset_mode=mode,
+        bits=bits,
+        group=group,
+        pairs=pairs,
+    )
+    single = SequentialHashBitsEnv(dataset=data, bits=bits, group=group, pairs=pairs)
+    single.reset(seed=0)
+    act = sign_policy(data.train.features.shape[1], bits, group)
+    obs, info = envs.reset(seed=5)
+    for episode in range(2):  # the second episode starts from the autoreset
+        if episode and mode == AutoresetMode.NEXT_STEP:
+            obs, rewards, terminated, _, info = to_numpy(envs.step(np.zeros((4, group), dtype=np.uint8)))
+            assert (rewards == 0).all() and not terminated.any()
+        items, bank = to_numpy(info["index"]), to_numpy(envs.code_bank)
+        state = envs._state
+        references = np.where(to_numpy(state.valid)[:, None], to_numpy(state.references), -1)
+        stepped = []
+        for _ in range(bits // group):
+            obs, rewards, terminated, _, info = envs.step(act(obs))
+            stepped.append(to_numpy(rewards))
+        assert to_numpy(terminated).all()
+        final = to_numpy(info["final_obs"] if mode == AutoresetMode.SAME_STEP else obs)["code"]
+        codes = encode_sequential(lambda o, s: (act(o), None), data.train.features[items], bits, group)
+        np.testing.assert_array_equal(final, codes)
+        for i in range(4):
+            single.set_code_bank(bank[i])
+            expected = single.rewards(
+                codes[i : i + 1], references[i : i + 1, :pairs], references[i : i + 1, pairs:]
+            )
+            np.testing.assert_array_equal(np.array(stepped)[:, i], expected[0])
 
 
 def test_torch_backend_returns_tensors_on_its_device(small):
@@ -192,7 +250,7 @@ def test_bad_actions_raise(device, small):
         envs.step(np.zeros((2, 2)))
     envs.reset(seed=0)
     for bad in (np.zeros((2, 1)), np.zeros((3, 2)), np.full((2, 2), 2), np.zeros(2), [[0, 1], [1, 0.5]]):
-        with pytest.raises(ValueError, match="not in"):
+        with pytest.raises(InvalidActionError, match="not in"):
             envs.step(bad)
 
 

@@ -12,21 +12,14 @@ from hashing_gym.envs.base import (
     HashingEnv,
     InvalidActionError,
     ResetNeededError,
-    check_bits,
     check_code_matrix,
     feature_bound,
     read_only,
 )
-from hashing_gym.ranking import (
-    TIES,
-    average_precision,
-    average_precision_from_counts,
-    hamming_distance,
-    pack_codes,
-    packed_distance_counts,
-)
+from hashing_gym.envs.core import rank_list_hash as core
+from hashing_gym.ranking import hamming_distance, unpack_codes
 
-DATABASES: tuple[str, ...] = ("bank", "fixed")
+DATABASES: tuple[str, ...] = core.DATABASES
 
 
 class RankListHashEnv(HashingEnv):
@@ -142,32 +135,12 @@ class RankListHashEnv(HashingEnv):
         render_mode: str | None = None,
     ) -> None:
         super().__init__(dataset, split, render_mode)
-        self.bits = check_bits(bits)
-        if ties not in TIES:
-            raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
-        if topk is not None and (
-            isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk <= 0
-        ):
-            raise ValueError(f"topk must be None or a positive integer, got {topk!r}")
-        if database not in DATABASES:
-            raise ValueError(f"database must be one of {DATABASES}, got {database!r}")
-        if self.num_items < 2:
-            raise ValueError(f"the {split!r} split needs at least 2 items to rank, got {self.num_items}")
-        self.ties = ties
-        self.topk = None if topk is None else int(topk)
-        self.database = database
-
-        labels = self.split.labels
-        self._multi = labels.ndim == 2
-        # Relevance structures, built once: class ids, or multi-hot rows packed into 64-bit words.
-        self._labels = pack_codes(labels) if self._multi else np.ascontiguousarray(labels, dtype=np.int64)
-        # An item is relevant to itself unless it carries no label (multi-label data may have such items).
-        self._self_relevant = (
-            labels.any(axis=1).astype(np.int64) if self._multi else np.ones(self.num_items, np.int64)
+        self._params = core.make_params(
+            self.dataset, split, bits=bits, ties=ties, topk=topk, database=database
         )
-        self._class_sizes = None if self._multi else np.bincount(self._labels)
-        self._codes: np.ndarray | None = None  # uint8 (N, bits); drawn on the first reset
-        self._words: np.ndarray | None = None  # the same codes packed, uint64 (N, ceil(bits / 64))
+        self.bits, self.ties = self._params.bits, self._params.ties
+        self.topk, self.database = self._params.topk, self._params.database
+        self._bank: np.ndarray | None = None  # packed database codes (N, W); drawn on the first reset
         self._code: np.ndarray | None = None  # the code shown by render: the last acted one
         self._ap: float | None = None
         self._relevant: int | None = None
@@ -178,10 +151,10 @@ class RankListHashEnv(HashingEnv):
 
     @property
     def database_codes(self) -> np.ndarray | None:
-        """uint8 (N, bits) database codes (a read-only view), or None before the first reset."""
-        if self._codes is None:
+        """uint8 (N, bits) database codes (a read-only copy), or None before the first reset."""
+        if self._bank is None:
             return None
-        return read_only(self._codes)
+        return read_only(unpack_codes(self._bank, self.bits))
 
     def set_database_codes(self, codes: Any) -> None:
         """Replace the database codes (e.g. the database network's codes of the whole split).
@@ -192,35 +165,37 @@ class RankListHashEnv(HashingEnv):
         Raises:
             ValueError: if ``codes`` has the wrong shape, a non-integer dtype, or a value other than 0 and 1.
         """
-        self._codes = check_code_matrix(codes, self.num_items, self.bits)
-        self._words = pack_codes(self._codes)
+        self._bank = core.pack(self._params, check_code_matrix(codes, self.num_items, self.bits))
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Pick an item (``options={"index": i}``, else drawn); a seeded reset also redraws the database."""
         super().reset(seed=seed)
-        if seed is not None or self._codes is None:
+        if seed is not None or self._bank is None:
             self.set_database_codes(
                 self.np_random.integers(0, 2, size=(self.num_items, self.bits), dtype=np.uint8)
             )
         self.index = self._choose_index(options)
-        self._code = self._codes[self.index].copy()
+        self._code = unpack_codes(self._bank[self.index : self.index + 1], self.bits)[0]
         self._ap = self._relevant = None
         return self._get_obs(), self._get_info()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Act the item's code; the reward is its AP against the other items' database codes."""
-        if self._codes is None:
+        if self._bank is None:
             raise ResetNeededError("call reset before step")
         if not self.action_space.contains(action):
             raise InvalidActionError(f"{action!r} is not in {self.action_space}")
         code = np.asarray(action, dtype=np.uint8).reshape(1, self.bits)
-        reward = float(self.act(np.array([self.index]), code)[0])
+        state = core.reset(self._params, np.array([self.index]), self._bank[None])  # a view: bank writes land
+        _, reward, terminated, truncated, relevant = core.step(
+            self._params, state, core.pack(self._params, code)
+        )
         self._code = code[0].copy()
-        self._ap = reward
-        self._relevant = int(self._relevant_counts(np.array([self.index]))[0])
-        return self._get_obs(), reward, True, False, self._get_info()
+        self._ap = float(reward[0])
+        self._relevant = int(relevant[0])
+        return self._get_obs(), self._ap, bool(terminated[0]), bool(truncated[0]), self._get_info()
 
     def rewards(self, indices: Any, codes: Any) -> np.ndarray:
         """The reward of each (item, code) pair against the current database; changes nothing.
@@ -232,8 +207,8 @@ class RankListHashEnv(HashingEnv):
         Returns:
             float64 (n,): the AP of each code ranked against the database codes of all other items.
         """
-        indices, codes = self._check_batch(indices, codes)
-        return self._rewards(indices, codes, pack_codes(codes))
+        indices, words = self._check_batch(indices, codes)
+        return core.rewards(self._params, self._bank, indices, words)[0]
 
     def act(self, indices: Any, codes: Any) -> np.ndarray:
         """Rewards of (item, code) pairs (:meth:`rewards`), then, in bank mode, the codes join the bank.
@@ -248,35 +223,14 @@ class RankListHashEnv(HashingEnv):
         Returns:
             float64 (n,) rewards.
         """
-        indices, codes = self._check_batch(indices, codes)
-        words = pack_codes(codes)
-        rewards = self._rewards(indices, codes, words)
-        if self.database == "bank":
-            if len(indices) > 1:
-                # np.unique on the reversed indices finds each item's last occurrence.
-                _, last = np.unique(indices[::-1], return_index=True)
-                keep = len(indices) - 1 - last
-                indices, codes, words = indices[keep], codes[keep], words[keep]
-            self._codes[indices] = codes
-            self._words[indices] = words
+        indices, words = self._check_batch(indices, codes)
+        rewards = core.rewards(self._params, self._bank, indices, words)[0]
+        core.write_bank(self._params, self._bank, indices, words)
         return rewards
 
-    def _rewards(self, indices: np.ndarray, codes: np.ndarray, words: np.ndarray) -> np.ndarray:
-        """Rewards of validated pairs; ``words`` are ``codes`` packed."""
-        if self.ties == "stable":
-            return self._stable_rewards(indices, codes)
-        counts, relevant = packed_distance_counts(
-            words, self._labels[indices], self._words, self._labels, self.bits
-        )
-        # Take each item's own database row out of its distance bucket: the list holds the others only.
-        own = (codes != self._codes[indices]).sum(axis=1)
-        rows = np.arange(len(indices))
-        counts[rows, own] -= 1
-        relevant[rows, own] -= self._self_relevant[indices]
-        return average_precision_from_counts(counts, relevant, topk=self.topk)
-
     def _check_batch(self, indices: Any, codes: Any) -> tuple[np.ndarray, np.ndarray]:
-        if self._codes is None:
+        """Validated indices int64 (n,) and the codes packed."""
+        if self._bank is None:
             raise RuntimeError("call reset (or set_database_codes) before computing rewards")
         idx = np.asarray(indices)
         if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
@@ -293,30 +247,8 @@ class RankListHashEnv(HashingEnv):
             )
         if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)):
             raise ValueError(f"codes must be an integer or bool array of 0/1, got dtype {arr.dtype}")
-        return idx.astype(np.int64, copy=False), np.ascontiguousarray(arr, dtype=np.uint8)
-
-    def _stable_rewards(self, indices: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Stable-order AP, one item at a time, on a copy of the database without the item."""
-        labels = self.split.labels
-        out = np.empty(len(indices), dtype=np.float64)
-        for row, (i, code) in enumerate(zip(indices, codes, strict=True)):
-            others = np.r_[0:i, i + 1 : self.num_items]
-            out[row] = average_precision(
-                code[None],
-                labels[i : i + 1],
-                self._codes[others],
-                labels[others],
-                topk=self.topk,
-                ties="stable",
-            )[0]
-        return out
-
-    def _relevant_counts(self, indices: np.ndarray) -> np.ndarray:
-        """Number of other items relevant to each item."""
-        if self._multi:
-            shared = (self._labels[indices][:, None, :] & self._labels[None, :, :]).any(axis=2)
-            return shared.sum(axis=1) - self._self_relevant[indices]
-        return self._class_sizes[self._labels[indices]] - 1
+        words = core.pack(self._params, arr) if idx.size else np.zeros((0, self._params.num_words), np.uint64)
+        return idx.astype(np.int64, copy=False), words
 
     def _get_obs(self) -> np.ndarray:
         return self.features[self.index].copy()
@@ -338,13 +270,15 @@ class RankListHashEnv(HashingEnv):
 
     def _nearest(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``count`` other items nearest to the shown code (ties by index) and their relevance."""
-        distance = hamming_distance(self._code[None], self._codes)[0].astype(np.int64)
+        database = unpack_codes(self._bank, self.bits)
+        distance = hamming_distance(self._code[None], database)[0].astype(np.int64)
         distance[self.index] = self.bits + 1  # the item itself is not in its list
         order = np.argsort(distance, kind="stable")[: min(count, self.num_items - 1)]
-        if self._multi:
-            relevant = (self._labels[order] & self._labels[self.index]).any(axis=1)
+        labels = self._params.labels
+        if labels.ndim == 2:
+            relevant = (labels[order] & labels[self.index]).any(axis=1)
         else:
-            relevant = self._labels[order] == self._labels[self.index]
+            relevant = labels[order] == labels[self.index]
         return order, relevant
 
     def _render_text(self) -> str:
@@ -361,7 +295,7 @@ class RankListHashEnv(HashingEnv):
     def _render_picture(self, cell: int = 8) -> np.ndarray:
         """The shown code (top row, white bits) above its 10 nearest database codes (green: relevant)."""
         order, relevant = self._nearest(10)
-        rows = np.concatenate([self._code[None], self._codes[order]])
+        rows = np.concatenate([self._code[None], unpack_codes(self._bank[order], self.bits)])
         image = np.repeat(rows[:, :, None] * 255, 3, axis=2).astype(np.uint8)
         tint = np.where(relevant, 0, 1)  # channel to dim: red for relevant rows (green stays), green else
         for row, channel in enumerate(tint, start=1):

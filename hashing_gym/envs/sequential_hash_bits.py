@@ -13,63 +13,13 @@ from hashing_gym.envs.base import (
     HashingEnv,
     InvalidActionError,
     ResetNeededError,
-    check_bits,
     check_code_matrix,
     check_feature_matrix,
     feature_bound,
     read_only,
 )
-
-
-def triplet_accuracy(d_pos: np.ndarray, d_neg: np.ndarray, margin: float = 0.0) -> np.ndarray:
-    r"""Fraction of (positive, negative) pairs that a code orders correctly; ties count one half.
-
-    Every positive is compared with every negative (all :math:`P \times P` pairs): a pair scores 1
-    if :math:`d_{neg} - d_{pos} > m`, 1/2 if :math:`d_{neg} - d_{pos} = m` and 0 otherwise.
-
-    Args:
-        d_pos: distances (..., P) from the item's code to its positives' codes.
-        d_neg: distances (..., P) from the item's code to its negatives' codes.
-        margin: the margin m (0: a plain ordering test).
-
-    Returns:
-        float64 (...): the accuracy of each row.
-
-    >>> float(triplet_accuracy(np.array([1, 2]), np.array([2, 3])))  # pairs: 1<2, 1<3, 2=2, 2<3
-    0.875
-    """
-    gap = (
-        np.asarray(d_neg, dtype=np.float64)[..., None, :] - np.asarray(d_pos, dtype=np.float64)[..., :, None]
-    )
-    return (np.sign(gap - margin) + 1.0).mean(axis=(-2, -1)) / 2.0
-
-
-def build_observation(
-    features: np.ndarray,
-    code: np.ndarray,
-    decided: np.ndarray,
-    step: np.ndarray,
-    num_steps: int,
-    flatten: bool,
-) -> Any:
-    """Batched observations of the MDP (what ``SequentialHashBitsEnv`` shows, with a leading batch axis).
-
-    Args:
-        features: float32 (n, D).
-        code: int8 (n, bits), undecided bits 0.
-        decided: int8 (n, bits), 1 where a bit is set.
-        step: int64 (n,) step index, in [0, num_steps).
-        num_steps: T, the episode length (size of the step one-hot when flattened).
-        flatten: return one float32 (n, D + 2 bits + T) array instead of a dict.
-
-    Returns:
-        A dict of arrays (``features``, ``code``, ``decided``, ``step``) or a float32 array.
-    """
-    if flatten:
-        one_hot = np.zeros((len(step), num_steps), dtype=np.float32)
-        one_hot[np.arange(len(step)), step] = 1.0
-        return np.concatenate([features, code, decided, one_hot], axis=1, dtype=np.float32)
-    return {"features": features, "code": code, "decided": decided, "step": step}
+from hashing_gym.envs.core import sequential_hash_bits as core
+from hashing_gym.envs.core.sequential_hash_bits import triplet_accuracy as triplet_accuracy
 
 
 class SequentialHashBitsEnv(HashingEnv):
@@ -198,50 +148,16 @@ class SequentialHashBitsEnv(HashingEnv):
         render_mode: str | None = None,
     ) -> None:
         super().__init__(dataset, split, render_mode)
-        self.bits = check_bits(bits)
-        if isinstance(group, bool) or not isinstance(group, (int, np.integer)) or group <= 0:
-            raise ValueError(f"group must be a positive integer, got {group!r}")
-        if self.bits % group:
-            raise ValueError(
-                f"bits={self.bits} is not a multiple of group={group}: each step decides group bits"
-            )
-        if isinstance(pairs, bool) or not isinstance(pairs, (int, np.integer)) or pairs <= 0:
-            raise ValueError(f"pairs must be a positive integer, got {pairs!r}")
-        if (
-            isinstance(margin, bool)
-            or not isinstance(margin, (int, float, np.number))
-            or not 0 <= margin < self.bits
-        ):
-            raise ValueError(f"margin must be a number in [0, bits={self.bits}), got {margin!r}")
-        if self.num_items < 2:
-            raise ValueError(f"the {split!r} split needs at least 2 items to compare, got {self.num_items}")
-        self.group = int(group)
-        self.num_steps = self.bits // self.group
-        self.pairs = int(pairs)
-        self.margin = float(margin)
-        self.flatten = bool(flatten)
-
-        labels = self.split.labels
-        self._multi = labels.ndim == 2
-        if self._multi:
-            self._label_sets = labels.astype(bool)
-        else:
-            # Items sorted by class: class c occupies positions [start[c], start[c] + size[c]) of _order.
-            self._order = np.argsort(labels, kind="stable")
-            sizes = np.bincount(labels, minlength=self.dataset.num_classes)
-            self._class_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-            self._class_size = sizes.astype(np.int64)
-            self._rank = np.empty(self.num_items, dtype=np.int64)
-            self._rank[self._order] = np.arange(self.num_items)
-
-        self._bank: np.ndarray | None = None  # uint8 (N, bits); drawn on the first reset
-        self._code = np.zeros(self.bits, dtype=np.int8)
-        self._decided = np.zeros(self.bits, dtype=np.int8)
-        self._t = 0
+        self.params = core.make_params(
+            self.dataset, split, bits=bits, group=group, pairs=pairs, margin=margin, flatten=flatten
+        )
+        params = self.params
+        self.bits, self.group, self.num_steps = params.bits, params.group, params.num_steps
+        self.pairs, self.margin, self.flatten = params.pairs, params.margin, params.flatten
+        self._state = core.init_state(params, 1)  # the core's state of one row
+        self._row = np.zeros(1, dtype=np.int64)
+        self._has_bank = False  # the bank is drawn on the first reset (unless set_code_bank comes first)
         self._done = True
-        self._accuracy = 0.5
-        self._positives = np.full((1, self.pairs), -1, dtype=np.int64)
-        self._negatives = np.full((1, self.pairs), -1, dtype=np.int64)
 
         self.action_space = spaces.MultiBinary(self.group)
         bound = feature_bound(self.dataset)
@@ -265,9 +181,9 @@ class SequentialHashBitsEnv(HashingEnv):
     @property
     def code_bank(self) -> np.ndarray | None:
         """uint8 (N, bits) bank codes, one per item of the split (read-only view); None before a reset."""
-        if self._bank is None:
+        if not self._has_bank:
             return None
-        return read_only(self._bank)
+        return read_only(self._state.bank[0])
 
     def set_code_bank(self, codes: Any) -> None:
         """Replace the code bank, e.g. with an agent's greedy codes of the whole split.
@@ -278,10 +194,12 @@ class SequentialHashBitsEnv(HashingEnv):
         Raises:
             ValueError: if ``codes`` has the wrong shape, a non-integer dtype, or a value other than 0 and 1.
         """
-        self._bank = check_code_matrix(codes, self.num_items, self.bits)
+        bank = check_code_matrix(codes, self.num_items, self.bits)
+        core.set_bank(self.params, self._state, self._row, bank)
+        self._has_bank = True
 
     # ----------------------------------------------------------------------------------------------
-    # The reward, batched (step uses it on one item)
+    # The reward, batched (the core's; step uses the same rules on one item)
     # ----------------------------------------------------------------------------------------------
 
     def sample_references(self, indices: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -297,34 +215,10 @@ class SequentialHashBitsEnv(HashingEnv):
             int64 (n, P) positives and int64 (n, P) negatives; both rows are -1 for an item that has
             no positive or no negative (it has no triplet).
         """
-        idx = self._check_indices(indices)
-        n, shape, rng = len(idx), (len(idx), self.pairs), self.np_random
-        positives = np.full(shape, -1, dtype=np.int64)
-        negatives = np.full(shape, -1, dtype=np.int64)
-        if self._multi:
-            for row, i in enumerate(idx):
-                shared = (self._label_sets[i] & self._label_sets).any(axis=1)
-                others = np.ones(self.num_items, dtype=bool)
-                others[i] = False
-                pos, neg = np.flatnonzero(shared & others), np.flatnonzero(~shared & others)
-                if len(pos) and len(neg):
-                    positives[row] = pos[rng.integers(len(pos), size=self.pairs)]
-                    negatives[row] = neg[rng.integers(len(neg), size=self.pairs)]
-            return positives, negatives
-        if n == 0:
-            return positives, negatives
-        label = self.split.labels[idx]
-        start, size = self._class_start[label][:, None], self._class_size[label][:, None]
-        valid = (size[:, 0] > 1) & (size[:, 0] < self.num_items)
-        # Positive: one of the size - 1 other members of the class, skipping the item's own position.
-        draw = rng.integers(0, np.maximum(size - 1, 1), size=shape)
-        draw += draw >= (self._rank[idx][:, None] - start)
-        positives[valid] = self._order[np.minimum(start + draw, self.num_items - 1)][valid]
-        # Negative: one of the N - size positions outside the class block.
-        draw = rng.integers(0, np.maximum(self.num_items - size, 1), size=shape)
-        draw += size * (draw >= start)
-        negatives[valid] = self._order[np.minimum(draw, self.num_items - 1)][valid]
-        return positives, negatives
+        references = core.sample_references(
+            self.params, self._check_indices(indices), core.NumpyDraws(self.np_random)
+        )
+        return references[:, : self.pairs], references[:, self.pairs :]
 
     def accuracies(self, codes: Any, positives: Any, negatives: Any) -> np.ndarray:
         r"""Triplet accuracy :math:`acc_t` of each code after each step t = 1..T against the current bank.
@@ -340,7 +234,26 @@ class SequentialHashBitsEnv(HashingEnv):
         Returns:
             float64 (n, T).
         """
-        if self._bank is None:
+        return core.accuracies(self.params, *self._finished_codes(codes, positives, negatives))
+
+    def rewards(self, codes: Any, positives: Any, negatives: Any) -> np.ndarray:
+        r"""Per-step rewards :math:`r_t = acc_t - acc_{t-1}` (:math:`acc_0 = 1/2`) of codes; changes nothing.
+
+        Args:
+            codes: 0/1 (n, bits) item codes.
+            positives: int (n, P) positives' rows (from ``sample_references``).
+            negatives: int (n, P) negatives' rows.
+
+        Returns:
+            float64 (n, T); each row sums to the code's final accuracy minus 1/2.
+        """
+        return core.rewards(self.params, *self._finished_codes(codes, positives, negatives))
+
+    def _finished_codes(
+        self, codes: Any, positives: Any, negatives: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The bank, the codes and their references, checked, as ``core.accuracies`` takes them."""
+        if not self._has_bank:
             raise RuntimeError("call reset (or set_code_bank) before computing rewards")
         codes = np.asarray(codes)
         positives, negatives = np.asarray(positives), np.asarray(negatives)
@@ -354,28 +267,8 @@ class SequentialHashBitsEnv(HashingEnv):
                 f"positives and negatives must have shape {(n, self.pairs)}, "
                 f"got {positives.shape} and {negatives.shape}"
             )
-        references = np.concatenate([positives, negatives], axis=1)  # (n, 2P)
-        valid = (references >= 0).all(axis=1)
-        differ = codes.astype(np.uint8)[:, None, :] != self._bank[np.maximum(references, 0)]  # (n, 2P, bits)
-        per_group = differ.reshape(n, 2 * self.pairs, self.num_steps, self.group).sum(axis=3, dtype=np.int64)
-        distance = np.cumsum(per_group, axis=2).transpose(0, 2, 1)  # (n, T, 2P): over decided bits
-        accuracy = triplet_accuracy(distance[..., : self.pairs], distance[..., self.pairs :], self.margin)
-        accuracy[~valid] = 0.5
-        return accuracy
-
-    def rewards(self, codes: Any, positives: Any, negatives: Any) -> np.ndarray:
-        r"""Per-step rewards :math:`r_t = acc_t - acc_{t-1}` (:math:`acc_0 = 1/2`) of codes; changes nothing.
-
-        Args:
-            codes: 0/1 (n, bits) item codes.
-            positives: int (n, P) positives' rows (from ``sample_references``).
-            negatives: int (n, P) negatives' rows.
-
-        Returns:
-            float64 (n, T); each row sums to the code's final accuracy minus 1/2.
-        """
-        accuracy = self.accuracies(codes, positives, negatives)
-        return np.diff(accuracy, axis=1, prepend=0.5)
+        references = np.concatenate([positives, negatives], axis=1).astype(np.int64, copy=False)
+        return self._state.bank[0], codes, references
 
     # ----------------------------------------------------------------------------------------------
     # Gymnasium API
@@ -386,15 +279,18 @@ class SequentialHashBitsEnv(HashingEnv):
     ) -> tuple[Any, dict[str, Any]]:
         """Pick an item and its references; a seeded (or first) reset also redraws the code bank."""
         super().reset(seed=seed)
-        if seed is not None or self._bank is None:
-            self._bank = self.np_random.integers(0, 2, size=(self.num_items, self.bits), dtype=np.uint8)
-        self.index = self._choose_index(options)
-        self._positives, self._negatives = self.sample_references(np.array([self.index]))
-        self._code[:] = 0
-        self._decided[:] = 0
-        self._t = 0
+        index = None
+        if options and options.get("index") is not None:
+            index = np.array([self._choose_index(options)])  # validates the given index; draws nothing
+        fresh = seed is not None or not self._has_bank
+        draws = core.RowDraws([self.np_random], np.array([fresh]))
+        bank, items, references = core.draw_start(self.params, draws, 1, int(fresh), index)
+        if fresh:
+            core.set_bank(self.params, self._state, self._row, bank)
+            self._has_bank = True
+        core.reset(self.params, self._state, self._row, items, references)
+        self.index = int(items[0])
         self._done = False
-        self._accuracy = 0.5
         return self._get_obs(), self._get_info()
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
@@ -403,18 +299,9 @@ class SequentialHashBitsEnv(HashingEnv):
             raise ResetNeededError("the episode has ended (or never started): call reset")
         if not self.action_space.contains(action):
             raise InvalidActionError(f"{action!r} is not in {self.action_space}")
-        bits = slice(self._t * self.group, (self._t + 1) * self.group)
-        self._code[bits] = np.asarray(action, dtype=np.int8)
-        self._decided[bits] = 1
-        self._t += 1
-        accuracy = float(self.accuracies(self._code[None], self._positives, self._negatives)[0, self._t - 1])
-        reward = accuracy - self._accuracy
-        self._accuracy = accuracy
-        terminated = self._t == self.num_steps
-        if terminated:
-            self._done = True
-            self._bank[self.index] = self._code
-        return self._get_obs(), reward, terminated, False, self._get_info()
+        reward, terminated, _ = core.step(self.params, self._state, self._row, np.asarray(action)[None])
+        self._done = bool(terminated[0])
+        return self._get_obs(), float(reward[0]), self._done, False, self._get_info()
 
     def _check_indices(self, indices: Any) -> np.ndarray:
         idx = np.asarray(indices)
@@ -428,20 +315,13 @@ class SequentialHashBitsEnv(HashingEnv):
         return idx.astype(np.int64, copy=False)
 
     def _get_obs(self) -> Any:
-        obs = build_observation(
-            self.features[self.index : self.index + 1],
-            self._code[None],
-            self._decided[None],
-            np.array([min(self._t, self.num_steps - 1)]),
-            self.num_steps,
-            self.flatten,
-        )
+        obs = core.observe(self.params, self._state)
         if self.flatten:
             return obs[0]
-        return {key: value[0].copy() for key, value in obs.items()} | {"step": np.int64(obs["step"][0])}
+        return {key: value[0] for key, value in obs.items()} | {"step": np.int64(obs["step"][0])}
 
     def _get_info(self) -> dict[str, Any]:
-        return {"index": self.index, "accuracy": self._accuracy}
+        return {"index": self.index, "accuracy": float(self._state.accuracy[0])}
 
     # ----------------------------------------------------------------------------------------------
     # Rendering
@@ -456,22 +336,22 @@ class SequentialHashBitsEnv(HashingEnv):
         return None
 
     def _render_text(self) -> str:
-        code = "".join(str(int(b)) if d else "." for b, d in zip(self._code, self._decided, strict=True))
+        state = self._state
+        shown = zip(state.code[0], state.decided[0], strict=True)
+        code = "".join(str(int(b)) if d else "." for b, d in shown)
+        accuracy = float(state.accuracy[0])
         return (
-            f"item {self.index} of {self.split_name!r}, step {self._t}/{self.num_steps}, group {self.group}\n"
+            f"item {self.index} of {self.split_name!r}, step {int(state.step[0])}/{self.num_steps}, "
+            f"group {self.group}\n"
             f"code {code}\n"
-            f"accuracy {self._accuracy:.4f} over {self.pairs}x{self.pairs} (positive, negative) pairs\n"
+            f"accuracy {accuracy:.4f} over {self.pairs}x{self.pairs} (positive, negative) pairs\n"
         )
 
     def _render_picture(self, cell: int = 8) -> np.ndarray:
         """The partial code (top, undecided bits grey) above positives (green) and negatives (red)."""
-        top = np.where(self._decided, self._code.astype(np.uint8) * 255, 128).astype(np.uint8)[None]
-        references = np.concatenate([self._positives[0], self._negatives[0]])
-        rows = (
-            self._bank[np.maximum(references, 0)] * 255
-            if self._bank is not None
-            else np.zeros((2 * self.pairs, self.bits), np.uint8)
-        )
+        state = self._state
+        top = np.where(state.decided[0], state.code[0].astype(np.uint8) * 255, 128).astype(np.uint8)[None]
+        rows = state.bank[0][state.references[0]] * 255  # before the first reset: the zero bank's row 0
         image = np.repeat(np.concatenate([top, rows.astype(np.uint8)])[:, :, None], 3, axis=2)
         image[1 : 1 + self.pairs, :, 0] //= 3  # positives: green
         image[1 : 1 + self.pairs, :, 2] //= 3
@@ -491,7 +371,8 @@ def encode_sequential(
 
     Each step builds the observations that ``SequentialHashBitsEnv`` would show (features, the bits
     decided so far, the decided mask, the step index) for all items and asks ``policy_step`` for
-    the next ``group`` bits of each; the policy carries its recurrent state between calls.
+    the next ``group`` bits of each; the policy carries its recurrent state between calls. The
+    observations and the transition are the MDP core's (``hashing_gym.envs.core.sequential_hash_bits``).
 
     Args:
         policy_step: maps ``(obs, state)`` to ``(actions, state)``: ``obs`` a dict of arrays with a
@@ -507,19 +388,13 @@ def encode_sequential(
     Returns:
         uint8 (n, bits) codes.
     """
-    bits = check_bits(bits)
-    if isinstance(group, bool) or not isinstance(group, (int, np.integer)) or group <= 0 or bits % group:
-        raise ValueError(f"group must be a positive integer dividing bits={bits}, got {group!r}")
+    params = core.encoder_params(bits, group, flatten)
     features = check_feature_matrix(features)
-    n, num_steps = len(features), bits // group
-    code = np.zeros((n, bits), dtype=np.int8)
-    decided = np.zeros((n, bits), dtype=np.int8)
-    state = None
-    for t in range(num_steps):
-        step = np.full(n, t, dtype=np.int64)
-        obs = build_observation(features, code.copy(), decided.copy(), step, num_steps, flatten)
-        actions, state = policy_step(obs, state)
-        bits_t = slice(t * group, (t + 1) * group)
-        code[:, bits_t] = np.asarray(actions).reshape(n, group)
-        decided[:, bits_t] = 1
-    return code.astype(np.uint8)
+    n = len(features)
+    state, rows = core.init_state(params, n), np.arange(n)
+    policy_state = None
+    for _ in range(params.num_steps):
+        obs = core.observation(features, state.code, state.decided, state.step, params.num_steps, flatten)
+        actions, policy_state = policy_step(obs, policy_state)
+        core.decide(params, state, rows, np.asarray(actions).reshape(n, params.group))
+    return state.code.astype(np.uint8)

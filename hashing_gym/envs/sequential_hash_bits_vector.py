@@ -9,7 +9,8 @@ from gymnasium.vector import AutoresetMode
 
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs.base import check_code_matrix
-from hashing_gym.envs.sequential_hash_bits import SequentialHashBitsEnv, build_observation
+from hashing_gym.envs.core import sequential_hash_bits as core
+from hashing_gym.envs.sequential_hash_bits import SequentialHashBitsEnv
 from hashing_gym.envs.vector_base import HashingVectorEnv
 
 
@@ -25,14 +26,13 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
     ``reset(seed=s)`` follows the single env reset with ``seed=s + i`` step by step
     (``hashing_gym.envs.vector_base`` states the conventions: devices, seeding, autoreset, infos).
 
-    A step writes every copy's group of bits, adds the group's differences with the ``2P``
-    reference codes of each copy to the distances kept over the decided bits (after
-    ``set_code_bank`` the next step recomputes them from the new bank, so a bank replaced in the
-    middle of an episode acts as it does on the single env), and counts the correctly ordered and
-    tied pairs: the same float64 accuracy, bit for bit, as the single env's
-    :func:`~hashing_gym.envs.sequential_hash_bits.triplet_accuracy`. Episodes all last
-    ``bits / group`` steps, so the copies end together and, with the default ``NEXT_STEP``
-    autoreset, the step after the last one resets them.
+    The rules are those of the MDP core, :mod:`hashing_gym.envs.core.sequential_hash_bits`, which
+    the single env runs on one row and this env on ``num_envs`` rows: a step writes every copy's
+    group of bits, adds the group's differences with the ``2P`` reference codes of each copy to the
+    distances kept over the decided bits (``set_code_bank`` recomputes them from the new bank, so a
+    bank replaced in the middle of an episode acts as it does on the single env), and counts the
+    correctly ordered and tied pairs. Episodes all last ``bits / group`` steps, so the copies end
+    together and, with the default ``NEXT_STEP`` autoreset, the step after the last one resets them.
 
     Memory: each copy holds its bank unpacked, ``num_envs x N x bits`` bytes.
 
@@ -86,44 +86,18 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
     ) -> None:
         if render_mode is not None:
             raise ValueError(f"render_mode must be None for the batched env, got {render_mode!r}")
-        self.single_env = SequentialHashBitsEnv(
-            dataset=dataset, bits=bits, split=split, group=group, pairs=pairs, margin=margin, flatten=flatten
-        )
+        arguments = {"bits": bits, "group": group, "pairs": pairs, "margin": margin, "flatten": flatten}
+        host_params = core.make_params(dataset, split, **arguments)
+        # The single env gives the base class its spaces and split; its state is never read.
+        self.single_env = SequentialHashBitsEnv(dataset=dataset, split=split, **arguments)
         self._setup(num_envs, device, backend, rng, autoreset_mode, check_actions)
-        t = self.single_env
-        self.bits, self.group, self.num_steps = t.bits, t.group, t.num_steps
-        self.pairs, self.margin, self.flatten = t.pairs, t.margin, t.flatten
-        n, num_items = self.num_envs, self.num_items
-        self._features = self._to_backend(t.features)
-        self._bank = self._zeros(np.uint8, (n, num_items, self.bits))
-        self._has_bank = np.zeros(n, dtype=bool)
-        self._items = self._zeros(np.int64)
-        self._references = self._zeros(np.int64, (n, 2 * self.pairs))  # rows of the bank; 0 if no triplet
-        self._valid = self._zeros(np.bool_)  # whether the item has a positive and a negative
-        self._code = self._zeros(np.int8, (n, self.bits))
-        self._decided = self._zeros(np.int8, (n, self.bits))
-        self._t = self._zeros(np.int64)
-        self._steps_taken = np.zeros(n, dtype=np.int64)
-        self._accuracy = self._zeros(np.float64)
-        # Distances to the 2P references over the decided bits, kept up to date group by group; a new
-        # bank (set_code_bank) makes them stale until the next step recomputes them.
-        self._distance = self._zeros(np.int64, (n, 2 * self.pairs))
-        self._stale = False
-        self._offsets = self._to_backend(np.arange(self.group))
-        if self.torch:
-            import torch
-
-            self._xp = torch
-            self._one_hot = torch.eye(self.num_steps, dtype=torch.float32, device=self.torch_device)
-            if not t._multi:  # the class blocks that the batched torch sampler of references reads
-                self._labels = self._to_backend(t.split.labels.astype(np.int64))
-                self._class_start, self._class_size = (
-                    self._to_backend(t._class_start),
-                    self._to_backend(t._class_size),
-                )
-                self._order, self._rank = self._to_backend(t._order), self._to_backend(t._rank)
-        else:
-            self._xp = np
+        self.bits, self.group, self.num_steps = host_params.bits, host_params.group, host_params.num_steps
+        self.pairs, self.margin, self.flatten = host_params.pairs, host_params.margin, host_params.flatten
+        self._host_params = host_params  # what the per-env numpy streams draw with
+        self.params = core.params_on(host_params, self.torch_device)
+        self._state = core.init_state(self.params, self.num_envs)
+        self._has_bank = np.zeros(self.num_envs, dtype=bool)
+        self._steps_taken = np.zeros(self.num_envs, dtype=np.int64)  # the host's copy of the state's step
 
     # ----------------------------------------------------------------------------------------------
     # The code banks
@@ -134,7 +108,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         """uint8 (num_envs, N, bits) copy of every sub-env's code bank, or None before they all exist."""
         if not self._has_bank.all():
             return None
-        return self._bank.clone() if self.torch else self._bank.copy()
+        return self._state.bank.clone() if self.torch else self._state.bank.copy()
 
     def set_code_bank(self, codes: Any) -> None:
         """Replace the code bank of every sub-env, e.g. with an agent's greedy codes of the split.
@@ -156,211 +130,48 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
                 f"codes must have shape {(self.num_items, self.bits)} or "
                 f"{(self.num_envs, self.num_items, self.bits)}, got shape {arr.shape}"
             )
-        self._bank[:] = self._to_backend(bank)
-        self._stale = True
+        core.set_bank(self.params, self._state, self._index(np.arange(self.num_envs)), self._to_backend(bank))
         self._has_bank[:] = True
 
     # ----------------------------------------------------------------------------------------------
-    # The batched MDP
+    # The batched MDP: the core's, over the rows
     # ----------------------------------------------------------------------------------------------
 
     def _reset_rows(self, rows: np.ndarray, seeded: np.ndarray, index: np.ndarray | None) -> dict[str, Any]:
+        fresh = seeded | ~self._has_bank[rows]
+        params, given, host_draws = self.params, None if index is None else self._to_backend(index), None
         if self.rng == "per_env":
-            return self._reset_rows_per_env(rows, seeded, index)
-        m, at = len(rows), self._index(rows)
-        fresh = rows[seeded | ~self._has_bank[rows]]
-        shape = (len(fresh), self.num_items, self.bits)
-        if len(fresh) and self.torch:
-            generator = self._torch_generator()
-            self._bank[self._index(fresh)] = self._xp.randint(
-                0, 2, shape, generator=generator, device=self.torch_device, dtype=self._xp.uint8
-            )
-        elif len(fresh):
-            self._bank[fresh] = self.np_random.integers(0, 2, size=shape, dtype=np.uint8)
-        self._has_bank[fresh] = True
-        if index is not None:
-            items = self._to_backend(index)
+            params, given = self._host_params, index  # drawn on the host, then moved
+            draws: Any = core.RowDraws([self._rngs[i] for i in rows], fresh)
         elif self.torch:
-            generator = self._torch_generator()
-            items = self._xp.randint(self.num_items, (m,), generator=generator, device=self.torch_device)
+            draws = core.TorchDraws(self._torch_generator())
+            # Multi-label references are drawn on the host, from the numpy stream.
+            host_draws = core.NumpyDraws(self.np_random) if params.multi_label else None
         else:
-            items = self.np_random.integers(self.num_items, size=m)
-        if self.torch and not self.single_env._multi:
-            references = self._torch_references(items)
-        else:
-            # The single env's own batched sampler, on the vector env's generator (multi-label torch
-            # envs draw their references on the host, with numpy).
-            self.single_env.np_random = self.np_random
-            positives, negatives = self.single_env.sample_references(self._to_numpy(items))
-            references = self._to_backend(np.concatenate([positives, negatives], axis=1))
-        self._items[at] = items
-        self._valid[at] = (references >= 0).all(1)
-        self._references[at] = references.clip(0) if self.torch else np.maximum(references, 0)
-        self._code[at] = 0
-        self._decided[at] = 0
-        self._t[at] = 0
-        self._steps_taken[rows] = 0
-        self._accuracy[at] = 0.5
-        self._distance[at] = 0
-        return {"index": self._items[at], "accuracy": self._accuracy[at]}
-
-    def _torch_references(self, items: Any) -> Any:
-        """``sample_references`` of single-label items, on the device generator: int64 (m, 2P), -1 if none."""
-        torch, generator, n = self._xp, self._torch_generator(), self.num_items
-        shape = (len(items), self.pairs)
-        label = self._labels[items]
-        start, size = self._class_start[label][:, None], self._class_size[label][:, None]
-
-        def uniform_below(high: Any) -> Any:  # an integer in [0, high) per entry
-            u = torch.rand(shape, generator=generator, device=self.torch_device, dtype=torch.float64)
-            return (u * high).long().clamp(max=high - 1)
-
-        draw = uniform_below((size - 1).clamp(min=1))
-        draw += draw >= (self._rank[items][:, None] - start)  # skip the item's own position
-        positives = self._order[(start + draw).clamp(max=n - 1)]
-        draw = uniform_below((n - size).clamp(min=1))
-        draw += size * (draw >= start)  # skip the class block
-        negatives = self._order[draw.clamp(max=n - 1)]
-        references = torch.cat([positives, negatives], dim=1)
-        valid = (size[:, 0] > 1) & (size[:, 0] < n)
-        return torch.where(valid[:, None], references, -1)
-
-    def _reset_rows_per_env(
-        self, rows: np.ndarray, seeded: np.ndarray, index: np.ndarray | None
-    ) -> dict[str, Any]:
-        m, pairs = len(rows), self.pairs
-        items = np.empty(m, dtype=np.int64)
-        references = np.empty((m, 2 * pairs), dtype=np.int64)
-        fresh: list[int] = []
-        banks: list[np.ndarray] = []
-        for k, i in enumerate(rows):
-            rng = self._rngs[i]
-            # The single env's reset: the bank (seeded or first reset), the item, then its references.
-            if seeded[k] or not self._has_bank[i]:
-                fresh.append(i)
-                banks.append(rng.integers(0, 2, size=(self.num_items, self.bits), dtype=np.uint8))
-            items[k] = int(rng.integers(self.num_items)) if index is None else index[k]
-            references[k, :pairs], references[k, pairs:] = self._draw_references(rng, int(items[k]))
-        if fresh:
-            self._bank[self._index(np.array(fresh))] = self._to_backend(np.stack(banks))
-            self._has_bank[fresh] = True
+            draws = core.NumpyDraws(self.np_random)
+        banks, items, references = core.draw_start(
+            params, draws, len(rows), int(fresh.sum()), given, host_draws
+        )
+        if self.rng == "per_env":  # drawn on the host
+            banks = None if banks is None else self._to_backend(banks)
+            items, references = self._to_backend(items), self._to_backend(references)
+        if banks is not None:
+            core.set_bank(self.params, self._state, self._index(rows[fresh]), banks)
+            self._has_bank[rows[fresh]] = True
         at = self._index(rows)
-        valid = (references >= 0).all(axis=1)
-        self._items[at] = self._to_backend(items)
-        self._references[at] = self._to_backend(np.maximum(references, 0))
-        self._valid[at] = self._to_backend(valid)
-        self._code[at] = 0
-        self._decided[at] = 0
-        self._t[at] = 0
+        core.reset(self.params, self._state, at, items, references)
         self._steps_taken[rows] = 0
-        self._accuracy[at] = 0.5
-        self._distance[at] = 0
-        return {"index": self._items[at], "accuracy": self._accuracy[at]}
-
-    def _draw_references(self, rng: np.random.Generator, item: int) -> tuple[np.ndarray, np.ndarray]:
-        """One item's P positives and P negatives, drawn from ``rng`` exactly as the single env draws them."""
-        t = self.single_env
-        if t._multi:
-            t.np_random = rng  # the single env's own sampler, on this sub-env's stream
-            positives, negatives = t.sample_references(np.array([item]))
-            return positives[0], negatives[0]
-        # SequentialHashBitsEnv.sample_references for one single-label item, without its batch overhead
-        # (the same calls on the generator: a scalar bound draws what a (1, 1) array bound draws).
-        n, shape = self.num_items, (1, self.pairs)
-        label = t.split.labels[item]
-        start, size = int(t._class_start[label]), int(t._class_size[label])
-        draw = rng.integers(0, max(size - 1, 1), size=shape)
-        draw += draw >= (t._rank[item] - start)
-        positives = t._order[np.minimum(start + draw, n - 1)][0]
-        draw = rng.integers(0, max(n - size, 1), size=shape)
-        draw += size * (draw >= start)
-        negatives = t._order[np.minimum(draw, n - 1)][0]
-        if not 1 < size < n:
-            return np.full(self.pairs, -1), np.full(self.pairs, -1)
-        return positives, negatives
+        return {"index": self._state.item[at], "accuracy": self._state.accuracy[at]}
 
     def _step_rows(self, rows: np.ndarray, actions: Any, every: bool) -> tuple[Any, Any, dict[str, Any]]:
-        xp, at = self._xp, self._index(rows)
-        if self._stale:
-            self._recompute_distances()
-        t = self._t[at]
-        columns = t[:, None] * self.group + self._offsets  # (m, group): the bits this step decides
-        self._code[at[:, None], columns] = actions.astype(np.int8) if not self.torch else actions.to(xp.int8)
-        self._decided[at[:, None], columns] = 1
-        self._t[at] = t + 1
-        # Add the new group's differences: gather just those bits of the 2P reference codes.
-        flat = (at[:, None, None] * self.num_items + self._references[at][:, :, None]) * self.bits
-        reference_bits = self._bank.reshape(-1)[flat + columns[:, None, :]]  # (m, 2P, group)
-        self._distance[at] += (reference_bits != actions[:, None, :]).sum(-1, dtype=xp.int64)
-        distance = self._distance[at]
-        accuracy = self._triplet_accuracy(distance[:, : self.pairs], distance[:, self.pairs :])
-        accuracy[~self._valid[at]] = 0.5
-        reward = accuracy - self._accuracy[at]
-        self._accuracy[at] = accuracy
-        self._steps_taken[rows] += 1  # the host's copy of t: episode ends known without a device sync
-        terminated = self._steps_taken[rows] == self.num_steps
-        if terminated.any():
-            ended = self._index(rows[terminated])
-            # The finished code replaces the item's row of the bank, as at the end of a single episode;
-            # the references never include the item, so the kept distances stay exact.
-            finished = self._code[ended]
-            self._bank[ended, self._items[ended]] = (
-                finished.astype(np.uint8) if not self.torch else finished.to(xp.uint8)
-            )
-        return reward, terminated, {"index": self._items[at], "accuracy": accuracy}
-
-    def _recompute_distances(self) -> None:
-        """Distances of every sub-env's code to its references over the decided bits, from the bank."""
-        references = self._bank[self._arange()[:, None], self._references]  # (n, 2P, bits)
-        code = self._code.astype(np.uint8) if not self.torch else self._code.to(self._xp.uint8)
-        differ = (references != code[:, None, :]) & (self._decided[:, None, :] != 0)
-        self._distance[:] = differ.sum(-1, dtype=self._xp.int64)
-        self._stale = False
-
-    def _arange(self) -> Any:
-        return self._to_backend(np.arange(self.num_envs))
-
-    def _triplet_accuracy(self, d_pos: Any, d_neg: Any) -> Any:
-        """``triplet_accuracy`` from integer pair counts, bit for bit.
-
-        (2 wins + ties) / P^2 / 2 is the single env's float: its mean of sign(gap - m) + 1 sums exact
-        small integers before dividing by P^2.
-        """
-        small = self._xp.int16 if self.bits < 1 << 15 else self._xp.int64  # distances <= bits
-        d_pos = d_pos.astype(small) if not self.torch else d_pos.to(small)
-        d_neg = d_neg.astype(small) if not self.torch else d_neg.to(small)
-        gap = d_neg[:, None, :] - d_pos[:, :, None]  # (m, P, P) integers
-        # For an integer gap: gap > m iff gap > floor(m); gap == m only when m is an integer.
-        threshold = int(np.floor(self.margin))
-        doubled = 2 * (gap > threshold).sum((1, 2))
-        if float(self.margin).is_integer():
-            doubled = doubled + (gap == threshold).sum((1, 2))
-        if self.torch:
-            doubled = doubled.to(self._xp.float64)  # torch would divide integers in float32
-        return doubled / self.pairs**2 / 2.0
+        at = self._index(rows)
+        reward, _, accuracy = core.step(self.params, self._state, at, actions)
+        self._steps_taken[rows] += 1  # episode ends known on the host, without a device sync
+        terminated = core.is_terminal(self.params, self._steps_taken[rows])
+        return reward, terminated, {"index": self._state.item[at], "accuracy": accuracy}
 
     def _check_actions(self, actions: Any) -> Any:
         return self._check_binary_actions(actions, self.group)
 
     def _observations(self) -> Any:
-        features = self._take(self._features, self._items)
-        step = self._t.clip(0, self.num_steps - 1) if self.torch else np.minimum(self._t, self.num_steps - 1)
-        if not self.torch:
-            return build_observation(
-                features, self._code.copy(), self._decided.copy(), step, self.num_steps, self.flatten
-            )
-        if self.flatten:
-            torch = self._xp
-            parts = [
-                features,
-                self._code.to(torch.float32),
-                self._decided.to(torch.float32),
-                self._one_hot[step],
-            ]
-            return torch.cat(parts, dim=1)
-        return {
-            "features": features,
-            "code": self._code.clone(),
-            "decided": self._decided.clone(),
-            "step": step,
-        }
+        return core.observe(self.params, self._state)

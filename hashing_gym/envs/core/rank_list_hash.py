@@ -1,0 +1,228 @@
+r"""RankListHash-v0's rules (deep policy hashing with listwise supervision), once, for a batch of bandits.
+
+Each row of the batch is one episode of one step: an item ``index`` of the split and a database
+of packed codes, one per item of the split (each row its own database, or one shared by all).
+The action is the item's code :math:`h \in \{0, 1\}^b`; the reward is the average precision of
+the list of all *other* items ranked by Hamming distance :math:`\|h \oplus b_j\|_1` to their
+database codes :math:`b_j` (relevant: same label, or a shared label for multi-label data), with
+ties ``"average"`` (tie-aware expected AP) or ``"stable"`` (by database index), over the first
+``topk`` positions or all. With ``database="bank"`` the acted code then replaces the item's
+database code. The episode terminates after that step and never truncates.
+
+Every number comes from :mod:`hashing_gym.ranking`'s public functions on packed codes
+(``packed_distance_counts`` with the item ``exclude``\ d from its own list, then
+``average_precision_from_counts`` or ``packed_average_precision``), so the rewards are those of
+``average_precision`` on the list without the item, bitwise on numpy.
+
+The functions take and return arrays of one namespace (numpy, or torch on any device), so
+``RankListHashEnv`` (a batch of one, and its batched ``rewards`` / ``act``) and
+``RankListHashVectorEnv`` (``num_envs`` rows, numpy or torch) run the same code. Randomness (the
+items and the random start databases) is drawn by those shells and passed in.
+
+>>> import numpy as np
+>>> from hashing_gym.envs.core import rank_list_hash as core
+>>> from hashing_gym.ranking import pack_codes
+>>> params = core.make_params("digits", "train", bits=16)
+>>> bank = pack_codes(np.zeros((params.num_items, 16), dtype=np.uint8))
+>>> state = core.reset(params, np.array([0, 1]), np.stack([bank, bank]))
+>>> state, reward, terminated, truncated, relevant = core.step(params, state, pack_codes(np.ones((2, 16))))
+>>> reward.shape, terminated.tolist(), relevant.tolist()  # relevant: the other items of the class
+((2,), [True, True], [151, 146])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
+
+import numpy as np
+from array_api_compat import array_namespace, device
+
+from hashing_gym.data import HashingDataset
+from hashing_gym.envs.base import resolve_dataset, resolve_split
+from hashing_gym.ranking import (
+    TIES,
+    average_precision_from_counts,
+    pack_codes,
+    packed_average_precision,
+    packed_distance_counts,
+)
+from hashing_gym.validation import check_bits, check_positive_int
+
+DATABASES: tuple[str, ...] = ("bank", "fixed")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The constants of one RankListHash-v0 MDP (arrays on one device, see ``params_on``)."""
+
+    bits: int
+    """Code length b."""
+    ties: str
+    """Order within equal distances: ``"average"`` or ``"stable"``."""
+    topk: int | None
+    """AP over the first k positions; None for the whole list."""
+    database: str
+    """``"bank"`` (acted codes replace the item's database code) or ``"fixed"``."""
+    features: Any
+    """float32 (N, D): the split's features (the observations)."""
+    labels: Any
+    """The split's labels as the ranking functions take them: int64 class ids (N,), or multi-hot
+    labels packed into 64-bit words (N, ceil(C / 64)) (uint64 on numpy, int64 on torch)."""
+    word_bits: int
+    """Bits per word of the packed codes: 64 on numpy; on torch the narrowest of 16, 32, 64 that holds
+    a code (memory traffic sets the pace of a scan)."""
+
+    @property
+    def num_items(self) -> int:
+        """N, the number of items of the split (the database's length)."""
+        return int(self.features.shape[0])
+
+    @property
+    def num_words(self) -> int:
+        """Words per packed code."""
+        return -(-self.bits // self.word_bits)
+
+
+class State(NamedTuple):
+    """A batch of episodes: arrays with a leading batch axis."""
+
+    items: Any
+    """int64 (m,): each row's item."""
+    bank: Any
+    """Packed database codes: (m, N, W), one database per row."""
+
+
+def _namespace(array: Any) -> Any:
+    """Numpy itself for numpy arrays (array_namespace costs microseconds a call: a step's budget)."""
+    return np if isinstance(array, np.ndarray) else array_namespace(array)
+
+
+def make_params(
+    dataset: str | HashingDataset,
+    split: str = "train",
+    *,
+    bits: int = 16,
+    ties: str = "average",
+    topk: int | None = None,
+    database: str = "bank",
+) -> Params:
+    """Check the arguments of RankListHash-v0 and build its constants on numpy.
+
+    Raises:
+        ValueError: for a bad argument, or a split of fewer than 2 items (nothing to rank).
+    """
+    bits = check_bits(bits)
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    if topk is not None:
+        try:
+            topk = check_positive_int(topk, "topk")
+        except ValueError:
+            raise ValueError(f"topk must be None or a positive integer, got {topk!r}") from None
+    if database not in DATABASES:
+        raise ValueError(f"database must be one of {DATABASES}, got {database!r}")
+    items = resolve_split(resolve_dataset(dataset), split)
+    if items.n < 2:
+        raise ValueError(f"the {split!r} split needs at least 2 items to rank, got {items.n}")
+    labels = items.labels
+    labels = pack_codes(labels) if labels.ndim == 2 else np.ascontiguousarray(labels, dtype=np.int64)
+    return Params(bits, ties, topk, database, items.features, labels, 64)
+
+
+def params_on(params: Params, device: Any) -> Params:
+    """``params`` with its arrays as torch tensors on ``device`` and the narrowest word type."""
+    import torch
+
+    labels = params.labels.view(np.int64) if params.labels.ndim == 2 else params.labels
+    word_bits = 16 if params.bits <= 16 else 32 if params.bits <= 32 else 64
+    return replace(
+        params,
+        features=torch.as_tensor(np.array(params.features), device=device),
+        labels=torch.as_tensor(np.array(labels), device=device),
+        word_bits=word_bits,
+    )
+
+
+def pack(params: Params, codes: Any) -> Any:
+    """0/1 codes (..., b) packed as ``params`` stores them (numpy codes are checked to be 0/1)."""
+    if isinstance(codes, np.ndarray) and codes.ndim > 2:  # numpy packs (n, b) matrices
+        words = pack_codes(codes.reshape(-1, codes.shape[-1]))
+        return words.reshape(*codes.shape[:-1], words.shape[-1])
+    return pack_codes(codes, word_bits=params.word_bits)
+
+
+def reset(params: Params, items: Any, bank: Any) -> State:
+    """Start episodes on ``items`` (int64 (m,)) with the packed databases ``bank`` (m, N, W)."""
+    return State(items, bank)
+
+
+def rewards(params: Params, bank: Any, items: Any, words: Any) -> tuple[Any, Any]:
+    """AP of each packed code against the database of all other items; changes nothing.
+
+    Args:
+        params: the MDP's constants.
+        bank: packed database codes (N, W) shared by every row, or (m, N, W) one per row.
+        items: int64 (m,) the rows' items.
+        words: packed codes (m, W), one per row.
+
+    Returns:
+        ``(ap, relevant)``: float64 (m,) rewards and int64 (m,) numbers of other items relevant to
+        each item.
+    """
+    lq = params.labels[items]
+    counts, relevant = packed_distance_counts(words, lq, bank, params.labels, params.bits, exclude=items)
+    if params.ties == "average":
+        ap = average_precision_from_counts(counts, relevant, topk=params.topk, num_items=params.num_items)
+    else:
+        ap = packed_average_precision(
+            words, lq, bank, params.labels, params.bits, topk=params.topk, ties="stable", exclude=items
+        )
+    return ap, relevant.sum(1)
+
+
+def step(params: Params, state: State, words: Any, rows: Any = None) -> tuple[State, Any, Any, Any, Any]:
+    """Act packed codes (m, W): the rewards, then (bank mode) each code joins its row's database.
+
+    Args:
+        params: the MDP's constants.
+        state: the batch.
+        words: packed codes, one per row stepped.
+        rows: int64 indices of the rows stepped (m of them), or None for all.
+
+    The bank is written in place (``state`` is returned): a copy of every database at every step
+    would cost more than the reward.
+
+    Returns:
+        ``(state, reward, terminated, truncated, relevant)``: float64 (m,) AP, numpy bool (m,) flags
+        (all True, all False: the episode length is known on the host, so nothing waits for a device)
+        and int64 (m,) numbers of other items relevant to each item.
+    """
+    xp = _namespace(words)
+    items = state.items if rows is None else xp.take(state.items, rows, axis=0)
+    bank = state.bank if rows is None else state.bank[rows]
+    reward, relevant = rewards(params, bank, items, words)
+    if params.database == "bank":
+        if rows is None:
+            rows = xp.arange(words.shape[0], device=device(words))
+        state.bank[rows, items] = words
+    m = words.shape[0]
+    return state, reward, np.ones(m, dtype=bool), np.zeros(m, dtype=bool), relevant
+
+
+def write_bank(params: Params, bank: Any, items: Any, words: Any) -> None:
+    """Write codes into one shared bank (N, W) in bank mode; a repeated item keeps its last code."""
+    if params.database != "bank":
+        return
+    if len(items) > 1:
+        # np.unique on the reversed items finds each item's last occurrence.
+        _, last = np.unique(items[::-1], return_index=True)
+        keep = len(items) - 1 - last
+        items, words = items[keep], words[keep]
+    bank[items] = words
+
+
+def observe(params: Params, state: State) -> Any:
+    """The rows' observations: their items' features (m, D)."""
+    xp = _namespace(params.features)
+    return xp.take(params.features, state.items, axis=0)

@@ -1,0 +1,646 @@
+r"""SequentialHashBits-v0's rules (DRLIH), once, batched, over numpy or torch arrays.
+
+An episode encodes one item of a split in :math:`T = b / g` steps; step t (0-based) sets bits
+:math:`[t g, (t + 1) g)` of its code to the action. Each row of a batch keeps a *code bank* (one
+code per item of the split), the item's P positives and P negatives (rows of the bank), and the
+Hamming distances :math:`d_{\pm}` from the item's code to them over the bits decided so far. With
+m the margin, the triplet accuracy over all :math:`P \times P` (positive, negative) pairs is
+
+.. math:: acc_t = \frac{1}{P^2} \sum_{i, j} \Big( [d^t_{-,j} - d^t_{+,i} > m]
+          + \tfrac{1}{2} [d^t_{-,j} - d^t_{+,i} = m] \Big),
+          \qquad r_t = acc_t - acc_{t-1}, \quad acc_0 = \tfrac{1}{2};
+
+an item without a positive or a negative keeps :math:`acc = 1/2`. The episode terminates after T
+steps, and the finished code replaces the item's row of the bank. A step adds only the new
+group's differences to the kept distances (O(P g) gathers instead of O(P b)), and counts pairs in
+small integers, so the float64 accuracy is the same bit for bit on numpy and torch.
+
+Shells: ``SequentialHashBitsEnv`` (one row, Gymnasium's API), ``SequentialHashBitsVectorEnv``
+(``num_envs`` rows, numpy or torch on a device) and ``encode_sequential`` (the transition and the
+observation over a batch of items). Randomness stays with the shells: they wrap their generators
+in :class:`NumpyDraws` (one numpy stream for all rows), :class:`RowDraws` (a numpy stream per row:
+``rng="per_env"`` and the single env) or :class:`TorchDraws` (a device stream), and
+:func:`draw_start` draws from them in the same order and shapes as the shells always have: fresh
+banks, then items, then references.
+
+The state is updated in place (``reset``, ``step``, ``set_bank``, ``decide``): the banks are
+``rows x N x b`` bytes, which a copy per step would cost more than the step itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from array_api_compat import array_namespace, device, is_array_api_obj
+
+from hashing_gym.data import HashingDataset
+from hashing_gym.envs.base import resolve_dataset, resolve_split
+from hashing_gym.validation import check_bits, check_positive_int
+
+START_ACCURACY = 0.5  # acc_0, and the accuracy of an item that has no triplet
+
+
+@dataclass(frozen=True, eq=False)
+class Params:
+    """The constants of the MDP: code geometry, reward options, the split's features and label blocks.
+
+    Array fields live where the state lives (numpy, or torch on a device: :func:`params_on`),
+    except ``label_sets``, which stays numpy: multi-label references are drawn on the host.
+    """
+
+    bits: int
+    """b, the code length."""
+    group: int
+    """g, the bits decided per step (divides b)."""
+    pairs: int
+    """P, positives and negatives per episode (0 for the encoder, which has no reward)."""
+    margin: float
+    """m, the Hamming margin of a correctly ordered pair."""
+    flatten: bool
+    """Whether observations are one float32 array instead of a dict."""
+    num_items: int
+    """N, the number of items of the split (the rows of a bank)."""
+    features: Any
+    """float32 (N, D) features of the split's items (None for the encoder)."""
+    offsets: Any
+    """int64 (g,): 0..g-1, the bit offsets inside a group."""
+    multi_label: bool = False
+    """Whether items carry sets of labels (positives share at least one)."""
+    label_sets: np.ndarray | None = None
+    """bool (N, C), multi-label only (numpy)."""
+    labels: Any = None
+    """int64 (N,) class of each item, single-label only."""
+    order: Any = None
+    """int64 (N,) items sorted by class (stable): class c is ``order[start[c] : start[c] + size[c]]``."""
+    class_start: Any = None
+    """int64 (C,) where each class's block starts in ``order``."""
+    class_size: Any = None
+    """int64 (C,) the size of each class."""
+    rank: Any = None
+    """int64 (N,) each item's position in ``order``."""
+
+    @property
+    def num_steps(self) -> int:
+        """T = b / g, the episode length."""
+        return self.bits // self.group
+
+
+class State(NamedTuple):
+    """The batched state: one row per episode (arrays of the namespace and device of the params)."""
+
+    bank: Any
+    """uint8 (B, N, b): each row's code bank."""
+    item: Any
+    """int64 (B,): the item each row encodes."""
+    references: Any
+    """int64 (B, 2P): bank rows of the P positives then the P negatives (0 where ``valid`` is False)."""
+    valid: Any
+    """bool (B,): whether the item has a positive and a negative (a triplet)."""
+    code: Any
+    """int8 (B, b): the bits decided so far, undecided bits 0."""
+    decided: Any
+    """int8 (B, b): 1 where a bit is decided (a prefix)."""
+    step: Any
+    """int64 (B,): t, the number of groups decided."""
+    distance: Any
+    """int64 (B, 2P): Hamming distances to the references over the decided bits."""
+    accuracy: Any
+    """float64 (B,): acc_t."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Arguments
+# ------------------------------------------------------------------------------------------------
+
+
+def check_group(bits: int, group: Any) -> int:
+    """``group`` as an int, or ``ValueError`` if it is not a positive integer that divides ``bits``."""
+    message = f"group must be a positive integer dividing bits={bits}, got {group!r}"
+    try:
+        group = check_positive_int(group, "group")
+    except ValueError:
+        raise ValueError(message) from None
+    if bits % group:
+        raise ValueError(f"{message} (bits={bits} is not a multiple of group={group}: a step decides g bits)")
+    return group
+
+
+def make_params(
+    dataset: str | HashingDataset,
+    split: str,
+    bits: Any = 16,
+    group: Any = 1,
+    pairs: Any = 16,
+    margin: Any = 0.0,
+    flatten: bool = False,
+) -> Params:
+    """Validate the env's arguments (``ValueError`` naming the first bad one) and build its numpy params.
+
+    Args:
+        dataset: a data set name or a ``HashingDataset``.
+        split: ``"train"``, ``"query"`` or ``"database"``.
+        bits: code length b.
+        group: bits decided per step; divides ``bits``.
+        pairs: P, positives and negatives drawn per episode.
+        margin: m in [0, bits).
+        flatten: one float32 array observation instead of a dict.
+
+    Returns:
+        The params, arrays on the host (numpy).
+    """
+    data = resolve_dataset(dataset)
+    items = resolve_split(data, split)
+    bits = check_bits(bits)
+    group = check_group(bits, group)
+    pairs = check_positive_int(pairs, "pairs")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float, np.number)) or not 0 <= margin < bits:
+        raise ValueError(f"margin must be a number in [0, bits={bits}), got {margin!r}")
+    if items.n < 2:
+        raise ValueError(f"the {split!r} split needs at least 2 items to compare, got {items.n}")
+    geometry = {
+        "bits": bits,
+        "group": group,
+        "pairs": pairs,
+        "margin": float(margin),
+        "flatten": bool(flatten),
+        "num_items": items.n,
+        "features": items.features,
+        "offsets": np.arange(group, dtype=np.int64),
+    }
+    labels = items.labels
+    if labels.ndim == 2:
+        return Params(**geometry, multi_label=True, label_sets=labels.astype(bool))
+    labels = labels.astype(np.int64)
+    order = np.argsort(labels, kind="stable")
+    sizes = np.bincount(labels, minlength=data.num_classes).astype(np.int64)
+    rank = np.empty(items.n, dtype=np.int64)
+    rank[order] = np.arange(items.n)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return Params(**geometry, labels=labels, order=order, class_start=starts, class_size=sizes, rank=rank)
+
+
+def encoder_params(bits: Any, group: Any, flatten: bool) -> Params:
+    """Params of the transition alone (no split, no references), for ``encode_sequential``."""
+    bits = check_bits(bits)
+    group = check_group(bits, group)
+    return Params(
+        bits=bits,
+        group=group,
+        pairs=0,
+        margin=0.0,
+        flatten=bool(flatten),
+        num_items=0,
+        features=None,
+        offsets=np.arange(group, dtype=np.int64),
+    )
+
+
+def params_on(params: Params, torch_device: Any) -> Params:
+    """The params with their arrays as torch tensors on ``torch_device`` (None: unchanged, numpy)."""
+    if torch_device is None:
+        return params
+    import torch
+
+    def move(array: Any) -> Any:
+        if array is None:
+            return None
+        # torch refuses to share read-only memory (e.g. a data set's features).
+        array = np.ascontiguousarray(array)
+        return torch.as_tensor(array if array.flags.writeable else array.copy(), device=torch_device)
+
+    names = ("features", "offsets", "labels", "order", "class_start", "class_size", "rank")
+    return dataclasses.replace(params, **{name: move(getattr(params, name)) for name in names})
+
+
+def init_state(params: Params, num_rows: int) -> State:
+    """A state of ``num_rows`` rows, all zeros (banks included), in the params' namespace and device."""
+    xp, where = _namespace(params.offsets), device(params.offsets)
+    bank_items = params.num_items if params.pairs else 0  # the encoder keeps no bank
+
+    def zeros(shape: tuple[int, ...], dtype: Any) -> Any:
+        return xp.zeros(shape, dtype=dtype, device=where)
+
+    return State(
+        bank=zeros((num_rows, bank_items, params.bits), xp.uint8),
+        item=zeros((num_rows,), xp.int64),
+        references=zeros((num_rows, 2 * params.pairs), xp.int64),
+        valid=zeros((num_rows,), xp.bool),
+        code=zeros((num_rows, params.bits), xp.int8),
+        decided=zeros((num_rows, params.bits), xp.int8),
+        step=zeros((num_rows,), xp.int64),
+        distance=zeros((num_rows, 2 * params.pairs), xp.int64),
+        accuracy=xp.full((num_rows,), START_ACCURACY, dtype=xp.float64, device=where),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Random draws: the shells' generators behind one interface
+# ------------------------------------------------------------------------------------------------
+
+
+class NumpyDraws:
+    """Draws for all rows from one ``numpy.random.Generator`` (a vector env's ``rng="batched"`` stream).
+
+    Every draw method takes a ``shape`` whose first axis is the rows; ``integers`` also takes the
+    ``row`` that draws alone (multi-label references: one item at a time).
+    """
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def codes(self, shape: tuple[int, ...]) -> np.ndarray:
+        """uint8 uniform 0/1 of ``shape`` (banks: one per fresh row)."""
+        return self.rng.integers(0, 2, size=shape, dtype=np.uint8)
+
+    def integers(self, high: Any, shape: tuple[int, ...], row: int | None = None) -> np.ndarray:
+        """int64 uniform in [0, high) of ``shape`` (``high``: an int, or an array broadcast to ``shape``)."""
+        return self.rng.integers(0, high, size=shape)
+
+
+class RowDraws:
+    """Draws for rows that each own a ``numpy.random.Generator`` (``rng="per_env"``, the single env's row).
+
+    Each row draws from its generator what it would draw alone, in the same order (bank, item,
+    positives, negatives), so a row follows the single env step by step. Scalar bounds draw the
+    same numbers as the (1, 1) array bounds of a batch of one, with a third of numpy's overhead.
+    """
+
+    def __init__(self, rngs: list[np.random.Generator], fresh: np.ndarray) -> None:
+        self.rngs = rngs
+        self.fresh = fresh  # bool (rows,): which rows draw a new bank
+
+    def codes(self, shape: tuple[int, ...]) -> np.ndarray:
+        """uint8 uniform 0/1 banks ``shape[1:]``, one from each fresh row's generator."""
+        banks = [
+            rng.integers(0, 2, size=shape[1:], dtype=np.uint8)
+            for rng, new in zip(self.rngs, self.fresh, strict=True)
+            if new
+        ]
+        return np.stack(banks)
+
+    def integers(self, high: Any, shape: tuple[int, ...], row: int | None = None) -> np.ndarray:
+        """int64 uniform in [0, high): ``row``'s draw of ``shape``, or one draw of ``shape[1:]`` per row.
+
+        ``high``: an int, or an int array (rows, 1) of per-row bounds.
+        """
+        if row is not None:
+            return self.rngs[row].integers(0, high, size=shape)
+        if isinstance(high, int):  # one number per row (items)
+            return np.array([rng.integers(high) for rng in self.rngs], dtype=np.int64)
+        bounds = high[:, 0].tolist()  # high is (rows, 1): one bound per row
+        return np.concatenate(
+            [rng.integers(0, h, size=(1, *shape[1:])) for rng, h in zip(self.rngs, bounds, strict=True)]
+        )
+
+
+class TorchDraws:
+    """Draws for all rows from a ``torch.Generator``, on its device (``rng="batched"`` on torch)."""
+
+    def __init__(self, generator: Any) -> None:
+        self.generator = generator
+
+    def codes(self, shape: tuple[int, ...]) -> Any:
+        """uint8 uniform 0/1 of ``shape``."""
+        import torch
+
+        return torch.randint(
+            0, 2, shape, generator=self.generator, device=self.generator.device, dtype=torch.uint8
+        )
+
+    def integers(self, high: Any, shape: tuple[int, ...], row: int | None = None) -> Any:
+        """int64 uniform in [0, high): ``randint`` for an int bound, scaled uniforms for tensor bounds."""
+        import torch
+
+        if isinstance(high, int):
+            return torch.randint(high, shape, generator=self.generator, device=self.generator.device)
+        u = torch.rand(shape, generator=self.generator, device=self.generator.device, dtype=torch.float64)
+        return (u * high).long().clamp(max=high - 1)
+
+
+Draws = NumpyDraws | RowDraws | TorchDraws
+
+
+def sample_references(params: Params, items: Any, draws: Draws) -> Any:
+    """P positives and P negatives per item, with replacement, never the item itself.
+
+    Positives share a label with the item (multi-label: at least one), negatives share none.
+    Single-label items draw a position inside their class block (skipping their own) and one
+    outside it: two batched draws, in the namespace of ``items``. Multi-label items draw from their
+    candidate lists one item at a time, on the host (numpy ``items`` and draws).
+
+    Args:
+        params: the MDP's params (single-label arrays in the namespace of ``items``).
+        items: int64 (n,) rows of the split.
+        draws: the caller's generator.
+
+    Returns:
+        int64 (n, 2P): positives then negatives; a row of -1 for an item without a triplet.
+    """
+    xp, n, pairs = _namespace(items), params.num_items, params.pairs
+    count = items.shape[0]
+    if params.multi_label:
+        sets = params.label_sets
+        references = np.full((count, 2 * pairs), -1, dtype=np.int64)
+        for row in range(count):
+            item = int(items[row])
+            shared = (sets[item] & sets).any(axis=1)
+            others = np.ones(n, dtype=bool)
+            others[item] = False
+            positives, negatives = np.flatnonzero(shared & others), np.flatnonzero(~shared & others)
+            if len(positives) and len(negatives):
+                references[row, :pairs] = positives[draws.integers(len(positives), (pairs,), row)]
+                references[row, pairs:] = negatives[draws.integers(len(negatives), (pairs,), row)]
+        return references
+    if count == 0:
+        return xp.full((0, 2 * pairs), -1, dtype=xp.int64, device=device(items))
+    shape = (count, pairs)
+    label = params.labels[items]
+    start, size = params.class_start[label][:, None], params.class_size[label][:, None]
+    # Positive: one of the size - 1 other members of the class, skipping the item's own position.
+    draw = draws.integers(xp.maximum(size - 1, 1), shape)
+    draw = draw + xp.astype(draw >= params.rank[items][:, None] - start, xp.int64)
+    positives = params.order[xp.minimum(start + draw, n - 1)]
+    # Negative: one of the N - size positions outside the class block.
+    draw = draws.integers(xp.maximum(n - size, 1), shape)
+    draw = draw + size * xp.astype(draw >= start, xp.int64)
+    negatives = params.order[xp.minimum(draw, n - 1)]
+    valid = (size > 1) & (size < n)
+    return xp.where(valid, xp.concat([positives, negatives], axis=1), -1)
+
+
+def draw_start(
+    params: Params,
+    draws: Draws,
+    count: int,
+    fresh: int,
+    items: Any = None,
+    host_draws: NumpyDraws | RowDraws | None = None,
+) -> tuple[Any, Any, Any]:
+    """The random part of ``count`` resets, in this order: ``fresh`` new banks, the items, their references.
+
+    Args:
+        params: the MDP's params, in the namespace of ``draws``.
+        draws: the caller's generator.
+        count: how many episodes start.
+        fresh: how many of them get a new bank (the first reset, and seeded ones).
+        items: int64 (count,) given items (``options["index"]``), or None to draw them.
+        host_draws: for multi-label data under ``TorchDraws``: the numpy generator that draws the
+            references on the host.
+
+    Returns:
+        uint8 (fresh, N, b) banks (None if ``fresh`` is 0), int64 (count,) items and int64
+        (count, 2P) references (-1 rows: no triplet).
+    """
+    banks = draws.codes((fresh, params.num_items, params.bits)) if fresh else None
+    if items is None:
+        items = draws.integers(params.num_items, (count,))
+    if not params.multi_label or not isinstance(draws, TorchDraws):
+        return banks, items, sample_references(params, items, draws)
+    if host_draws is None:
+        raise ValueError("multi-label references are drawn on the host: pass host_draws with TorchDraws")
+    xp = _namespace(items)
+    host_items = np.asarray(items.cpu()) if hasattr(items, "cpu") else np.asarray(items)
+    references = sample_references(params, host_items, host_draws)
+    return banks, items, xp.asarray(references, device=device(items))
+
+
+# ------------------------------------------------------------------------------------------------
+# The MDP
+# ------------------------------------------------------------------------------------------------
+
+
+def reset(params: Params, state: State, rows: Any, items: Any, references: Any) -> None:
+    """Start episodes in ``rows``: no bit decided, accuracy 1/2 (in place).
+
+    Args:
+        params: the MDP's params.
+        state: the state to update.
+        rows: int64 (m,) rows of the state (distinct).
+        items: int64 (m,) the items they encode.
+        references: int64 (m, 2P) from :func:`sample_references` (-1 rows: no triplet).
+    """
+    xp = _namespace(state.code)
+    state.item[rows] = items
+    state.valid[rows] = xp.all(references >= 0, axis=1)
+    state.references[rows] = xp.maximum(references, 0)
+    state.code[rows] = 0
+    state.decided[rows] = 0
+    state.step[rows] = 0
+    state.distance[rows] = 0
+    state.accuracy[rows] = START_ACCURACY
+
+
+def set_bank(params: Params, state: State, rows: Any, banks: Any) -> None:
+    """Replace the banks of ``rows`` (one (N, b) bank for all, or one each) and their kept distances."""
+    xp = _namespace(state.code)
+    state.bank[rows] = banks
+    reference_codes = state.bank[rows[:, None], state.references[rows]]  # (m, 2P, b)
+    differ = _differ(xp, reference_codes, state.code[rows]) & (state.decided[rows][:, None, :] != 0)
+    state.distance[rows] = xp.sum(differ, axis=-1, dtype=xp.int64)
+
+
+def decide(params: Params, state: State, rows: Any, action: Any) -> Any:
+    """The transition: set the next ``group`` bits of ``rows`` to ``action`` (in place).
+
+    Args:
+        params: the MDP's params.
+        state: the state to update.
+        rows: int64 (m,) rows of the state (distinct), whose episodes have not ended.
+        action: 0/1 (m, g).
+
+    Returns:
+        int64 (m, g): the bit positions just decided.
+    """
+    xp = _namespace(state.code)
+    t = state.step[rows]
+    columns = t[:, None] * params.group + params.offsets
+    state.code[rows[:, None], columns] = xp.astype(action, xp.int8, copy=False)
+    state.decided[rows[:, None], columns] = 1
+    state.step[rows] = t + 1
+    return columns
+
+
+def step(params: Params, state: State, rows: Any, action: Any) -> tuple[Any, Any, Any]:
+    """Decide the next group of ``rows``; reward the accuracy gained; bank the codes that finish (in place).
+
+    Takes the arguments of :func:`decide` (the transition it applies first), then adds the new
+    group's differences to the kept distances and counts the ordered pairs.
+
+    Returns:
+        float64 (m,) rewards :math:`acc_t - acc_{t-1}`, bool (m,) terminations and float64 (m,)
+        accuracies :math:`acc_t`.
+    """
+    xp = _namespace(state.code)
+    action = xp.astype(action, xp.uint8, copy=False)
+    columns = decide(params, state, rows, action)
+    # Add the new group's differences: gather just those bits of the 2P reference codes.
+    num_items, bits = params.num_items, params.bits
+    flat = (rows[:, None, None] * num_items + state.references[rows][:, :, None]) * bits
+    reference_bits = xp.reshape(state.bank, (-1,))[flat + columns[:, None, :]]  # (m, 2P, g)
+    distance = state.distance[rows] + xp.sum(reference_bits != action[:, None, :], axis=-1, dtype=xp.int64)
+    state.distance[rows] = distance
+    accuracy = _accuracy(params, xp, distance, state.valid[rows])
+    reward = accuracy - state.accuracy[rows]
+    state.accuracy[rows] = accuracy
+    terminated = is_terminal(params, state.step[rows])
+    # The finished code replaces the item's row of its bank. A masked write, so that a device need
+    # not report which rows ended (numpy skips it when none did). References never include the
+    # item: the kept distances stay exact.
+    if not isinstance(terminated, np.ndarray) or terminated.any():
+        items = state.item[rows]
+        banked = state.bank[rows, items]
+        state.bank[rows, items] = xp.where(terminated[:, None], xp.astype(state.code[rows], xp.uint8), banked)
+    return reward, terminated, accuracy
+
+
+def is_terminal(params: Params, steps: Any) -> Any:
+    """Whether episodes that have taken ``steps`` steps (an int or an array, any namespace) have ended."""
+    return steps >= params.num_steps
+
+
+def observation(features: Any, code: Any, decided: Any, step: Any, num_steps: int, flatten: bool) -> Any:
+    """Batched observations: a dict of copies, or one float32 (n, D + 2 b + T) array when ``flatten``.
+
+    Args:
+        features: float32 (n, D).
+        code: int8 (n, b), undecided bits 0.
+        decided: int8 (n, b), 1 where a bit is set.
+        step: int64 (n,) step index, in [0, T).
+        num_steps: T (the size of the step one-hot when flattened).
+        flatten: return one array instead of the dict.
+
+    Returns:
+        A dict of arrays (``features``, ``code``, ``decided``, ``step``) or a float32 array.
+    """
+    xp = _namespace(code)
+    if flatten:
+        one_hot = step[:, None] == xp.arange(num_steps, device=device(step))
+        parts = [features, code, decided, one_hot]
+        return xp.concat([xp.astype(part, xp.float32) for part in parts], axis=1)
+    return {
+        "features": features,
+        "code": xp.asarray(code, copy=True),
+        "decided": xp.asarray(decided, copy=True),
+        "step": xp.asarray(step, copy=True),
+    }
+
+
+def observe(params: Params, state: State) -> Any:
+    """What every row shows: its item's features, the code so far, the decided mask, the step.
+
+    The step is shown as at most T - 1 (the last index the space holds), also after termination.
+    """
+    xp = _namespace(state.code)
+    features = xp.take(params.features, state.item, axis=0)
+    step = xp.minimum(state.step, params.num_steps - 1)
+    return observation(features, state.code, state.decided, step, params.num_steps, params.flatten)
+
+
+# ------------------------------------------------------------------------------------------------
+# The reward of finished codes, and the triplet accuracy itself
+# ------------------------------------------------------------------------------------------------
+
+
+def accuracies(params: Params, bank: Any, codes: Any, references: Any) -> Any:
+    """:math:`acc_t` of codes after each step t = 1..T against one bank (nothing changes).
+
+    Only the bits decided by step t count at step t, so a partly decided code (later bits 0)
+    gives the right :math:`acc_t` for every t it has reached.
+
+    Args:
+        params: the MDP's params.
+        bank: uint8 (N, b).
+        codes: 0/1 (n, b).
+        references: int64 (n, 2P) from :func:`sample_references` (-1 rows: no triplet).
+
+    Returns:
+        float64 (n, T).
+    """
+    xp = _namespace(bank)
+    n, pairs = codes.shape[0], params.pairs
+    valid = xp.all(references >= 0, axis=1)
+    differ = _differ(xp, bank[xp.maximum(references, 0)], codes)  # (n, 2P, b)
+    per_group = xp.sum(
+        xp.reshape(differ, (n, 2 * pairs, params.num_steps, params.group)), axis=3, dtype=xp.int64
+    )
+    distance = xp.permute_dims(xp.cumulative_sum(per_group, axis=2), (0, 2, 1))  # (n, T, 2P)
+    return _accuracy(params, xp, distance, valid[:, None])
+
+
+def rewards(params: Params, bank: Any, codes: Any, references: Any) -> Any:
+    """Per-step rewards :math:`acc_t - acc_{t-1}` (:math:`acc_0 = 1/2`) of codes: float64 (n, T)."""
+    accuracy = accuracies(params, bank, codes, references)
+    xp = _namespace(accuracy)
+    start = xp.full((accuracy.shape[0], 1), START_ACCURACY, dtype=xp.float64, device=device(accuracy))
+    return accuracy - xp.concat([start, accuracy[:, :-1]], axis=1)
+
+
+def triplet_accuracy(d_pos: Any, d_neg: Any, margin: float = 0.0) -> Any:
+    r"""Fraction of (positive, negative) pairs that a code orders correctly; ties count one half.
+
+    Every positive is compared with every negative (all :math:`P \times P` pairs): a pair scores 1
+    if :math:`d_{neg} - d_{pos} > m`, 1/2 if :math:`d_{neg} - d_{pos} = m` and 0 otherwise.
+
+    Args:
+        d_pos: distances (..., P) from the item's code to its positives' codes (numpy or torch).
+        d_neg: distances (..., P) from the item's code to its negatives' codes.
+        margin: the margin m (0: a plain ordering test).
+
+    Returns:
+        float64 (...): the accuracy of each row.
+
+    >>> float(triplet_accuracy(np.array([1, 2]), np.array([2, 3])))  # pairs: 1<2, 1<3, 2=2, 2<3
+    0.875
+    """
+    d_pos = d_pos if is_array_api_obj(d_pos) else np.asarray(d_pos)
+    d_neg = d_neg if is_array_api_obj(d_neg) else np.asarray(d_neg)
+    xp = array_namespace(d_pos, d_neg)
+    gap = d_neg[..., None, :] - d_pos[..., :, None]
+    if xp.isdtype(gap.dtype, "integral"):
+        return _ordered_fraction(xp, gap, math.floor(margin), float(margin).is_integer())
+    return _ordered_fraction(xp, gap - margin, 0, True)
+
+
+_NAMESPACES: dict[type, Any] = {}
+
+
+def _namespace(array: Any) -> Any:
+    """``array_namespace(array)``, remembered per array type (the core asks for it on every call)."""
+    xp = _NAMESPACES.get(type(array))
+    if xp is None:
+        xp = _NAMESPACES[type(array)] = array_namespace(array)
+    return xp
+
+
+def _differ(xp: Any, reference_codes: Any, codes: Any) -> Any:
+    """Where each of the R reference codes of row i differs from code i: bool (n, R, b)."""
+    return reference_codes != xp.astype(codes, xp.uint8)[:, None, :]
+
+
+def _accuracy(params: Params, xp: Any, distance: Any, valid: Any) -> Any:
+    """:math:`acc` from distances (..., 2P) to the positives then the negatives; 1/2 where not ``valid``."""
+    # Distances are at most b: small integers make the (..., P, P) gaps cheap.
+    small = xp.int16 if params.bits < 1 << 15 else xp.int64
+    distance = xp.astype(distance, small)
+    d_pos, d_neg = distance[..., : params.pairs], distance[..., params.pairs :]
+    gap = d_neg[..., None, :] - d_pos[..., :, None]
+    # For an integer gap: gap > m iff gap > floor(m); gap == m only when m is an integer.
+    accuracy = _ordered_fraction(xp, gap, math.floor(params.margin), params.margin.is_integer())
+    return xp.where(valid, accuracy, START_ACCURACY)
+
+
+def _ordered_fraction(xp: Any, gap: Any, threshold: int, ties: bool) -> Any:
+    """Mean over the last two axes of 1 (gap > threshold), 1/2 (gap == threshold if ``ties``), else 0.
+
+    The count 2 wins + ties is an exact integer, divided once: the same float64 as a mean of
+    sign(gap - threshold) + 1, halved.
+    """
+    if ties:  # sign + 1 is 2, 1 or 0: one reduction instead of two
+        doubled = xp.sum(xp.sign(gap - threshold) + 1, axis=(-2, -1))
+    else:
+        doubled = 2 * xp.sum(gap > threshold, axis=(-2, -1), dtype=xp.int64)
+    return xp.astype(doubled, xp.float64) / (gap.shape[-2] * gap.shape[-1]) / 2.0

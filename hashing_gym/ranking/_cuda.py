@@ -1,0 +1,199 @@
+"""CUDA kernels of the torch backend (NVIDIA GPUs; compiled at first use by NVRTC through CuPy).
+
+The kernels' source is ``kernels.cu`` in this package, read with :mod:`importlib.resources`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import warnings
+from typing import Any
+
+import numpy as np
+
+from hashing_gym.ranking._checks import Data
+
+# Why CUDA C and not Triton: the stable AP needs, per query, running counters indexed by a run-time
+# distance; a thread's private shared-memory row does that in one instruction, while Triton's block
+# tensors can only update such counters through a one-hot compare over all bits + 1 bins.
+#
+# Layout: one thread per query, one block of T queries per (query block, database segment). Each thread
+# keeps its bins + 1 counters in shared memory, bin-major (cnt[b * T + t]), so the threads of a warp never
+# share a bank whatever their distances. A counter packs the items of its bucket seen in this segment
+# (low 16 bits) and the relevant ones (high 16 bits), so segments hold at most 32767 items. Pass 1 writes
+# each segment's packed histograms; `prefixes` (and a cumulative sum over distances) turns them into each
+# segment's starting positions; pass 2 scans each segment again in index order, so every relevant item
+# knows its stable position and the hits up to it, and sums the precisions at each cutoff. Nothing of
+# size nq x nb ever reaches memory. Queries are sorted by label first (see stats).
+
+
+@functools.lru_cache(maxsize=1)
+def _source() -> str:
+    """The kernels' CUDA C source."""
+    return importlib.resources.files("hashing_gym.ranking").joinpath("kernels.cu").read_text()
+
+
+# Shared memory per block for the counters (the static limit), and the most items per segment (the
+# counters' 16-bit halves hold at most 32767 without reaching the sign bit).
+SHARED_BYTES = 48 * 1024
+MAX_SEGMENT = 32767
+# Widest multi-hot labels (64-bit words) the kernels take; wider ones, and codes of more than 383 bits
+# (whose counters leave fewer than 32 queries a block), use plain torch.
+MAX_LABEL_WORDS = 16
+# False makes the torch backend use plain torch on CUDA too (the benchmark's reference; tests).
+ENABLED = True
+# Bytes of the per-segment arrays of one chunk of queries.
+CHUNK_BYTES = 1 << 30
+
+
+@functools.lru_cache(maxsize=16)
+def _resident_blocks(device: int, shared_bytes: int, threads: int) -> int:
+    """Blocks of ``threads`` threads and ``shared_bytes`` of shared memory resident on the GPU at once."""
+    import torch
+
+    props = torch.cuda.get_device_properties(device)
+    per_sm = getattr(props, "shared_memory_per_multiprocessor", 0) or 100 * 1024
+    # The driver reserves 1 KiB of shared memory per block.
+    threads_per_sm = getattr(props, "max_threads_per_multi_processor", 0) or 2048
+    blocks = min(per_sm // (shared_bytes + 1024), threads_per_sm // threads, 32)
+    return max(1, blocks) * props.multi_processor_count
+
+
+def block_threads(nbins: int) -> int:
+    """Queries per block: as many as the counters' shared memory allows, a multiple of 32, at most 128."""
+    return min(128, (SHARED_BYTES // (4 * nbins)) // 32 * 32)
+
+
+@functools.lru_cache(maxsize=1)
+def _cupy() -> Any:
+    """The ``cupy`` module, or None where it is not installed (optional: plain torch does the work)."""
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy
+
+
+@functools.lru_cache(maxsize=32)
+def _module(words: int, label_words: int, multi: bool, nbins: int, nks: int, threads: int) -> Any:
+    """The kernels for one shape, as a CuPy ``RawModule`` (NVRTC compiles it at the first launch)."""
+    cupy = _cupy()
+    defines = {"W": words, "LW": label_words, "MULTI": int(multi), "NBINS": nbins, "NK": max(nks, 1)}
+    defines["T"] = threads
+    header = "".join(f"#define {name} {value}\n" for name, value in defines.items())
+    return cupy.RawModule(code=header + _source(), options=("--std=c++17",))
+
+
+def usable(data: Data, dev: Any) -> bool:
+    """Whether the CUDA kernels take this problem (NVIDIA device, CuPy present, widths within limits)."""
+    import torch
+
+    if not ENABLED or dev.type != "cuda" or torch.version.cuda is None or data.nb >= 2**31:
+        return False
+    bits = data.xq.shape[1]
+    label_words = 1 if not data.multi else (data.yq.shape[1] + 63) // 64
+    if label_words > MAX_LABEL_WORDS or block_threads(bits + 1) < 32:
+        return False
+    return _cupy() is not None
+
+
+def stats(
+    xq: Any, lq: Any, xb: Any, lb: Any, bits: int, multi: bool, ks: tuple[int, ...], stable: bool
+) -> tuple[Any, Any, Any, Any]:
+    """Histograms and stable AP sums from packed codes and label words already on one CUDA device.
+
+    Args:
+        xq: query codes packed by ``pack_words``, as an int64 CUDA tensor (nq, ceil(bits / 64)).
+        lq: query labels from ``label_words``, int64 CUDA tensor (nq, 1) or (nq, label words).
+        xb: database codes, like ``xq`` (nb, ceil(bits / 64)).
+        lb: database labels, like ``lq``.
+        bits: code length.
+        multi: whether the labels are multi-hot words (relevant = any shared bit) or class ids.
+        ks: stable cutoffs, each in 1..nb.
+        stable: whether to compute the stable AP sums and hits at ``ks``.
+
+    Returns:
+        ``(counts, relevant, ap_sum, hits)`` as CUDA tensors: int64 (nq, bits + 1) twice, then float64 and
+        int64 (nq, len(ks)) (zeros when not ``stable``).
+    """
+    import cupy
+    import torch
+
+    nq, nb, nbins = xq.shape[0], xb.shape[0], bits + 1
+    xb, lb = xb.contiguous(), lb.contiguous()
+    dev = xq.device
+    threads = block_threads(nbins)
+    nks = len(ks) if stable else 0
+    module = _module(xq.shape[1], lq.shape[1], multi, nbins, nks, threads)
+    q_blocks_max = -(-nq // threads)
+    # Enough segments to fill the GPU, none longer than the counters can hold.
+    # Enough segments for whole waves of pass 1's blocks (at least two), none longer than the counters
+    # hold, none shorter than 256 items (each segment costs every thread a pass over its bins).
+    resident = _resident_blocks(dev.index, 4 * nbins * threads, threads)
+    fewest = -(-nb // MAX_SEGMENT)
+    waves = max(2, -(-fewest * q_blocks_max // resident))
+    segments = max(fewest, min(waves * resident // q_blocks_max, -(-nb // 256)))
+    seg_len = -(-nb // segments)
+    segments = -(-nb // seg_len)
+    # Queries per chunk: pass 1's output and pass 2's two base arrays, int32.
+    chunk = max(threads, CHUNK_BYTES // (segments * nbins * 4 * 3) // threads * threads)
+    # Queries of one label side by side: the threads of a warp then agree on each item's relevance, so
+    # the float64 work on relevant items does not diverge (results go back to the callers' order).
+    order = torch.arange(nq, device=dev)
+    for w in reversed(range(lq.shape[1])):  # lexicographic, one stable sort per word (no host sync)
+        order = order[torch.argsort(lq[order, w], stable=True)]
+    xq, lq = xq[order].contiguous(), lq[order].contiguous()
+    counts = torch.empty((nq, nbins), dtype=torch.int64, device=dev)
+    relevant = torch.empty((nq, nbins), dtype=torch.int64, device=dev)
+    ap_sum = torch.zeros((nq, len(ks)), dtype=torch.float64, device=dev)
+    hits = torch.zeros((nq, len(ks)), dtype=torch.int64, device=dev)
+    ks_dev = torch.tensor(ks if ks else (1,), dtype=torch.int32, device=dev)
+
+    def arg(tensor: Any) -> Any:
+        # A device pointer passed by value (8 bytes, as the kernel's pointer parameter), which spares a
+        # CuPy array view per argument and launch.
+        return np.uint64(tensor.data_ptr())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # CuPy >= 14 prefers Stream.from_external
+        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(dev).cuda_stream)
+    with cupy.cuda.Device(dev.index), stream:
+        for s in range(0, nq, chunk):
+            e = min(s + chunk, nq)
+            n = e - s
+            grid = (-(-n // threads), segments)
+            packed = torch.empty((segments, nbins, n), dtype=torch.int32, device=dev)
+            qs, ls = xq[s:e].contiguous(), lq[s:e].contiguous()
+            common = (arg(qs), arg(xb), arg(ls), arg(lb), np.int32(n), np.int32(nb), np.int32(seg_len))
+            module.get_function("histograms")(grid, (threads,), (*common, arg(packed)))
+            base_pos = torch.empty_like(packed) if nks else packed
+            base_rel = torch.empty_like(packed) if nks else packed
+            total = torch.empty((nbins, n), dtype=torch.int32, device=dev)
+            total_rel = torch.empty((nbins, n), dtype=torch.int32, device=dev)
+            module.get_function("prefixes")(
+                (-(-n * nbins // 256),),
+                (256,),
+                (arg(packed), np.int32(n), np.int32(segments), np.int32(bool(nks)), arg(base_pos))
+                + (arg(base_rel), arg(total), arg(total_rel)),
+            )
+            counts[s:e] = total.T
+            relevant[s:e] = total_rel.T
+            if not nks:
+                continue
+            del packed
+            seg_sums = torch.empty((segments, nks, n), dtype=torch.float64, device=dev)
+            seg_hits = torch.empty((segments, nks, n), dtype=torch.int32, device=dev)
+            # Add the items at smaller distances to each bucket's starting position.
+            base_pos += (torch.cumsum(total, 0, dtype=torch.int32) - total)[None]
+            base_rel += (torch.cumsum(total_rel, 0, dtype=torch.int32) - total_rel)[None]
+            module.get_function("stable_sums")(
+                grid,
+                (threads,),
+                (*common, arg(base_pos), arg(base_rel), arg(ks_dev), arg(seg_sums), arg(seg_hits)),
+            )
+            ap_sum[s:e] = seg_sums.sum(0).T
+            hits[s:e] = seg_hits.sum(0, dtype=torch.int64).T
+    back = torch.empty_like(order)
+    back[order] = torch.arange(nq, device=dev)
+    return counts[back], relevant[back], ap_sum[back], hits[back]

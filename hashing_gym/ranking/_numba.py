@@ -1,0 +1,352 @@
+"""numba kernels of the ``"numpy"`` backend (the counting kernel also serves ``"faiss"`` and the envs).
+
+Importing this module chooses numba's threading layer, so it is imported at the backend's first use
+(never by ``import hashing_gym.ranking``): numba's default OpenMP layer resets OpenMP's thread count
+the first time a parallel kernel runs, which silently lifts torch (in the same process) from the
+threads its user set to every core, and small networks then train up to 20x slower. The workqueue
+layer leaves OpenMP alone. A user's explicit ``NUMBA_THREADING_LAYER`` wins.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import numba
+import numpy as np
+from numba import prange, types
+from numba.extending import intrinsic
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+# Below this many query-item pairs the serial kernels run: waking the thread pool costs more than the
+# work (milliseconds on a loaded machine; an env's reward is one query).
+PARALLEL_MIN_PAIRS = 1 << 18
+
+
+def set_num_threads(count: int) -> None:
+    """Threads of the parallel kernels (at most numba's ``NUMBA_NUM_THREADS``)."""
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+
+
+@intrinsic
+def _popcount(typingctx, x):  # noqa: D103 (numba intrinsic)
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return types.int64(types.uint64), codegen
+
+
+@numba.njit(cache=True, inline="always")
+def _distance(xq, i, xb, j):
+    d = 0
+    for w in range(xq.shape[1]):
+        d += _popcount(xq[i, w] ^ xb[j, w])
+    return d
+
+
+@numba.njit(cache=True, inline="always")
+def _masked_distance(xq, i, xb, j, last_mask):
+    """:func:`_distance` with the last word's padding bits masked off (the database's are not checked)."""
+    last = xq.shape[1] - 1
+    d = _popcount((xq[i, last] ^ xb[j, last]) & last_mask)
+    for w in range(last):
+        d += _popcount(xq[i, w] ^ xb[j, w])
+    return d
+
+
+@numba.njit(cache=True, inline="always")
+def _is_relevant(lq, i, lb, j, multi):
+    if multi:
+        for w in range(lq.shape[1]):
+            if lq[i, w] & lb[j, w] != 0:
+                return 1
+        return 0
+    return 1 if lq[i, 0] == lb[j, 0] else 0
+
+
+@numba.njit(cache=True, inline="always")
+def _hamming_row(xq, xb, i, out):
+    for j in range(xb.shape[0]):
+        out[i, j] = _distance(xq, i, xb, j)
+
+
+@numba.njit(cache=True)
+def _rank_row(xq, xb, i, nbins, D, I):  # noqa: E741
+    """Stable top k of query ``i`` by counting sort: histogram, offsets, one scan in index order."""
+    nb, k = xb.shape[0], D.shape[1]
+    dist = np.empty(nb, dtype=np.int32)
+    offset = np.zeros(nbins, dtype=np.int64)
+    for j in range(nb):
+        d = _distance(xq, i, xb, j)
+        dist[j] = d
+        offset[d] += 1
+    total = 0
+    for d in range(nbins):
+        c = offset[d]
+        offset[d] = total
+        total += c
+    for j in range(nb):
+        d = dist[j]
+        p = offset[d]
+        if p < k:
+            D[i, p] = d
+            I[i, p] = j
+        offset[d] = p + 1
+
+
+@numba.njit(cache=True)
+def _stable_scan(keys, counts, relevant, ks, ap_sum, hits):
+    """One query's stable-order AP sums and hits at each cutoff, from keys ``2 d + relevant`` by index.
+
+    A key ``2 * nbins`` marks an item left out of the list.
+    """
+    nbins = counts.shape[0]
+    before = np.empty(nbins, dtype=np.int64)  # N_<: items at smaller distances
+    rel_before = np.empty(nbins, dtype=np.int64)  # R_<: relevant items at smaller distances
+    seen = np.zeros(2 * nbins + 1, dtype=np.int64)  # items seen so far per key: one increment per item
+    n = 0
+    r = 0
+    for d in range(nbins):
+        before[d] = n
+        rel_before[d] = r
+        n += counts[d]
+        r += relevant[d]
+    for j in range(keys.shape[0]):
+        key = keys[j]
+        seen[key] += 1
+        if key & 1:
+            d = key >> 1
+            position = before[d] + seen[key - 1] + seen[key]
+            precision = (rel_before[d] + seen[key]) / position
+            for c in range(ks.shape[0]):
+                if position <= ks[c]:
+                    ap_sum[c] += precision
+                    hits[c] += 1
+
+
+@numba.njit(cache=True, inline="always")
+def _keys_one_word(q, label, xb, lb, last_mask, stable, hist, keys):
+    """:func:`_stats_row`'s loop for one-word codes and class ids (3x faster than the general loop)."""
+    if stable:
+        for j in range(xb.shape[0]):
+            key = 2 * _popcount((q ^ xb[j, 0]) & last_mask) + (1 if label == lb[j, 0] else 0)
+            hist[key] += 1
+            keys[j] = key
+    else:  # the branch-free loop on its own: the compiler vectorises it
+        for j in range(xb.shape[0]):
+            hist[2 * _popcount((q ^ xb[j, 0]) & last_mask) + (1 if label == lb[j, 0] else 0)] += 1
+
+
+@numba.njit(cache=True)
+def _stats_row(dist, xq, xb, lq, lb, i, skip, multi, ks, stable, counts, relevant, ap_sum, hits):
+    """Histograms of query ``i`` and, if ``stable``, its stable AP sums and hits.
+
+    Distances come from ``dist[i]`` when ``dist`` has rows (faiss), else from the packed codes ``xq``,
+    ``xb``. Database item ``skip`` (when >= 0) is left out of the list.
+    """
+    nb, nbins = lb.shape[0], counts.shape[1]
+    from_codes = dist.shape[0] == 0
+    bits = nbins - 1
+    last_mask = np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64((64 - bits % 64) % 64)
+    keys = np.empty(nb if stable else 0, dtype=np.int32)
+    hist = np.zeros(2 * nbins, dtype=np.int64)  # per key 2 d + relevant: one increment per item
+    if from_codes and xq.shape[1] == 1 and not multi:
+        _keys_one_word(xq[i, 0], lq[i, 0], xb, lb, last_mask, stable, hist, keys)
+    else:
+        for j in range(nb):
+            d = _masked_distance(xq, i, xb, j, last_mask) if from_codes else dist[i, j]
+            key = 2 * d + _is_relevant(lq, i, lb, j, multi)
+            hist[key] += 1
+            if stable:
+                keys[j] = key
+    if skip >= 0:  # counted above with the others (the loops stay branch-free), taken out here
+        d = _masked_distance(xq, i, xb, skip, last_mask) if from_codes else dist[i, skip]
+        hist[2 * d + _is_relevant(lq, i, lb, skip, multi)] -= 1
+        if stable:
+            keys[skip] = 2 * nbins
+    for d in range(nbins):
+        counts[i, d] = hist[2 * d] + hist[2 * d + 1]
+        relevant[i, d] = hist[2 * d + 1]
+    if stable:
+        _stable_scan(keys, counts[i], relevant[i], ks, ap_sum[i], hits[i])
+
+
+# Each kernel comes twice: parallel over queries, and serial for small work (PARALLEL_MIN_PAIRS).
+
+
+@numba.njit(cache=True, parallel=True)
+def _hamming_parallel(xq, xb, out):
+    for i in prange(xq.shape[0]):
+        _hamming_row(xq, xb, i, out)
+
+
+@numba.njit(cache=True)
+def _hamming_serial(xq, xb, out):
+    for i in range(xq.shape[0]):
+        _hamming_row(xq, xb, i, out)
+
+
+@numba.njit(cache=True, parallel=True)
+def _rank_parallel(xq, xb, nbins, D, I):  # noqa: E741
+    for i in prange(xq.shape[0]):
+        _rank_row(xq, xb, i, nbins, D, I)
+
+
+@numba.njit(cache=True)
+def _rank_serial(xq, xb, nbins, D, I):  # noqa: E741
+    for i in range(xq.shape[0]):
+        _rank_row(xq, xb, i, nbins, D, I)
+
+
+@numba.njit(cache=True, parallel=True)
+def _stats_parallel(
+    dist, xq, banks, bank_of, lq, lb, skip, multi, ks, stable, counts, relevant, ap_sum, hits
+):
+    for i in prange(counts.shape[0]):
+        xb = banks[bank_of[i]]
+        _stats_row(dist, xq, xb, lq, lb, i, skip[i], multi, ks, stable, counts, relevant, ap_sum, hits)
+
+
+@numba.njit(cache=True)
+def _stats_serial(dist, xq, banks, bank_of, lq, lb, skip, multi, ks, stable, counts, relevant, ap_sum, hits):
+    for i in range(counts.shape[0]):
+        xb = banks[bank_of[i]]
+        _stats_row(dist, xq, xb, lq, lb, i, skip[i], multi, ks, stable, counts, relevant, ap_sum, hits)
+
+
+_KERNELS = {
+    "hamming": (_hamming_parallel, _hamming_serial),
+    "rank": (_rank_parallel, _rank_serial),
+    "stats": (_stats_parallel, _stats_serial),
+}
+
+
+def _launch(kernel: str, pairs: int, *args: Any) -> None:
+    parallel, serial = _KERNELS[kernel]
+    (parallel if pairs >= PARALLEL_MIN_PAIRS else serial)(*args)
+
+
+def hamming(xq: np.ndarray, xb: np.ndarray) -> np.ndarray:
+    """int32 (nq, nb) distances between packed uint64 codes."""
+    out = np.empty((xq.shape[0], xb.shape[0]), dtype=np.int32)
+    _launch("hamming", out.size, xq, xb, out)
+    return out
+
+
+def rank(xq: np.ndarray, xb: np.ndarray, bits: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stable top ``k`` of packed uint64 codes: int32 distances and int64 indices (nq, k)."""
+    D = np.empty((xq.shape[0], k), dtype=np.int32)
+    I = np.empty((xq.shape[0], k), dtype=np.int64)  # noqa: E741 (faiss' name)
+    _launch("rank", xq.shape[0] * xb.shape[0], xq, xb, bits + 1, D, I)
+    return D, I
+
+
+def stats_into(
+    dist: np.ndarray | None,
+    xq: np.ndarray | None,
+    xb: np.ndarray | None,
+    lq: np.ndarray,
+    lb: np.ndarray,
+    multi: bool,
+    ks: np.ndarray,
+    stable: bool,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    skip: np.ndarray | None = None,
+) -> None:
+    """Fill ``out = (counts, relevant, ap_sum, hits)`` of every query (see ``_stats_row``).
+
+    Args:
+        dist: int32 (nq, nb) distances (faiss), or None to compute them from ``xq`` and ``xb``.
+        xq: packed query codes uint64 (nq, W), or None with ``dist``.
+        xb: packed database codes uint64 (nb, W), or (nq, nb, W) for one database per query; None with
+            ``dist``.
+        lq: query labels from ``label_words`` int64 (nq, LW).
+        lb: database labels int64 (nb, LW).
+        multi: whether labels are multi-hot words.
+        ks: int64 stable cutoffs.
+        stable: whether to compute the stable AP sums and hits.
+        out: ``counts``, ``relevant`` int64 (nq, bits + 1), ``ap_sum`` float64 and ``hits`` int64
+            (nq, len(ks)), zero-filled for the sums.
+        skip: int64 (nq,): the database item left out of each query's list (-1: none); None for none.
+    """
+    nq = out[0].shape[0]
+    if dist is None:
+        dist = np.zeros((0, 0), dtype=np.int32)
+    else:
+        xq = np.zeros((0, 0), dtype=np.uint64)
+        xb = np.zeros((0, 0), dtype=np.uint64)
+    if xb.ndim == 2:
+        banks, bank_of = xb[None], np.zeros(nq, dtype=np.int64)
+    else:
+        banks, bank_of = xb, np.arange(nq, dtype=np.int64)
+    skip = np.full(nq, -1, dtype=np.int64) if skip is None else np.ascontiguousarray(skip, dtype=np.int64)
+    pairs = nq * lb.shape[0]
+    xq, banks = np.ascontiguousarray(xq), np.ascontiguousarray(banks)
+    _launch("stats", pairs, dist, xq, banks, bank_of, lq, lb, skip, multi, ks, stable, *out)
+
+
+def tie_aware_sums(
+    counts: np.ndarray, relevant: np.ndarray, k: Any, harmonic: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """``_metrics.tie_aware_sums`` on numpy, compiled: the same expressions in the same order, bitwise.
+
+    The vectorised form costs about 30 numpy calls (60 us for one query, an env's reward) against this
+    kernel's few microseconds; tests check that both agree.
+    """
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    relevant = np.ascontiguousarray(relevant, dtype=np.int64)
+    cutoffs = np.ascontiguousarray(np.broadcast_to(np.asarray(k, dtype=np.int64), counts.shape[:1]))
+    expected_sum = np.empty(counts.shape[0], dtype=np.float64)
+    expected_hits = np.empty(counts.shape[0], dtype=np.float64)
+    _tie_aware_kernel(counts, relevant, cutoffs, harmonic, expected_sum, expected_hits)
+    return expected_sum, expected_hits
+
+
+@numba.njit(cache=True)
+def _tie_aware_kernel(counts, relevant, cutoffs, harmonic, expected_sum, expected_hits):
+    """Per query, bucket by bucket: ``N_<``, ``R_<``, the ``m`` positions inside the top k, closed form."""
+    for i in range(counts.shape[0]):
+        before = 0  # N_<
+        rel_before = 0  # R_<
+        total = 0.0
+        hits = 0.0
+        for d in range(counts.shape[1]):
+            n = counts[i, d]
+            r = relevant[i, d]
+            inside = min(max(cutoffs[i] - before, 0), n)
+            if r > 0:
+                slope = (r - 1.0) / (n - 1.0) if n > 1 else 0.0  # B
+                intercept = rel_before + 1.0 - slope * (1.0 + before)  # A - B (1 + N_<)
+                gap = harmonic[before + inside] - harmonic[before]
+                total += (r / n) * (slope * inside + intercept * gap)
+                hits += r if inside == n else r * (inside / n)
+            before += n
+            rel_before += r
+        expected_sum[i] = total
+        expected_hits[i] = hits
+
+
+@numba.njit(cache=True)
+def _harmonic_kernel(length):
+    table = np.empty(length, dtype=np.float64)
+    table[0] = 0.0
+    total = 0.0
+    carry = 0.0  # Kahan compensation
+    for i in range(1, length):
+        y = 1.0 / i - carry
+        t = total + y
+        carry = (t - total) - y
+        total = t
+        table[i] = total
+    return table
+
+
+@functools.lru_cache(maxsize=8)
+def harmonic_block(length: int) -> np.ndarray:
+    """Harmonic numbers ``H[0..length - 1]`` in float64 (compensated sums), read-only and cached."""
+    table = _harmonic_kernel(length)
+    table.flags.writeable = False
+    return table

@@ -1,0 +1,178 @@
+"""The ``"torch"`` backend: distances from a matmul of +-1 codes, and packed codes on a torch device.
+
+Two parts. The metric functions' backend (:func:`hamming`, :func:`rank`, :func:`stats`) takes validated
+numpy inputs and returns numpy results; on an NVIDIA GPU with CuPy its histograms and stable sums come
+from the CUDA kernels (``_cuda``), else from plain torch: distances ``d = (bits - <x, y>) / 2`` of +-1
+float32 codes (exact for ``bits < 2**24``) in chunks of queries, ``scatter_add`` histograms, and a stable
+sort for the stable sums. The packed functions (:func:`packed_counts`, :func:`packed_stable`) keep
+everything on the device for callers whose codes live there (the batched environments).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hashing_gym.device import torch_device
+from hashing_gym.ranking import _cuda, _metrics
+from hashing_gym.ranking._checks import Data, word_bits_of
+from hashing_gym.ranking._packing import label_words, pack_words, torch_popcount
+
+# Bytes of one chunk of the sort keys and distance matrices (16 times more on a GPU).
+CHUNK_BYTES = 1 << 26
+
+
+def device_of(device: Any) -> Any:
+    """The torch device of a ranking call (None: CUDA when available, else the CPU)."""
+    return torch_device("auto" if device is None else device)
+
+
+def _signs(codes: np.ndarray, dev: Any) -> Any:
+    import torch
+
+    return torch.as_tensor(codes, device=dev).to(torch.float32).mul_(2.0).sub_(1.0)
+
+
+def _step(nb: int, arrays: int, dev: Any) -> int:
+    """Queries per chunk so that ``arrays`` 8-byte (chunk, nb) tensors fit in the chunk budget."""
+    budget = CHUNK_BYTES * (16 if dev.type == "cuda" else 1)
+    return max(1, budget // (8 * arrays * nb))
+
+
+def _distances(sq: Any, sb: Any, bits: int) -> Any:
+    """int64 distances from +-1 float32 codes: (bits - <x, y>) / 2 (exact integers in float32)."""
+    import torch
+
+    return torch.round((bits - sq @ sb.T) * 0.5).to(torch.int64)
+
+
+def hamming(xq: np.ndarray, xb: np.ndarray, device: Any) -> np.ndarray:
+    """int32 (nq, nb) distances of 0/1 codes."""
+    import torch
+
+    dev = device_of(device)
+    nq, nb, bits = xq.shape[0], xb.shape[0], xq.shape[1]
+    sb = _signs(xb, dev)
+    out = np.empty((nq, nb), dtype=np.int32)
+    step = _step(nb, 2, dev)
+    with torch.no_grad():
+        for s in range(0, nq, step):
+            d = _distances(_signs(xq[s : s + step], dev), sb, bits)
+            out[s : s + step] = d.to(torch.int32).cpu().numpy()
+    return out
+
+
+def rank(xq: np.ndarray, xb: np.ndarray, k: int, device: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Stable top ``k``: the ``k`` smallest unique keys ``d * nb + index``."""
+    import torch
+
+    dev = device_of(device)
+    nq, nb, bits = xq.shape[0], xb.shape[0], xq.shape[1]
+    sb = _signs(xb, dev)
+    index = torch.arange(nb, device=dev)
+    D = np.empty((nq, k), dtype=np.int32)
+    I = np.empty((nq, k), dtype=np.int64)  # noqa: E741 (faiss' name)
+    step = _step(nb, 3, dev)
+    with torch.no_grad():
+        for s in range(0, nq, step):
+            key = _distances(_signs(xq[s : s + step], dev), sb, bits) * nb + index
+            top = torch.topk(key, k, dim=1, largest=False, sorted=True).values
+            D[s : s + step] = (top // nb).to(torch.int32).cpu().numpy()
+            I[s : s + step] = (top % nb).cpu().numpy()
+    return D, I
+
+
+def stats(data: Data, ks: tuple[int, ...], stable: bool) -> tuple[np.ndarray, ...]:
+    """``(counts, relevant, ap_sum, hits)`` of every query, as numpy arrays (see ``_numba.stats_into``)."""
+    import torch
+
+    dev = device_of(data.device)
+    if _cuda.usable(data, dev):
+        tensors = [
+            torch.from_numpy(array).to(dev)
+            for array in (
+                pack_words(data.xq).view(np.int64),
+                label_words(data.yq),
+                pack_words(data.xb).view(np.int64),
+                label_words(data.yb),
+            )
+        ]
+        result = _cuda.stats(*tensors, data.xq.shape[1], data.multi, ks, stable and bool(ks))
+        return tuple(tensor.cpu().numpy() for tensor in result)
+    nq, bits = data.xq.shape
+    nb = data.nb
+    sb = _signs(data.xb, dev)
+    yb = torch.as_tensor(data.yb, device=dev)
+    if data.multi:
+        yb = yb.to(torch.float32)
+    counts = np.empty((nq, bits + 1), dtype=np.int64)
+    relevant = np.empty((nq, bits + 1), dtype=np.int64)
+    ap_sum = np.zeros((nq, len(ks)), dtype=np.float64)
+    hits = np.zeros((nq, len(ks)), dtype=np.int64)
+    step = _step(nb, 8, dev)
+    with torch.no_grad():
+        for s in range(0, nq, step):
+            e = min(s + step, nq)
+            d = _distances(_signs(data.xq[s:e], dev), sb, bits)
+            if data.multi:
+                rel = (torch.as_tensor(data.yq[s:e], device=dev).to(torch.float32) @ yb.T) > 0
+            else:
+                rel = torch.as_tensor(data.yq[s:e], device=dev)[:, None] == yb[None, :]
+            rel = rel.to(torch.int64)
+            hist = torch.zeros((e - s, bits + 1), dtype=torch.int64, device=dev)
+            counts[s:e] = hist.scatter_add(1, d, torch.ones_like(d)).cpu().numpy()
+            relevant[s:e] = hist.scatter_add(1, d, rel).cpu().numpy()
+            if stable and ks:
+                sums, found = _metrics.stable_sums(d, rel, ks)
+                ap_sum[s:e] = sums.cpu().numpy()
+                hits[s:e] = found.cpu().numpy()
+    return counts, relevant, ap_sum, hits
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Packed codes on the device
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _lists(xq: Any, lq: Any, xb: Any, lb: Any) -> tuple[Any, Any]:
+    """Distances (nq, nb) in the words' dtype and relevance (nq, nb) bool (xb shared or one per query)."""
+    width = word_bits_of(xq)
+    database = xb if xb.ndim == 3 else xb[None]
+    popcounts = torch_popcount(database ^ xq[:, None, :], width)
+    distance = popcounts[..., 0] if xq.shape[1] == 1 else popcounts.sum(-1)
+    if lq.ndim == 2:
+        relevant = ((lq[:, None, :] & lb[None, :, :]) != 0).any(-1)
+    else:
+        relevant = lq[:, None] == lb[None, :]
+    return distance, relevant
+
+
+def packed_counts(xq: Any, lq: Any, xb: Any, lb: Any, bits: int, exclude: Any) -> tuple[Any, Any]:
+    """Histograms (nq, bits + 1) int64 of packed codes on the device (item ``exclude[i]`` left out)."""
+    import torch
+
+    m = xq.shape[0]
+    distance, relevant = _lists(xq, lq, xb, lb)
+    bins = bits + 2  # bin bits + 1 takes the item left out of each list
+    # One bincount over keys row * 2 bins + 2 d + relevant, in int32 to halve the traffic.
+    key = distance.to(torch.int32).mul_(2).add_(relevant)
+    rows = torch.arange(m, device=xq.device)
+    if exclude is not None:
+        key[rows, exclude] = 2 * (bits + 1)
+    key.add_((rows * (2 * bins)).to(torch.int32)[:, None])
+    hist = torch.bincount(key.reshape(-1), minlength=m * bins * 2).reshape(m, bins, 2)
+    return hist.sum(-1)[:, : bits + 1], hist[:, : bits + 1, 1]
+
+
+def packed_stable(xq: Any, lq: Any, xb: Any, lb: Any, bits: int, k: int, exclude: Any) -> tuple[Any, Any]:
+    """Stable AP sums and hits (nq, 1) at cutoff ``k`` of packed codes on the device."""
+    import torch
+
+    distance, relevant = _lists(xq, lq, xb, lb)
+    distance = distance.to(torch.int64)
+    if exclude is not None:  # last, and not relevant: out of the first nb - 1 positions
+        rows = torch.arange(xq.shape[0], device=xq.device)
+        distance[rows, exclude] = bits + 1
+        relevant[rows, exclude] = False
+    return _metrics.stable_sums(distance, relevant, (k,))
