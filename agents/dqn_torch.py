@@ -76,19 +76,31 @@ MODEL_FILE = "model.pt"
 class Args(CommonArgs):
     """Torch-native guided DQN on the batched env (a CUDA device, or CPU for small runs)."""
 
-    steps_per_item: int = field(
-        default=200, metadata={"help": "default budget: timesteps = steps_per_item x train items"}
+    steps_per_item: int | None = field(
+        default=None,
+        metadata={
+            "help": "default budget: timesteps = steps_per_item x train items; None: max(40, 2 x bits), so "
+            "every code length gets about as many episodes per item (an episode lasts up to bits + 1 steps)"
+        },
     )
-    num_envs: int = field(default=512, metadata={"help": "sub-envs stepped together on the device"})
+    num_envs: int = field(default=64, metadata={"help": "sub-envs stepped together on the device"})
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     buffer_size: int = field(
-        default=1_000_000, metadata={"help": "replay buffer transitions (on the device)"}
+        default=200_000, metadata={"help": "replay buffer transitions (on the device)"}
     )
-    learning_starts: int = field(default=20_000, metadata={"help": "env steps before the first update"})
-    batch_size: int = field(default=2048, metadata={"help": "replay minibatch size"})
-    gradient_steps: int = field(default=16, metadata={"help": "updates after each vector step"})
+    learning_starts: int = field(default=2_000, metadata={"help": "env steps before the first update"})
+    batch_size: int = field(default=256, metadata={"help": "replay minibatch size"})
+    gradient_steps: int = field(default=4, metadata={"help": "updates after each vector step"})
     gamma: float = field(default=0.95, metadata={"help": "discount: each step costs the agent"})
-    target_update_interval: int = field(default=250, metadata={"help": "updates between target copies"})
+    target_update_interval: int = field(default=500, metadata={"help": "updates between target copies"})
+    teacher_margin_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "weight of the teacher margin loss (0: off): the best of the teacher's actions must beat "
+            "every other action by --teacher-margin (DQfD's large-margin loss over the teacher's set, ours)"
+        },
+    )
+    teacher_margin: float = field(default=0.8, metadata={"help": "margin of the teacher margin loss"})
     exploration_fraction: float = field(
         default=0.6, metadata={"help": "share of training over which epsilon decays"}
     )
@@ -100,7 +112,7 @@ class Args(CommonArgs):
         metadata={"help": "head: bit-flip (flip symmetry built in, ours) or mlp; see agents.q_networks"},
     )
     double_q: bool = field(
-        default=False, metadata={"help": "Double DQN targets: the online network picks, the target values"}
+        default=True, metadata={"help": "Double DQN targets: the online network picks, the target values"}
     )
     checkpoint_every: int = field(default=1_000_000, metadata={"help": "env steps between checkpoints"})
     eval_every: int = field(
@@ -125,8 +137,10 @@ class ReplayBuffer:
         self.reward = zeros(dtype=torch.float32)
         self.terminated = zeros(dtype=torch.bool)
         self.valid = zeros(dtype=torch.bool)
+        self.teacher = zeros(bits + 1, dtype=torch.bool)
         self._fields = (
-            "index", "code", "history", "next_code", "next_history", "action", "reward", "terminated", "valid"
+            "index", "code", "history", "next_code", "next_history", "action", "reward", "terminated",
+            "valid", "teacher",
         )  # fmt: skip
 
     def add(self, **batch: torch.Tensor) -> None:
@@ -198,6 +212,12 @@ def encode_split(model: QNetwork, features: np.ndarray, bits: int) -> np.ndarray
         model.train(was_training)
 
 
+def default_timesteps(args: Args, train_items: int) -> int:
+    """The budget that scales with the data and the code length (``--steps-per-item``)."""
+    per_item = args.steps_per_item if args.steps_per_item is not None else max(40, 2 * args.bits)
+    return per_item * train_items
+
+
 def check_args(args: Args) -> list[int]:
     """Refuse bad arguments with a one-line message; return the hidden layer sizes."""
     if args.env != "BinaryCodeTravel-v0":
@@ -208,7 +228,7 @@ def check_args(args: Args) -> list[int]:
             "num_envs", "batch_size", "buffer_size", "gradient_steps", "target_update_interval",
             "steps_per_item", "checkpoint_every",
         ),
-        non_negative=("learning_starts",),
+        non_negative=("learning_starts", "teacher_margin_weight", "teacher_margin"),
     )  # fmt: skip
     if args.buffer_size < args.num_envs:
         raise UsageError(f"--buffer-size {args.buffer_size} must hold one step of --num-envs {args.num_envs}")
@@ -229,7 +249,7 @@ def main(args: Args) -> dict[str, Any]:
     folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
     if not args.resume:
         save_args(folder, args, ALGO)
-    total = args.timesteps if args.timesteps is not None else args.steps_per_item * dataset.train.n
+    total = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset.train.n)
     torch.manual_seed(args.seed)
     generator = torch.Generator(device=device)
     generator.manual_seed(args.seed)
@@ -289,6 +309,7 @@ def main(args: Args) -> dict[str, Any]:
         while env_steps < total:
             # ALGO LOGIC: teacher-guided epsilon-greedy; the executed action goes into the buffer.
             actions = act(q_network, obs, info, epsilon(args, env_steps, total), generator)
+            teacher = envs.teacher_actions()  # the state's right actions, for the teacher margin loss
             next_obs, reward, terminated, truncated, next_info = envs.step(actions)
             replay.add(
                 index=info["index"],
@@ -300,6 +321,7 @@ def main(args: Args) -> dict[str, Any]:
                 reward=reward.float(),
                 terminated=terminated,
                 valid=~ended,
+                teacher=teacher,
             )
             ended = terminated | truncated
             obs, info = next_obs, next_info
@@ -394,14 +416,33 @@ def _update(
         else:
             next_q = next_all.max(1).values
         target = batch["reward"] + args.gamma * (~batch["terminated"]).float() * next_q
-    q = q_network(item_features, batch["code"], batch["history"]).gather(1, batch["action"][:, None])[:, 0]
+    q_all = q_network(item_features, batch["code"], batch["history"])
+    q = q_all.gather(1, batch["action"][:, None])[:, 0]
     valid = batch["valid"].float()
-    loss = (F.smooth_l1_loss(q, target, reduction="none") * valid).sum() / valid.sum().clamp(min=1.0)
+    per_row = F.smooth_l1_loss(q, target, reduction="none")
+    if args.teacher_margin_weight:
+        margin_loss = teacher_margin_loss(q_all, batch["teacher"], args.teacher_margin)
+        per_row = per_row + args.teacher_margin_weight * margin_loss
+    loss = (per_row * valid).sum() / valid.sum().clamp(min=1.0)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(q_network.parameters(), 10.0)
     optimizer.step()
     return loss.detach()
+
+
+def teacher_margin_loss(q: torch.Tensor, teacher: torch.Tensor, margin: float) -> torch.Tensor:
+    """Per row: ``max(0, max_{a not right} Q(s, a) + margin - max_{a right} Q(s, a))``.
+
+    DQfD (Hester et al., 2018) adds a large-margin loss that lifts the demonstrator's action above
+    every other by a margin. Our teacher knows a set of right actions in every state (any wrong bit
+    while d_pos > 0, terminate at d_pos = 0: ``BinaryCodeTravelVectorEnv.teacher_actions``), so the
+    loss lifts the best right action above the best other one, on every replayed state (ours).
+    """
+    lowest = torch.finfo(q.dtype).min
+    best_right = q.masked_fill(~teacher, lowest).max(1).values
+    best_other = q.masked_fill(teacher, lowest).max(1).values
+    return F.relu(best_other + margin - best_right)
 
 
 def load_model(folder: Path, device: str = "auto") -> QNetwork:

@@ -226,7 +226,7 @@ class BinaryCodeTravelEnv(HashingEnv):
         return self._get_obs(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), self._get_info()
 
     def expert_action(self) -> int:
-        """DRLH's teacher: terminate inside the eta-ball, else flip a bit toward the target codeword."""
+        """The teacher's action: the most rewarding wrong bit, or terminate at d_pos = 0 (class docstring)."""
         return int(core.teacher_action(self.params, self._state)[0])
 
     def _get_obs(self) -> Any:

@@ -195,11 +195,12 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
         return result
 
     def teacher_actions(self) -> Any:
-        """Bool ``(num_envs, bits + 1)``: the actions DRLH's teacher counts as right in each state.
+        """Bool ``(num_envs, bits + 1)``: the actions the teacher counts as right in each state.
 
-        Inside the eta-ball only terminating; outside it, flipping any bit where the code differs
-        from the target codeword (``info["expert_action"]`` is the lowest such bit). A diagnostic
-        of how far a policy matches the teacher, whichever of the right bits it flips first.
+        While d_pos > 0, flipping any bit where the code differs from the target codeword
+        (``info["expert_action"]`` is the most rewarding such bit); at d_pos = 0, terminating. A
+        diagnostic of how far a policy matches the teacher, whichever right bit it flips first, and
+        the label set of ``agents.dqn_torch``'s teacher margin loss.
         """
         return core.teacher_mask(self.params, self._state)
 

@@ -353,10 +353,14 @@ def teacher_action(params: Params, state: State) -> Any:
 
 
 def teacher_mask(params: Params, state: State) -> Any:
-    """Bool (n, b + 1): the actions the teacher counts as right: a wrong bit, or terminate inside eta."""
-    inside = (state.d_pos <= params.eta)[:, None]
+    """Bool (n, b + 1): the actions the teacher counts as right: any wrong bit, or terminate at d_pos = 0.
+
+    Every wrong bit's flip lowers d_pos by one and earns a reward of at least 0, so each is right
+    in the teacher's sense; ``teacher_action`` is the most rewarding of them.
+    """
+    done = (state.d_pos == 0)[:, None]
     wrong = state.code != params.codewords[state.target]
-    return _xp(state.code).concat([wrong, inside], axis=1)
+    return _xp(state.code).concat([wrong, done], axis=1)
 
 
 def info(params: Params, state: State) -> dict[str, Any]:
