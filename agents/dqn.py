@@ -47,7 +47,7 @@ from agents.q_networks import HEADS, GuidedDQNPolicy
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import encode_batch
 
-ALGO = "dqn"
+ALGO = "dqn-sb3"
 MODEL_FILE = "model.zip"
 
 

@@ -19,8 +19,9 @@ from agents.common import UsageError, read_run_args, resolve_device
 
 # algorithm -> module holding its `Args` dataclass and `main(args)`
 ALGORITHMS: dict[str, str] = {
-    "dqn": "agents.dqn",
+    "dqn": "agents.dqn_torch",
     "dqn-torch": "agents.dqn_torch",
+    "dqn-sb3": "agents.dqn",
     "reinforce": "agents.reinforce",
     "reinforce-torch": "agents.reinforce_torch",
     "ppo": "agents.ppo",
@@ -34,8 +35,11 @@ ALGORITHMS: dict[str, str] = {
 }
 # `reinforce` on SequentialHashBits-v0 is DRLIH's recurrent REINFORCE agent.
 ENV_ALIASES: dict[tuple[str, str], str] = {("reinforce", "SequentialHashBits-v0"): "drlih"}
+# algorithm -> the trainer that runs it on every device: guided DQN is the torch-native trainer over
+# the batched env (on CPU too; `dqn-sb3` is the same algorithm in stable-baselines3, for SB3 users).
+DEFAULT_TRAINERS: dict[str, str] = {"dqn": "dqn-torch"}
 # algorithm -> its torch-native trainer over the batched env, which runs it on a CUDA device.
-TORCH_TRAINERS: dict[str, str] = {"dqn": "dqn-torch", "reinforce": "reinforce-torch"}
+TORCH_TRAINERS: dict[str, str] = {"reinforce": "reinforce-torch"}
 
 
 def _peek(rest: Sequence[str]) -> argparse.Namespace:
@@ -64,16 +68,18 @@ def on_cuda(device: str) -> bool:
 def resolve_algorithm(algo: str, rest: Sequence[str]) -> str:
     """The trainer that ``algo --env ID --device D`` runs.
 
-    ``reinforce`` has one trainer per MDP; ``dqn`` and ``reinforce`` (RankListHash-v0) on a CUDA
-    device (``--device cuda[:N]``, or ``auto``, the default, on a machine with a GPU) are the
-    torch-native trainers over the batched env (``dqn-torch``, ``reinforce-torch``), since the host
-    loops would cross to the host every step. ``algo --resume DIR`` runs the trainer that wrote the
-    run, when it is one of these (so a run started with ``dqn`` resumes with ``dqn`` on any machine).
+    ``reinforce`` has one trainer per MDP; ``dqn`` is the torch-native guided DQN over the batched
+    env (``dqn-torch``) on every device; ``reinforce`` (RankListHash-v0) on a CUDA device
+    (``--device cuda[:N]``, or ``auto``, the default, on a machine with a GPU) is the torch-native
+    ``reinforce-torch``, since the host loop would cross to the host every step. ``algo --resume DIR``
+    runs the trainer that wrote the run, when it is one of these (so a run started with ``dqn``
+    resumes with ``dqn`` on any machine).
     """
     known = _peek(rest)
     if known.resume:
         aliases = [to for (name, _), to in ENV_ALIASES.items() if name == algo]
-        family = {algo, *aliases, *([TORCH_TRAINERS[algo]] if algo in TORCH_TRAINERS else [])}
+        others = [table[algo] for table in (TORCH_TRAINERS, DEFAULT_TRAINERS) if algo in table]
+        family = {algo, *aliases, *others}
         try:
             recorded = read_run_args(known.resume).get("algo")
         except (FileNotFoundError, ValueError):  # no run there: resumed_arguments says so
@@ -84,7 +90,7 @@ def resolve_algorithm(algo: str, rest: Sequence[str]) -> str:
         return ENV_ALIASES[(algo, known.env)]
     if algo in TORCH_TRAINERS and on_cuda(known.device):
         return TORCH_TRAINERS[algo]
-    return algo
+    return DEFAULT_TRAINERS.get(algo, algo)
 
 
 def _field_type(annotation: Any) -> type:

@@ -1,7 +1,7 @@
 """Quick start: make an environment, run the teacher and a random policy, rank their codes.
 
 Run: ``python examples/quickstart.py [--quick]``. It shows the BinaryCodeTravel-v0 MDP as text,
-then encodes the digits query and database splits with DRLH's teacher (which knows the labels:
+then encodes the digits query and database splits with the env's teacher (which knows the labels:
 an upper bound for a learned policy) and with a random policy (a lower bound), and prints the
 mAP of Hamming ranking for each.
 """

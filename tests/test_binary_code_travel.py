@@ -12,6 +12,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import hashing_gym  # noqa: F401
 from hashing_gym.data import load_dataset
 from hashing_gym.envs import BinaryCodeTravelEnv, InvalidActionError, encode_batch
+from hashing_gym.envs.base import label_mask
 from hashing_gym.ranking import mean_average_precision
 
 ENV_ID = "BinaryCodeTravel-v0"
@@ -241,7 +242,7 @@ def teacher_policy(env):
 def test_encode_batch_equals_stepping_the_env_with_the_same_policy():
     env = BinaryCodeTravelEnv(bits=16, init="zeros", max_steps=16, split="query")
     policy = teacher_policy(env)
-    codes = encode_batch(policy, env.features, 16)
+    codes = encode_batch(policy, env.features, 16, init="zeros")
     for index in range(0, env.num_items, 7):
         obs, _ = env.reset(options={"index": index})
         for _ in range(16):
@@ -345,3 +346,92 @@ def test_vector_envs_raise_invalid_action_too(env_id, bad):
     envs.reset(seed=0)
     with pytest.raises(InvalidAction, match="not in"):
         envs.step(np.asarray(bad))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fidelity to DRLH: random start codes, Table 1's eta, the teacher
+
+
+def test_env_start_code_is_drawn_from_its_seeded_generator():
+    env = BinaryCodeTravelEnv(bits=16)
+    starts = [env.reset(seed=11, options={"index": 4})[0]["code"] for _ in range(2)]
+    np.testing.assert_array_equal(starts[0], starts[1])
+    # gymnasium seeds np_random with numpy's default generator; given an index, the code is its first draw.
+    expected = np.random.default_rng(11).integers(0, 2, size=(1, 16), dtype=np.int8)[0]
+    np.testing.assert_array_equal(starts[0], expected)
+    assert not np.array_equal(env.reset(seed=12, options={"index": 4})[0]["code"], expected)
+
+
+def test_encode_batch_starts_from_codes_drawn_with_its_seed():
+    features = load_dataset("digits").query.features[:25]
+    first_seen = []
+
+    def terminate_at_once(obs):
+        first_seen.append(obs["code"].copy())
+        return np.full(len(obs["code"]), 16)
+
+    codes = encode_batch(terminate_at_once, features, 16, seed=7)  # init="random" is the default
+    expected = np.random.default_rng(7).integers(0, 2, size=(25, 16), dtype=np.int8)
+    np.testing.assert_array_equal(first_seen[0], expected)
+    np.testing.assert_array_equal(codes, expected)
+    np.testing.assert_array_equal(encode_batch(terminate_at_once, features, 16, seed=7), codes)
+    assert not np.array_equal(encode_batch(terminate_at_once, features, 16, seed=8), codes)
+    assert not encode_batch(terminate_at_once, features, 16, init="zeros").any()
+
+
+@pytest.mark.parametrize(
+    ("multi_label", "bits", "radius", "eta"),
+    [
+        (False, 16, 3, 2),
+        (False, 32, 7, 5),
+        (True, 16, 3, 1),
+        (True, 32, 7, 3),
+        (False, 64, 15, 8),  # no Table 1 entry: ceil(R / 2)
+        (True, 64, 15, 7),  # floor(R / 2)
+    ],
+)
+def test_default_eta_is_table_1s_best_or_our_rounding_of_half_r(multi_label, bits, radius, eta):
+    dataset = load_dataset("blobs", num_classes=10, n_per_class=20, dim=8, multi_label=multi_label)
+    env = BinaryCodeTravelEnv(dataset=dataset, bits=bits)
+    assert (env.radius, env.eta) == (radius, eta)
+
+
+@pytest.mark.parametrize("eta", [-1, 4, 2.0, True])
+def test_eta_outside_0_to_r_is_refused(eta):
+    with pytest.raises(ValueError, match=r"eta must be an integer in \[0, R=3\]"):
+        BinaryCodeTravelEnv(bits=16, eta=eta)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_teacher_flips_the_most_rewarding_wrong_bit_and_never_moves_away(multi_label):
+    dataset = load_dataset("blobs", num_classes=5, n_per_class=20, dim=8, multi_label=multi_label)
+    env = BinaryCodeTravelEnv(dataset=dataset, bits=16)
+    positive = label_mask(env.split, dataset.num_classes)
+    rng = np.random.default_rng(0)
+    checked = 0
+    for episode in range(20):
+        obs, info = env.reset(seed=episode)
+        for _ in range(env.max_steps):
+            action = info["expert_action"]
+            if info["d_pos"] == 0:
+                assert action == env.bits  # on the codeword: terminate
+                break
+            # Every flip's reward, from copies of the env: the teacher's is a largest among the wrong bits.
+            rewards = {}
+            for bit in range(env.bits):
+                probe = pickle.loads(pickle.dumps(env))  # our own env, not a user's file
+                _, reward, _, _, after = probe.step(bit)
+                rewards[bit] = (reward, after["d_pos"])
+            distances = (env.codebook != obs["code"]).sum(axis=1)
+            classes = np.flatnonzero(positive[info["index"]])
+            target = classes[distances[classes].argmin()]  # the nearest class codeword, lowest index on ties
+            wrong = np.flatnonzero(env.codebook[target] != obs["code"]).tolist()
+            assert action in wrong and rewards[action][1] == info["d_pos"] - 1  # never away from the target
+            assert rewards[action][0] == max(rewards[bit][0] for bit in wrong)
+            assert action == min(bit for bit in wrong if rewards[bit][0] == rewards[action][0])
+            checked += 1
+            move = action if rng.random() < 0.8 else rng.integers(16)  # states off the teacher's path too
+            obs, _, terminated, truncated, info = env.step(int(move))
+            if terminated or truncated:
+                break
+    assert checked > 100

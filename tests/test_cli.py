@@ -16,7 +16,7 @@ from agents.common import UsageError, check_common_args, parse_hidden, parse_opt
         ("reinforce", ["--env=SequentialHashBits-v0", "--bits", "32"], "drlih"),
         ("reinforce", ["--env", "RankListHash-v0"], "reinforce"),
         ("reinforce", [], "reinforce"),
-        ("dqn", ["--env", "SequentialHashBits-v0"], "dqn"),
+        ("dqn", ["--env", "SequentialHashBits-v0"], "dqn-torch"),  # the trainer refuses the env itself
     ],
 )
 def test_reinforce_dispatches_by_environment(algo, rest, expected):
@@ -97,7 +97,8 @@ def no_cuda(monkeypatch):
         ("dqn", [], "dqn-torch"),
         ("dqn", ["--device", "auto"], "dqn-torch"),
         ("dqn", ["--device=auto", "--bits", "32"], "dqn-torch"),
-        ("dqn", ["--device", "cpu"], "dqn"),
+        ("dqn", ["--device", "cpu"], "dqn-torch"),  # guided DQN is the torch trainer on every device
+        ("dqn-sb3", [], "dqn-sb3"),
         ("reinforce", [], "reinforce-torch"),
         ("reinforce", ["--env", "RankListHash-v0"], "reinforce-torch"),
         ("reinforce", ["--device", "cpu"], "reinforce"),
@@ -113,11 +114,11 @@ def test_device_auto_on_a_cuda_machine_runs_the_gpu_trainer(cuda_seen, algo, res
 @pytest.mark.parametrize(
     ("algo", "rest", "expected"),
     [
-        ("dqn", [], "dqn"),
-        ("dqn", ["--device", "auto"], "dqn"),
+        ("dqn", [], "dqn-torch"),
+        ("dqn", ["--device", "auto"], "dqn-torch"),
         ("reinforce", [], "reinforce"),
-        ("dqn", ["--device", "cuda"], "dqn-torch"),  # named: the GPU trainer refuses a missing GPU itself
-        ("dqn", ["--device", "tpu"], "dqn"),  # not a device: the trainer's own check says so
+        ("reinforce", ["--device", "cuda"], "reinforce-torch"),  # named: the GPU trainer refuses no GPU
+        ("reinforce", ["--device", "tpu"], "reinforce"),  # not a device: the trainer's own check says so
     ],
 )
 def test_device_auto_without_cuda_runs_the_cpu_trainer(no_cuda, algo, rest, expected):
@@ -125,19 +126,19 @@ def test_device_auto_without_cuda_runs_the_cpu_trainer(no_cuda, algo, rest, expe
 
 
 def test_the_cli_says_when_it_runs_the_gpu_trainer(cuda_seen, capsys):
-    with pytest.raises(SystemExit):  # --help: the dqn-torch parser's help, printed after the line
-        train.main(["dqn", "--help"])
+    with pytest.raises(SystemExit):  # --help: the reinforce-torch parser's help, printed after the line
+        train.main(["reinforce", "--help"])
     out = capsys.readouterr().out
-    assert out.startswith("dqn on a CUDA device (--device auto): running the GPU trainer dqn-torch")
-    assert "python -m agents.train dqn-torch" in out
+    assert out.startswith("reinforce on a CUDA device (--device auto): running the GPU trainer reinforce-torch")
+    assert "python -m agents.train reinforce-torch" in out
 
 
 def test_resume_runs_the_trainer_that_wrote_the_run(cuda_seen, tmp_path):
     from agents import dqn
 
-    save_args(tmp_path, dqn.Args(out=str(tmp_path)), "dqn")  # a CPU run, resumed on a CUDA machine
-    assert train.resolve_algorithm("dqn", ["--resume", str(tmp_path)]) == "dqn"
-    assert train.resolve_algorithm("reinforce", ["--resume", str(tmp_path)]) == "reinforce-torch"
+    save_args(tmp_path, dqn.Args(out=str(tmp_path)), "reinforce")  # a CPU run, resumed on a CUDA machine
+    assert train.resolve_algorithm("reinforce", ["--resume", str(tmp_path)]) == "reinforce"
+    assert train.resolve_algorithm("dqn", ["--resume", str(tmp_path)]) == "dqn-torch"  # not its family
 
 
 @pytest.mark.parametrize(
@@ -184,7 +185,7 @@ def test_the_validator_refuses_bad_arguments(changes, message):
 
 
 @pytest.mark.parametrize(
-    "algo", ["dqn", "dqn-torch", "reinforce", "reinforce-torch", "ppo", "a2c", "rppo", "drlih", "lsh"]
+    "algo", ["dqn", "dqn-torch", "dqn-sb3", "reinforce", "reinforce-torch", "ppo", "a2c", "rppo", "drlih", "lsh"]
 )
 def test_bad_shared_arguments_are_refused_before_anything_is_written(algo, tmp_path, capsys):
     out = tmp_path / "run"
@@ -196,4 +197,4 @@ def test_bad_shared_arguments_are_refused_before_anything_is_written(algo, tmp_p
 
 def test_resume_of_a_folder_without_a_run_keeps_the_algorithm(tmp_path):
     assert train.resolve_algorithm("ppo", ["--resume", str(tmp_path)]) == "ppo"
-    assert train.resolve_algorithm("dqn", ["--resume", str(tmp_path / "none")]) == "dqn"
+    assert train.resolve_algorithm("dqn", ["--resume", str(tmp_path / "none")]) == "dqn-torch"

@@ -15,18 +15,12 @@ import hashing_gym  # noqa: F401
 from agents import dqn, evaluate, train
 
 
-@pytest.fixture(autouse=True)
-def cpu_trainer(monkeypatch):
-    """``dqn`` runs the SB3 trainer tested here on any machine (``--device auto`` picks dqn-torch on CUDA)."""
-    monkeypatch.setattr(train, "on_cuda", lambda device: device.startswith("cuda"))
-
-
 TINY = ["--timesteps", "400", "--learning-starts", "100", "--num-envs", "2", "--eval-every", "200"]
 
 
 def test_train_cli_writes_results_model_and_checkpoints(tmp_path, capsys):
     out = tmp_path / "run"
-    assert train.main(["dqn", *TINY, "--checkpoint-every", "200", "--out", str(out)]) == 0
+    assert train.main(["dqn-sb3", *TINY, "--checkpoint-every", "200", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert RESULT_FIELDS <= set(results)
     assert results["algo"] == "dqn" and results["env"] == "BinaryCodeTravel-v0" and results["bits"] == 16
@@ -54,7 +48,7 @@ def test_train_cli_writes_results_model_and_checkpoints(tmp_path, capsys):
 def test_same_seed_gives_identical_results(tmp_path):
     runs = []
     for name in ("a", "b"):
-        assert train.main(["dqn", *TINY, "--seed", "3", "--out", str(tmp_path / name)]) == 0
+        assert train.main(["dqn-sb3", *TINY, "--seed", "3", "--out", str(tmp_path / name)]) == 0
         runs.append(json.loads((tmp_path / name / "results.json").read_text()))
     for key in ("map", "map_tie_aware", "map_at_k", "precision_radius2", "env_steps"):
         assert runs[0][key] == runs[1][key]
@@ -77,13 +71,15 @@ def test_exploratory_actions_are_the_teachers():
     ("argv", "message"),
     [
         (["sarsa"], "unknown algorithm 'sarsa'"),
+        (["dqn-sb3", "--env", "RankListHash-v0"], "dqn trains BinaryCodeTravel-v0"),
+        (["dqn-sb3", "--dataset", "imagenet"], "imagenet"),
+        (["dqn-sb3", "--timesteps", "0"], "--timesteps must be positive"),
         (["dqn", "--env", "RankListHash-v0"], "dqn trains BinaryCodeTravel-v0"),
-        (["dqn", "--dataset", "imagenet"], "imagenet"),
         (["dqn", "--timesteps", "0"], "--timesteps must be positive"),
     ],
 )
 def test_cli_refuses_bad_arguments_in_one_line(argv, message, tmp_path, capsys):
-    assert train.main([*argv, "--out", str(tmp_path / "run")] if argv[0] == "dqn" else argv) == 2
+    assert train.main([*argv, "--out", str(tmp_path / "run")] if argv[0] != "sarsa" else argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
@@ -120,9 +116,9 @@ def test_run_killed_mid_way_resumes_to_the_same_total_steps(tmp_path):
         sys.executable,
         "-m",
         "agents.train",
-        "dqn",
+        "dqn-sb3",
         "--device",
-        "cpu",  # the SB3 trainer on any machine (auto picks dqn-torch where CUDA is)
+        "cpu",
         "--timesteps",
         "20000",
         "--learning-starts",
@@ -145,7 +141,7 @@ def test_run_killed_mid_way_resumes_to_the_same_total_steps(tmp_path):
     recorded = json.loads((out / "args.json").read_text())
     recorded["timesteps"] = done + 600
     (out / "args.json").write_text(json.dumps(recorded))
-    assert train.main(["dqn", "--resume", str(out)]) == 0
+    assert train.main(["dqn-sb3", "--resume", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert RESULT_FIELDS <= set(results)
     assert results["env_steps"] == done + 600
@@ -158,9 +154,9 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
         sys.executable,
         "-m",
         "agents.train",
-        "dqn",
+        "dqn-sb3",
         "--device",
-        "cpu",  # the SB3 trainer on any machine (auto picks dqn-torch where CUDA is)
+        "cpu",
         "--timesteps",
         "50000",
         "--learning-starts",
@@ -188,7 +184,7 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
 
 
 def test_resume_of_a_folder_without_a_run_is_refused(tmp_path, capsys):
-    assert train.main(["dqn", "--resume", str(tmp_path)]) == 2
+    assert train.main(["dqn-sb3", "--resume", str(tmp_path)]) == 2
     assert "holds no run" in capsys.readouterr().err
 
 

@@ -14,12 +14,13 @@ SMALL = [
 ]  # fmt: skip
 
 
-def test_dqn_on_cuda_dispatches_to_the_torch_trainer(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # --device auto: the CPU trainer
+def test_dqn_runs_the_torch_trainer_on_every_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert train.resolve_algorithm("dqn", ["--device", "cuda"]) == "dqn-torch"
     assert train.resolve_algorithm("dqn", ["--device=cuda:1", "--num-envs", "64"]) == "dqn-torch"
-    assert train.resolve_algorithm("dqn", ["--device", "cpu"]) == "dqn"
-    assert train.resolve_algorithm("dqn", []) == "dqn"
+    assert train.resolve_algorithm("dqn", ["--device", "cpu"]) == "dqn-torch"
+    assert train.resolve_algorithm("dqn", []) == "dqn-torch"
+    assert train.resolve_algorithm("dqn-sb3", []) == "dqn-sb3"
 
 
 def test_cli_writes_results_model_checkpoint_and_curve(tmp_path, capsys):
