@@ -296,7 +296,12 @@ def train_sb3(
     write_sb3(folder / model_file, model)
     # results.json names the algorithm (dqn), not the implementation (dqn-sb3).
     results = results_record(
-        algo.removesuffix("-sb3"), args, evaluate(model), train_seconds, model.num_timesteps, model_file=model_file
+        algo.removesuffix("-sb3"),
+        args,
+        evaluate(model),
+        train_seconds,
+        model.num_timesteps,
+        model_file=model_file,
     )
     write_json(folder / RESULTS_FILE, results)
     return results

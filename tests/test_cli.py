@@ -129,7 +129,8 @@ def test_the_cli_says_when_it_runs_the_gpu_trainer(cuda_seen, capsys):
     with pytest.raises(SystemExit):  # --help: the reinforce-torch parser's help, printed after the line
         train.main(["reinforce", "--help"])
     out = capsys.readouterr().out
-    assert out.startswith("reinforce on a CUDA device (--device auto): running the GPU trainer reinforce-torch")
+    expected = "reinforce on a CUDA device (--device auto): running the GPU trainer reinforce-torch"
+    assert out.startswith(expected)
     assert "python -m agents.train reinforce-torch" in out
 
 

@@ -14,7 +14,6 @@ from stable_baselines3.common.env_util import make_vec_env
 import hashing_gym  # noqa: F401
 from agents import dqn, evaluate, train
 
-
 TINY = ["--timesteps", "400", "--learning-starts", "100", "--num-envs", "2", "--eval-every", "200"]
 
 
