@@ -186,7 +186,8 @@ def test_the_validator_refuses_bad_arguments(changes, message):
 
 
 @pytest.mark.parametrize(
-    "algo", ["dqn", "dqn-torch", "dqn-sb3", "reinforce", "reinforce-torch", "ppo", "a2c", "rppo", "drlih", "lsh"]
+    "algo",
+    ["dqn", "dqn-torch", "dqn-sb3", "reinforce", "reinforce-torch", "ppo", "a2c", "rppo", "drlih", "lsh"],
 )
 def test_bad_shared_arguments_are_refused_before_anything_is_written(algo, tmp_path, capsys):
     out = tmp_path / "run"
