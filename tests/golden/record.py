@@ -19,6 +19,12 @@ Layout: one ``.npz`` per group (``GROUPS``), keys ``CASE/PATH``. Each file holds
 JSON string ``__manifest__`` (the call that built each case, the script it ran, the legend of the key
 paths, and every array's dtype and shape); ``manifest.json`` collects them all for reading. Files are
 written byte-for-byte reproducibly (fixed zip timestamps), so recording twice gives identical files.
+
+History: recorded from commit fe5d3d4 (before the one-source-of-truth redesign, issue #14), which the
+redesign reproduces. ``bct_single``, ``bct_vector`` and ``encode`` were then re-recorded once, on
+purpose, for issue #15 (BinaryCodeTravel's margin-greedy teacher, Table 1's eta at 32 bits,
+``encode_batch`` starting from random codes); in the vector cases driven by random actions only the
+``expert_action`` info and ``teacher_actions`` changed, and no other group changed.
 """
 
 from __future__ import annotations
