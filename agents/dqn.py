@@ -1,20 +1,19 @@
-"""DQN with DRLH's guided exploration on BinaryCodeTravel-v0 (stable-baselines3).
+"""Guided DQN on BinaryCodeTravel-v0 in stable-baselines3: ``python -m agents.train dqn-sb3``.
 
-DRLH (section 4.2) trains a deep Q-network with an epsilon-greedy schedule whose exploratory
-actions come from a teacher ("guided exploration with apprenticeship learning"), not from
-uniform noise: epsilon decays linearly from 1.0 to 0.1 over the first 60% of training and stays
-at 0.1. The teacher is the environment's ``expert_action``: flip a bit toward the item's class
-codeword, terminate inside the eta-ball. The replay buffer stores the actions actually executed,
-so Q-learning learns off-policy from the teacher's demonstrations and its own greedy moves.
+For users of stable-baselines3: the DQN of ``agents.dqn_torch`` (which ``python -m agents.train
+dqn`` runs; its docstring says what follows DRLH and what is ours) as an SB3 ``DQN`` subclass.
+Exploratory actions are the teacher's (the env's ``expert_action``) with probability epsilon,
+which decays linearly from 1.0 to 0.1 over the first 60% of training and stays at 0.1; the replay
+buffer stores the actions actually executed, so Q-learning learns off-policy from the teacher's
+demonstrations and its own greedy moves. The Q-network is ``agents.q_networks.QNetwork`` (the
+bit-flip head by default) through ``GuidedDQNPolicy``. SB3's DQN has no Double DQN and no
+teacher margin loss, so this trainer needs a larger budget than ``dqn`` for the same mAP.
 
-After training, the greedy policy encodes the query and database splits from the all-zeros
-start code in at most ``bits`` steps (DRLH's test phase, ``hashing_gym.envs.encode_batch``), and
-Hamming ranking gives the results.
+After training, the greedy policy encodes the query and database splits from random start codes
+in at most ``bits`` steps (DRLH's test phase, ``hashing_gym.envs.encode_batch``), and Hamming
+ranking gives the results.
 
-Run: ``python -m agents.train dqn --device cpu [--bits 16] [--timesteps N] [--out DIR]``. On a CUDA
-device (``--device cuda[:N]``, or the default ``auto`` where torch sees a GPU: it prints a line
-saying so), ``agents.train`` runs ``agents.dqn_torch`` instead: the same guided DQN as a
-torch-native loop over the batched env on the GPU (its own options: ``--device cuda --help``).
+Run: ``python -m agents.train dqn-sb3 [--bits 16] [--timesteps N] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -110,7 +109,7 @@ class GuidedDQN(DQN):
 
 
 def encode_split(model: DQN, features: np.ndarray, bits: int) -> np.ndarray:
-    """Codes of items under the greedy policy (DRLH's test phase: zeros start, at most b steps)."""
+    """Codes of items under the greedy policy (DRLH's test phase: random start codes, at most b steps)."""
     return encode_batch(lambda obs: model.predict(obs, deterministic=True)[0], features, bits)
 
 

@@ -1,37 +1,47 @@
-"""DQN with DRLH's guided exploration, torch-native over the batched BinaryCodeTravel-v0.
+"""Guided DQN on BinaryCodeTravel-v0 (DRLH), torch-native over the batched env (``agents.train dqn``).
 
-The same algorithm as ``agents.dqn`` (epsilon-greedy whose exploratory actions are the teacher's
-``expert_action``, epsilon decaying linearly from 1.0 to 0.1 over the first 60% of training;
-Huber loss, gradient norm clipped at 10, a target network copied every few updates), but the
-whole loop stays on one torch device: ``num_envs`` sub-envs of
-``hashing_gym.envs.binary_code_travel_vector.BinaryCodeTravelVectorEnv`` (torch backend), a
-replay buffer of device tensors, and no host round trip per step: acting, storing and sampling
-are array operations, and the host only reads numbers at evaluations and checkpoints.
+What follows DRLH (section 4.2): a deep Q-network on the state (features, code, flip history),
+replay memory, and epsilon-greedy exploration whose exploratory actions come from a teacher
+("guided exploration ... based on the demonstrations made by an expert"), epsilon decaying
+linearly from 1.0 to 0.1 over the first 60% of training (DRLH: over 15 of 25 epochs) and then
+fixed. The test phase encodes from random start codes in at most M = b steps (``encode_batch``).
+
+What is ours, each measured on digits (``benchmarks/RESULTS.md``, issue #15):
+
+- the teacher's rule (the env's ``expert_action``: the most rewarding wrong bit, terminate on the
+  class codeword);
+- the bit-flip Q-network head (``agents.q_networks``): the largest single gain;
+- a teacher margin loss (DQfD's large-margin loss, Hester et al. 2018, over the teacher's set of
+  right actions in every replayed state; ``--teacher-margin-weight``);
+- Double DQN targets, Adam instead of the paper's SGD (faster and less sensitive to the step size
+  on this small network), Huber loss, gradient norm clipped at 10, a target copy every
+  ``target_update_interval`` updates, gamma 0.95 (the paper gives none);
+- the budget: ``max(40, 2 x bits)`` environment steps per train item (``--steps-per-item``), which
+  keeps about as many episodes per item at every code length.
+
+The loop stays on one torch device (CPU by default, or ``--device cuda``): ``num_envs`` sub-envs of
+``hashing_gym.envs.binary_code_travel_vector.BinaryCodeTravelVectorEnv`` (torch backend), a replay
+buffer of device tensors, and no host round trip per step: acting, storing and sampling are array
+operations, and the host only reads numbers at evaluations and checkpoints.
 
 The replay buffer stores each transition's item index (features are gathered from the split's
-feature table when sampled), code and history before and after the step, action, reward and
-termination. Gymnasium's NEXT_STEP autoreset makes every sub-env's step after an episode end a
-reset, not a transition: those rows are stored with ``valid=False`` and weigh nothing in the loss
-(storing them keeps every shape fixed, so nothing waits for the GPU). Truncated transitions
-bootstrap from their next state; terminated ones do not.
-
+feature table when sampled), code and history before and after the step, action, reward,
+termination and the teacher's right actions. Gymnasium's NEXT_STEP autoreset makes every
+sub-env's step after an episode end a reset, not a transition: those rows are stored with
+``valid=False`` and weigh nothing in the loss (storing them keeps every shape fixed, so nothing
+waits for the GPU). Truncated transitions bootstrap from their next state; terminated ones do not.
 Each vector step adds ``num_envs`` transitions and then takes ``gradient_steps`` updates of
-``batch_size``; so a transition is replayed ``gradient_steps x batch_size / num_envs`` times on
-average (64 with the defaults; SB3's DQN in ``agents.dqn`` replays 128 per transition).
+``batch_size`` (16 replays per transition with the defaults). For large data sets on a GPU, more
+of everything: ``--num-envs 512 --batch-size 2048 --gradient-steps 16``.
 
-The budget scales with the data (DESIGN): ``steps_per_item`` environment steps per train item
-(default 200, as ``agents.dqn``). After training, the greedy policy encodes the query and
-database splits from the all-zeros start code in at most ``bits`` steps
-(``hashing_gym.envs.encode_batch``), and ``results.json`` is written as by every trainer, with
-the evaluation curve (``curve``: env steps, seconds, mAP) added.
+After training, ``results.json`` is written as by every trainer, with the evaluation curve
+(``curve``: env steps, seconds, mAP, teacher agreement) added. Checkpoints
+(``checkpoints/step_N.pt`` and ``state.json``) hold the networks, the optimiser and the counters;
+the replay buffer is not saved, so ``--resume`` continues the schedule with an empty buffer and
+waits ``learning_starts`` steps before updating again.
 
-Checkpoints (``checkpoints/step_N.pt`` and ``state.json``) hold the networks, the optimiser and
-the counters; the replay buffer (up to GBs on the device) is not saved, so ``--resume`` continues
-the schedule with an empty buffer and waits ``learning_starts`` steps before updating again.
-
-Run: ``python -m agents.train dqn --device cuda [--num-envs N]`` (``agents.train`` sends ``dqn``
-on a CUDA device here, ``--device auto`` included) or ``python -m agents.train dqn-torch --device
-cpu`` (small smoke runs).
+The same algorithm on stable-baselines3's DQN, for SB3 users, is ``python -m agents.train dqn-sb3``
+(``agents.dqn``: the bit-flip head and the teacher, without the margin loss and Double DQN).
 """
 
 from __future__ import annotations
@@ -74,7 +84,7 @@ MODEL_FILE = "model.pt"
 
 @dataclass
 class Args(CommonArgs):
-    """Torch-native guided DQN on the batched env (a CUDA device, or CPU for small runs)."""
+    """Guided DQN on BinaryCodeTravel-v0, torch-native over the batched env (CPU or CUDA)."""
 
     steps_per_item: int | None = field(
         default=None,
@@ -191,7 +201,7 @@ def teacher_agreement(
 
 
 def encode_split(model: QNetwork, features: np.ndarray, bits: int) -> np.ndarray:
-    """Codes under the greedy policy (DRLH's test phase: zeros start, at most ``bits`` steps)."""
+    """Codes under the greedy policy (DRLH's test phase: random start codes, at most ``bits`` steps)."""
     device = next(model.parameters()).device
     history = model.config["history"]
 

@@ -119,6 +119,21 @@ class RankListHashEnv(HashingEnv):
     | database    | ``"bank"``    | ``"bank"`` (actions update the database) or ``"fixed"``       |
     | render_mode | None          | ``"ansi"`` or ``"rgb_array"``                                 |
 
+    ## Differences from the paper
+
+    The seed we follow is a summary of the paper (``shared/seeds``): a query network trained by
+    policy learning to maximise a reward that measures the whole rank list (e.g. MAP), against the
+    codes of the whole training set from a shared, slowly updated database network. Ours:
+
+    - the MDP's shape (one decision per episode: a contextual bandit whose action is the whole code);
+    - the reward as the AP of the item's list over all *other* training items, with the tie-aware
+      expected AP as the default (``ties="average"``) and ``topk``;
+    - the database bank (``database="bank"``: the last code acted for each item, random at start),
+      so third-party RL code needs no callback; ``set_database_codes`` is where a trainer plugs in
+      the paper's database network (``agents.reinforce`` refreshes it every K updates);
+    - no teacher (``expert_action``): a natural one (the code maximising AP against the current
+      database, e.g. the majority bits of the item's relevant neighbours) is not built yet.
+
     ## Version History
 
     - v0: initial version.

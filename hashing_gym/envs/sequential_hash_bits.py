@@ -131,6 +131,22 @@ class SequentialHashBitsEnv(HashingEnv):
     | flatten     | False        | one float32 ``Box`` observation instead of a ``Dict``       |
     | render_mode | None         | ``"ansi"`` or ``"rgb_array"``                               |
 
+    ## Differences from the paper
+
+    The seed we follow is DRLIH's abstract (``shared/seeds``): it gives the sequential decision
+    process (an RNN agent projects the image bit by bit, each hashing function correcting the
+    earlier ones), the state (image features and the RNN's hidden state) and the action group.
+    Everything else here is our formalisation, not the paper's text:
+
+    - the reward (the triplet accuracy gained by a step over sampled positives and negatives, with
+      ties counted 1/2 and ``acc_0 = 1/2``) and its P x P pair comparison;
+    - the code bank that holds the references' codes, its random start and its update at the end
+      of each episode (``set_code_bank`` for re-encoding by the agent);
+    - ``margin`` (a Hamming margin; the released code's hinge margin is on relaxed codes);
+    - the observation (``code``, ``decided``, ``step``; the hidden state lives in the agent);
+    - no teacher (``expert_action``) is offered: the natural one, the group of bits that maximises
+      the step's accuracy gain, needs ``2^group`` evaluations per step and is not built yet.
+
     ## Version History
 
     - v0: initial version.
