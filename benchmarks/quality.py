@@ -1,7 +1,9 @@
 """Retrieval quality: every RL agent and every baseline on the same data, split and bits.
 
 Run: ``python -m benchmarks.quality [--datasets digits] [--bits 16,32,64] [--methods ...] [--jobs 1]``
-(``--data-path`` for ``mnist``, ``cifar10`` or a ``features`` file such as CIFAR-10 GIST features).
+(``--data-path`` for ``mnist``, ``cifar10`` or a ``features`` file such as CIFAR-10 GIST features;
+``--datasets digits28`` builds ``benchmarks.datasets.digits28``, 10,782 real 28x28 digit images, into
+``--out`` and trains on it as a ``features`` file: the scale test of issue #15, offline).
 
 Each method is one ``python -m agents.train`` run in a subprocess with its default recipe, written to
 ``--out/DATASET/BITS/METHOD`` (a finished run, one whose results.json exists, is reused unless
@@ -18,11 +20,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.datasets import write_digits28
 from benchmarks.envs import machine
 
 # method name -> (agents.train algorithm, environment); None: a baseline that steps no environment.
@@ -39,6 +42,8 @@ METHODS: dict[str, tuple[str, str | None]] = {
     "mlp-code": ("mlp-code", None),
 }
 REFERENCE = "mlp-code"
+# data sets the benchmark builds itself (benchmarks.datasets), written to --out/NAME.npz
+BUILT: dict[str, Callable[[Path], Path]] = {"digits28": write_digits28}
 
 
 @dataclass
@@ -53,13 +58,16 @@ class Run:
     def command(self, data_path: str | None, seed: int) -> list[str]:
         """The ``agents.train`` command line of this run."""
         algo, env = METHODS[self.method]
+        dataset = self.dataset
+        if dataset in BUILT:  # built by the benchmark, read as a features file
+            dataset, data_path = "features", str(self.folder.parents[2] / f"{self.dataset}.npz")
         command = [
             sys.executable,
             "-m",
             "agents.train",
             algo,
             "--dataset",
-            self.dataset,
+            dataset,
             "--bits",
             str(self.bits),
         ]
@@ -175,6 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for b in parsed.bits
         for method in parsed.methods
     ]
+    parsed.out.mkdir(parents=True, exist_ok=True)
+    for dataset in parsed.datasets:
+        built = parsed.out / f"{dataset}.npz"
+        if dataset in BUILT and not built.is_file():
+            BUILT[dataset](built)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the trainers use one torch thread; keep BLAS there too
     with ThreadPoolExecutor(parsed.jobs) as pool:
         finished = list(pool.map(lambda run: execute(run, parsed.data_path, parsed.seed, parsed.fresh), runs))

@@ -47,3 +47,38 @@ def test_quality_refuses_bad_arguments(argv, message, capsys):
         quality.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_digits28_is_real_digits_resampled_shifted_and_noisy():
+    from benchmarks.datasets import digits28
+
+    features, labels = digits28(variants=2, seed=1)
+    assert features.shape == (2 * 1797, 784) and features.dtype == np.float32
+    np.testing.assert_array_equal(labels[:1797], labels[1797:])  # two copies of every image
+    assert np.bincount(labels).min() > 300  # ten classes, all present
+    # The two variants of an image differ (shift and noise) but stay closer to each other than to others.
+    same = np.linalg.norm(features[:200] - features[1797 : 1797 + 200], axis=1)
+    assert (same > 0).all()
+    np.testing.assert_array_equal(digits28(variants=2, seed=1)[0], features)  # seeded
+    with pytest.raises(ValueError, match="0 <= shift <= 4"):
+        digits28(shift=5)
+
+
+def test_quality_builds_digits28_and_trains_on_it_as_a_features_file(tmp_path, monkeypatch):
+    built = []
+
+    def small(path):  # the real set takes seconds to build and minutes to train on: a slice of it
+        from benchmarks.datasets import digits28
+
+        features, labels = digits28(variants=1)
+        built.append(path)
+        np.savez(path, features=features[:600], labels=labels[:600])
+        return path
+
+    monkeypatch.setitem(quality.BUILT, "digits28", small)
+    out = tmp_path / "quality"
+    argv = ["--datasets", "digits28", "--methods", "mlp-code", "--bits", "16", "--out", str(out)]
+    assert quality.main(argv) == 0
+    assert built == [out / "digits28.npz"]
+    results = json.loads((out / "digits28" / "16" / "mlp-code" / "results.json").read_text())
+    assert results["dataset"] == "features" and results["map"] > 0.5
