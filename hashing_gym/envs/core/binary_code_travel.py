@@ -96,12 +96,12 @@ class Params:
     """float64 (2,): the terminate rewards inside and outside the eta-ball, +sigma and -sigma."""
     one_hot: Any
     """int8 (b + 1, b): one-hot rows of the bits; row b (the terminate action, an empty history slot) is 0."""
-    flip_gain_class: Any
-    """int64 (C, b): 1 - 2 w_ck, the change of the distance to codeword c when bit k flips from 0."""
-    flip_gain_total: Any
-    """int64 (b,): ``flip_gain_class`` summed over the classes."""
     flip_gain: Any
-    """float32 (C, b): ``flip_gain_class`` as float32, for the multi-label teacher's matrix product."""
+    """float32 (C, b): 1 - 2 w_ck, the change of the distance to codeword c when bit k flips from 0
+    (the multi-label teacher's matrix product)."""
+    teacher_rank: Any
+    """int32 (C, b): single-label teacher's preference among the wrong bits of an item of class c,
+    b for the best, down to 1 (see ``teacher_action``)."""
     no_gain: int
     """A teacher score below every wrong bit's (-C): marks the bits that are already right."""
 
@@ -203,6 +203,13 @@ def make_params(
     flip_delta[:bits, 0] = 1 - 2 * words.T.astype(np.int64)  # from 0: +1 where w_c has a 0
     flip_delta[:bits, 1] = -flip_delta[:bits, 0]
     gain = 1 - 2 * words.astype(np.int64)  # (C, b)
+    # Single-label teacher: at a wrong bit k the code is 1 - w_ck, so the flip changes the summed
+    # distance to the other classes by (2 w_ck - 1) * S_ck with S_ck = sum over c' != c of
+    # (1 - 2 w_c'k): a score fixed by the class. Rank the bits by (score, then lowest index).
+    score = (2 * words.astype(np.int64) - 1) * (gain.sum(axis=0)[None, :] - gain)
+    order = np.argsort(-score, axis=1, kind="stable")  # stable: lowest index first on ties
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(bits, 0, -1)[None, :].repeat(len(words), 0), axis=1)
     return Params(
         bits=bits,
         eta=int(eta),
@@ -223,9 +230,8 @@ def make_params(
         flip_delta=flip_delta,
         stop_reward=np.array([sigma, -sigma], dtype=np.float64),
         one_hot=np.eye(bits + 1, bits, dtype=np.int8),
-        flip_gain_class=gain,
-        flip_gain_total=gain.sum(axis=0),
         flip_gain=gain.astype(np.float32),
+        teacher_rank=rank.astype(np.int32),
         no_gain=-data.num_classes,
     )
 
@@ -252,11 +258,18 @@ def _xp(array: Any) -> Any:
 # single env (a batch of one) pays at every step.
 
 
-def _rows(array: Any) -> Any:
-    """0..n-1 for the rows of ``array``, on its device."""
+def _take(table: Any, index: Any) -> Any:
+    """Rows ``index`` (any shape) of ``table``: ``np.take`` on numpy, faster than fancy indexing."""
+    if isinstance(table, np.ndarray):
+        return table.take(index, axis=0)
+    return table[index]
+
+
+def _pick(array: Any, column: Any) -> Any:
+    """``array[i, column[i]]`` for every row i of a 2-D ``array``."""
     if isinstance(array, np.ndarray):
-        return np.arange(array.shape[0])
-    return _xp(array).arange(array.shape[0], device=array.device)
+        return np.take_along_axis(array, column[:, None], axis=1)[:, 0]
+    return array.gather(1, column[:, None])[:, 0]
 
 
 def reset(params: Params, index: Any, code: Any) -> State:
@@ -266,28 +279,46 @@ def reset(params: Params, index: Any, code: Any) -> State:
     distances = (code[:, None, :] != params.codewords[None, :, :]).sum(axis=2)
     history = xp.full((n, params.history), b, dtype=xp.int64, device=code.device)
     steps = xp.zeros(n, dtype=xp.int64, device=code.device)
-    return _refresh(params, xp, index, code, history, distances, steps)
+    if not params.multi_label:
+        target = _take(params.labels, index)
+        return _single_label(params, index, code, history, distances, steps, target, _pick(distances, target))
+    return _multi_label(params, xp, index, code, history, distances, steps)
 
 
-def _refresh(
+def _single_label(
+    params: Params, index: Any, code: Any, history: Any, distances: Any, steps: Any, target: Any, d_pos: Any
+) -> State:
+    """The state of single-label rows (the target is the item's class; d_pos given)."""
+    # int64 / float64 array: an exact division (no reciprocal), as the single env's int / int was.
+    d_neg = (distances.sum(axis=1) - d_pos) / params.other_classes
+    return State(index, code, history, distances, steps, target, d_pos, d_neg)
+
+
+def _multi_label(
     params: Params, xp: Any, index: Any, code: Any, history: Any, distances: Any, steps: Any
 ) -> State:
-    """The state with the target, d_pos and d_neg derived from the distances."""
-    rows = _rows(distances)
-    if not params.multi_label:
-        target = params.labels[index]
-        d_pos = distances[rows, target]
-        # int64 / float64 array: an exact division (no reciprocal), as the single env's int / int was.
-        d_neg = (distances.sum(axis=1) - d_pos) / params.other_classes
-        return State(index, code, history, distances, steps, target, d_pos, d_neg)
-    positive = params.positive[index]
+    """The state of multi-label rows: the target, d_pos and d_neg derived from the distances."""
+    positive = _take(params.positive, index)
     target = xp.where(positive, distances, params.bits + 1).argmin(axis=1)  # lowest class index on ties
-    d_pos = distances[rows, target]
+    d_pos = _pick(distances, target)
     negative_sum = xp.where(positive, 0, distances).sum(axis=1)
-    num_negative = params.num_negative[index]
+    num_negative = _take(params.num_negative, index)
     divisor = xp.astype(num_negative.clip(min=1), xp.float64)
     d_neg = xp.where(num_negative > 0, xp.astype(negative_sum, xp.float64) / divisor, 0.0)
     return State(index, code, history, distances, steps, target, d_pos, d_neg)
+
+
+def select(keep_first: Any, first: State, second: State) -> State:
+    """Row-wise choice between two batches of states: ``first``'s rows where ``keep_first`` (bool (n,)).
+
+    Runs over every row with masks (no row indices, so nothing is read back from a device): the
+    autoreset of a vector env on the GPU.
+    """
+    xp = _xp(keep_first)
+    column = keep_first[:, None]
+    return State(
+        *(xp.where(column if a.ndim == 2 else keep_first, a, b) for a, b in zip(first, second, strict=True))
+    )
 
 
 def move(code: Any, history: Any, action: Any, one_hot: Any) -> tuple[Any, Any]:
@@ -295,7 +326,7 @@ def move(code: Any, history: Any, action: Any, one_hot: Any) -> tuple[Any, Any]:
 
     ``one_hot`` is ``Params.one_hot``. The transition of the code alone, for ``encode_batch`` too.
     """
-    code = code ^ one_hot[action]
+    code = code ^ _take(one_hot, action)
     return code, _push(history, action, action < code.shape[1])
 
 
@@ -303,6 +334,11 @@ def _push(history: Any, action: Any, flip: Any) -> Any:
     """The histories with ``action`` pushed (newest first) where ``flip``."""
     if history.shape[1] == 0:
         return history
+    if isinstance(history, np.ndarray):
+        pushed = np.empty_like(history)
+        pushed[:, 0] = action
+        pushed[:, 1:] = history[:, :-1]
+        return np.where(flip[:, None], pushed, history)
     xp = _xp(history)
     pushed = xp.concat([action[:, None], history[:, :-1]], axis=1)
     return xp.where(flip[:, None], pushed, history)
@@ -312,19 +348,26 @@ def step(params: Params, state: State, action: Any) -> tuple[State, Any, Any, An
     """One step of every row with ``action`` (int64 (n,), each in [0, bits]).
 
     Returns:
-        The next state, the rewards (float64 (n,)), terminated and truncated (bool (n,)).
+        The next state (new arrays; ``index`` and ``target`` are ``state``'s), the rewards
+        (float64 (n,)), terminated and truncated (bool (n,)).
     """
     xp = _xp(state.code)
     flip = action < params.bits
-    bit = params.one_hot[action]  # a zero row for the terminate action
+    bit = _take(params.one_hot, action)  # a zero row for the terminate action
     # Flipping bit k from value v adds flip_delta[k, v] to the distances; terminating adds zeros.
     old = (state.code & bit).sum(axis=1)
-    distances = state.distances + params.flip_delta[action, old]
+    delta = params.flip_delta[action, old]
+    distances = state.distances + delta
     history = _push(state.history, action, flip)
     steps = state.steps + 1
-    new = _refresh(params, xp, state.index, state.code ^ bit, history, distances, steps)
+    code = state.code ^ bit
+    if params.multi_label:
+        new = _multi_label(params, xp, state.index, code, history, distances, steps)
+    else:
+        d_pos = state.d_pos + _pick(delta, state.target)
+        new = _single_label(params, state.index, code, history, distances, steps, state.target, d_pos)
     flip_reward = (state.d_pos - state.d_neg) - (new.d_pos - new.d_neg)  # Eq. 1
-    stop_reward = params.stop_reward[(state.d_pos > params.eta) * 1]  # Eq. 2
+    stop_reward = _take(params.stop_reward, (state.d_pos > params.eta) * 1)  # Eq. 2
     reward = xp.where(flip, flip_reward, stop_reward)
     return new, reward, ~flip, flip & (steps >= params.max_steps)
 
@@ -336,18 +379,19 @@ def teacher_action(params: Params, state: State) -> Any:
     and changes the summed distance to the negative classes by ``(1 - 2 e_k) * S_k`` with
     ``S_k = sum over negative classes c of (1 - 2 w_ck)``; so the largest reward (Eq. 1) is the
     largest integer ``(1 - 2 e_k) S_k`` among the wrong bits (lowest index on ties: numpy's and
-    torch's argmax both return the first maximum).
+    torch's argmax both return the first maximum). For single-label items that order depends on
+    the class alone (``Params.teacher_rank``).
     """
     xp = _xp(state.code)
-    sign = 1 - 2 * xp.astype(state.code, xp.int64)  # (n, b): +1 where the bit is 0, -1 where 1
+    wrong = state.code ^ _take(params.codewords, state.target)  # 1 at the wrong bits
     if params.multi_label:
-        negative = xp.astype(~params.positive[state.index], xp.float32)
+        sign = 1 - 2 * xp.astype(state.code, xp.int64)  # (n, b): +1 where the bit is 0, -1 where 1
+        negative = xp.astype(~_take(params.positive, state.index), xp.float32)
         # Small integers: exact in float32 (torch has no integer matmul on CUDA).
         sums = xp.astype(negative @ params.flip_gain, xp.int64)
+        score = xp.where(wrong != 0, sign * sums, params.no_gain)
     else:
-        sums = params.flip_gain_total - params.flip_gain_class[state.target]
-    wrong = state.code != params.codewords[state.target]
-    score = xp.where(wrong, sign * sums, params.no_gain)
+        score = wrong * _take(params.teacher_rank, state.target)  # 0 at the right bits
     best = score.argmax(axis=1)
     return xp.where(state.d_pos == 0, params.bits, best)
 
@@ -376,13 +420,13 @@ def info(params: Params, state: State) -> dict[str, Any]:
 def observe(params: Params, state: State) -> Any:
     """The observations: a dict of ``features``, ``code`` and ``history`` (one-hot), or flattened."""
     return observation(
-        params.features[state.index], state.code, state.history, params.one_hot, params.flatten
+        _take(params.features, state.index), state.code, state.history, params.one_hot, params.flatten
     )
 
 
 def observation(features: Any, code: Any, history: Any, one_hot: Any, flatten: bool) -> Any:
     """The observation of rows with these features, codes and histories (bit indices; ``Params.one_hot``)."""
-    history = one_hot[history]  # (n, H, b)
+    history = _take(one_hot, history)  # (n, H, b)
     if flatten:
         xp = _xp(code)
         rows = [features, code, history.reshape(history.shape[0], -1)]
