@@ -393,3 +393,75 @@ def test_encode_batch_matches_single_envs_step_by_step(flatten, history):
             if terminated or truncated:
                 break
         np.testing.assert_array_equal(codes[k], obs[width : width + 16] if flatten else obs["code"])
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+@pytest.mark.parametrize("device", ["cpu", TORCH_CPU])
+def test_masked_steps_match_the_row_index_steps(device, mode, multi_label):
+    # The all-rows masked step (autoreset by masks) against the host path over row index arrays,
+    # same generator stream: rng="batched" on torch draws starts for every row at every step in both.
+    for extra in ({}, {"dataset": multi_label}):
+        rollouts = []
+        for masked in (True, False):
+            vector = BinaryCodeTravelVectorEnv(num_envs=7, device=device, autoreset_mode=mode, max_steps=5, **extra)
+            assert vector._masked
+            vector._masked = masked
+            out = [to_numpy(vector.reset(seed=4))]
+            rng = np.random.default_rng(5)
+            for _ in range(40):
+                out.append(to_numpy(vector.step(mixed_actions(rng, out[-1][-1], 7, vector.bits))))
+            mask = np.array([True, False] * 3 + [True])
+            out.append(to_numpy(vector.reset(options={"reset_mask": mask})))
+            for _ in range(10):
+                out.append(to_numpy(vector.step(mixed_actions(rng, out[-1][-1], 7, vector.bits))))
+            rollouts.append(out)
+        for t, (a, b) in enumerate(zip(*rollouts, strict=True)):
+            infos = [a[-1], b[-1]]
+            if ("final_obs" in infos[0]) != ("final_obs" in infos[1]):
+                # torch's masked SAME_STEP always carries final_*: then nothing ended
+                assert not any(info.get("_final_obs", np.zeros(1, bool)).any() for info in infos)
+                infos = [{k: v for k, v in info.items() if "final" not in k} for info in infos]
+            infos = [dict(info) for info in infos]
+            finals = [info.pop("final_obs", None) for info in infos]  # both batched (not SyncVectorEnv's)
+            if finals[0] is not None:
+                assert_same(finals[0], finals[1], f"step {t} final_obs")
+            assert_same(infos[0], infos[1], f"step {t}")
+            for x, y in zip(a[:-1], b[:-1], strict=True):
+                assert_same(x, y, f"step {t}")
+
+
+def _no_read_back(*args, **kwargs):
+    raise AssertionError("step read a value back from the device")
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_torch_batched_step_reads_nothing_back(mode, monkeypatch):
+    # rng="batched", check_actions=False: autoreset, infos and masks stay tensors (on a GPU: no sync).
+    vector = BinaryCodeTravelVectorEnv(
+        num_envs=8, device=TORCH_CPU, check_actions=False, autoreset_mode=mode, max_steps=3
+    )
+    _, info = vector.reset(seed=0)
+    actions = [torch.randint(0, 17, (8,), generator=torch.Generator().manual_seed(t)) for t in range(12)]
+    with monkeypatch.context() as patch:
+        for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__index__", "__int__", "__float__"):
+            patch.setattr(torch.Tensor, name, _no_read_back)
+        results = [vector.step(a) for a in actions]
+    for obs, reward, terminated, truncated, info in results:
+        assert all(isinstance(v, torch.Tensor) for v in (reward, terminated, truncated, *obs.values()))
+        assert all(isinstance(v, torch.Tensor) for k, v in info.items() if not isinstance(v, dict))
+    assert any(bool((t | u).any()) for _, _, t, u, _ in results)  # the autoreset ran
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_batched_step_does_not_sync():
+    vector = BinaryCodeTravelVectorEnv(num_envs=64, device="cuda", check_actions=False, max_steps=3)
+    vector.reset(seed=0)
+    actions = torch.randint(0, 17, (64,), device="cuda")
+    vector.step(actions)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(10):
+            vector.step(actions)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -30,9 +30,11 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
 
     ``device="cpu"`` (a string) uses numpy arrays; any ``torch.device``, or a string naming a CUDA
     device, uses torch tensors on that device, so ``device=torch.device("cpu")`` (or
-    ``backend="torch"``) runs the torch code on CPU, e.g. for tests without a GPU. The torch
-    backend reads back one flag array per step (which sub-envs terminated: the autoreset is decided
-    on the host), plus the range check of the actions unless ``check_actions=False``.
+    ``backend="torch"``) runs the torch code on CPU, e.g. for tests without a GPU. With
+    ``rng="batched"`` and autoreset ``NEXT_STEP`` or ``SAME_STEP`` a torch step runs over all
+    sub-envs with masks and reads nothing back from the device but the range check of the actions
+    (skipped with ``check_actions=False``); ``rng="per_env"`` and ``DISABLED`` decide the autoreset
+    on the host (one flag array read back per step).
 
     ## Autoreset and seeding
 
@@ -99,6 +101,7 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
     """
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+    masked_steps = True
 
     def __init__(
         self,
@@ -239,6 +242,19 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
     def _observations(self) -> Any:
         return core.observe(self.params, self._state)
 
+    def _step_all(self, actions: Any) -> tuple[Any, Any, Any]:
+        self._state, reward, terminated, truncated = core.step(self.params, self._state, actions)
+        return reward, terminated, truncated
+
+    def _info_all(self) -> dict[str, Any]:
+        info = core.info(self.params, self._state)
+        # Copies: autoresets write the state's rows in place (numpy) and keep ``index`` across steps.
+        return {key: value if key == "expert_action" else _copy(value) for key, value in info.items()}
+
+    def _restart_where(self, mask: Any) -> None:
+        items, codes = self._draw_torch(None)
+        self._state = core.select(mask, core.reset(self.params, items, codes), self._state)
+
     # ----------------------------------------------------------------------------------------------
     # Start states, drawn as before the core existed (same generators, order and shapes)
     # ----------------------------------------------------------------------------------------------
@@ -284,3 +300,7 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
             return items, torch.zeros(shape, dtype=torch.int8, device=self.torch_device)
         codes = torch.randint(0, 2, shape, generator=generator, device=self.torch_device, dtype=torch.int8)
         return items, codes
+
+
+def _copy(array: Any) -> Any:
+    return array.copy() if isinstance(array, np.ndarray) else array.clone()

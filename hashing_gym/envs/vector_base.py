@@ -30,6 +30,15 @@ Autoreset follows Gymnasium 1.x (``metadata["autoreset_mode"]``; https://farama.
 
 Infos are dicts of arrays with a boolean mask ``infos["_key"]`` telling which sub-envs carry
 ``key``, as ``SyncVectorEnv`` builds them (tensors on the device for the torch backend).
+
+Masked steps: a subclass that sets ``masked_steps = True`` and implements ``_step_all``,
+``_info_all`` and ``_restart_where`` is stepped over all rows at once with the autoreset as masks
+(step every row, then overwrite the rows that restart) when the autoreset mode is ``NEXT_STEP`` or
+``SAME_STEP`` and the rows' random starts need no host loop (numpy, or torch with
+``rng="batched"``). On torch such a step never reads anything back from the device (with
+``check_actions=False``): the ended flags, the restarts and the infos stay on the device. Other
+cases, and subclasses without these hooks, step through ``_step_rows`` and ``_reset_rows`` on the
+rows given as host index arrays.
 """
 
 from __future__ import annotations
@@ -68,6 +77,8 @@ class HashingVectorEnv(VectorEnv):
 
     metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
     single_env: HashingEnv
+    masked_steps: bool = False
+    """Whether the subclass implements ``_step_all``, ``_info_all`` and ``_restart_where`` (module docstring)."""
 
     def _setup(
         self,
@@ -98,6 +109,13 @@ class HashingVectorEnv(VectorEnv):
         self._all_rows: Any = None  # arange(num_envs) on the device
         self._started = np.zeros(self.num_envs, dtype=bool)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        self._masked = (
+            self.masked_steps
+            and self.autoreset_mode != AutoresetMode.DISABLED
+            and (self.torch_device is None or rng == "batched")
+        )
+        # Masked steps: the sub-envs whose episode ended at the last step, a backend array (on the device).
+        self._ended = self._zeros(np.bool_) if self._masked else None
         self.single_observation_space = self.single_env.observation_space
         self.single_action_space = self.single_env.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -216,6 +234,8 @@ class HashingVectorEnv(VectorEnv):
         info = self._reset_rows(rows, seeded[rows], index)
         self._started[rows] = True
         self._autoreset[rows] = False
+        if self._masked:
+            self._ended[self._index(rows)] = False
         return self._observations(), self._add_info({}, info, rows)
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
@@ -233,6 +253,8 @@ class HashingVectorEnv(VectorEnv):
                 f"call reset before step: sub-envs {np.flatnonzero(~self._started)} never reset"
             )
         actions = self._check_actions(actions)
+        if self._masked:
+            return self._step_masked(actions)
         rewards, terminated = self._zeros(np.float64), self._zeros(np.bool_)
         truncated = self._zeros(np.bool_)
         infos: dict[str, Any] = {}
@@ -281,6 +303,75 @@ class HashingVectorEnv(VectorEnv):
             )
             self._autoreset[reset_rows] = False
         return self._observations(), rewards, terminated, truncated, infos
+
+    def _step_masked(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """``step`` over all rows with masks (``masked_steps``; NEXT_STEP or SAME_STEP autoreset)."""
+        reward, terminated, truncated = self._step_all(actions)
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            # The rows that ended at the last step restart: their step above is discarded.
+            restarting = self._ended
+            live = ~restarting
+            reward = self._or_zero(live, reward)
+            terminated, truncated = terminated & live, truncated & live
+            self._restart(restarting)
+            self._ended = terminated | truncated
+            return self._observations(), reward, terminated, truncated, self._with_masks(self._info_all())
+        # SAME_STEP, as SyncVectorEnv: the ended rows' last obs and info move to final_obs and
+        # final_info (zeros elsewhere), and they report their restart's obs and info. On torch the
+        # final_* keys are always there (whether a row ended would be read back from the device).
+        ended = terminated | truncated
+        if not self.torch and not ended.any():
+            return self._observations(), reward, terminated, truncated, self._with_masks(self._info_all())
+        final_obs, final_info = self._observations(), self._info_all()
+        self._restart(ended)
+        infos = self._with_masks(self._info_all())
+        infos["final_obs"] = final_obs
+        infos["_final_obs"] = ended
+        infos["final_info"] = self._where_info(ended, final_info)
+        infos["_final_info"] = ended.copy() if not self.torch else ended.clone()
+        return self._observations(), reward, terminated, truncated, infos
+
+    def _restart(self, mask: Any) -> None:
+        """Fresh episodes for the rows where ``mask`` (a backend bool array), as autoreset does."""
+        if not self.torch:
+            rows = np.flatnonzero(mask)
+            if len(rows):
+                self._reset_rows(rows, np.zeros(len(rows), dtype=bool), None)
+            return
+        self._restart_where(mask)
+
+    def _with_masks(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Infos of all rows: ``values`` and an all-True ``_key`` mask (one array, shared) per key."""
+        every = np.ones(self.num_envs, dtype=bool) if not self.torch else self._all_true()
+        infos: dict[str, Any] = {}
+        for key, value in values.items():
+            infos[key] = self._with_masks(value) if isinstance(value, dict) else value
+            infos[f"_{key}"] = every
+        return infos
+
+    def _or_zero(self, mask: Any, value: Any) -> Any:
+        """``value`` (a backend array) where ``mask``, zero of its dtype elsewhere."""
+        if not self.torch:
+            return np.where(mask, value, np.zeros((), dtype=value.dtype))
+        import torch
+
+        return torch.where(mask, value, value.new_zeros(()))
+
+    def _all_true(self) -> Any:
+        import torch
+
+        return torch.ones(self.num_envs, dtype=torch.bool, device=self.torch_device)
+
+    def _where_info(self, mask: Any, values: dict[str, Any]) -> dict[str, Any]:
+        """Infos carried by the rows where ``mask`` only: the values there, zeros elsewhere."""
+        infos: dict[str, Any] = {}
+        for key, value in values.items():
+            if isinstance(value, dict):
+                infos[key] = self._where_info(mask, value)
+            else:
+                infos[key] = self._or_zero(mask.reshape((-1,) + (1,) * (value.ndim - 1)), value)
+            infos[f"_{key}"] = mask
+        return infos
 
     def _select(self, info: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
         """The entries of info arrays (one per stepped row) where ``keep``."""
@@ -431,4 +522,19 @@ class HashingVectorEnv(VectorEnv):
         raise NotImplementedError
 
     def _observations(self) -> Any:
+        raise NotImplementedError
+
+    # Masked steps (``masked_steps = True``): all rows at once, no row index arrays.
+
+    def _step_all(self, actions: Any) -> tuple[Any, Any, Any]:
+        """Step every row with its action; the rewards, terminations and truncations (backend arrays)."""
+        raise NotImplementedError
+
+    def _info_all(self) -> dict[str, Any]:
+        """The info values of every row (backend arrays that later steps and resets leave unchanged)."""
+        raise NotImplementedError
+
+    def _restart_where(self, mask: Any) -> None:
+        """Torch, ``rng="batched"``: fresh episodes for the rows where ``mask`` (a bool tensor), drawn
+        and selected over all rows on the device (nothing read back)."""
         raise NotImplementedError
