@@ -220,10 +220,14 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
         every = len(rows) == self.num_envs
         if every:
             self._state = start
-        else:
+        elif self.torch:  # new tensors: the infos returned earlier hold the old ones
             where = self._index(rows)
+            self._state = core.State(
+                *(full.index_put((where,), part) for full, part in zip(self._state, start, strict=True))
+            )
+        else:
             for full, part in zip(self._state, start, strict=True):
-                full[where] = part
+                full[rows] = part
         return core.info(self.params, start)
 
     def _step_rows(self, rows: np.ndarray, actions: Any, every: bool) -> tuple[Any, Any, Any, dict[str, Any]]:
@@ -248,8 +252,10 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
 
     def _info_all(self) -> dict[str, Any]:
         info = core.info(self.params, self._state)
-        # Copies: autoresets write the state's rows in place (numpy) and keep ``index`` across steps.
-        return {key: value if key == "expert_action" else _copy(value) for key, value in info.items()}
+        if self.torch:  # every step and restart makes new tensors (core.step, core.select, index_put)
+            return info
+        # Copies: numpy autoresets write the state's rows in place, and ``index`` lives across steps.
+        return {key: value if key == "expert_action" else value.copy() for key, value in info.items()}
 
     def _restart_where(self, mask: Any) -> None:
         items, codes = self._draw_torch(None)
@@ -300,7 +306,3 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
             return items, torch.zeros(shape, dtype=torch.int8, device=self.torch_device)
         codes = torch.randint(0, 2, shape, generator=generator, device=self.torch_device, dtype=torch.int8)
         return items, codes
-
-
-def _copy(array: Any) -> Any:
-    return array.copy() if isinstance(array, np.ndarray) else array.clone()
