@@ -267,8 +267,8 @@ def _take(table: Any, index: Any) -> Any:
 
 def _pick(array: Any, column: Any) -> Any:
     """``array[i, column[i]]`` for every row i of a 2-D ``array``."""
-    if isinstance(array, np.ndarray):
-        return np.take_along_axis(array, column[:, None], axis=1)[:, 0]
+    if isinstance(array, np.ndarray):  # (np.take_along_axis costs several µs of Python)
+        return array[np.arange(array.shape[0]), column]
     return array.gather(1, column[:, None])[:, 0]
 
 
@@ -357,15 +357,14 @@ def step(params: Params, state: State, action: Any) -> tuple[State, Any, Any, An
     bit = _take(params.one_hot, action)  # a zero row for the terminate action
     # Flipping bit k from value v adds flip_delta[k, v] to the distances; terminating adds zeros.
     old = (state.code & bit).sum(axis=1)
-    delta = params.flip_delta[action, old]
-    distances = state.distances + delta
+    distances = state.distances + params.flip_delta[action, old]
     history = _push(state.history, action, flip)
     steps = state.steps + 1
     code = state.code ^ bit
     if params.multi_label:
         new = _multi_label(params, xp, state.index, code, history, distances, steps)
     else:
-        d_pos = state.d_pos + _pick(delta, state.target)
+        d_pos = state.d_pos + params.flip_delta[action, old, state.target]
         new = _single_label(params, state.index, code, history, distances, steps, state.target, d_pos)
     flip_reward = (state.d_pos - state.d_neg) - (new.d_pos - new.d_neg)  # Eq. 1
     stop_reward = _take(params.stop_reward, (state.d_pos > params.eta) * 1)  # Eq. 2
