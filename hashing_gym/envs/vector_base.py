@@ -78,7 +78,7 @@ class HashingVectorEnv(VectorEnv):
     metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
     single_env: HashingEnv
     masked_steps: bool = False
-    """Whether the subclass implements ``_step_all``, ``_info_all`` and ``_restart_where`` (module docstring)."""
+    """Whether the subclass implements ``_step_all``, ``_info_all`` and ``_restart_where`` (see above)."""
 
     def _setup(
         self,
@@ -536,5 +536,6 @@ class HashingVectorEnv(VectorEnv):
 
     def _restart_where(self, mask: Any) -> None:
         """Torch, ``rng="batched"``: fresh episodes for the rows where ``mask`` (a bool tensor), drawn
-        and selected over all rows on the device (nothing read back)."""
+        and selected over all rows on the device (nothing read back).
+        """
         raise NotImplementedError

@@ -276,7 +276,7 @@ def reset(params: Params, index: Any, code: Any) -> State:
     """Start episodes on items ``index`` (int64 (n,)) from start codes ``code`` (int8 (n, b))."""
     xp = _xp(code)
     n, b = code.shape
-    # xor of 0/1 int8 summed into int64: no (n, C, b) int64 temporary (the GPU path resets every row each step).
+    # xor of 0/1 int8 summed into int64: no (n, C, b) int64 temporary (a GPU step resets every row).
     distances = (code[:, None, :] ^ params.codewords[None, :, :]).sum(axis=2, dtype=xp.int64)
     history = xp.full((n, params.history), b, dtype=xp.int64, device=code.device)
     steps = xp.zeros(n, dtype=xp.int64, device=code.device)
