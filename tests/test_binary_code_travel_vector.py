@@ -403,7 +403,9 @@ def test_masked_steps_match_the_row_index_steps(device, mode, multi_label):
     for extra in ({}, {"dataset": multi_label}):
         rollouts = []
         for masked in (True, False):
-            vector = BinaryCodeTravelVectorEnv(num_envs=7, device=device, autoreset_mode=mode, max_steps=5, **extra)
+            vector = BinaryCodeTravelVectorEnv(
+                num_envs=7, device=device, autoreset_mode=mode, max_steps=5, **extra
+            )
             assert vector._masked
             vector._masked = masked
             out = [to_numpy(vector.reset(seed=4))]

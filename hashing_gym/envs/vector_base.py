@@ -535,7 +535,8 @@ class HashingVectorEnv(VectorEnv):
         raise NotImplementedError
 
     def _restart_where(self, mask: Any) -> None:
-        """Torch, ``rng="batched"``: fresh episodes for the rows where ``mask`` (a bool tensor), drawn
-        and selected over all rows on the device (nothing read back).
+        """Torch, ``rng="batched"``: fresh episodes for the rows where ``mask`` (a bool tensor).
+
+        Drawn and selected over all rows on the device (nothing read back).
         """
         raise NotImplementedError
