@@ -302,7 +302,10 @@ def tie_aware_sums(
     """
     counts = np.ascontiguousarray(counts, dtype=np.int64)
     relevant = np.ascontiguousarray(relevant, dtype=np.int64)
-    cutoffs = np.ascontiguousarray(np.broadcast_to(np.asarray(k, dtype=np.int64), counts.shape[:1]))
+    if isinstance(k, int):  # np.broadcast_to costs more than the kernel for one query
+        cutoffs = np.full(counts.shape[0], k, dtype=np.int64)
+    else:
+        cutoffs = np.ascontiguousarray(np.broadcast_to(np.asarray(k, dtype=np.int64), counts.shape[:1]))
     expected_sum = np.empty(counts.shape[0], dtype=np.float64)
     expected_hits = np.empty(counts.shape[0], dtype=np.float64)
     _tie_aware_kernel(counts, relevant, cutoffs, harmonic, expected_sum, expected_hits)
