@@ -181,6 +181,7 @@ class RankListHashEnv(HashingEnv):
             ValueError: if ``codes`` has the wrong shape, a non-integer dtype, or a value other than 0 and 1.
         """
         self._bank = core.pack(self._params, check_code_matrix(codes, self.num_items, self.bits))
+        self._database = core.database(self._params, self._bank)  # checked once, reads the bank's writes
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -203,7 +204,7 @@ class RankListHashEnv(HashingEnv):
         if not self.action_space.contains(action):
             raise InvalidActionError(f"{action!r} is not in {self.action_space}")
         code = np.asarray(action, dtype=np.uint8).reshape(1, self.bits)
-        state = core.reset(self._params, np.array([self.index]), self._bank[None])  # a view: bank writes land
+        state = core.reset(self._params, np.array([self.index]), self._database)
         _, reward, terminated, truncated, relevant = core.step(
             self._params, state, core.pack(self._params, code)
         )
@@ -223,7 +224,7 @@ class RankListHashEnv(HashingEnv):
             float64 (n,): the AP of each code ranked against the database codes of all other items.
         """
         indices, words = self._check_batch(indices, codes)
-        return core.rewards(self._params, self._bank, indices, words)[0]
+        return core.rewards(self._params, self._database, indices, words)[0]
 
     def act(self, indices: Any, codes: Any) -> np.ndarray:
         """Rewards of (item, code) pairs (:meth:`rewards`), then, in bank mode, the codes join the bank.
@@ -239,7 +240,7 @@ class RankListHashEnv(HashingEnv):
             float64 (n,) rewards.
         """
         indices, words = self._check_batch(indices, codes)
-        rewards = core.rewards(self._params, self._bank, indices, words)[0]
+        rewards = core.rewards(self._params, self._database, indices, words)[0]
         core.write_bank(self._params, self._bank, indices, words)
         return rewards
 

@@ -106,6 +106,7 @@ class RankListHashVectorEnv(HashingVectorEnv):
         self._bank = self._zeros(
             word_dtype[self._params.word_bits], (self.num_envs, self.num_items, self._params.num_words)
         )
+        self._database = core.database(self._params, self._bank)  # checked once; bank writes are in place
         self._has_bank = np.zeros(self.num_envs, dtype=bool)
         self._items = self._zeros(np.int64)
 
@@ -244,7 +245,7 @@ class RankListHashVectorEnv(HashingVectorEnv):
 
     def _step_rows(self, rows: np.ndarray, actions: Any, every: bool) -> tuple[Any, Any, dict[str, Any]]:
         index = None if every else self._index(rows)
-        state = core.State(self._items, self._bank)
+        state = core.State(self._items, self._database)
         words = core.pack(self._params, actions)
         _, ap, terminated, _, relevant = core.step(self._params, state, words, index)
         items = self._items if every else self._take(self._items, index)
@@ -254,4 +255,4 @@ class RankListHashVectorEnv(HashingVectorEnv):
         return self._check_binary_actions(actions, self.bits)
 
     def _observations(self) -> Any:
-        return core.observe(self._params, core.State(self._items, self._bank))
+        return core.observe(self._params, core.State(self._items, self._database))

@@ -78,7 +78,10 @@ Packed codes (the envs' hot path): :func:`pack_codes` packs codes once (numpy ui
 int16/int32/int64 words on the tensor's device) and :func:`unpack_codes` undoes it;
 :func:`packed_distance_counts` and :func:`packed_average_precision` rank packed queries against one
 database, or one database per query, optionally leaving one database item out of each list (the
-query itself, when the database is its own split); tensors stay on their device. The metrics' math
+query itself, when the database is its own split); tensors stay on their device. A caller that ranks
+against the same database at every step (an environment's reward) keeps a :class:`PackedDatabase`,
+the database-resident index: it checks the database once, holds it by reference (in-place writes are
+seen), and offers the same counts and AP per call, checking only the queries. The metrics' math
 (AP from histograms, the stable AP sums) is written once over numpy and torch arrays.
 
 Nothing happens at import: numba, faiss, torch and CuPy are imported when a backend first runs, and
@@ -114,10 +117,12 @@ from hashing_gym.ranking._api import (
     unpack_codes,
 )
 from hashing_gym.ranking._checks import BACKENDS, TIES
+from hashing_gym.ranking._index import PackedDatabase
 
 __all__ = [
     "BACKENDS",
     "TIES",
+    "PackedDatabase",
     "average_precision",
     "average_precision_from_counts",
     "distance_counts",

@@ -23,6 +23,7 @@ from hashing_gym.ranking._checks import (
     prepare,
     word_bits_of,
 )
+from hashing_gym.ranking._index import PackedDatabase
 from hashing_gym.ranking._packing import label_words, pack_words, torch_pack, torch_unpack, unpack_words
 from hashing_gym.validation import check_positive_int
 
@@ -182,7 +183,8 @@ def packed_distance_counts(
     An environment that ranks a few codes against the same database at every step packs the database
     once, so each call costs O(nq nb ceil(bits / 64)) on the numba kernel: nothing is validated element by
     element or packed again (only shapes, dtypes and the queries' zero padding are checked; the
-    database's padding bits are masked off).
+    database's padding bits are masked off). One that calls at every step keeps a
+    :class:`PackedDatabase`, which checks the database once rather than at each call.
     Tensors (packed by :func:`pack_codes` on a torch device) are counted there, and the results stay
     there.
 
@@ -207,12 +209,7 @@ def packed_distance_counts(
     >>> packed_distance_counts(xb[:1], np.array([0]), xb, np.array([0, 1, 0]), 3, exclude=[0])[0].tolist()
     [[0, 1, 0, 1]]
     """
-    bits, xq, lq, xb, lb, exclude = _check_packed_call(xq, lq, xb, lb, bits, exclude)
-    if is_torch(xq):
-        from hashing_gym.ranking import _torch
-
-        return _torch.packed_counts(xq, lq, xb, lb, bits, exclude)
-    return _numba_packed(xq, lq, xb, lb, bits, exclude, None)[:2]
+    return _check_packed_call(xq, lq, xb, lb, bits).distance_counts(xq, lq, exclude=exclude)
 
 
 def packed_average_precision(
@@ -248,81 +245,21 @@ def packed_average_precision(
     >>> ap.tolist()  # the list without item 0: item 2 (relevant) at distance 1, then item 1
     [1.0]
     """
-    check_ties(ties)
-    bits, xq, lq, xb, lb, exclude = _check_packed_call(xq, lq, xb, lb, bits, exclude)
-    length = xb.shape[-2] - (exclude is not None)
-    k = length if topk is None else check_cutoff(topk, "topk", length)
-    if ties == "average":
-        if is_torch(xq):
-            from hashing_gym.ranking import _torch
-
-            counts, relevant = _torch.packed_counts(xq, lq, xb, lb, bits, exclude)
-        else:
-            counts, relevant = _numba_packed(xq, lq, xb, lb, bits, exclude, None)[:2]
-        return _metrics.tie_aware_ap(counts, relevant, k, num_items=xb.shape[-2])
-    if is_torch(xq):
-        from hashing_gym.ranking import _torch
-
-        ap_sum, hits = _torch.packed_stable(xq, lq, xb, lb, bits, k, exclude)
-    else:
-        ap_sum, hits = _numba_packed(xq, lq, xb, lb, bits, exclude, k)[2:]
-    return _metrics.ratio(ap_sum[:, 0], hits[:, 0])
+    database = _check_packed_call(xq, lq, xb, lb, bits)
+    return database.average_precision(xq, lq, topk=topk, ties=ties, exclude=exclude)
 
 
-def _check_packed_call(xq: Any, lq: Any, xb: Any, lb: Any, bits: Any, exclude: Any) -> tuple[Any, ...]:
-    """Checked arguments of the packed functions (shapes and dtypes; numpy: the words' padding)."""
+def _check_packed_call(xq: Any, lq: Any, xb: Any, lb: Any, bits: Any) -> PackedDatabase:
+    """The database of a packed function's call, checked, after the checks that only it makes."""
     bits = check_positive_int(bits, "bits")
-    check_packed("xq", xq, bits, per_query=False)
-    check_packed("xb", xb, bits, per_query=True, padding=False)  # the kernels mask it: O(1), not O(nb)
-    on_torch = is_torch(xq)
-    if not on_torch == is_torch(xb) == is_torch(lq) == is_torch(lb):
+    check_packed("xq", xq, bits, per_query=False)  # numpy: the queries' padding too
+    if not is_torch(xq) == is_torch(xb) == is_torch(lq) == is_torch(lb):
         raise ValueError("xq, lq, xb and lb must all be numpy arrays or all be torch tensors")
-    nq = xq.shape[0]
-    if xb.ndim == 3 and xb.shape[0] != nq:
-        raise ValueError(f"xb with one database per query must have {nq} databases, got {xb.shape[0]}")
-    if not on_torch:
-        lq, lb = np.asarray(lq), np.asarray(lb)
-    check_packed_labels(lq, lb, nq, xb.shape[-2])
-    if exclude is not None:
-        if not on_torch:
-            exclude = np.asarray(exclude)
-            if exclude.shape != (nq,) or not np.issubdtype(exclude.dtype, np.integer):
-                raise ValueError(
-                    f"exclude must be None or int ({nq},), got {exclude.dtype} of shape {exclude.shape}"
-                )
-            if nq and (exclude.min() < 0 or exclude.max() >= xb.shape[-2]):
-                raise ValueError(f"exclude must hold database rows 0..{xb.shape[-2] - 1}, got {exclude!r}")
-        elif tuple(exclude.shape) != (nq,):
-            raise ValueError(
-                f"exclude must be None or an int ({nq},) tensor, got shape {tuple(exclude.shape)}"
-            )
-        if xb.shape[-2] < 2:
-            raise ValueError("exclude needs a database of at least 2 items (a list is never empty)")
-    return bits, xq, lq, xb, lb, exclude
-
-
-def _numba_packed(
-    xq: np.ndarray, lq: np.ndarray, xb: np.ndarray, lb: np.ndarray, bits: int, exclude: Any, k: int | None
-) -> tuple[np.ndarray, ...]:
-    """``(counts, relevant, ap_sum, hits)`` of checked packed numpy inputs (stable sums at ``k``, if any)."""
-    from hashing_gym.ranking import _numba
-
-    multi = lq.ndim == 2
-    if multi:
-        lq, lb = np.ascontiguousarray(lq).view(np.int64), np.ascontiguousarray(lb).view(np.int64)
+    if is_torch(xq):
+        check_packed_labels(lq, lb, xq.shape[0], xb.shape[-2])
     else:
-        lq = np.ascontiguousarray(lq, dtype=np.int64).reshape(-1, 1)
-        lb = np.ascontiguousarray(lb, dtype=np.int64).reshape(-1, 1)
-    nq, stable = xq.shape[0], k is not None
-    out = (
-        np.zeros((nq, bits + 1), dtype=np.int64),
-        np.zeros((nq, bits + 1), dtype=np.int64),
-        np.zeros((nq, int(stable)), dtype=np.float64),
-        np.zeros((nq, int(stable)), dtype=np.int64),
-    )
-    ks = np.array([k] if stable else [], dtype=np.int64)
-    _numba.stats_into(None, xq, xb, lq, lb, multi, ks, stable, out, exclude)
-    return out
+        check_packed_labels(np.asarray(lq), np.asarray(lb), xq.shape[0], xb.shape[-2])
+    return PackedDatabase(xb, lb, bits)
 
 
 def average_precision(

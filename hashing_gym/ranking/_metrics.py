@@ -33,7 +33,10 @@ def ratio(num: Any, den: Any) -> Any:
     if xp is np:  # one division into zeros: fewer temporaries than the where form below
         num = np.asarray(num, dtype=np.float64)
         out = np.zeros(num.shape, dtype=np.float64)
-        np.divide(num, np.broadcast_to(np.asarray(den, dtype=np.float64), num.shape), out=out, where=den > 0)
+        den = np.asarray(den, dtype=np.float64)
+        if den.shape != num.shape:  # np.broadcast_to costs microseconds: an env step's budget
+            den = np.broadcast_to(den, num.shape)
+        np.divide(num, den, out=out, where=den > 0)
         return out
     num = xp.astype(num, xp.float64)
     den = xp.astype(den, xp.float64)

@@ -255,6 +255,7 @@ def stats_into(
     stable: bool,
     out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     skip: np.ndarray | None = None,
+    bank_of: np.ndarray | None = None,
 ) -> None:
     """Fill ``out = (counts, relevant, ap_sum, hits)`` of every query (see ``_stats_row``).
 
@@ -271,6 +272,8 @@ def stats_into(
         out: ``counts``, ``relevant`` int64 (nq, bits + 1), ``ap_sum`` float64 and ``hits`` int64
             (nq, len(ks)), zero-filled for the sums.
         skip: int64 (nq,): the database item left out of each query's list (-1: none); None for none.
+        bank_of: int64 (nq,): the database of each query when ``xb`` is (nd, nb, W); None for database
+            ``i`` for query ``i``.
     """
     nq = out[0].shape[0]
     if dist is None:
@@ -281,7 +284,8 @@ def stats_into(
     if xb.ndim == 2:
         banks, bank_of = xb[None], np.zeros(nq, dtype=np.int64)
     else:
-        banks, bank_of = xb, np.arange(nq, dtype=np.int64)
+        banks = xb
+        bank_of = np.arange(nq, dtype=np.int64) if bank_of is None else bank_of
     skip = np.full(nq, -1, dtype=np.int64) if skip is None else np.ascontiguousarray(skip, dtype=np.int64)
     pairs = nq * lb.shape[0]
     xq, banks = np.ascontiguousarray(xq), np.ascontiguousarray(banks)
@@ -298,7 +302,10 @@ def tie_aware_sums(
     """
     counts = np.ascontiguousarray(counts, dtype=np.int64)
     relevant = np.ascontiguousarray(relevant, dtype=np.int64)
-    cutoffs = np.ascontiguousarray(np.broadcast_to(np.asarray(k, dtype=np.int64), counts.shape[:1]))
+    if isinstance(k, int):  # np.broadcast_to costs more than the kernel for one query
+        cutoffs = np.full(counts.shape[0], k, dtype=np.int64)
+    else:
+        cutoffs = np.ascontiguousarray(np.broadcast_to(np.asarray(k, dtype=np.int64), counts.shape[:1]))
     expected_sum = np.empty(counts.shape[0], dtype=np.float64)
     expected_hits = np.empty(counts.shape[0], dtype=np.float64)
     _tie_aware_kernel(counts, relevant, cutoffs, harmonic, expected_sum, expected_hits)

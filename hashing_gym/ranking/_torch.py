@@ -165,8 +165,10 @@ def packed_counts(xq: Any, lq: Any, xb: Any, lb: Any, bits: int, exclude: Any) -
     return hist.sum(-1)[:, : bits + 1], hist[:, : bits + 1, 1]
 
 
-def packed_stable(xq: Any, lq: Any, xb: Any, lb: Any, bits: int, k: int, exclude: Any) -> tuple[Any, Any]:
-    """Stable AP sums and hits (nq, 1) at cutoff ``k`` of packed codes on the device."""
+def packed_stable(
+    xq: Any, lq: Any, xb: Any, lb: Any, bits: int, k: int, exclude: Any
+) -> tuple[Any, Any, Any]:
+    """Stable AP sums and hits (nq, 1) at cutoff ``k``, and relevant items (nq,), of packed codes."""
     import torch
 
     distance, relevant = _lists(xq, lq, xb, lb)
@@ -175,4 +177,4 @@ def packed_stable(xq: Any, lq: Any, xb: Any, lb: Any, bits: int, k: int, exclude
         rows = torch.arange(xq.shape[0], device=xq.device)
         distance[rows, exclude] = bits + 1
         relevant[rows, exclude] = False
-    return _metrics.stable_sums(distance, relevant, (k,))
+    return (*_metrics.stable_sums(distance, relevant, (k,)), relevant.sum(1))

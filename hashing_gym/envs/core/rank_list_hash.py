@@ -9,9 +9,9 @@ ties ``"average"`` (tie-aware expected AP) or ``"stable"`` (by database index), 
 ``topk`` positions or all. With ``database="bank"`` the acted code then replaces the item's
 database code. The episode terminates after that step and never truncates.
 
-Every number comes from :mod:`hashing_gym.ranking`'s public functions on packed codes
-(``packed_distance_counts`` with the item ``exclude``\ d from its own list, then
-``average_precision_from_counts`` or ``packed_average_precision``), so the rewards are those of
+Every number comes from :mod:`hashing_gym.ranking`'s public ``PackedDatabase`` (the
+database-resident index over the bank, checked once and kept by the shells) and its
+``average_precision`` with the item ``exclude``\ d from its own list, so the rewards are those of
 ``average_precision`` on the list without the item, bitwise on numpy.
 
 The functions take and return arrays of one namespace (numpy, or torch on any device), so
@@ -40,13 +40,7 @@ from array_api_compat import array_namespace, device
 
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs.base import resolve_dataset, resolve_split
-from hashing_gym.ranking import (
-    TIES,
-    average_precision_from_counts,
-    pack_codes,
-    packed_average_precision,
-    packed_distance_counts,
-)
+from hashing_gym.ranking import TIES, PackedDatabase, pack_codes
 from hashing_gym.validation import check_bits, check_positive_int
 
 DATABASES: tuple[str, ...] = ("bank", "fixed")
@@ -89,8 +83,9 @@ class State(NamedTuple):
 
     items: Any
     """int64 (m,): each row's item."""
-    bank: Any
-    """Packed database codes: (m, N, W), one database per row."""
+    bank: PackedDatabase
+    """The ranking index over the packed database codes (``bank.codes``): (m, N, W), one database per
+    row, or (N, W) shared by all rows."""
 
 
 def _namespace(array: Any) -> Any:
@@ -152,33 +147,47 @@ def pack(params: Params, codes: Any) -> Any:
     return pack_codes(codes, word_bits=params.word_bits)
 
 
+def database(params: Params, bank: Any) -> PackedDatabase:
+    """The ranking index over a bank of packed codes (N, W) or (m, N, W): checked once, held by reference.
+
+    The shells keep it as long as their bank array: writes into the bank are seen by the next step.
+    """
+    return PackedDatabase(bank, params.labels, params.bits)
+
+
 def reset(params: Params, items: Any, bank: Any) -> State:
-    """Start episodes on ``items`` (int64 (m,)) with the packed databases ``bank`` (m, N, W)."""
-    return State(items, bank)
+    """Start episodes on ``items`` (int64 (m,)) with the packed databases ``bank`` (m, N, W).
+
+    ``bank`` may be a :func:`database` already built over them (a shell's, kept across steps).
+    """
+    return State(items, bank if isinstance(bank, PackedDatabase) else database(params, bank))
 
 
-def rewards(params: Params, bank: Any, items: Any, words: Any) -> tuple[Any, Any]:
+def rewards(params: Params, bank: Any, items: Any, words: Any, rows: Any = None) -> tuple[Any, Any]:
     """AP of each packed code against the database of all other items; changes nothing.
 
     Args:
         params: the MDP's constants.
-        bank: packed database codes (N, W) shared by every row, or (m, N, W) one per row.
+        bank: a :func:`database` (or its packed codes): (N, W) shared by every row, or (m', N, W)
+            one per row.
         items: int64 (m,) the rows' items.
         words: packed codes (m, W), one per row.
+        rows: None, or int64 (m,) the database of each code in a bank (m', N, W) (None: row i's).
 
     Returns:
         ``(ap, relevant)``: float64 (m,) rewards and int64 (m,) numbers of other items relevant to
         each item.
     """
-    lq = params.labels[items]
-    counts, relevant = packed_distance_counts(words, lq, bank, params.labels, params.bits, exclude=items)
-    if params.ties == "average":
-        ap = average_precision_from_counts(counts, relevant, topk=params.topk, num_items=params.num_items)
-    else:
-        ap = packed_average_precision(
-            words, lq, bank, params.labels, params.bits, topk=params.topk, ties="stable", exclude=items
-        )
-    return ap, relevant.sum(1)
+    index = bank if isinstance(bank, PackedDatabase) else database(params, bank)
+    return index.average_precision(
+        words,
+        params.labels[items],
+        topk=params.topk,
+        ties=params.ties,
+        exclude=items,
+        databases=rows,
+        with_relevant=True,
+    )
 
 
 def step(params: Params, state: State, words: Any, rows: Any = None) -> tuple[State, Any, Any, Any, Any]:
@@ -198,14 +207,15 @@ def step(params: Params, state: State, words: Any, rows: Any = None) -> tuple[St
         (all True, all False: the episode length is known on the host, so nothing waits for a device)
         and int64 (m,) numbers of other items relevant to each item.
     """
-    xp = _namespace(words)
-    items = state.items if rows is None else xp.take(state.items, rows, axis=0)
-    bank = state.bank if rows is None else state.bank[rows]
-    reward, relevant = rewards(params, bank, items, words)
-    if params.database == "bank":
+    bank = state.bank.codes
+    items = state.items if rows is None else state.items[rows]
+    reward, relevant = rewards(params, state.bank, items, words, None if bank.ndim == 2 else rows)
+    if bank.ndim == 2:
+        write_bank(params, bank, items, words)
+    elif params.database == "bank":
         if rows is None:
-            rows = xp.arange(words.shape[0], device=device(words))
-        state.bank[rows, items] = words
+            rows = _namespace(words).arange(words.shape[0], device=device(words))
+        bank[rows, items] = words
     m = words.shape[0]
     return state, reward, np.ones(m, dtype=bool), np.zeros(m, dtype=bool), relevant
 
