@@ -680,12 +680,18 @@ def _accuracy(params: Params, xp: Any, d_pos: Any, d_neg: Any, valid: Any) -> An
     if threshold:
         d_pos = d_pos + threshold
     gap = d_neg[None] - d_pos[:, None]  # (P, P, ...)
-    accuracy = _ordered_fraction(xp, gap, 0, params.margin.is_integer(), (0, 1))
+    # Counts up to 2 P^2: int16 sums are 4x faster than int64 ones on numpy.
+    count = xp.int16 if 2 * params.pairs**2 < 1 << 15 else xp.int64
+    accuracy = _ordered_fraction(xp, gap, 0, params.margin.is_integer(), (0, 1), count)
     return xp.where(valid, accuracy, START_ACCURACY)
 
 
-def _ordered_fraction(xp: Any, gap: Any, threshold: int, ties: bool, axis: tuple[int, int]) -> Any:
+def _ordered_fraction(
+    xp: Any, gap: Any, threshold: int, ties: bool, axis: tuple[int, int], count: Any = None
+) -> Any:
     """Mean over ``axis`` of 1 (gap > threshold), 1/2 (gap == threshold if ``ties``), else 0.
+
+    ``count``: the integer dtype of the sums (None: the default), wide enough for 2 x the pairs.
 
     The count 2 wins + ties is an exact integer, divided once: the same float64 as a mean of
     sign(gap - threshold) + 1, halved.
@@ -694,7 +700,7 @@ def _ordered_fraction(xp: Any, gap: Any, threshold: int, ties: bool, axis: tuple
     if threshold:
         gap = gap - threshold
     if ties:  # sum(sign + 1) = sum(sign) + pairs: one reduction, no pass for the + 1
-        doubled = xp.sign(gap).sum(axis=axis) + pairs
+        doubled = xp.sign(gap).sum(axis=axis, dtype=count) + pairs
     else:
-        doubled = 2 * (gap > 0).sum(axis=axis)
+        doubled = 2 * (gap > 0).sum(axis=axis, dtype=count)
     return xp.astype(doubled, xp.float64) / pairs / 2.0
