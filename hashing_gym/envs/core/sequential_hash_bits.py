@@ -69,8 +69,6 @@ class Params:
     """float32 (N, D) features of the split's items (None for the encoder)."""
     offsets: Any
     """int64 (g,): 0..g-1, the bit offsets inside a group."""
-    slots: Any = None
-    """int64 (2P,): 0..2P-1, the reference slots (positives then negatives)."""
     multi_label: bool = False
     """Whether items carry sets of labels (positives share at least one)."""
     label_sets: np.ndarray | None = None
@@ -95,7 +93,7 @@ class Params:
 class State(NamedTuple):
     """The batched state: one row per episode (arrays of the namespace and device of the params).
 
-    ``reference_bits`` and ``distance``, which only the step reads, put the batch axis last: the
+    ``reference_start`` and ``distance``, which only the step reads, put the batch axis last: the
     step's gathers and its P x P pair count then run along the batch, numpy's fast (contiguous)
     axis, instead of along axes of 2P or P entries (5x faster at 4,096 rows).
     """
@@ -116,8 +114,8 @@ class State(NamedTuple):
     """int64 (B,): t, the number of groups decided."""
     row_numbers: Any
     """int64 (B,): 0..B-1, the index of every row (for gathers and scatters by row and column)."""
-    reference_bits: Any
-    """uint8 (b, 2P, B): the references' codes, copied from the bank (by ``reset`` and ``set_bank``)."""
+    reference_start: Any
+    """int64 (2P, B): where each reference's code starts in the flattened banks, (row N + reference) b."""
     distance: Any
     """int8 (2P, B) (a wider integer for long codes: :func:`distance_dtype`): Hamming distances to
     the references over the decided bits."""
@@ -183,7 +181,6 @@ def make_params(
         "num_items": items.n,
         "features": items.features,
         "offsets": np.arange(group, dtype=np.int64),
-        "slots": np.arange(2 * pairs, dtype=np.int64),
     }
     labels = items.labels
     if labels.ndim == 2:
@@ -210,7 +207,6 @@ def encoder_params(bits: Any, group: Any, flatten: bool) -> Params:
         num_items=0,
         features=None,
         offsets=np.arange(group, dtype=np.int64),
-        slots=np.arange(0, dtype=np.int64),
     )
 
 
@@ -227,7 +223,7 @@ def params_on(params: Params, torch_device: Any) -> Params:
         array = np.ascontiguousarray(array)
         return torch.as_tensor(array if array.flags.writeable else array.copy(), device=torch_device)
 
-    names = ("features", "offsets", "slots", "labels", "order", "class_start", "class_size", "rank")
+    names = ("features", "offsets", "labels", "order", "class_start", "class_size", "rank")
     return dataclasses.replace(params, **{name: move(getattr(params, name)) for name in names})
 
 
@@ -248,7 +244,7 @@ def init_state(params: Params, num_rows: int) -> State:
         decided=zeros((num_rows, params.bits), xp.int8),
         step=zeros((num_rows,), xp.int64),
         row_numbers=xp.arange(num_rows, device=where),
-        reference_bits=zeros((params.bits, 2 * params.pairs, num_rows), xp.uint8),
+        reference_start=zeros((2 * params.pairs, num_rows), xp.int64),
         distance=zeros((2 * params.pairs, num_rows), distance_dtype(params, xp)),
         accuracy=xp.full((num_rows,), START_ACCURACY, dtype=xp.float64, device=where),
     )
@@ -443,24 +439,25 @@ def reset(params: Params, state: State, rows: Any, items: Any, references: Any) 
     xp, at = _namespace(state.code), _at(rows)
     state.item[at] = items
     state.valid[at] = xp.all(references >= 0, axis=1)
-    state.references[at] = xp.maximum(references, 0)
+    references = xp.maximum(references, 0)
+    state.references[at] = references
+    start = (_row_numbers(state, rows)[:, None] * params.num_items + references) * params.bits
+    state.reference_start[:, at] = xp.permute_dims(start, (1, 0))
     state.code[at] = 0
     state.decided[at] = 0
     state.step[at] = 0
     state.distance[:, at] = 0
     state.accuracy[at] = START_ACCURACY
-    _copy_reference_bits(xp, state, rows)
 
 
 def set_bank(params: Params, state: State, rows: Any, banks: Any) -> None:
     """Replace the banks of ``rows`` (None: all; one (N, b) bank or one each); recompute their distances."""
     xp, at = _namespace(state.code), _at(rows)
     state.bank[at] = banks
-    _copy_reference_bits(xp, state, rows)
-    code = xp.permute_dims(xp.astype(state.code[at], xp.uint8), (1, 0))[:, None, :]  # (b, 1, m)
-    decided = xp.permute_dims(state.decided[at], (1, 0))[:, None, :] != 0
-    differ = (state.reference_bits[:, :, at] != code) & decided  # (b, 2P, m)
-    state.distance[:, at] = xp.astype(xp.sum(differ, axis=0), state.distance.dtype)
+    reference_codes = state.bank[_row_numbers(state, rows)[:, None], state.references[at]]  # (m, 2P, b)
+    differ = _differ(xp, reference_codes, state.code[at]) & (state.decided[at][:, None, :] != 0)
+    distance = xp.permute_dims(xp.sum(differ, axis=-1, dtype=xp.int64), (1, 0))
+    state.distance[:, at] = xp.astype(distance, state.distance.dtype)
 
 
 def decide(params: Params, state: State, rows: Any, action: Any) -> Any:
@@ -499,11 +496,8 @@ def step(params: Params, state: State, rows: Any, action: Any) -> tuple[Any, Any
     xp, at = _namespace(state.code), _at(rows)
     action = xp.astype(action, xp.uint8, copy=False)
     columns = decide(params, state, rows, action)
-    # Add the new group's differences: gather just those bits of the 2P reference codes, at
-    # [column, slot, row] of the (b, 2P, B) copy (contiguous when the rows step together).
-    num_rows = state.code.shape[0]
-    flat = (columns[:, None, :] * (2 * params.pairs) + params.slots[:, None]) * num_rows
-    reference_bits = state.reference_bits.reshape(-1)[flat + _row_numbers(state, rows)]  # (g, 2P, m)
+    # Add the new group's differences: gather just those bits of the 2P reference codes.
+    reference_bits = state.bank.reshape(-1)[state.reference_start[:, at] + columns[:, None, :]]  # (g, 2P, m)
     differ = (reference_bits != action.T[:, None, :]).sum(axis=0, dtype=state.distance.dtype)
     if rows is None:
         state.distance[...] += differ
@@ -564,7 +558,7 @@ def observe(params: Params, state: State) -> Any:
     The step is shown as at most T - 1 (the last index the space holds), also after termination.
     """
     xp = _namespace(state.code)
-    features = params.features[state.item]
+    features = xp.take(params.features, state.item, axis=0)
     step = xp.minimum(state.step, params.num_steps - 1)
     return observation(features, state.code, state.decided, step, params.num_steps, params.flatten)
 
@@ -653,12 +647,6 @@ def _at(rows: Any) -> Any:
 def _row_numbers(state: State, rows: Any) -> Any:
     """``rows`` as an index array (0..B-1 when None), for gathers and scatters by (row, column)."""
     return state.row_numbers if rows is None else rows
-
-
-def _copy_reference_bits(xp: Any, state: State, rows: Any) -> None:
-    """Copy the bank codes of the references of ``rows`` into ``state.reference_bits``."""
-    codes = state.bank[_row_numbers(state, rows)[:, None], state.references[_at(rows)]]  # (m, 2P, b)
-    state.reference_bits[:, :, _at(rows)] = xp.permute_dims(codes, (2, 1, 0))
 
 
 def _differ(xp: Any, reference_codes: Any, codes: Any) -> Any:
