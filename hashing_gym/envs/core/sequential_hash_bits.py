@@ -682,13 +682,15 @@ def _ordered_fraction(
     ``count``: the integer dtype of the sums (None: the default), wide enough for 2 x the pairs.
 
     The count 2 wins + ties is an exact integer, divided once: the same float64 as a mean of
-    sign(gap - threshold) + 1, halved.
+    sign(gap - threshold) + 1, halved (halving is exact, so dividing by 2 x pairs rounds the same).
     """
     pairs = gap.shape[axis[0]] * gap.shape[axis[1]]
     if threshold:
         gap = gap - threshold
     if ties:  # sum(sign + 1) = sum(sign) + pairs: one reduction, no pass for the + 1
-        doubled = xp.sign(gap).sum(axis=axis, dtype=count) + pairs
+        # numpy's own ufunc where it can: array-api-compat's sign wrapper costs ~1.5 us a call.
+        sign = np.sign if isinstance(gap, np.ndarray) else xp.sign
+        doubled = sign(gap).sum(axis=axis, dtype=count) + pairs
     else:
         doubled = 2 * (gap > 0).sum(axis=axis, dtype=count)
-    return xp.astype(doubled, xp.float64) / pairs / 2.0
+    return xp.astype(doubled, xp.float64) / (2 * pairs)
