@@ -409,7 +409,9 @@ def encode_sequential(
     state = core.init_state(params, n)
     policy_state = None
     for _ in range(params.num_steps):
-        obs = core.observation(features, state.code, state.decided, state.step, params.num_steps, flatten)
+        obs = core.observation(
+            features, state.code, state.decided, state.step.copy(), params.num_steps, flatten
+        )
         actions, policy_state = policy_step(obs, policy_state)
         core.decide(params, state, None, np.asarray(actions).reshape(n, params.group))
     return state.code.astype(np.uint8)

@@ -526,13 +526,13 @@ def is_terminal(params: Params, steps: Any) -> Any:
 
 
 def observation(features: Any, code: Any, decided: Any, step: Any, num_steps: int, flatten: bool) -> Any:
-    """Batched observations: a dict of copies, or one float32 (n, D + 2 b + T) array when ``flatten``.
+    """Batched observations: a dict (``code`` and ``decided`` copied) or one float32 (n, D + 2 b + T) array.
 
     Args:
         features: float32 (n, D).
         code: int8 (n, b), undecided bits 0.
         decided: int8 (n, b), 1 where a bit is set.
-        step: int64 (n,) step index, in [0, T).
+        step: int64 (n,) step index, in [0, T), shown as it is: an array that the caller does not change.
         num_steps: T (the size of the step one-hot when flattened).
         flatten: return one array instead of the dict.
 
@@ -548,7 +548,7 @@ def observation(features: Any, code: Any, decided: Any, step: Any, num_steps: in
         "features": features,
         "code": xp.asarray(code, copy=True),
         "decided": xp.asarray(decided, copy=True),
-        "step": xp.asarray(step, copy=True),
+        "step": step,
     }
 
 
