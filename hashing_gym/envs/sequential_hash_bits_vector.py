@@ -164,15 +164,16 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         return self._info(at)
 
     def _step_rows(self, rows: np.ndarray, actions: Any, every: bool) -> tuple[Any, Any, dict[str, Any]]:
-        at = None if every else self._index(rows)
-        reward, _, accuracy = core.step(self.params, self._state, at, actions)
-        # Episode ends known on the host, without a device sync.
+        # Episode ends known on the host, without a device sync: the core skips the bank's
+        # masked write on the steps that end no episode.
         if every:
             self._steps_taken += 1
             terminated = core.is_terminal(self.params, self._steps_taken)
         else:
             self._steps_taken[rows] += 1
             terminated = core.is_terminal(self.params, self._steps_taken[rows])
+        at = None if every else self._index(rows)
+        reward, _, accuracy = core.step(self.params, self._state, at, actions, bool(terminated.any()))
         return reward, terminated, {"index": self._info(at)["index"], "accuracy": accuracy}
 
     def _rows(self, rows: np.ndarray) -> Any:

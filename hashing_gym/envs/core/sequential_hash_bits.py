@@ -483,11 +483,14 @@ def decide(params: Params, state: State, rows: Any, action: Any) -> Any:
     return columns
 
 
-def step(params: Params, state: State, rows: Any, action: Any) -> tuple[Any, Any, Any]:
+def step(
+    params: Params, state: State, rows: Any, action: Any, ending: bool | None = None
+) -> tuple[Any, Any, Any]:
     """Decide the next group of ``rows``; reward the accuracy gained; bank the codes that finish (in place).
 
     Takes the arguments of :func:`decide` (the transition it applies first), then adds the new
-    group's differences to the kept distances and counts the ordered pairs.
+    group's differences to the kept distances and counts the ordered pairs. ``ending``: whether
+    any of the rows ends on this step, where the caller knows it on the host (None: not known).
 
     Returns:
         float64 (m,) rewards :math:`acc_t - acc_{t-1}`, bool (m,) terminations and float64 (m,)
@@ -510,9 +513,11 @@ def step(params: Params, state: State, rows: Any, action: Any) -> tuple[Any, Any
     state.accuracy[at] = accuracy
     terminated = is_terminal(params, state.step[at])
     # The finished code replaces the item's row of its bank. A masked write, so that a device need
-    # not report which rows ended (numpy skips it when none did). References never include the
-    # item: the kept distances and reference bits stay exact.
-    if not isinstance(terminated, np.ndarray) or terminated.any():
+    # not report which rows ended; skipped when none does (as ``ending`` or numpy tells). References
+    # never include the item: the kept distances stay exact.
+    if ending is None:
+        ending = not isinstance(terminated, np.ndarray) or bool(terminated.any())
+    if ending:
         row_numbers, items = _row_numbers(state, rows), state.item[at]
         banked = state.bank[row_numbers, items]
         code = xp.astype(state.code[at], xp.uint8)
