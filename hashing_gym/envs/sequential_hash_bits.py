@@ -171,7 +171,6 @@ class SequentialHashBitsEnv(HashingEnv):
         self.bits, self.group, self.num_steps = params.bits, params.group, params.num_steps
         self.pairs, self.margin, self.flatten = params.pairs, params.margin, params.flatten
         self._state = core.init_state(params, 1)  # the core's state of one row
-        self._row = np.zeros(1, dtype=np.int64)
         self._has_bank = False  # the bank is drawn on the first reset (unless set_code_bank comes first)
         self._done = True
 
@@ -211,7 +210,7 @@ class SequentialHashBitsEnv(HashingEnv):
             ValueError: if ``codes`` has the wrong shape, a non-integer dtype, or a value other than 0 and 1.
         """
         bank = check_code_matrix(codes, self.num_items, self.bits)
-        core.set_bank(self.params, self._state, self._row, bank)
+        core.set_bank(self.params, self._state, None, bank)
         self._has_bank = True
 
     # ----------------------------------------------------------------------------------------------
@@ -302,9 +301,9 @@ class SequentialHashBitsEnv(HashingEnv):
         draws = core.RowDraws([self.np_random], np.array([fresh]))
         bank, items, references = core.draw_start(self.params, draws, 1, int(fresh), index)
         if fresh:
-            core.set_bank(self.params, self._state, self._row, bank)
+            core.set_bank(self.params, self._state, None, bank)
             self._has_bank = True
-        core.reset(self.params, self._state, self._row, items, references)
+        core.reset(self.params, self._state, None, items, references)
         self.index = int(items[0])
         self._done = False
         return self._get_obs(), self._get_info()
@@ -315,7 +314,7 @@ class SequentialHashBitsEnv(HashingEnv):
             raise ResetNeededError("the episode has ended (or never started): call reset")
         if not self.action_space.contains(action):
             raise InvalidActionError(f"{action!r} is not in {self.action_space}")
-        reward, terminated, _ = core.step(self.params, self._state, self._row, np.asarray(action)[None])
+        reward, terminated, _ = core.step(self.params, self._state, None, np.asarray(action)[None])
         self._done = bool(terminated[0])
         return self._get_obs(), float(reward[0]), self._done, False, self._get_info()
 
@@ -407,10 +406,12 @@ def encode_sequential(
     params = core.encoder_params(bits, group, flatten)
     features = check_feature_matrix(features)
     n = len(features)
-    state, rows = core.init_state(params, n), np.arange(n)
+    state = core.init_state(params, n)
     policy_state = None
     for _ in range(params.num_steps):
-        obs = core.observation(features, state.code, state.decided, state.step, params.num_steps, flatten)
+        obs = core.observation(
+            features, state.code, state.decided, state.step.copy(), params.num_steps, flatten
+        )
         actions, policy_state = policy_step(obs, policy_state)
-        core.decide(params, state, rows, np.asarray(actions).reshape(n, params.group))
+        core.decide(params, state, None, np.asarray(actions).reshape(n, params.group))
     return state.code.astype(np.uint8)

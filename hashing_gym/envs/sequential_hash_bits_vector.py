@@ -130,7 +130,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
                 f"codes must have shape {(self.num_items, self.bits)} or "
                 f"{(self.num_envs, self.num_items, self.bits)}, got shape {arr.shape}"
             )
-        core.set_bank(self.params, self._state, self._index(np.arange(self.num_envs)), self._to_backend(bank))
+        core.set_bank(self.params, self._state, None, self._to_backend(bank))
         self._has_bank[:] = True
 
     # ----------------------------------------------------------------------------------------------
@@ -156,19 +156,35 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
             banks = None if banks is None else self._to_backend(banks)
             items, references = self._to_backend(items), self._to_backend(references)
         if banks is not None:
-            core.set_bank(self.params, self._state, self._index(rows[fresh]), banks)
+            core.set_bank(self.params, self._state, self._rows(rows[fresh]), banks)
             self._has_bank[rows[fresh]] = True
-        at = self._index(rows)
+        at = self._rows(rows)
         core.reset(self.params, self._state, at, items, references)
         self._steps_taken[rows] = 0
-        return {"index": self._state.item[at], "accuracy": self._state.accuracy[at]}
+        return self._info(at)
 
     def _step_rows(self, rows: np.ndarray, actions: Any, every: bool) -> tuple[Any, Any, dict[str, Any]]:
-        at = self._index(rows)
-        reward, _, accuracy = core.step(self.params, self._state, at, actions)
-        self._steps_taken[rows] += 1  # episode ends known on the host, without a device sync
-        terminated = core.is_terminal(self.params, self._steps_taken[rows])
-        return reward, terminated, {"index": self._state.item[at], "accuracy": accuracy}
+        # Episode ends known on the host, without a device sync: the core skips the bank's
+        # masked write on the steps that end no episode.
+        if every:
+            self._steps_taken += 1
+            terminated = core.is_terminal(self.params, self._steps_taken)
+        else:
+            self._steps_taken[rows] += 1
+            terminated = core.is_terminal(self.params, self._steps_taken[rows])
+        at = None if every else self._index(rows)
+        reward, _, accuracy = core.step(self.params, self._state, at, actions, bool(terminated.any()))
+        return reward, terminated, {"index": self._info(at)["index"], "accuracy": accuracy}
+
+    def _rows(self, rows: np.ndarray) -> Any:
+        """``rows`` for the core: None (every row: slices, no index arrays) or an index on the backend."""
+        return None if len(rows) == self.num_envs else self._index(rows)
+
+    def _info(self, at: Any) -> dict[str, Any]:
+        """The info arrays of rows ``at`` (None: all; ``_add_info`` copies them)."""
+        if at is None:
+            return {"index": self._state.item, "accuracy": self._state.accuracy}
+        return {"index": self._state.item[at], "accuracy": self._state.accuracy[at]}
 
     def _check_actions(self, actions: Any) -> Any:
         return self._check_binary_actions(actions, self.group)
