@@ -110,6 +110,22 @@ def run_folder(args: CommonArgs, algo: str) -> Path:
     return folder
 
 
+def announce_run(
+    folder: Path, algo: str, args: CommonArgs, dataset: HashingDataset, device: str, budget: str
+) -> None:
+    """The run's first line: where it writes and what it will do (data set, bits, device, budget)."""
+    print(
+        f"{algo}: training on {dataset.name} ({dataset.train.n} train items) at {args.bits} bits "
+        f"on {device}, {budget}; writing {folder}",
+        flush=True,
+    )
+
+
+def next_steps(folder: Path | str) -> str:
+    """The commands to run after a run: evaluate it, look at its TensorBoard logs."""
+    return f"next: python -m agents.evaluate {folder}  |  tensorboard --logdir {Path(folder) / 'tb'}"
+
+
 def versions() -> dict[str, str]:
     """Versions of the libraries a result depends on."""
     import gymnasium

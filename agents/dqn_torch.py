@@ -61,6 +61,7 @@ from agents.common import (
     RESULTS_FILE,
     CommonArgs,
     UsageError,
+    announce_run,
     check_common_args,
     evaluate_encoder,
     load_run_dataset,
@@ -260,6 +261,8 @@ def main(args: Args) -> dict[str, Any]:
     if not args.resume:
         save_args(folder, args, ALGO)
     total = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset.train.n)
+    per_item = "" if args.timesteps is not None else f" ({total // dataset.train.n} per train item)"
+    announce_run(folder, ALGO, args, dataset, str(device), f"{total:,} env steps{per_item}")
     torch.manual_seed(args.seed)
     generator = torch.Generator(device=device)
     generator.manual_seed(args.seed)
@@ -403,7 +406,7 @@ def main(args: Args) -> dict[str, Any]:
         curve=curve,
     )
     write_json(folder / RESULTS_FILE, results)
-    return results
+    return {**results, "run_folder": str(folder)}  # the CLI's closing lines name it; not in results.json
 
 
 def _update(

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from agents.common import UsageError, read_run_args, resolve_device
+from agents.common import UsageError, next_steps, read_run_args, resolve_device
 
 # algorithm -> module holding its `Args` dataclass and `main(args)`
 ALGORITHMS: dict[str, str] = {
@@ -173,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for key, value in summary.items()
         )
     )
+    if "run_folder" in results:
+        print(next_steps(results["run_folder"]))
     return 0
 
 

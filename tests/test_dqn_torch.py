@@ -36,7 +36,14 @@ def test_cli_writes_results_model_checkpoint_and_curve(tmp_path, capsys):
         assert 0.0 <= results[key] <= 1.0
     assert (out / "model.pt").is_file()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["state.json", "step_400.pt"]
-    assert "map=" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    # The first line says what the run does and where it writes; the last ones the mAP and what to run next.
+    assert lines[0] == (
+        f"dqn-torch: training on digits (1497 train items) at 16 bits on cpu, 400 env steps; writing {out}"
+    )
+    assert lines[-2].startswith("map=")
+    assert lines[-1] == f"next: python -m agents.evaluate {out}  |  tensorboard --logdir {out / 'tb'}"
+    assert "run_folder" not in results  # the CLI's, not a result
     # agents.evaluate rebuilds the run from args.json and model.pt and gets the same metrics.
     assert evaluate.main([str(out), "--embedding", "none"]) == 0
     again = json.loads((out / "results.json").read_text())
