@@ -100,8 +100,9 @@ class Params:
     """float32 (C, b): 1 - 2 w_ck, the change of the distance to codeword c when bit k flips from 0
     (the multi-label teacher's matrix product)."""
     teacher_rank: Any
-    """int32 (C, b): single-label teacher's preference among the wrong bits of an item of class c,
-    b for the best, down to 1 (see ``teacher_action``)."""
+    """int8 (int32 beyond 127 bits) (C, b): single-label teacher's preference among the wrong bits of
+    an item of class c, b for the best, down to 1 (see ``teacher_action``); the codes' dtype, so that
+    the teacher's product casts nothing."""
     no_gain: int
     """A teacher score below every wrong bit's (-C): marks the bits that are already right."""
     teacher_stop: Any
@@ -236,7 +237,7 @@ def make_params(
         stop_reward=np.where(np.arange(bits + 1) <= eta, float(sigma), -float(sigma)),
         one_hot=np.eye(bits + 1, bits, dtype=np.int8),
         flip_gain=gain.astype(np.float32),
-        teacher_rank=rank.astype(np.int32),
+        teacher_rank=rank.astype(np.int8 if bits < 128 else np.int32),
         no_gain=-data.num_classes,
         teacher_stop=np.where(np.arange(bits + 1) == 0, bits, 0).astype(np.int64),
     )
@@ -278,14 +279,23 @@ def _pick(array: Any, column: Any) -> Any:
     return array.gather(1, column[:, None])[:, 0]
 
 
+def _filled(like: Any, shape: tuple[int, ...], value: int) -> Any:
+    """A new int64 array of ``shape`` filled with ``value``, on ``like``'s device."""
+    if isinstance(like, np.ndarray):  # (np.full, or the namespace's, costs microseconds more)
+        array = np.empty(shape, dtype=np.int64)
+        array.fill(value)
+        return array
+    return like.new_full(shape, value, dtype=_xp(like).int64)
+
+
 def reset(params: Params, index: Any, code: Any) -> State:
     """Start episodes on items ``index`` (int64 (n,)) from start codes ``code`` (int8 (n, b))."""
     xp = _xp(code)
     n, b = code.shape
     # xor of 0/1 int8 summed into int64: no (n, C, b) int64 temporary (a GPU step resets every row).
     distances = (code[:, None, :] ^ params.codewords[None, :, :]).sum(axis=2, dtype=xp.int64)
-    history = xp.full((n, params.history), b, dtype=xp.int64, device=code.device)
-    steps = xp.zeros(n, dtype=xp.int64, device=code.device)
+    history = _filled(code, (n, params.history), b)
+    steps = _filled(code, (n,), 0)
     if not params.multi_label:
         target = _take(params.labels, index)
         return _single_label(params, index, code, history, distances, steps, target, _pick(distances, target))
@@ -337,6 +347,15 @@ def move(code: Any, history: Any, action: Any, one_hot: Any) -> tuple[Any, Any]:
     return code, _push(history, action, action < code.shape[1])
 
 
+def _bits_at(code: Any, action: Any) -> Any:
+    """``code[i, action[i]]`` for every row i: the bits that ``action`` flips (any 0/1 where it is b)."""
+    if isinstance(code, np.ndarray):  # one flat take, clipped: the terminate action reads a neighbour
+        n, b = code.shape
+        return code.take(np.arange(0, n * b, b) + action, mode="clip")
+    # int64: torch indexes with int64, not int8.
+    return code.gather(1, action.clamp(max=code.shape[1] - 1)[:, None])[:, 0].long()
+
+
 def _push(history: Any, action: Any, flip: Any) -> Any:
     """The histories with ``action`` pushed (newest first) where ``flip``."""
     if history.shape[1] == 0:
@@ -345,8 +364,7 @@ def _push(history: Any, action: Any, flip: Any) -> Any:
         pushed = np.empty_like(history)
         pushed[:, 0] = action
         pushed[:, 1:] = history[:, :-1]
-        # Usually every row flips (a cheap check on the host): then no select.
-        return pushed if flip.all() else np.where(flip[:, None], pushed, history)
+        return np.where(flip[:, None], pushed, history)
     xp = _xp(history)
     pushed = xp.concat([action[:, None], history[:, :-1]], axis=1)
     return xp.where(flip[:, None], pushed, history)
@@ -363,7 +381,7 @@ def step(params: Params, state: State, action: Any) -> tuple[State, Any, Any, An
     flip = action < params.bits
     bit = _take(params.one_hot, action)  # a zero row for the terminate action
     # Flipping bit k from value v adds flip_delta[k, v] to the distances; terminating adds zeros.
-    old = (state.code & bit).sum(axis=1)
+    old = _bits_at(state.code, action)
     distances = state.distances + params.flip_delta[action, old]
     history = _push(state.history, action, flip)
     steps = state.steps + 1
