@@ -172,6 +172,7 @@ class BinaryCodeTravelEnv(HashingEnv):
         self.history_length = params.history
         self.flatten = params.flatten
         self._state: core.State | None = None  # None until the first reset
+        self._action = np.zeros(1, dtype=np.int64)  # the action as a batch of one (core.step copies it)
 
         self.action_space = spaces.Discrete(self.bits + 1)
         bound = feature_bound(self.dataset)
@@ -220,27 +221,26 @@ class BinaryCodeTravelEnv(HashingEnv):
                 )
         if self._state is None:
             raise ResetNeededError("call reset before step")
-        self._state, reward, terminated, truncated = core.step(
-            self.params, self._state, np.array([int(action)])
-        )
-        return self._get_obs(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), self._get_info()
+        self._action[0] = action
+        self._state, reward, terminated, truncated = core.step(self.params, self._state, self._action)
+        return self._get_obs(), reward.item(), terminated.item(), truncated.item(), self._get_info()
 
     def expert_action(self) -> int:
         """The teacher's action: the most rewarding wrong bit, or terminate at d_pos = 0 (class docstring)."""
-        return int(core.teacher_action(self.params, self._state)[0])
+        return core.teacher_action(self.params, self._state).item()
 
     def _get_obs(self) -> Any:
         obs = core.observe(self.params, self._state)
         if self.flatten:
             return obs[0]
-        return {key: value[0] for key, value in obs.items()}
+        return {"features": obs["features"][0], "code": obs["code"][0], "history": obs["history"][0]}
 
     def _get_info(self) -> dict[str, Any]:
         state = self._state
         return {
             "index": self.index,
-            "d_pos": int(state.d_pos[0]),
-            "d_neg": float(state.d_neg[0]),
+            "d_pos": state.d_pos.item(),
+            "d_neg": state.d_neg.item(),
             "expert_action": self.expert_action(),
         }
 

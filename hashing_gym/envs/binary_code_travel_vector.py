@@ -215,6 +215,20 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
         return self._check_discrete_actions(actions, self.bits)
 
     def _reset_rows(self, rows: np.ndarray, seeded: np.ndarray, index: np.ndarray | None) -> dict[str, Any]:
+        return core.info(self.params, self._start_rows(rows, index))
+
+    def _restart(self, mask: Any) -> None:
+        # As HashingVectorEnv._restart, without the restarted rows' infos: the masked step reports
+        # every row's info afterwards (_info_all), so a teacher pass over those rows would be lost.
+        if self.torch:
+            self._restart_where(mask)
+            return
+        rows = np.flatnonzero(mask)
+        if len(rows):
+            self._start_rows(rows, None)
+
+    def _start_rows(self, rows: np.ndarray, index: np.ndarray | None) -> core.State:
+        """Start episodes on ``rows`` (items ``index`` if given, else drawn); returns their start states."""
         items, codes = self._draw_starts(rows, index)
         start = core.reset(self.params, items, codes)
         every = len(rows) == self.num_envs
@@ -228,7 +242,7 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
         else:
             for full, part in zip(self._state, start, strict=True):
                 full[rows] = part
-        return core.info(self.params, start)
+        return start
 
     def _step_rows(self, rows: np.ndarray, actions: Any, every: bool) -> tuple[Any, Any, Any, dict[str, Any]]:
         if every:

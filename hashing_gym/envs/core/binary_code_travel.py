@@ -93,17 +93,21 @@ class Params:
     flip_delta: Any
     """int64 (b + 1, 2, C): change of the distances when bit k (row k) flips from value v; row b is 0."""
     stop_reward: Any
-    """float64 (2,): the terminate rewards inside and outside the eta-ball, +sigma and -sigma."""
+    """float64 (b + 1,): the terminate reward (Eq. 2) at each d_pos, +sigma up to eta, -sigma above."""
     one_hot: Any
     """int8 (b + 1, b): one-hot rows of the bits; row b (the terminate action, an empty history slot) is 0."""
     flip_gain: Any
     """float32 (C, b): 1 - 2 w_ck, the change of the distance to codeword c when bit k flips from 0
     (the multi-label teacher's matrix product)."""
     teacher_rank: Any
-    """int32 (C, b): single-label teacher's preference among the wrong bits of an item of class c,
-    b for the best, down to 1 (see ``teacher_action``)."""
+    """int8 (int32 beyond 127 bits) (C, b): single-label teacher's preference among the wrong bits of
+    an item of class c, b for the best, down to 1 (see ``teacher_action``); the codes' dtype, so that
+    the teacher's product casts nothing."""
     no_gain: int
     """A teacher score below every wrong bit's (-C): marks the bits that are already right."""
+    teacher_stop: Any
+    """int64 (b + 1,): added to the teacher's best bit at each d_pos: b at d_pos = 0 (where no bit is
+    wrong, so the best bit is 0), else 0."""
 
 
 class State(NamedTuple):
@@ -125,6 +129,8 @@ class State(NamedTuple):
     """int64 (n,): distance to the target codeword."""
     d_neg: Any
     """float64 (n,): mean distance to the other classes' codewords (0 if there are none)."""
+    margin: Any
+    """float64 (n,): d_pos - d_neg (Eq. 1 is the margin before a flip minus the margin after)."""
 
 
 # DRLH Table 1: the best eta per data set and length. CIFAR-10 (10 classes, single-label) peaks at
@@ -228,11 +234,12 @@ def make_params(
         other_classes=np.full(1, data.num_classes - 1, dtype=np.float64),
         codewords=words.astype(np.int8),
         flip_delta=flip_delta,
-        stop_reward=np.array([sigma, -sigma], dtype=np.float64),
+        stop_reward=np.where(np.arange(bits + 1) <= eta, float(sigma), -float(sigma)),
         one_hot=np.eye(bits + 1, bits, dtype=np.int8),
         flip_gain=gain.astype(np.float32),
-        teacher_rank=rank.astype(np.int32),
+        teacher_rank=rank.astype(np.int8 if bits < 128 else np.int32),
         no_gain=-data.num_classes,
+        teacher_stop=np.where(np.arange(bits + 1) == 0, bits, 0).astype(np.int64),
     )
 
 
@@ -272,14 +279,23 @@ def _pick(array: Any, column: Any) -> Any:
     return array.gather(1, column[:, None])[:, 0]
 
 
+def _filled(like: Any, shape: tuple[int, ...], value: int) -> Any:
+    """A new int64 array of ``shape`` filled with ``value``, on ``like``'s device."""
+    if isinstance(like, np.ndarray):  # (np.full, or the namespace's, costs microseconds more)
+        array = np.empty(shape, dtype=np.int64)
+        array.fill(value)
+        return array
+    return like.new_full(shape, value, dtype=_xp(like).int64)
+
+
 def reset(params: Params, index: Any, code: Any) -> State:
     """Start episodes on items ``index`` (int64 (n,)) from start codes ``code`` (int8 (n, b))."""
     xp = _xp(code)
     n, b = code.shape
     # xor of 0/1 int8 summed into int64: no (n, C, b) int64 temporary (a GPU step resets every row).
     distances = (code[:, None, :] ^ params.codewords[None, :, :]).sum(axis=2, dtype=xp.int64)
-    history = xp.full((n, params.history), b, dtype=xp.int64, device=code.device)
-    steps = xp.zeros(n, dtype=xp.int64, device=code.device)
+    history = _filled(code, (n, params.history), b)
+    steps = _filled(code, (n,), 0)
     if not params.multi_label:
         target = _take(params.labels, index)
         return _single_label(params, index, code, history, distances, steps, target, _pick(distances, target))
@@ -292,7 +308,7 @@ def _single_label(
     """The state of single-label rows (the target is the item's class; d_pos given)."""
     # int64 / float64 array: an exact division (no reciprocal), as the single env's int / int was.
     d_neg = (distances.sum(axis=1) - d_pos) / params.other_classes
-    return State(index, code, history, distances, steps, target, d_pos, d_neg)
+    return State(index, code, history, distances, steps, target, d_pos, d_neg, d_pos - d_neg)
 
 
 def _multi_label(
@@ -306,7 +322,7 @@ def _multi_label(
     num_negative = _take(params.num_negative, index)
     divisor = xp.astype(num_negative.clip(min=1), xp.float64)
     d_neg = xp.where(num_negative > 0, xp.astype(negative_sum, xp.float64) / divisor, 0.0)
-    return State(index, code, history, distances, steps, target, d_pos, d_neg)
+    return State(index, code, history, distances, steps, target, d_pos, d_neg, d_pos - d_neg)
 
 
 def select(keep_first: Any, first: State, second: State) -> State:
@@ -329,6 +345,15 @@ def move(code: Any, history: Any, action: Any, one_hot: Any) -> tuple[Any, Any]:
     """
     code = code ^ _take(one_hot, action)
     return code, _push(history, action, action < code.shape[1])
+
+
+def _bits_at(code: Any, action: Any) -> Any:
+    """``code[i, action[i]]`` for every row i: the bits that ``action`` flips (any 0/1 where it is b)."""
+    if isinstance(code, np.ndarray):  # one flat take, clipped: the terminate action reads a neighbour
+        n, b = code.shape
+        return code.take(np.arange(0, n * b, b) + action, mode="clip")
+    # int64: torch indexes with int64, not int8.
+    return code.gather(1, action.clamp(max=code.shape[1] - 1)[:, None])[:, 0].long()
 
 
 def _push(history: Any, action: Any, flip: Any) -> Any:
@@ -356,7 +381,7 @@ def step(params: Params, state: State, action: Any) -> tuple[State, Any, Any, An
     flip = action < params.bits
     bit = _take(params.one_hot, action)  # a zero row for the terminate action
     # Flipping bit k from value v adds flip_delta[k, v] to the distances; terminating adds zeros.
-    old = (state.code & bit).sum(axis=1)
+    old = _bits_at(state.code, action)
     distances = state.distances + params.flip_delta[action, old]
     history = _push(state.history, action, flip)
     steps = state.steps + 1
@@ -366,9 +391,8 @@ def step(params: Params, state: State, action: Any) -> tuple[State, Any, Any, An
     else:
         d_pos = state.d_pos + params.flip_delta[action, old, state.target]
         new = _single_label(params, state.index, code, history, distances, steps, state.target, d_pos)
-    flip_reward = (state.d_pos - state.d_neg) - (new.d_pos - new.d_neg)  # Eq. 1
-    stop_reward = _take(params.stop_reward, (state.d_pos > params.eta) * 1)  # Eq. 2
-    reward = xp.where(flip, flip_reward, stop_reward)
+    # Eq. 1 (the margins are d_pos - d_neg, as the reward's terms) or Eq. 2.
+    reward = xp.where(flip, state.margin - new.margin, _take(params.stop_reward, state.d_pos))
     return new, reward, ~flip, flip & (steps >= params.max_steps)
 
 
@@ -392,8 +416,8 @@ def teacher_action(params: Params, state: State) -> Any:
         score = xp.where(wrong != 0, sign * sums, params.no_gain)
     else:
         score = wrong * _take(params.teacher_rank, state.target)  # 0 at the right bits
-    best = score.argmax(axis=1)
-    return xp.where(state.d_pos == 0, params.bits, best)
+    # At d_pos = 0 every score is the lowest, so argmax is 0 and teacher_stop adds b (terminate).
+    return score.argmax(axis=1) + _take(params.teacher_stop, state.d_pos)
 
 
 def teacher_mask(params: Params, state: State) -> Any:
