@@ -99,6 +99,8 @@ class Params:
     flip_gain: Any
     """float32 (C, b): 1 - 2 w_ck, the change of the distance to codeword c when bit k flips from 0
     (the multi-label teacher's matrix product)."""
+    codeword_weight: Any
+    """int64 (C,): the number of ones of each codeword (the distance from the all-zeros code)."""
     teacher_rank: Any
     """int8 (int32 beyond 127 bits) (C, b): single-label teacher's preference among the wrong bits of
     an item of class c, b for the best, down to 1 (see ``teacher_action``); the codes' dtype, so that
@@ -237,6 +239,7 @@ def make_params(
         stop_reward=np.where(np.arange(bits + 1) <= eta, float(sigma), -float(sigma)),
         one_hot=np.eye(bits + 1, bits, dtype=np.int8),
         flip_gain=gain.astype(np.float32),
+        codeword_weight=words.astype(np.int64).sum(axis=1),
         teacher_rank=rank.astype(np.int8 if bits < 128 else np.int32),
         no_gain=-data.num_classes,
         teacher_stop=np.where(np.arange(bits + 1) == 0, bits, 0).astype(np.int64),
@@ -292,14 +295,22 @@ def reset(params: Params, index: Any, code: Any) -> State:
     """Start episodes on items ``index`` (int64 (n,)) from start codes ``code`` (int8 (n, b))."""
     xp = _xp(code)
     n, b = code.shape
-    # xor of 0/1 int8 summed into int64: no (n, C, b) int64 temporary (a GPU step resets every row).
-    distances = (code[:, None, :] ^ params.codewords[None, :, :]).sum(axis=2, dtype=xp.int64)
+    distances = _distances(params, xp, code)
     history = _filled(code, (n, params.history), b)
     steps = _filled(code, (n,), 0)
     if not params.multi_label:
         target = _take(params.labels, index)
         return _single_label(params, index, code, history, distances, steps, target, _pick(distances, target))
     return _multi_label(params, xp, index, code, history, distances, steps)
+
+
+def _distances(params: Params, xp: Any, code: Any) -> Any:
+    """Int64 (n, C): the Hamming distances from each code to every codeword."""
+    if isinstance(code, np.ndarray):  # small batches (a single env, a few restarting rows): xor and sum
+        return (code[:, None, :] ^ params.codewords[None, :, :]).sum(axis=2, dtype=np.int64)
+    # |w_c| + sum_k e_k (1 - 2 w_ck): one (n, b) x (b, C) product, no (n, C, b) temporary (a masked
+    # torch step starts every row); small integers, exact in float32 (torch has no integer matmul on CUDA).
+    return xp.astype(xp.astype(code, xp.float32) @ params.flip_gain.T, xp.int64) + params.codeword_weight
 
 
 def _single_label(
