@@ -291,7 +291,9 @@ def _one_hot(one_hot: Any, index: Any) -> Any:
     bit_ids = _BIT_IDS.get(key)
     if bit_ids is None:
         bit_ids = _BIT_IDS[key] = _xp(one_hot).arange(one_hot.shape[1], device=one_hot.device)
-    return (index[..., None] == bit_ids).to(one_hot.dtype)
+    rows = index[..., None] == bit_ids
+    # bool and int8 share their bytes: a view, not a copy of the (n, H, b) observation.
+    return rows.view(one_hot.dtype) if one_hot.dtype.itemsize == 1 else rows.to(one_hot.dtype)
 
 
 def _pick(array: Any, column: Any) -> Any:
@@ -422,14 +424,16 @@ def step(params: Params, state: State, action: Any) -> tuple[State, Any, Any, An
     bit = _one_hot(params.one_hot, action)  # a zero row for the terminate action
     # Flipping bit k from value v adds flip_delta[k, v] to the distances; terminating adds zeros.
     old = _bits_at(state.code, action)
-    distances = state.distances + params.flip_delta[action, old]
+    # Row 2 k + v of the (2 (b + 1), C) table: one row gather (index_select on torch).
+    delta = _take(params.flip_delta.reshape(-1, params.flip_delta.shape[2]), 2 * action + old)
+    distances = state.distances + delta
     history = _push(state.history, action, flip)
     steps = state.steps + 1
     code = state.code ^ bit
     if params.multi_label:
         new = _multi_label(params, xp, state.index, code, history, distances, steps)
     else:
-        d_pos = state.d_pos + params.flip_delta[action, old, state.target]
+        d_pos = state.d_pos + _pick(delta, state.target)
         new = _single_label(params, state.index, code, history, distances, steps, state.target, d_pos)
     # Eq. 1 (the margins are d_pos - d_neg, as the reward's terms) or Eq. 2.
     reward = xp.where(flip, state.margin - new.margin, _take(params.stop_reward, state.d_pos))
