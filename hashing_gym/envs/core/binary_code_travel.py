@@ -424,8 +424,10 @@ def step(params: Params, state: State, action: Any) -> tuple[State, Any, Any, An
     bit = _one_hot(params.one_hot, action)  # a zero row for the terminate action
     # Flipping bit k from value v adds flip_delta[k, v] to the distances; terminating adds zeros.
     old = _bits_at(state.code, action)
-    # Row 2 k + v of the (2 (b + 1), C) table: one row gather (index_select on torch).
-    delta = _take(params.flip_delta.reshape(-1, params.flip_delta.shape[2]), 2 * action + old)
+    if isinstance(action, np.ndarray):
+        delta = params.flip_delta[action, old]
+    else:  # row 2 k + v of the (2 (b + 1), C) table: index_select, not torch's slower advanced indexing
+        delta = _take(params.flip_delta.reshape(-1, params.flip_delta.shape[2]), 2 * action + old)
     distances = state.distances + delta
     history = _push(state.history, action, flip)
     steps = state.steps + 1
