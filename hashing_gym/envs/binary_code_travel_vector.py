@@ -266,14 +266,14 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
 
     def _info_all(self) -> dict[str, Any]:
         info = core.info(self.params, self._state)
-        if self.torch:  # every step and restart makes new tensors (core.step, core.select, index_put)
+        if self.torch:  # every step and restart makes new tensors (core.step, core.restart, index_put)
             return info
         # Copies: numpy autoresets write the state's rows in place, and ``index`` lives across steps.
         return {key: value if key == "expert_action" else value.copy() for key, value in info.items()}
 
     def _restart_where(self, mask: Any) -> None:
         items, codes = self._draw_torch(None)
-        self._state = core.select(mask, core.reset(self.params, items, codes), self._state)
+        self._state = core.restart(self.params, self._state, mask, items, codes)
 
     # ----------------------------------------------------------------------------------------------
     # Start states, drawn as before the core existed (same generators, order and shapes)

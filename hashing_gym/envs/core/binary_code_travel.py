@@ -99,6 +99,8 @@ class Params:
     flip_gain: Any
     """float32 (C, b): 1 - 2 w_ck, the change of the distance to codeword c when bit k flips from 0
     (the multi-label teacher's matrix product)."""
+    codeword_weight: Any
+    """int64 (C,): the number of ones of each codeword (the distance from the all-zeros code)."""
     teacher_rank: Any
     """int8 (int32 beyond 127 bits) (C, b): single-label teacher's preference among the wrong bits of
     an item of class c, b for the best, down to 1 (see ``teacher_action``); the codes' dtype, so that
@@ -237,6 +239,7 @@ def make_params(
         stop_reward=np.where(np.arange(bits + 1) <= eta, float(sigma), -float(sigma)),
         one_hot=np.eye(bits + 1, bits, dtype=np.int8),
         flip_gain=gain.astype(np.float32),
+        codeword_weight=words.astype(np.int64).sum(axis=1),
         teacher_rank=rank.astype(np.int8 if bits < 128 else np.int32),
         no_gain=-data.num_classes,
         teacher_stop=np.where(np.arange(bits + 1) == 0, bits, 0).astype(np.int64),
@@ -269,7 +272,28 @@ def _take(table: Any, index: Any) -> Any:
     """Rows ``index`` (any shape) of ``table``: ``np.take`` on numpy, faster than fancy indexing."""
     if isinstance(table, np.ndarray):
         return table.take(index, axis=0)
-    return table[index]
+    # index_select, not table[index]: torch's advanced-indexing gather is several times slower
+    # (~100 GB/s on an H100, and a per-element loop on CPU).
+    if index.ndim == 1:
+        return table.index_select(0, index)
+    return table.index_select(0, index.reshape(-1)).reshape(*index.shape, *table.shape[1:])
+
+
+_BIT_IDS: dict[tuple[Any, int], Any] = {}
+
+
+def _one_hot(one_hot: Any, index: Any) -> Any:
+    """Rows ``index`` (any shape) of ``one_hot`` (``Params.one_hot``: row b is zeros)."""
+    if isinstance(one_hot, np.ndarray):
+        return one_hot.take(index, axis=0)
+    # A comparison writes the rows at memory speed; a gather from the table does not.
+    key = (one_hot.device, one_hot.shape[1])
+    bit_ids = _BIT_IDS.get(key)
+    if bit_ids is None:
+        bit_ids = _BIT_IDS[key] = _xp(one_hot).arange(one_hot.shape[1], device=one_hot.device)
+    rows = index[..., None] == bit_ids
+    # bool and int8 share their bytes: a view, not a copy of the (n, H, b) observation.
+    return rows.view(one_hot.dtype) if one_hot.dtype.itemsize == 1 else rows.to(one_hot.dtype)
 
 
 def _pick(array: Any, column: Any) -> Any:
@@ -290,16 +314,47 @@ def _filled(like: Any, shape: tuple[int, ...], value: int) -> Any:
 
 def reset(params: Params, index: Any, code: Any) -> State:
     """Start episodes on items ``index`` (int64 (n,)) from start codes ``code`` (int8 (n, b))."""
-    xp = _xp(code)
     n, b = code.shape
-    # xor of 0/1 int8 summed into int64: no (n, C, b) int64 temporary (a GPU step resets every row).
-    distances = (code[:, None, :] ^ params.codewords[None, :, :]).sum(axis=2, dtype=xp.int64)
     history = _filled(code, (n, params.history), b)
-    steps = _filled(code, (n,), 0)
+    return _derive(params, _xp(code), index, code, history, _filled(code, (n,), 0))
+
+
+def restart(params: Params, state: State, mask: Any, index: Any, code: Any) -> State:
+    """``state`` with the rows where ``mask`` (bool (n,)) started on items ``index`` from codes ``code``.
+
+    ``index`` and ``code`` hold a draw for every row; the others' are ignored. Runs over every row
+    with masks (no row indices, so nothing is read back from a device): the autoreset of a vector
+    env on the GPU. Only the episode's inputs are chosen row-wise; the distances and what follows
+    from them are derived for every row, as ``reset`` does (the same integers the steps kept).
+    """
+    xp = _xp(code)
+    column = mask[:, None]
+    return _derive(
+        params,
+        xp,
+        xp.where(mask, index, state.index),
+        xp.where(column, code, state.code),
+        xp.where(column, code.shape[1], state.history),
+        xp.where(mask, 0, state.steps),
+    )
+
+
+def _derive(params: Params, xp: Any, index: Any, code: Any, history: Any, steps: Any) -> State:
+    """The state of rows on items ``index`` with these codes, histories and step counts."""
+    distances = _distances(params, xp, code)
     if not params.multi_label:
         target = _take(params.labels, index)
         return _single_label(params, index, code, history, distances, steps, target, _pick(distances, target))
     return _multi_label(params, xp, index, code, history, distances, steps)
+
+
+def _distances(params: Params, xp: Any, code: Any) -> Any:
+    """Int64 (n, C): the Hamming distances from each code to every codeword."""
+    if isinstance(code, np.ndarray):  # small batches (a single env, a few restarting rows): xor and sum
+        return (code[:, None, :] ^ params.codewords[None, :, :]).sum(axis=2, dtype=np.int64)
+    # |w_c| + sum_k e_k (1 - 2 w_ck): one (n, b) x (b, C) product, no (n, C, b) temporary (a masked
+    # torch step starts every row); small integers, exact in float32 (torch has no integer matmul on CUDA).
+    return xp.astype(xp.astype(code, xp.float32) @ params.flip_gain.T, xp.int64) + params.codeword_weight
 
 
 def _single_label(
@@ -325,25 +380,12 @@ def _multi_label(
     return State(index, code, history, distances, steps, target, d_pos, d_neg, d_pos - d_neg)
 
 
-def select(keep_first: Any, first: State, second: State) -> State:
-    """Row-wise choice between two batches of states: ``first``'s rows where ``keep_first`` (bool (n,)).
-
-    Runs over every row with masks (no row indices, so nothing is read back from a device): the
-    autoreset of a vector env on the GPU.
-    """
-    xp = _xp(keep_first)
-    column = keep_first[:, None]
-    return State(
-        *(xp.where(column if a.ndim == 2 else keep_first, a, b) for a, b in zip(first, second, strict=True))
-    )
-
-
 def move(code: Any, history: Any, action: Any, one_hot: Any) -> tuple[Any, Any]:
     """Codes and histories after ``action`` (int64 (n,)): bit k < b flips and is pushed; b changes nothing.
 
     ``one_hot`` is ``Params.one_hot``. The transition of the code alone, for ``encode_batch`` too.
     """
-    code = code ^ _take(one_hot, action)
+    code = code ^ _one_hot(one_hot, action)
     return code, _push(history, action, action < code.shape[1])
 
 
@@ -379,17 +421,21 @@ def step(params: Params, state: State, action: Any) -> tuple[State, Any, Any, An
     """
     xp = _xp(state.code)
     flip = action < params.bits
-    bit = _take(params.one_hot, action)  # a zero row for the terminate action
+    bit = _one_hot(params.one_hot, action)  # a zero row for the terminate action
     # Flipping bit k from value v adds flip_delta[k, v] to the distances; terminating adds zeros.
     old = _bits_at(state.code, action)
-    distances = state.distances + params.flip_delta[action, old]
+    if isinstance(action, np.ndarray):
+        delta = params.flip_delta[action, old]
+    else:  # row 2 k + v of the (2 (b + 1), C) table: index_select, not torch's slower advanced indexing
+        delta = _take(params.flip_delta.reshape(-1, params.flip_delta.shape[2]), 2 * action + old)
+    distances = state.distances + delta
     history = _push(state.history, action, flip)
     steps = state.steps + 1
     code = state.code ^ bit
     if params.multi_label:
         new = _multi_label(params, xp, state.index, code, history, distances, steps)
     else:
-        d_pos = state.d_pos + params.flip_delta[action, old, state.target]
+        d_pos = state.d_pos + _pick(delta, state.target)
         new = _single_label(params, state.index, code, history, distances, steps, state.target, d_pos)
     # Eq. 1 (the margins are d_pos - d_neg, as the reward's terms) or Eq. 2.
     reward = xp.where(flip, state.margin - new.margin, _take(params.stop_reward, state.d_pos))
@@ -450,7 +496,7 @@ def observe(params: Params, state: State) -> Any:
 
 def observation(features: Any, code: Any, history: Any, one_hot: Any, flatten: bool) -> Any:
     """The observation of rows with these features, codes and histories (bit indices; ``Params.one_hot``)."""
-    history = _take(one_hot, history)  # (n, H, b)
+    history = _one_hot(one_hot, history)  # (n, H, b)
     if flatten:
         xp = _xp(code)
         rows = [features, code, history.reshape(history.shape[0], -1)]
