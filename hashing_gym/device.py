@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 BACKENDS: tuple[str, ...] = ("numpy", "torch")
+_NAMESPACES: dict[type, Any] = {}
 DEVICE_SPELLINGS = "auto, cpu, cuda, cuda:N or a torch.device"
 
 
@@ -83,3 +84,16 @@ def array_device(device: Any = "cpu", backend: str | None = None) -> Any:
 def device_name(device: Any = "auto") -> str:
     """``device`` resolved to a torch device's name (``"cpu"``, ``"cuda"``, ``"cuda:1"``), for trainers."""
     return str(torch_device(device))
+
+
+def namespace(array: Any) -> Any:
+    """The array-API namespace of ``array`` (``array_api_compat``'s numpy or torch), remembered per type.
+
+    ``array_api_compat.array_namespace`` costs microseconds a call, and the MDP cores ask at every step.
+    """
+    xp = _NAMESPACES.get(type(array))
+    if xp is None:
+        from array_api_compat import array_namespace
+
+        xp = _NAMESPACES[type(array)] = array_namespace(array)
+    return xp

@@ -104,6 +104,17 @@ class HashingEnv(gym.Env):
         self.render_mode = render_mode
         self.index = 0
 
+    def render(self) -> str | np.ndarray | None:
+        """Text (``"ansi"``) or a picture (``"rgb_array"``) of the episode, by the subclass's renderers.
+
+        Each environment draws its own ``_render_text()`` and ``_render_picture()``; None without a mode.
+        """
+        if self.render_mode == "ansi":
+            return self._render_text()
+        if self.render_mode == "rgb_array":
+            return self._render_picture()
+        return None
+
     def _choose_index(self, options: dict[str, Any] | None) -> int:
         """``options["index"]`` if given (validated), else an item drawn with ``self.np_random``."""
         if options and options.get("index") is not None:

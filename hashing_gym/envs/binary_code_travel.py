@@ -244,14 +244,6 @@ class BinaryCodeTravelEnv(HashingEnv):
             "expert_action": self.expert_action(),
         }
 
-    def render(self) -> str | np.ndarray | None:
-        """Text (``"ansi"``) or a picture (``"rgb_array"``) of the code against the class codewords."""
-        if self.render_mode == "ansi":
-            return self._render_text()
-        if self.render_mode == "rgb_array":
-            return self._render_picture()
-        return None
-
     def _render_text(self) -> str:
         def bits_text(row: np.ndarray) -> str:
             return "".join(str(int(b)) for b in row)

@@ -81,16 +81,9 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
 
     The keyword arguments of ``BinaryCodeTravelEnv`` (``dataset``, ``bits``, ``split``,
     ``codebook``, ``eta``, ``sigma``, ``init``, ``max_steps``, ``history``, ``flatten``, ``seed``)
-    mean the same here, plus:
-
-    | argument      | default     | meaning                                                        |
-    |---------------|-------------|----------------------------------------------------------------|
-    | num_envs      | 1           | number of sub-environments                                     |
-    | device        | ``"cpu"``   | ``"cpu"`` (numpy), ``"cuda"``, ``"cuda:1"`` or a ``torch.device`` |
-    | backend       | None        | ``"numpy"`` or ``"torch"``; None picks from ``device`` (above) |
-    | rng           | ``"batched"`` | start-state draws: ``"batched"`` or ``"per_env"`` (above)    |
-    | check_actions | True        | check that every action is in range (on CUDA: a host sync per step) |
-    | autoreset_mode | ``NEXT_STEP`` | an ``AutoresetMode``, its value or its name (above)          |
+    mean the same here, plus
+    the arguments of every batched env (``num_envs``, ``device``, ``backend``, ``rng``,
+    ``autoreset_mode``, ``check_actions``), listed in ``hashing_gym.envs.vector_base``.
 
     Bad actions (not integers, a wrong shape, out of range) raise ``InvalidActionError``; a step
     before the first reset raises ``ResetNeededError``.

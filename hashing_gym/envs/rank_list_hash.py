@@ -276,14 +276,6 @@ class RankListHashEnv(HashingEnv):
             info["relevant"] = self._relevant
         return info
 
-    def render(self) -> str | np.ndarray | None:
-        """Text (``"ansi"``) or a picture (``"rgb_array"``) of the code and its nearest database codes."""
-        if self.render_mode == "ansi":
-            return self._render_text()
-        if self.render_mode == "rgb_array":
-            return self._render_picture()
-        return None
-
     def _nearest(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``count`` other items nearest to the shown code (ties by index) and their relevance."""
         database = unpack_codes(self._bank, self.bits)

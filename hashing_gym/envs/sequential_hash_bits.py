@@ -342,14 +342,6 @@ class SequentialHashBitsEnv(HashingEnv):
     # Rendering
     # ----------------------------------------------------------------------------------------------
 
-    def render(self) -> str | np.ndarray | None:
-        """Text (``"ansi"``) or a picture (``"rgb_array"``) of the partial code against its references."""
-        if self.render_mode == "ansi":
-            return self._render_text()
-        if self.render_mode == "rgb_array":
-            return self._render_picture()
-        return None
-
     def _render_text(self) -> str:
         state = self._state
         shown = zip(state.code[0], state.decided[0], strict=True)

@@ -53,18 +53,9 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
     (True, True)
 
     The keyword arguments of ``SequentialHashBits-v0`` (``dataset``, ``bits``, ``split``, ``group``,
-    ``pairs``, ``margin``, ``flatten``) mean the same here, plus:
-
-    | argument       | default         | meaning                                                        |
-    |----------------|-----------------|----------------------------------------------------------------|
-    | num_envs       | 1               | number of sub-environments                                     |
-    | device         | ``"cpu"``       | ``"cpu"`` (numpy), ``"cuda"``, ``"cuda:1"`` or a ``torch.device`` |
-    | backend        | None            | ``"numpy"`` or ``"torch"``; None picks from ``device``         |
-    | rng            | ``"batched"``   | ``"batched"`` or ``"per_env"`` (``hashing_gym.envs.vector_base``) |
-    | autoreset_mode | ``NEXT_STEP``   | an ``AutoresetMode``, or its name or value (``"SameStep"``)     |
-    | check_actions  | True            | check that actions are 0/1 (on CUDA: a host sync per step)     |
-
-    ``render_mode`` must be None (the batched env draws nothing).
+    ``pairs``, ``margin``, ``flatten``) mean the same here, plus
+    the arguments of every batched env (``num_envs``, ``device``, ``backend``, ``rng``,
+    ``autoreset_mode``, ``check_actions``), listed in ``hashing_gym.envs.vector_base``.
     """
 
     def __init__(

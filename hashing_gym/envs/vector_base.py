@@ -28,6 +28,19 @@ Autoreset follows Gymnasium 1.x (``metadata["autoreset_mode"]``; https://farama.
 - ``DISABLED``: stepping a sub-env whose episode has ended raises; reset it with
   ``reset(options={"reset_mask": mask})``.
 
+Every batched env takes the keyword arguments of its single env, plus:
+
+| argument       | default         | meaning                                                           |
+|----------------|-----------------|-------------------------------------------------------------------|
+| num_envs       | 1               | number of sub-environments                                        |
+| device         | ``"cpu"``       | ``"cpu"`` (numpy), ``"auto"``, ``"cuda[:N]"``, a ``torch.device``  |
+| backend        | None            | ``"numpy"`` or ``"torch"``; None picks from ``device``            |
+| rng            | ``"batched"``   | start-state draws: ``"batched"`` or ``"per_env"`` (above)         |
+| autoreset_mode | ``NEXT_STEP``   | an ``AutoresetMode``, or its name or value (``"SameStep"``)        |
+| check_actions  | True            | check every action (on CUDA: a host sync per step)                |
+
+``render_mode`` must be None (the batched envs draw nothing).
+
 Infos are dicts of arrays with a boolean mask ``infos["_key"]`` telling which sub-envs carry
 ``key``, as ``SyncVectorEnv`` builds them (tensors on the device for the torch backend).
 

@@ -43,10 +43,10 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
 import numpy as np
-from array_api_compat import array_namespace
 
 from hashing_gym.codes import error_correcting_radius, label_codebook
 from hashing_gym.data import HashingDataset
+from hashing_gym.device import namespace as _xp
 from hashing_gym.envs.base import label_mask, resolve_dataset, resolve_split
 from hashing_gym.validation import check_bits, check_positive_int
 
@@ -252,15 +252,6 @@ def params_on(params: Params, to_array: Any) -> Params:
     return replace(params, **{k: to_array(v) for k, v in values.items() if isinstance(v, np.ndarray)})
 
 
-_NAMESPACES: dict[type, Any] = {}
-
-
-def _xp(array: Any) -> Any:
-    """The array namespace of ``array`` (cached by type: this runs at every step of a single env)."""
-    xp = _NAMESPACES.get(type(array))
-    if xp is None:
-        xp = _NAMESPACES[type(array)] = array_namespace(array)
-    return xp
 
 
 # The hot path uses operators, indexing and the methods numpy and torch share (sum, argmax, argmin,

@@ -39,6 +39,7 @@ import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj
 
 from hashing_gym.data import HashingDataset
+from hashing_gym.device import namespace as _namespace
 from hashing_gym.envs.base import resolve_dataset, resolve_split
 from hashing_gym.validation import check_bits, check_positive_int
 
@@ -633,15 +634,6 @@ def triplet_accuracy(d_pos: Any, d_neg: Any, margin: float = 0.0) -> Any:
     return _ordered_fraction(xp, gap - margin, 0, True, (-2, -1))
 
 
-_NAMESPACES: dict[type, Any] = {}
-
-
-def _namespace(array: Any) -> Any:
-    """``array_namespace(array)``, remembered per array type (the core asks for it on every call)."""
-    xp = _NAMESPACES.get(type(array))
-    if xp is None:
-        xp = _NAMESPACES[type(array)] = array_namespace(array)
-    return xp
 
 
 def _at(rows: Any) -> Any:
