@@ -34,10 +34,10 @@ from agents.common import (
     check_common_args,
     evaluate_encoder,
     load_run_dataset,
+    open_run,
     parse_hidden,
+    releases_run_lock,
     results_record,
-    run_folder,
-    save_args,
 )
 from hashing_gym.codes import label_codebook
 from hashing_gym.data import HashingDataset
@@ -232,6 +232,7 @@ def fit_mlp_code(dataset: HashingDataset, args: Args) -> ClassifierCode:
     return ClassifierCode(classifier, codebook[classifier.classes_])
 
 
+@releases_run_lock
 def run(algo: str, args: Args) -> dict[str, Any]:
     """Fit the baseline ``algo`` on the train split, encode, evaluate and write the run folder."""
     if args.env != "none":
@@ -240,8 +241,7 @@ def run(algo: str, args: Args) -> dict[str, Any]:
     if algo == "mlp-code":
         parse_hidden(args.hidden)
     dataset = load_run_dataset(args)
-    folder = run_folder(args, algo)
-    save_args(folder, args, algo)
+    folder = open_run(args, algo)
     start = time.perf_counter()
     features = dataset.train.features.astype(np.float64)
     if algo == "lsh":

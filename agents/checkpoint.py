@@ -59,12 +59,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield temporary
+        os.chmod(temporary, 0o666 & ~_umask())  # the user's umask, whatever the writer created
         _fsync(temporary)
         os.replace(temporary, path)
         if os.name == "posix":  # the rename itself reaches the disk with the folder's entry
             _fsync(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: Path) -> None:

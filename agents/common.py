@@ -13,7 +13,10 @@ results written to ``DIR/results.json``.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import platform
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +34,19 @@ from hashing_gym.ranking import evaluate_retrieval
 
 RESULTS_FILE = "results.json"
 ARGS_FILE = "args.json"
+LOCK_FILE = ".lock"
+# What --overwrite deletes from a run folder (and nothing else): the files a trainer writes.
+RUN_FILES: tuple[str, ...] = (
+    ARGS_FILE,
+    RESULTS_FILE,
+    "checkpoints",
+    "tb",
+    "model.pt",
+    "model.zip",
+    "model.pkl",
+    "evaluation.md",
+    "pr_curve.png",
+)
 
 
 class UsageError(ValueError):
@@ -64,6 +80,10 @@ class CommonArgs:
         default=None,
         metadata={"help": "continue the interrupted run in this folder to its total steps"},
     )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "empty a non-empty --out of its run files first (else it is refused)"},
+    )
     threads: int = field(
         default=1, metadata={"help": "torch CPU threads (small networks train fastest on one)"}
     )
@@ -73,23 +93,58 @@ class CommonArgs:
     )
 
 
+TRUE_WORDS = ("true", "1", "yes")
+FALSE_WORDS = ("false", "0", "no")
+
+
+def _boolean_options() -> set[str]:
+    """The keyword arguments of the data set loaders that are booleans (``multi_label``, ...)."""
+    import inspect
+
+    from hashing_gym import data
+
+    names: set[str] = set()
+    for name in dir(data):
+        function = getattr(data, name)
+        if not callable(function) or getattr(function, "__module__", None) != data.__name__:
+            continue
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        names |= {p.name for p in parameters if p.annotation in (bool, "bool") or isinstance(p.default, bool)}
+    return names
+
+
 def parse_options(text: str) -> dict[str, Any]:
-    """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}`` (ints, floats and true/false parsed)."""
+    """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}`` (ints and floats parsed).
+
+    A boolean option of the loaders (``multi_label``, ``standardize``, ...) takes true/false, 1/0
+    or yes/no (any case) and nothing else; other values are ints, floats or strings.
+    """
+    booleans = _boolean_options()
     options: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise UsageError(f"--dataset-options wants key=value pairs, got {item!r}")
         parsed: Any = value.strip()
+        if key in booleans:
+            word = parsed.lower()
+            if word not in TRUE_WORDS + FALSE_WORDS:
+                raise UsageError(f"--dataset-options {key} must be true/false, 1/0 or yes/no, got {parsed!r}")
+            options[key] = word in TRUE_WORDS
+            continue
         for cast in (int, float):
             try:
                 parsed = cast(parsed)
                 break
             except ValueError:
                 continue
-        if parsed in ("true", "false"):
-            parsed = parsed == "true"
-        options[key.strip()] = parsed
+        if isinstance(parsed, str) and parsed.lower() in ("true", "false"):
+            parsed = parsed.lower() == "true"
+        options[key] = parsed
     return options
 
 
@@ -102,11 +157,123 @@ def load_run_dataset(args: CommonArgs) -> HashingDataset:
 
 
 def run_folder(args: CommonArgs, algo: str) -> Path:
-    """The run folder (created): ``args.out``, or CleanRL's ``runs/{env}__{algo}__{seed}__{time}``."""
-    folder = (
+    """The run folder's path: ``args.out``, or CleanRL's ``runs/{env}__{algo}__{seed}__{time}``."""
+    return (
         Path(args.out) if args.out else Path("runs") / f"{args.env}__{algo}__{args.seed}__{int(time.time())}"
     )
-    folder.mkdir(parents=True, exist_ok=True)
+
+
+# run folder -> the lock this process holds on it (released by `releases_run_lock`, or at exit)
+_LOCKS: dict[Path, Any] = {}
+
+
+def _run_entries(folder: Path) -> list[str]:
+    """The names in ``folder`` other than its lock file (what makes it non-empty)."""
+    return sorted(name for name in os.listdir(folder) if name != LOCK_FILE)
+
+
+def lock_run(folder: Path) -> None:
+    """Hold ``DIR/.lock`` (``filelock``) for this process; UsageError at once if another holds it.
+
+    The lock file records the holder's pid, which the refusal names.
+    """
+    from filelock import FileLock, Timeout
+
+    key = folder.resolve()
+    if key in _LOCKS:
+        return
+    path = folder / LOCK_FILE
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            holder = path.read_text().strip() or "unknown"
+        except OSError:
+            holder = "unknown"
+        raise UsageError(f"{folder} is in use by another run (pid {holder})") from None
+    except OSError as error:
+        raise UsageError(f"{folder}: cannot lock the run folder ({error.strerror or error})") from None
+    with open(path, "r+") as handle:
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+    _LOCKS[key] = lock
+
+
+def release_run_locks() -> None:
+    """Release every run folder lock this process holds."""
+    while _LOCKS:
+        _, lock = _LOCKS.popitem()
+        lock.release()
+
+
+def releases_run_lock(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a trainer's entry point: the run folder locks it took are released when it ends."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            release_run_locks()
+
+    return wrapper
+
+
+def _clear_run_files(folder: Path) -> None:
+    """Delete the run files (:data:`RUN_FILES`) of ``folder``, nothing else and nothing outside it."""
+    for name in RUN_FILES:
+        path = folder / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+
+
+def _check_empty(folder: Path, overwrite: bool) -> None:
+    entries = _run_entries(folder)
+    if entries and not overwrite:
+        raise UsageError(
+            f"--out {folder} is not empty: continue its run with --resume {folder}, "
+            "or replace it with --overwrite"
+        )
+
+
+def open_run(args: CommonArgs, algo: str) -> Path:
+    """The run folder of a trainer, locked and ready to write; call it after every argument is checked.
+
+    ``--resume DIR``: ``DIR``, locked. Otherwise ``--out`` (or a fresh ``runs/...`` folder), which
+    must be empty unless ``--overwrite`` (its run files are deleted first); the arguments are
+    recorded in ``args.json``. A refused folder is left as it was (one this call created is removed).
+
+    Raises:
+        UsageError: ``--out`` is not a folder, not empty (without ``--overwrite``), not writable,
+            or in use by another process.
+    """
+    if args.resume:
+        folder = Path(args.resume)
+        lock_run(folder)
+        return folder
+    folder = run_folder(args, algo)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {folder} is not a folder")
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {folder}: cannot create the folder ({error.strerror or error})") from None
+    try:
+        _check_empty(folder, args.overwrite)  # before the lock: a refused command writes nothing
+        lock_run(folder)
+        _check_empty(folder, args.overwrite)  # again: another process may have written it meanwhile
+        if args.overwrite:
+            _clear_run_files(folder)
+        save_args(folder, args, algo)
+    except BaseException:
+        if created:
+            release_run_locks()
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folder
 
 

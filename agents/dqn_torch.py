@@ -65,11 +65,11 @@ from agents.common import (
     check_common_args,
     evaluate_encoder,
     load_run_dataset,
+    open_run,
     parse_hidden,
+    releases_run_lock,
     resolve_device,
     results_record,
-    run_folder,
-    save_args,
     set_threads,
     summary_writer,
     write_scalars,
@@ -248,6 +248,7 @@ def check_args(args: Args) -> list[int]:
     return parse_hidden(args.hidden)
 
 
+@releases_run_lock
 def main(args: Args) -> dict[str, Any]:
     """Train, encode, evaluate; write model.pt and results.json into the run folder."""
     hidden = check_args(args)
@@ -257,9 +258,7 @@ def main(args: Args) -> dict[str, Any]:
         # TF32 matrix products: the Q-network is small and noisy targets dwarf the rounding.
         torch.set_float32_matmul_precision("high")
     dataset = load_run_dataset(args)
-    folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
-    if not args.resume:
-        save_args(folder, args, ALGO)
+    folder = open_run(args, ALGO)
     total = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset.train.n)
     per_item = "" if args.timesteps is not None else f" ({total // dataset.train.n} per train item)"
     announce_run(folder, ALGO, args, dataset, str(device), f"{total:,} env steps{per_item}")

@@ -50,11 +50,11 @@ from agents.common import (
     check_common_args,
     check_group,
     load_run_dataset,
+    open_run,
+    releases_run_lock,
     resolve_device,
     results_record,
     retrieval_results,
-    run_folder,
-    save_args,
     set_threads,
     summary_writer,
     write_eval_scalars,
@@ -230,15 +230,14 @@ def check_args(args: Args) -> None:
     )
 
 
+@releases_run_lock
 def main(args: Args) -> dict[str, Any]:
     """Train the DRLIH policy, encode, evaluate; write model.pt and results.json into the run folder."""
     check_args(args)
     set_threads(args.threads)
     device = torch.device(resolve_device(args.device))
     dataset = load_run_dataset(args)
-    folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
-    if not args.resume:
-        save_args(folder, args, ALGO)
+    folder = open_run(args, ALGO)
     num_steps = args.bits // args.group
     timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
     episodes_per_update = args.batch_size * args.samples

@@ -36,10 +36,10 @@ from agents.common import (
     check_group,
     load_run_dataset,
     load_sb3_checkpoint,
+    open_run,
     parse_hidden,
+    releases_run_lock,
     resolve_device,
-    run_folder,
-    save_args,
     set_threads,
     train_sb3,
 )
@@ -143,6 +143,7 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> PPO:
     )
 
 
+@releases_run_lock
 def train_multibinary(
     args: Any, algo: str, make_model: Callable[[Any, Any, Path, list[int]], Any]
 ) -> dict[str, Any]:
@@ -153,9 +154,7 @@ def train_multibinary(
     hidden = check_args(args, algo)
     set_threads(args.threads)
     dataset = load_run_dataset(args)
-    folder = Path(args.resume) if args.resume else run_folder(args, algo)
-    if not args.resume:
-        save_args(folder, args, algo)
+    folder = open_run(args, algo)
     timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
 
     # ENV SETUP: the unchanged env on the train split, default bank mode, one bank per copy.

@@ -49,12 +49,12 @@ from agents.common import (
     UsageError,
     check_common_args,
     load_run_dataset,
+    open_run,
     parse_hidden,
+    releases_run_lock,
     resolve_device,
     results_record,
     retrieval_results,
-    run_folder,
-    save_args,
     set_threads,
     summary_writer,
     write_eval_scalars,
@@ -318,6 +318,7 @@ def policy_gradient_loss(
     return loss, policy_loss, entropy, value_loss, running_mean
 
 
+@releases_run_lock
 def main(args: Args) -> dict[str, Any]:
     """Train the query network, encode, evaluate; write model.pt and results.json into the run folder."""
     hidden = check_args(args)
@@ -327,9 +328,7 @@ def main(args: Args) -> dict[str, Any]:
     ranking.set_num_threads(args.threads)
     device = torch.device(resolve_device(args.device))
     dataset = load_run_dataset(args)
-    folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
-    if not args.resume:
-        save_args(folder, args, ALGO)
+    folder = open_run(args, ALGO)
     timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
 
     # ENV SETUP: the train split; a seeded reset draws the initial random database codes.

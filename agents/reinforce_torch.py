@@ -42,7 +42,6 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,10 +52,10 @@ from agents.common import (
     RESULTS_FILE,
     UsageError,
     load_run_dataset,
+    open_run,
+    releases_run_lock,
     resolve_device,
     results_record,
-    run_folder,
-    save_args,
     set_threads,
     summary_writer,
     write_eval_scalars,
@@ -175,15 +174,14 @@ def act(
     return logits, codes, rewards
 
 
+@releases_run_lock
 def main(args: Args) -> dict[str, Any]:
     """Train the query network on the device, encode, evaluate; write model.pt and results.json."""
     hidden, num_envs = check_torch_args(args)
     set_threads(args.threads)
     device = torch.device(resolve_device(args.device))
     dataset = load_run_dataset(args)
-    folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
-    if not args.resume:
-        save_args(folder, args, ALGO)
+    folder = open_run(args, ALGO)
     timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
 
     # ENV SETUP: the train split, one database for all sub-envs (the database network's codes).

@@ -35,10 +35,10 @@ from agents.common import (
     check_group,
     load_run_dataset,
     load_sb3_checkpoint,
+    open_run,
     parse_hidden,
+    releases_run_lock,
     resolve_device,
-    run_folder,
-    save_args,
     set_threads,
     train_sb3,
 )
@@ -179,14 +179,13 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> MultiBi
     )
 
 
+@releases_run_lock
 def main(args: Args) -> dict[str, Any]:
     """Train RecurrentPPO, encode, evaluate; write model.zip and results.json into the run folder."""
     hidden = check_args(args)
     set_threads(args.threads)
     dataset = load_run_dataset(args)
-    folder = Path(args.resume) if args.resume else run_folder(args, ALGO)
-    if not args.resume:
-        save_args(folder, args, ALGO)
+    folder = open_run(args, ALGO)
     timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
 
     # ENV SETUP: the train split; each env keeps its own code bank.

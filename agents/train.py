@@ -120,8 +120,19 @@ def build_parser(algo: str, args_class: type) -> argparse.ArgumentParser:
     return parser
 
 
-def resumed_arguments(algo: str, folder: str) -> dict[str, Any]:
-    """The recorded arguments of the run in ``folder``, set to resume it."""
+def given_options(parser: argparse.ArgumentParser, rest: Sequence[str]) -> dict[str, Any]:
+    """The options that ``rest`` names explicitly (not the defaults), parsed."""
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(rest))
+
+
+def resumed_arguments(algo: str, folder: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The recorded arguments of the run in ``folder``, set to resume it.
+
+    ``given``: the other options of the command line; UsageError naming those that differ from
+    the run's ``args.json`` (``--resume`` continues the run as it was recorded).
+    """
     recorded = read_run_args(folder)
     trainer = recorded.pop("algo")
     if trainer != algo:
@@ -129,7 +140,20 @@ def resumed_arguments(algo: str, folder: str) -> dict[str, Any]:
             f"--resume {folder}: that run was trained with {trainer}, not {algo} "
             f"(python -m agents.train {trainer} --resume {folder})"
         )
-    return {**recorded, "resume": folder}
+    given = {key: value for key, value in (given or {}).items() if key != "resume"}
+    if given.pop("overwrite", False):
+        raise UsageError(f"--resume {folder}: --overwrite cannot be combined with --resume")
+    differ = [
+        f"--{key.replace('_', '-')} {value} (run: {recorded.get(key)})"
+        for key, value in given.items()
+        if key not in recorded or recorded[key] != value
+    ]
+    if differ:
+        raise UsageError(
+            f"--resume {folder}: options differ from the run's args.json: {', '.join(differ)}; "
+            "leave them out to resume the run as recorded"
+        )
+    return {**recorded, "overwrite": False, "resume": folder}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parsed = build_parser(algo, module.Args).parse_args(rest)
     try:
         args = (
-            module.Args(**resumed_arguments(algo, parsed.resume))
+            module.Args(
+                **resumed_arguments(algo, parsed.resume, given_options(build_parser(algo, module.Args), rest))
+            )
             if parsed.resume
             else module.Args(**vars(parsed))
         )

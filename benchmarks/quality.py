@@ -71,7 +71,8 @@ class Run:
             "--bits",
             str(self.bits),
         ]
-        command += ["--seed", str(seed), "--out", str(self.folder)]
+        # --overwrite: an unfinished run (no results.json) is started again, not mixed with the old one
+        command += ["--seed", str(seed), "--out", str(self.folder), "--overwrite"]
         if env is not None:
             command += ["--env", env]
         if data_path is not None:
