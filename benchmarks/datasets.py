@@ -71,6 +71,9 @@ def write_digits28(path: Path, **options: int | float) -> Path:
     try:
         with os.fdopen(handle, "wb") as file:
             np.savez(file, features=features, labels=labels)
+        mask = os.umask(0o022)  # mkstemp makes 0600 files: give the data set the user's umask
+        os.umask(mask)
+        os.chmod(temporary, 0o666 & ~mask)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

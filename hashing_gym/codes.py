@@ -186,6 +186,9 @@ def _write_cache(path: Path, codebook: np.ndarray) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
             np.save(handle, codebook)
+        mask = os.umask(0o022)  # NamedTemporaryFile makes 0600 files: give the cache the user's umask
+        os.umask(mask)
+        os.chmod(handle.name, 0o666 & ~mask)
         os.replace(handle.name, path)
     except OSError:
         pass

@@ -3,6 +3,8 @@
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 from filelock import FileLock
@@ -115,6 +117,30 @@ def test_a_second_process_on_a_run_folder_fails_at_once(tmp_path, capsys):
     assert train.main([*LSH, "--out", str(folder), "--overwrite"]) == 0  # and the lock was released at exit
 
 
+def test_a_trainer_in_another_process_fails_at_once_on_a_locked_folder(tmp_path):
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    with FileLock(str(folder / ".lock"), timeout=0):
+        (folder / ".lock").write_text(f"{os.getpid()}\n")
+        process = subprocess.run(
+            [sys.executable, "-m", "agents.train", *LSH, "--out", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert process.returncode == 2
+    assert process.stderr.strip() == f"error: {folder} is in use by another run (pid {os.getpid()})"
+    assert sorted(os.listdir(folder)) == [".lock"]
+
+
+@pytest.mark.parametrize("algo", list(train.ALGORITHMS))
+def test_every_trainer_checks_its_arguments_before_writing(algo, tmp_path, capsys):
+    folder = tmp_path / "new" / "run"
+    err = refuse([algo, "--bits", "0", "--out", str(folder)], capsys)
+    assert err == "error: --bits must be positive, got 0"
+    assert not (tmp_path / "new").exists()
+
+
 def test_run_files_keep_the_users_umask(tmp_path):
     old = os.umask(0o022)
     try:
@@ -124,6 +150,13 @@ def test_run_files_keep_the_users_umask(tmp_path):
         os.umask(old)
     for name in ("args.json", "results.json", "model.pkl"):
         assert stat.S_IMODE((folder / name).stat().st_mode) == 0o644, name
+    old = os.umask(0o027)
+    try:
+        assert train.main([*LSH, "--out", str(folder), "--overwrite"]) == 0
+    finally:
+        os.umask(old)
+    for name in ("args.json", "results.json", "model.pkl"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o640, name
 
 
 @pytest.mark.parametrize(
