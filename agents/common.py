@@ -1,5 +1,9 @@
 """What every trainer shares: command-line arguments and their checks, the run folder, results.json.
 
+Every trainer opens its run folder through :func:`open_run` (after checking every argument): a
+non-empty ``--out`` is refused unless ``--overwrite``, and ``DIR/.lock`` (``filelock``) keeps a
+second process out while the run trains (:func:`releases_run_lock` frees it when the trainer ends).
+
 Also the shared plumbing: the hidden-size parser (:func:`parse_hidden`), the argument validator
 (:func:`check_common_args`), the TensorBoard writer (:func:`summary_writer`), the device
 (:func:`resolve_device`) and the stable-baselines3 training loop (:func:`train_sb3`); checkpoints
