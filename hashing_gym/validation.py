@@ -12,30 +12,30 @@ from typing import Any
 import numpy as np
 
 
+def _check_int(value: Any, name: str, minimum: int, kind: str) -> int:
+    """``value`` as an int >= ``minimum``, else ``ValueError`` saying it must be a ``kind`` integer."""
+    number = None if isinstance(value, (bool, np.bool_)) else _index(value)
+    if number is None or number < minimum:
+        raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
+    return number
+
+
+def _index(value: Any) -> int | None:
+    """``operator.index(value)``, or None for a non-integer."""
+    try:
+        return int(operator.index(value))
+    except TypeError:
+        return None
+
+
 def check_positive_int(value: Any, name: str) -> int:
     """``value`` as an int, or ``ValueError`` if it is not a positive integer (bools refused)."""
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
-    if number <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(number)
+    return _check_int(value, name, 1, "positive")
 
 
 def check_non_negative_int(value: Any, name: str) -> int:
     """``value`` as an int, or ``ValueError`` if it is not a non-negative integer (bools refused)."""
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}") from None
-    if number < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(number)
+    return _check_int(value, name, 0, "non-negative")
 
 
 def check_bits(bits: Any) -> int:
