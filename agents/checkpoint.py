@@ -22,8 +22,9 @@ unreadable, or written by another trainer.
 
 File formats live here only, one function per kind: :func:`write_json` / :func:`read_json`,
 :func:`write_tensors` / :func:`read_tensors` (``torch.load(weights_only=True)``: no code runs on
-load), :func:`write_sb3` / :func:`read_sb3`, :func:`write_pickle` / :func:`read_pickle` (the
-baselines' fitted models). Changing a format (safetensors, no pickle) is a change to this module.
+load), :func:`write_arrays` / :func:`read_arrays` (``.npz`` with ``allow_pickle=False``),
+:func:`write_sb3` / :func:`read_sb3`, :func:`write_pickle` / :func:`read_pickle` (the baselines'
+fitted models). Changing a format (safetensors, no pickle) is a change to this module.
 """
 
 from __future__ import annotations
@@ -129,6 +130,43 @@ def read_tensors(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds no checkpoint dict")
     return state
+
+
+def write_arrays(path: str | Path, arrays: dict[str, Any]) -> None:
+    """Write a dict of numpy arrays (or scalars) as an uncompressed ``.npz``, atomically.
+
+    Object arrays are refused: what :func:`read_arrays` reads back must need no unpickling.
+    """
+    import numpy as np
+
+    values = {name: np.asarray(value) for name, value in arrays.items()}
+    for name, value in values.items():
+        if value.dtype.hasobject:
+            raise TypeError(f"write_arrays: {name!r} is an object array, which only pickle could store")
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        np.savez(file, **values)
+
+
+def read_arrays(path: str | Path) -> dict[str, Any]:
+    """The arrays written by :func:`write_arrays` (``allow_pickle=False``: no code runs).
+
+    Raises:
+        CheckpointError: naming ``path`` if it is missing or not such a file.
+    """
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    if not zipfile.is_zipfile(path):  # np.load would otherwise try the file as a pickle
+        raise CheckpointError(f"{path} is not an .npz array file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise CheckpointError(f"{path} is not a readable .npz array file ({error})") from None
 
 
 def write_sb3(path: str | Path, model: Any) -> None:
