@@ -47,3 +47,24 @@ def test_every_other_readme_command_is_one_the_tests_run():
 def test_course_readme_blocks_are_the_checker_usage():
     (block,) = bash_blocks(ROOT / "examples" / "course" / "README.md")
     assert block == ["python -m examples.course.check N path/to/solution.py"]
+
+
+def test_readme_install_table_has_a_line_per_machine_and_ci_follows_this_kinds_line():
+    readme = (ROOT / "README.md").read_text()
+    cells = [row.split("|") for row in readme.splitlines() if row.startswith("|") and "pip install" in row]
+    rows = {cell[1].strip(): cell[2].strip() for cell in cells}
+    cpu = next(line for machine, line in rows.items() if "CPU-only" in machine)
+    assert "--index-url https://download.pytorch.org/whl/cpu" in cpu and "torch==2.13.0" in cpu
+    assert any("NVIDIA" in machine for machine in rows)
+    here = next(line for machine, line in rows.items() if "CI" in machine)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert here.strip("`") in ci
+
+
+def test_the_console_script_is_the_train_cli():
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "hashing-gym-train"]
+    from agents import train
+
+    assert script.load() is train.main
