@@ -70,6 +70,74 @@ WRONG = {
         "for episode in range(0):",
         "4c",
     ),
+    "1: d_neg of an item of every class is a mean over no class (nan)": (
+        1,
+        "d_neg = d[~positive].mean() if (~positive).any() else 0.0",
+        "d_neg = d[~positive].mean()",
+        "1a",
+    ),
+    "1: flip_reward flips the caller's code in place": (
+        1,
+        "flipped = np.array(code, copy=True)\n    flipped[bit] ^= 1\n"
+        "    return margin(code, codebook, positive) - margin(flipped, codebook, positive)",
+        "before = margin(code, codebook, positive)\n    code[bit] ^= 1\n"
+        "    return before - margin(code, codebook, positive)",
+        "1b",
+    ),
+    "2: the teacher flips a bit that already matches the codeword": (
+        2,
+        "return int(np.flatnonzero(codebook[target] != code)[0])",
+        "return int(np.flatnonzero(codebook[target] == code)[0])",
+        "2a",
+    ),
+    "2: the teacher aims at the farthest of a multi-label item's classes": (
+        2,
+        "target = classes[distances[classes].argmin()]",
+        "target = classes[distances[classes].argmax()]",
+        "2a",
+    ),
+    "2: the teacher flips the caller's code in place": (
+        2,
+        "return int(np.flatnonzero(codebook[target] != code)[0])",
+        "bit = int(np.flatnonzero(codebook[target] != code)[0])\n    code[bit] ^= 1\n    return bit",
+        "2a",
+    ),
+    "3: AP divided by the list's length instead of the relevant items": (
+        3,
+        "return float((precision * relevance).sum() / hits)",
+        "return float((precision * relevance).sum() / len(relevance))",
+        "3a",
+    ),
+    "3: tie-aware AP that counts positions from the bucket's start": (
+        3,
+        "expected_sum += (r / n) * (expected_hits / (before + j)).sum()",
+        "expected_sum += (r / n) * (expected_hits / j).sum()",
+        "3b",
+    ),
+    "4: epsilon-greedy that explores with probability 1 - epsilon": (
+        4,
+        "if rng.random() < epsilon:",
+        "if rng.random() > epsilon:",
+        "4a",
+    ),
+    "5: probabilities of the negated logits": (
+        5,
+        "return 1.0 / (1.0 + np.exp(-(weights @ np.append(x, 1.0))))",
+        "return 1.0 / (1.0 + np.exp(weights @ np.append(x, 1.0)))",
+        "5a",
+    ),
+    "5: sampled bits that follow 1 - p": (
+        5,
+        "return (rng.random(len(p)) < p).astype(np.int8)",
+        "return (rng.random(len(p)) > p).astype(np.int8)",
+        "5a",
+    ),
+    "5: a policy gradient summed over the batch instead of averaged": (
+        5,
+        "return (advantage[:, None] * (codes - p)).T @ inputs / len(xs)",
+        "return (advantage[:, None] * (codes - p)).T @ inputs",
+        "5b",
+    ),
     "5: REINFORCE without the baseline in the gradient": (
         5,
         "advantage = np.asarray(rewards, dtype=np.float64) - baseline",
@@ -77,6 +145,20 @@ WRONG = {
         "5b",
     ),
 }
+
+
+def test_every_checker_is_tried_against_at_least_three_wrong_solutions():
+    tried = [n for n, *_ in WRONG.values()]
+    assert all(tried.count(n) >= 3 for n in NAMES), {n: tried.count(n) for n in NAMES}
+
+
+def test_a_mutated_input_is_named(tmp_path, capsys):
+    reference = (COURSE / "solutions" / f"{NAMES[2]}.py").read_text()
+    _, old, new, _ = WRONG["2: the teacher flips the caller's code in place"]
+    path = tmp_path / "solution.py"
+    path.write_text(reference.replace(old, new))
+    status, out = grade(2, path, capsys)
+    assert status == 1 and "teacher_action() changed its argument code in place" in out, out
 
 
 def grade(n, path, capsys):
@@ -109,6 +191,7 @@ def test_starter_fails_as_not_implemented(n, capsys):
     assert "PASS " not in out  # nothing passes before the student writes code
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the nan mistake warns, as it should
 @pytest.mark.parametrize("mistake", sorted(WRONG))
 def test_wrong_solution_fails_the_right_check(mistake, tmp_path, capsys):
     n, old, new, failing = WRONG[mistake]

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
+import inspect
 import itertools
 import signal
 import sys
@@ -107,6 +109,60 @@ def time_limit(seconds: float, what: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+class InputGuard:
+    """A solution module whose every function call is checked not to change the arrays it is given.
+
+    A function that flips ``code`` in place may still return the right number, and the checker, which
+    passes copies, would not see it; a user calling it on an env's observation would. Arrays given
+    directly, or as values of a dict argument (an observation), are compared before and after the call.
+    ``MAY_UPDATE`` names the arguments an exercise asks to update in place.
+    """
+
+    MAY_UPDATE: dict[str, set[str]] = {"q_learning_update": {"weights"}}
+
+    def __init__(self, module: ModuleType) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._module, name)
+        if not inspect.isfunction(value):
+            return value
+
+        @functools.wraps(value)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                bound = inspect.signature(value).bind(*args, **kwargs)
+            except TypeError:  # a wrong call: let the function itself raise
+                return value(*args, **kwargs)
+            before = {
+                (arg, key): array.copy()
+                for arg, given in bound.arguments.items()
+                if arg not in self.MAY_UPDATE.get(name, set())
+                for key, array in _arrays_of(given)
+            }
+            result = value(*args, **kwargs)
+            for (arg, key), copy in before.items():
+                now = dict(_arrays_of(bound.arguments[arg]))[key]
+                if now.shape != copy.shape or not np.array_equal(now, copy, equal_nan=True):
+                    where = f"{arg}[{key!r}]" if key is not None else arg
+                    raise AssertionError(
+                        f"{name}() changed its argument {where} in place; work on a copy "
+                        "(np.array(x, copy=True)), since the caller's array may be an env's own state"
+                    )
+            return result
+
+        return guarded
+
+
+def _arrays_of(value: Any) -> list[tuple[Any, np.ndarray]]:
+    """The numpy arrays of an argument: itself, or a dict's array values (by key)."""
+    if isinstance(value, np.ndarray):
+        return [(None, value)]
+    if isinstance(value, dict):
+        return [(key, item) for key, item in value.items() if isinstance(item, np.ndarray)]
+    return []
+
+
 def close(student: float, expected: float) -> bool:
     """Whether two numbers agree to ``TOLERANCE`` (student values may be numpy scalars)."""
     return abs(float(student) - float(expected)) <= TOLERANCE
@@ -182,7 +238,17 @@ def check_reward(solution: ModuleType, report: Report) -> None:
                 assert close(student, expected), (
                     f"{label}: margin gives {float(student):.6f}, the env's d_pos - d_neg is {expected:.6f}"
                 )
-        return "margin = info['d_pos'] - info['d_neg'] on 40 start codes"
+        # An item of every class has no negative classes: d_neg = 0 (a mean over none would be nan).
+        codebook = envs[1][1].unwrapped.codebook
+        every = np.ones(len(codebook), dtype=bool)
+        for code in np.random.default_rng(3).integers(0, 2, size=(10, codebook.shape[1])):
+            expected = float((codebook != code).sum(axis=1).min())
+            student = solution.margin(code, codebook, every)
+            assert close(student, expected), (
+                f"margin of an item that carries every class gives {float(student)}; with no other "
+                f"class d_neg = 0, so it is d_pos = {expected:g}"
+            )
+        return "margin = info['d_pos'] - info['d_neg'] on 40 start codes and 10 items of every class"
 
     def telescopes() -> str:
         rng = np.random.default_rng(2)
@@ -614,7 +680,7 @@ def grade(exercise: int, path: str | Path) -> bool:
     except Exception as error:  # a file that does not import is a failed solution
         report.add(False, "import the solution", f"{type(error).__name__}: {error}")
     else:
-        check(solution, report)
+        check(InputGuard(solution), report)
     failed = sum(not passed for passed, _, _ in report.lines)
     print(
         f"{'PASSED' if report.passed else 'FAILED'}: {len(report.lines) - failed}/{len(report.lines)} checks"
