@@ -68,9 +68,9 @@ def _rows(infos: dict[str, Any], num_envs: int) -> list[dict[str, Any]]:
                 rows[i][key] = nested[i]
             continue
         value = _to_numpy(value)
-        for i in np.flatnonzero(mask):
-            item = value[i]
-            rows[i][key] = item.item() if isinstance(item, np.generic) else item
+        items = value.tolist() if value.ndim == 1 else value  # one conversion to Python scalars per key
+        for i in np.flatnonzero(mask).tolist():
+            rows[i][key] = items[i]
     return rows
 
 
