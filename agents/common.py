@@ -95,6 +95,13 @@ class CommonArgs:
         default="",
         metadata={"help": "extra load_dataset options, e.g. n_per_class=5100,dim=512,query_per_class=100"},
     )
+    trust_pickle: bool = field(
+        default=False,
+        metadata={
+            "help": "read data files that only pickle can read (the CIFAR-10 batches): unpickling runs any "
+            "code a file carries, so give it only for files you trust; never taken from a run's args.json"
+        },
+    )
 
 
 TRUE_WORDS = ("true", "1", "yes")
@@ -153,11 +160,17 @@ def parse_options(text: str) -> dict[str, Any]:
 
 
 def load_run_dataset(args: CommonArgs) -> HashingDataset:
-    """The data set a run trains and evaluates on (``--dataset-options`` passed to ``load_dataset``)."""
+    """The data set a run trains and evaluates on (``--dataset-options`` passed to ``load_dataset``).
+
+    ``--trust-pickle`` becomes ``trust_pickle``; ``--dataset-options`` may not set it (a run's recorded
+    options must never grant trust).
+    """
     options: dict[str, Any] = {"seed": args.seed, **parse_options(args.dataset_options)}
+    if "trust_pickle" in options:  # trust is given per command (--trust-pickle), never in a recorded string
+        raise UsageError("--dataset-options cannot set trust_pickle; give --trust-pickle on the command line")
     if args.data_path is not None:
         options["path"] = args.data_path
-    return load_dataset(args.dataset, **options)
+    return load_dataset(args.dataset, trust_pickle=args.trust_pickle, **options)
 
 
 def run_folder(args: CommonArgs, algo: str) -> Path:

@@ -13,6 +13,12 @@ Then it writes the comparison into ``--out`` (default: the run folder for one ru
 - ``codes_<embedding>.png``: a 2-D t-SNE (or PCA) picture of each run's database codes coloured by
   class, like DRLH's Figure 5 (at most ``--max-points`` items drawn with ``--seed``; a multi-label
   item takes the colour of its first label).
+
+Files are data: a run folder may come from someone else, so nothing in it is trusted. Its
+``args.json`` never grants ``--trust-pickle`` (only this command line does), and when it names a
+``data_path``, evaluate prints which file or folder it opens and that the path comes from args.json.
+Every mistake (a missing or corrupt run, bad data, an ``--out`` that is a file or cannot be
+written) ends in one ``error: ...`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -29,9 +35,16 @@ from typing import Any
 import numpy as np
 
 from agents.checkpoint import atomic_path, read_json, write_json
-from agents.common import RESULTS_FILE, load_run_dataset, read_run_args, retrieval_results
-from agents.train import ALGORITHMS
-from hashing_gym.data import HashingDataset
+from agents.common import (
+    ARGS_FILE,
+    RESULTS_FILE,
+    UsageError,
+    load_run_dataset,
+    read_run_args,
+    retrieval_results,
+)
+from agents.train import ALGORITHMS, args_from_record
+from hashing_gym.data import DatasetOptionError, HashingDataset
 from hashing_gym.ranking import precision_recall_curve
 
 EMBEDDINGS: tuple[str, ...] = ("tsne", "pca", "none")
@@ -60,20 +73,36 @@ class EvaluatedRun:
     label: str = ""
 
 
-def read_run(folder: Path) -> tuple[str, Any]:
-    """The algorithm name and its ``Args`` of a run folder."""
+def read_run(folder: Path, trust_pickle: bool = False) -> tuple[str, Any]:
+    """The algorithm name and its ``Args`` of a run folder.
+
+    ``trust_pickle`` is the caller's (``--trust-pickle``), whatever the folder's args.json records.
+    """
     recorded = read_run_args(folder)
-    algo = recorded.pop("algo")
+    algo = recorded.pop("algo", None)
     if algo not in ALGORITHMS:
-        raise ValueError(f"{folder} names an unknown algorithm {algo!r}")
+        raise ValueError(f"{Path(folder) / ARGS_FILE} names an unknown algorithm {algo!r}")
     module = importlib.import_module(ALGORITHMS[algo])
-    return algo, module.Args(**recorded)
+    recorded["trust_pickle"] = trust_pickle
+    return algo, args_from_record(module.Args, recorded, folder)
 
 
-def encode_run(folder: Path) -> tuple[HashingDataset, Any, np.ndarray, np.ndarray]:
-    """Data set, args, query codes and database codes of a run, from its saved model."""
-    algo, args = read_run(folder)
+def encode_run(
+    folder: Path, trust_pickle: bool = False
+) -> tuple[HashingDataset, Any, np.ndarray, np.ndarray]:
+    """Data set, args, query codes and database codes of a run, from its saved model.
+
+    A ``data_path`` recorded in the run's args.json is followed, and a line says so (the folder's
+    author chose that path); ``trust_pickle`` is the caller's.
+    """
+    algo, args = read_run(folder, trust_pickle)
     module = importlib.import_module(ALGORITHMS[algo])
+    if args.data_path is not None:
+        print(
+            f"{folder}: opening the {args.dataset} data at {args.data_path} "
+            f"(data_path from {Path(folder) / ARGS_FILE})",
+            flush=True,
+        )
     dataset = load_run_dataset(args)
     model = module.load_model(folder)
     query = module.encode_split(model, dataset.query.features, args.bits)
@@ -174,10 +203,14 @@ def comparison_table(runs: Sequence[EvaluatedRun]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_folder(folder: Path) -> EvaluatedRun:
-    """Recompute and rewrite a run's results.json; draw its PR curve."""
+def evaluate_folder(folder: Path, trust_pickle: bool = False) -> EvaluatedRun:
+    """Recompute and rewrite a run's results.json; draw its PR curve.
+
+    ``trust_pickle``: whether the run's data may be read from pickles (CIFAR-10); the caller's
+    choice, never the folder's.
+    """
     folder = Path(folder)
-    dataset, args, query, database = encode_run(folder)
+    dataset, args, query, database = encode_run(folder, trust_pickle)
     metrics = retrieval_results(dataset, query, database, args.topk)
     results_path = folder / RESULTS_FILE
     results = read_json(results_path) if results_path.is_file() else {}
@@ -224,7 +257,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-points", type=int, default=2000, help="items drawn per run in the picture")
     parser.add_argument("--seed", type=int, default=0, help="seed of the drawn items and of t-SNE")
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="read data files that only pickle can read (CIFAR-10 batches): unpickling runs any code a "
+        "file carries, so give it only for files you trust; a run folder's args.json never grants it",
+    )
     return parser
+
+
+def check_output(out: Path) -> None:
+    """Create ``--out`` if needed; UsageError if it is a file or cannot be created or written.
+
+    Checked before any run is evaluated, so a bad ``--out`` rewrites no results.json.
+    """
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot create the folder ({error.strerror or error})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: the folder is not writable")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -236,16 +290,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(set(run.resolve() for run in parsed.folders)) != len(parsed.folders):
         print("error: a run folder is given twice", file=sys.stderr)
         return 2
-    runs = []
-    for folder in parsed.folders:
-        try:
-            runs.append(evaluate_folder(folder))
-        except (ValueError, FileNotFoundError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    label_runs(runs)
     out = parsed.out or default_output(parsed.folders)
-    print(write_report(runs, out, parsed.embedding, parsed.max_points, parsed.seed), end="")
+    runs = []
+    try:
+        if parsed.out is not None:
+            check_output(out)
+        for folder in parsed.folders:
+            runs.append(evaluate_folder(folder, parsed.trust_pickle))
+        label_runs(runs)
+        table = write_report(runs, out, parsed.embedding, parsed.max_points, parsed.seed)
+    # OSError: a run folder or --out that cannot be written (its message names the file).
+    except (ValueError, OSError, DatasetOptionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(table, end="")
     print(f"report: {out / 'evaluation.md'}, {out / 'pr_curves.png'}")
     return 0
 

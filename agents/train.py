@@ -13,9 +13,11 @@ import sys
 import types
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from agents.common import UsageError, next_steps, read_run_args, resolve_device
+from agents.common import ARGS_FILE, UsageError, next_steps, read_run_args, resolve_device
+from hashing_gym.data import DatasetOptionError
 
 # algorithm -> module holding its `Args` dataclass and `main(args)`
 ALGORITHMS: dict[str, str] = {
@@ -101,6 +103,31 @@ def _field_type(annotation: Any) -> type:
     return arguments[0] if arguments else annotation
 
 
+def args_from_record(args_class: type, recorded: dict[str, Any], folder: str | Path) -> Any:
+    """``args_class(**recorded)`` for the arguments a run folder's args.json records (without ``algo``).
+
+    args.json is a file like any other: a key the trainer does not take, or a value of the wrong
+    type, is a UsageError naming the file and the key (not a TypeError from deep in the trainer).
+    """
+    path = Path(folder) / ARGS_FILE
+    hints = typing.get_type_hints(args_class)
+    fields = {spec.name: spec for spec in dataclasses.fields(args_class)}
+    unknown = sorted(set(recorded) - set(fields))
+    if unknown:
+        raise UsageError(f"{path}: argument(s) {unknown} are not options of this trainer")
+    for key, value in recorded.items():
+        kind = _field_type(hints[key])
+        optional = type(None) in typing.get_args(hints[key])
+        if (value is None and optional) or not isinstance(kind, type):  # the CLI's fields are scalars
+            continue
+        fits = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            fits = True
+        if not fits:
+            raise UsageError(f"{path}: {key} must be {kind.__name__}, got {value!r}")
+    return args_class(**recorded)
+
+
 def build_parser(algo: str, args_class: type) -> argparse.ArgumentParser:
     """An argparse parser with one ``--option`` per field of ``args_class``."""
     parser = argparse.ArgumentParser(
@@ -131,16 +158,22 @@ def resumed_arguments(algo: str, folder: str, given: dict[str, Any] | None = Non
     """The recorded arguments of the run in ``folder``, set to resume it.
 
     ``given``: the other options of the command line; UsageError naming those that differ from
-    the run's ``args.json`` (``--resume`` continues the run as it was recorded).
+    the run's ``args.json`` (``--resume`` continues the run as it was recorded). ``trust_pickle``
+    is the exception: it comes from this command line alone (``--trust-pickle``), never from the
+    folder, whose author may not be the user.
     """
     recorded = read_run_args(folder)
-    trainer = recorded.pop("algo")
+    trainer = recorded.pop("algo", None)
+    if not isinstance(trainer, str):
+        raise UsageError(f"--resume {folder}: {Path(folder) / ARGS_FILE} names no algorithm")
+    recorded.pop("trust_pickle", None)
     if trainer != algo:
         raise UsageError(
             f"--resume {folder}: that run was trained with {trainer}, not {algo} "
             f"(python -m agents.train {trainer} --resume {folder})"
         )
     given = {key: value for key, value in (given or {}).items() if key != "resume"}
+    trust_pickle = given.pop("trust_pickle", False)
     if given.pop("overwrite", False):
         raise UsageError(f"--resume {folder}: --overwrite cannot be combined with --resume")
     differ = [
@@ -153,7 +186,7 @@ def resumed_arguments(algo: str, folder: str, given: dict[str, Any] | None = Non
             f"--resume {folder}: options differ from the run's args.json: {', '.join(differ)}; "
             "leave them out to resume the run as recorded"
         )
-    return {**recorded, "overwrite": False, "resume": folder}
+    return {**recorded, "overwrite": False, "resume": folder, "trust_pickle": trust_pickle}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,14 +209,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parsed = build_parser(algo, module.Args).parse_args(rest)
     try:
         args = (
-            module.Args(
-                **resumed_arguments(algo, parsed.resume, given_options(build_parser(algo, module.Args), rest))
+            args_from_record(
+                module.Args,
+                resumed_arguments(algo, parsed.resume, given_options(build_parser(algo, module.Args), rest)),
+                parsed.resume,
             )
             if parsed.resume
             else module.Args(**vars(parsed))
         )
+        if parsed.resume and args.data_path is not None:  # the folder chose this path: say what opens
+            print(
+                f"--resume {parsed.resume}: opening the {args.dataset} data at {args.data_path} "
+                f"(data_path from {Path(parsed.resume) / ARGS_FILE})",
+                flush=True,
+            )
         results = module.main(args)
-    except (UsageError, ValueError, FileNotFoundError) as error:
+    # DatasetOptionError: an unknown --dataset-options key or a missing --data-path (a TypeError).
+    except (UsageError, ValueError, FileNotFoundError, DatasetOptionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

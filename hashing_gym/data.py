@@ -12,7 +12,7 @@ digits      scikit-learn's bundled 8x8 digits (1,797 images, 64 features, 10 cla
 blobs       synthetic Gaussian classes of any size and dimension, optionally multi-label
 features    your own features and labels: arrays, or a ``.npz`` / ``.mat`` file
 mnist       the four MNIST IDX files (optionally gzipped) in a folder you already have
-cifar10     the CIFAR-10 python-pickle batches in a folder you already have
+cifar10     the CIFAR-10 python-pickle batches in a folder you already have (``trust_pickle=True``)
 ==========  ===========================================================================
 
 Nothing is ever downloaded. Query items are drawn per class with ``np.random.default_rng(seed)``;
@@ -27,7 +27,13 @@ standard deviation over all features (and at 1e-6 if every feature is constant),
 features, such as pixels at image borders, cannot blow up to huge values in the query split.
 
 Bad data raise errors that name the problem: NaN/inf features, labels that do not match the
-features, fewer than 2 classes, a missing file. Nothing is silently dropped, clipped or fixed.
+features or are not exact integers, fewer than 2 classes, a class that would appear only in the
+query split, a missing, corrupt or mistyped file (the error names the file). Nothing is silently
+dropped, clipped or fixed.
+
+Files are data, never code: ``.npz`` files are read without pickle (``allow_pickle=False``); the
+CIFAR-10 batches are Python pickles, and unpickling a file can run any code it carries, so they
+are read only with ``trust_pickle=True`` (``--trust-pickle`` on the command line), given per call.
 
 Example:
     >>> from hashing_gym.data import load_dataset
@@ -44,6 +50,8 @@ import gzip
 import inspect
 import os
 import pickle
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +61,7 @@ import numpy as np
 
 __all__ = [
     "DATASETS",
+    "DatasetOptionError",
     "HashingDataset",
     "Split",
     "load_dataset",
@@ -75,6 +84,14 @@ _IDX_IMAGES_MAGIC = 2051
 _IDX_LABELS_MAGIC = 2049
 _CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 _CIFAR_PROTOCOLS = {"small": (100, 500), "full": (1000, None)}
+
+
+class DatasetOptionError(TypeError):
+    """A data set option that the data set does not take, or a required one that is missing.
+
+    A ``TypeError``, as Python raises for a wrong keyword argument; the command lines catch this
+    class (not every TypeError) and print its message as one ``error: ...`` line.
+    """
 
 
 def _describe(array: np.ndarray) -> str:
@@ -134,6 +151,18 @@ class HashingDataset:
         dims = {s.features.shape[1] for s in (self.train, self.query, self.database)}
         if len(dims) != 1:
             raise ValueError(f"train, query and database have different feature dimensions: {sorted(dims)}")
+        # A multi-label item without a label has no relevant neighbour: the envs' rewards and the
+        # metrics are undefined for it. load_dataset refuses it too; this catches hand-built splits.
+        for split_name in ("train", "query", "database"):
+            labels = getattr(self, split_name).labels
+            if labels.ndim == 2:
+                empty = ~labels.any(axis=1)
+                if empty.any():
+                    raise ValueError(
+                        f"multi-label {split_name} labels: the item at index {int(np.argmax(empty))} has "
+                        f"no label ({int(empty.sum())} of {labels.shape[0]} items have none); "
+                        "every item needs one"
+                    )
 
     @property
     def feature_dim(self) -> int:
@@ -189,9 +218,10 @@ def validate_labels(labels: np.ndarray, num_rows: int | None = None, name: str =
     """Check labels and return them in canonical form.
 
     Single-label data are a 1-D array of non-negative integers (a floating array is accepted when
-    every value is a whole number, as MATLAB files store them); they are returned as int64 with
-    their values unchanged. Multi-label data are a 2-D 0/1 matrix ``(n, C)`` with at least one 1 per
-    row; they are returned as uint8. A 2-D one-hot matrix stays multi-label.
+    every value is a whole number that int64 holds exactly, as MATLAB files store them); they are
+    returned as int64 with their values unchanged, so two distinct labels never become one class.
+    Multi-label data are a 2-D 0/1 matrix ``(n, C)`` with at least one 1 per row; they are
+    returned as uint8. A 2-D one-hot matrix stays multi-label.
 
     Args:
         labels: Array-like ``(n,)`` or ``(n, C)``.
@@ -203,7 +233,8 @@ def validate_labels(labels: np.ndarray, num_rows: int | None = None, name: str =
 
     Raises:
         ValueError: On a wrong dtype or number of dimensions, a length that differs from
-            ``num_rows``, negative or fractional class labels, multi-hot values other than 0/1,
+            ``num_rows``, negative or fractional class labels, labels beyond int64 (such as 1e19,
+            which int64 cannot hold: 1e19 and 2e19 would merge), multi-hot values other than 0/1,
             multi-label rows with no label, or fewer than 2 classes.
     """
     array = np.asarray(labels)
@@ -219,13 +250,23 @@ def validate_labels(labels: np.ndarray, num_rows: int | None = None, name: str =
         fractional = ~np.isfinite(array) | (array != np.round(array))
         if fractional.any():
             where = tuple(np.argwhere(fractional)[0].tolist())
-            raise ValueError(f"{name} must be whole numbers, got {array[where].item()!r} at index {where}")
+            at = where[0] if len(where) == 1 else where
+            raise ValueError(f"{name} must be whole numbers, got {array[where].item()!r} at index {at}")
 
     if array.ndim == 1:
         if array.min() < 0:
             first = int(np.argmax(array < 0))
             raise ValueError(
                 f"{name} must be non-negative class labels, got {array[first].item()!r} at index {first}"
+            )
+        # int64 holds every label below 2**63 exactly (a whole float below 2**63 converts exactly);
+        # larger ones (uint64, or floats such as 1e19) would wrap or saturate and merge classes.
+        too_large = array >= 2.0**63 if array.dtype.kind == "f" else array > np.iinfo(np.int64).max
+        if too_large.any():
+            first = int(np.argmax(too_large))
+            raise ValueError(
+                f"{name} must be integers that int64 holds exactly (below 2**63), got "
+                f"{array[first].item()!r} at index {first}"
             )
         out = array.astype(np.int64)
         num_classes = np.unique(out).size
@@ -243,10 +284,17 @@ def validate_labels(labels: np.ndarray, num_rows: int | None = None, name: str =
     empty = ~out.any(axis=1)
     if empty.any():
         raise ValueError(
-            f"multi-label {name}: {int(empty.sum())} items have no label at all; "
-            f"first such row: {int(np.argmax(empty))}"
+            f"multi-label {name}: the item at index {int(np.argmax(empty))} has no label "
+            f"({int(empty.sum())} of {out.shape[0]} items have none); every item needs one"
         )
     return out
+
+
+def _check_flag(value: object, option: str) -> bool:
+    # A string such as "False" is truthy: flags must be real booleans, or they would do the opposite.
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{option} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _check_count(value: object, option: str, *, minimum: int = 1) -> int:
@@ -330,6 +378,37 @@ def _multi_label_split(
     return np.flatnonzero(chosen), np.flatnonzero(~chosen), None
 
 
+def _check_database_classes(
+    labels: np.ndarray,
+    query: np.ndarray,
+    database: np.ndarray,
+    query_per_class: int,
+    classes: np.ndarray | None = None,
+) -> None:
+    """Refuse a split whose query holds a class that the database lacks (it could retrieve nothing).
+
+    ``labels``: class indices ``0..C-1`` (then ``classes`` holds their original values, for the
+    message) or a multi-hot matrix (classes are its columns).
+    """
+    if labels.ndim == 1:
+        num_classes = classes.size
+        in_query = np.bincount(labels[query], minlength=num_classes) > 0
+        in_database = np.bincount(labels[database], minlength=num_classes) > 0
+    else:
+        num_classes = labels.shape[1]
+        in_query, in_database = labels[query].any(axis=0), labels[database].any(axis=0)
+    only_query = np.flatnonzero(in_query & ~in_database)
+    if only_query.size:
+        code = int(only_query[0])
+        name = f"class {classes[code]}" if classes is not None else f"class {code} (label column {code})"
+        count = int((labels == code).sum()) if labels.ndim == 1 else int(labels[:, code].sum())
+        raise ValueError(
+            f"{name} would appear only in the query split: all {count} of its items are drawn as queries "
+            f"(query_per_class={query_per_class}), so the database would hold none of them; lower "
+            "query_per_class or give that class more items"
+        )
+
+
 def _pool(
     features: np.ndarray,
     labels: np.ndarray,
@@ -346,10 +425,13 @@ def _pool(
     if labels.ndim == 2:
         if train_per_class is not None:
             raise ValueError("train_per_class is only supported for single-label data")
-        return _Pool(features, labels, labels.shape[1], *_multi_label_split(labels, query_per_class, rng))
+        split = _multi_label_split(labels, query_per_class, rng)
+        _check_database_classes(labels, split[0], split[1], query_per_class)
+        return _Pool(features, labels, labels.shape[1], *split)
     classes, codes = np.unique(labels, return_inverse=True)
     codes = codes.astype(np.int64)
     split = _single_label_split(codes, classes, query_per_class, rng, train_per_class)
+    _check_database_classes(codes, split[0], split[1], query_per_class, classes)
     return _Pool(features, codes, classes.size, *split)
 
 
@@ -375,8 +457,11 @@ def _load_blobs(
     query_per_class: int = 10,
 ) -> _Pool:
     num_classes = _check_count(num_classes, "num_classes", minimum=2)
+    multi_label = _check_flag(multi_label, "multi_label")
     n_per_class = _check_count(n_per_class, "n_per_class")
     dim = _check_count(dim, "dim")
+    if isinstance(separation, bool) or not isinstance(separation, int | float | np.number):
+        raise ValueError(f"separation must be a finite number >= 0, got {separation!r}")
     if not np.isfinite(separation) or separation < 0:
         raise ValueError(f"separation must be a finite number >= 0, got {separation!r}")
     centres = (rng.standard_normal((num_classes, dim)) * separation).astype(np.float32)
@@ -412,9 +497,25 @@ def _load_blobs(
 def _read_arrays(path: Path, feature_key: str, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            found = {key: archive[key] for key in archive.files if key in (feature_key, label_key)}
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            # numpy takes a file that is neither a zip nor a .npy for a pickle, and refuses it.
+            raise ValueError(f"{path}: not a readable .npz archive (corrupt or another format)") from err
+        if isinstance(archive, np.ndarray):
+            raise ValueError(
+                f"{path}: a single .npy array, not a .npz archive; "
+                "save features and labels with np.savez(path, features=..., labels=...)"
+            )
+        with archive:
             keys = list(archive.files)
+            try:
+                found = {key: archive[key] for key in keys if key in (feature_key, label_key)}
+            except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+                # ValueError also covers object arrays, which would need pickle (refused).
+                raise ValueError(
+                    f"{path}: corrupt .npz archive or an entry that needs pickle ({err})"
+                ) from err
     elif suffix == ".mat":
         from scipy.io import loadmat
 
@@ -422,6 +523,10 @@ def _read_arrays(path: Path, feature_key: str, label_key: str) -> tuple[np.ndarr
             contents = loadmat(path)
         except NotImplementedError as err:  # MATLAB v7.3 files are HDF5
             raise ValueError(f"{path}: cannot read this .mat file with scipy ({err})") from None
+        except Exception as err:  # scipy's parser raises many types on a corrupt file (IndexError, ...)
+            raise ValueError(
+                f"{path}: corrupt or unreadable .mat file ({type(err).__name__}: {err})"
+            ) from err
         keys = [key for key in contents if not key.startswith("__")]
         found = {key: contents[key] for key in keys if key in (feature_key, label_key)}
     else:
@@ -465,7 +570,7 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     try:
         with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as file:
             data = file.read()
-    except (EOFError, gzip.BadGzipFile) as err:
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise ValueError(f"{path}: corrupt or truncated gzip file ({err})") from None
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
@@ -490,7 +595,10 @@ def _find_files(
     folder: str | os.PathLike[str] | None, names: tuple[str, ...], dataset: str, *, gz: bool
 ) -> list[Path]:
     if folder is None:
-        raise TypeError(f"data set {dataset!r} needs path=... (a folder holding {', '.join(names)})")
+        raise DatasetOptionError(
+            f"data set {dataset!r} needs path=... (command line: --data-path), "
+            f"a folder holding {', '.join(names)}"
+        )
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
@@ -529,13 +637,19 @@ def _load_mnist(
     return _pool(features, labels, query_per_class, rng, train_per_class)
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    # pickle can run code: only load batches you trust, such as the official CIFAR-10 files.
+def _read_cifar_batch(path: Path, trust_pickle: bool) -> tuple[np.ndarray, np.ndarray]:
+    # pickle can run any code the file carries: only with the caller's explicit trust, per call.
+    if not trust_pickle:
+        raise ValueError(
+            f"{path}: CIFAR-10 batches are Python pickles, and unpickling a file can run any code it "
+            "carries; read them only if you trust the file (such as the official CIFAR-10 download), "
+            "with trust_pickle=True (command line: --trust-pickle)"
+        )
     try:
         with open(path, "rb") as file:
             batch = pickle.load(file, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError) as err:
-        raise ValueError(f"{path}: not a CIFAR-10 pickle batch ({err})") from None
+    except Exception as err:  # a corrupt pickle raises many types (UnpicklingError, EOFError, KeyError, ...)
+        raise ValueError(f"{path}: not a CIFAR-10 pickle batch ({type(err).__name__}: {err})") from None
     if not isinstance(batch, dict):
         raise ValueError(f"{path}: expected a dict, got {type(batch).__name__}")
     data = batch.get(b"data", batch.get("data"))
@@ -557,13 +671,15 @@ def _load_cifar10(
     protocol: str = "small",
     query_per_class: int | None = None,
     train_per_class: int | None = None,
+    trust_pickle: bool = False,
 ) -> _Pool:
     if protocol not in _CIFAR_PROTOCOLS:
         raise ValueError(f"unknown CIFAR-10 protocol {protocol!r}; choose one of {sorted(_CIFAR_PROTOCOLS)}")
     default_query, default_train = _CIFAR_PROTOCOLS[protocol]
     if protocol == "full" and train_per_class is not None:
         raise ValueError("protocol 'full' trains on the whole database; train_per_class applies to 'small'")
-    batches = [_read_cifar_batch(p) for p in _find_files(path, _CIFAR_FILES, "cifar10", gz=False)]
+    files = _find_files(path, _CIFAR_FILES, "cifar10", gz=False)
+    batches = [_read_cifar_batch(p, trust_pickle) for p in files]
     features = np.concatenate([data for data, _ in batches]).astype(np.float32)
     features /= 255
     labels = np.concatenate([labels for _, labels in batches])
@@ -607,7 +723,7 @@ def _frozen(features: np.ndarray, labels: np.ndarray) -> Split:
 
 
 def load_dataset(
-    name: str = "digits", *, seed: int = 0, standardize: bool = True, **options
+    name: str = "digits", *, seed: int = 0, standardize: bool = True, trust_pickle: bool = False, **options
 ) -> HashingDataset:
     """Load a data set and split it into train, query and database.
 
@@ -615,7 +731,7 @@ def load_dataset(
     database; train is the database itself (the same `Split` object) unless a protocol draws a
     per-class subset of it. Returned arrays are read-only.
 
-    Options by data set (an unknown option raises `TypeError`):
+    Options by data set (an unknown option raises `DatasetOptionError`, a ``TypeError``):
 
     - ``digits``: ``query_per_class=30`` (300 queries, 1,497 database items, 64 features).
     - ``blobs``: ``num_classes=10``, ``n_per_class=200``, ``dim=32``, ``separation=1.0`` (class
@@ -629,9 +745,10 @@ def load_dataset(
       images are pooled, pixels scaled to [0, 1]; ``query_per_class=100``,
       ``train_per_class=None`` (e.g. 500 to train on a per-class subset of the database).
     - ``cifar10``: ``path=`` a folder with ``data_batch_1``..``data_batch_5`` and ``test_batch``
-      (pickles you trust), pixels scaled to [0, 1]; ``protocol="small"`` (100 query and 500 train
-      per class, database = all but the queries) or ``"full"`` (1,000 query per class, train =
-      database = the rest); ``query_per_class`` and ``train_per_class`` override the protocol's.
+      (Python pickles: read only with ``trust_pickle=True``), pixels scaled to [0, 1];
+      ``protocol="small"`` (100 query and 500 train per class, database = all but the queries) or
+      ``"full"`` (1,000 query per class, train = database = the rest); ``query_per_class`` and
+      ``train_per_class`` override the protocol's.
 
     Single labels become int64 class indices ``0..C-1`` in the sorted order of their values
     (1-based MATLAB labels become 0-based). 2-D 0/1 labels are multi-label (uint8 multi-hot, even if
@@ -648,6 +765,9 @@ def load_dataset(
         name: One of `DATASETS`.
         seed: Seed of the generator drawing the split (and the synthetic ``blobs`` data).
         standardize: Whether to standardise features with train statistics.
+        trust_pickle: Whether files that only pickle can read (the CIFAR-10 batches) may be
+            unpickled. Unpickling runs any code a file carries, so this is False unless the caller
+            trusts the files; a data set that reads no pickle ignores it.
         **options: Data-set options, listed above.
 
     Returns:
@@ -655,18 +775,29 @@ def load_dataset(
 
     Raises:
         ValueError: On an unknown name, bad option values, bad data (NaN/inf features, labels not
-            matching the features, fewer than 2 classes, a class with fewer items than asked for,
-            malformed files).
-        TypeError: On an option the data set does not take, or a missing required one.
+            matching the features or not exact integers, fewer than 2 classes, a class with fewer
+            items than asked for or only in the query split), corrupt or mistyped files (the
+            message names the file), and CIFAR-10 pickles without ``trust_pickle=True``.
+        DatasetOptionError: (a ``TypeError``) On an option the data set does not take, or a
+            missing required one.
         FileNotFoundError: On a missing file or folder.
     """
     if name not in _LOADERS:
         raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    _check_flag(standardize, "standardize")
+    _check_flag(trust_pickle, "trust_pickle")
     loader = _LOADERS[name]
-    valid = [p for p in inspect.signature(loader).parameters if p != "rng"]
+    valid = [p for p in inspect.signature(loader).parameters if p not in ("rng", "trust_pickle")]
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise TypeError(f"data set {name!r} got unknown option(s) {unknown}; valid options: {valid}")
+        raise DatasetOptionError(
+            f"data set {name!r} takes no option(s) {unknown} (load_dataset keywords, --dataset-options "
+            f"keys); valid options: {valid}"
+        )
+    if "trust_pickle" in inspect.signature(loader).parameters:
+        options["trust_pickle"] = trust_pickle
     pool = loader(np.random.default_rng(seed), **options)
 
     # Fancy indexing copies, so the caller's arrays are never modified.

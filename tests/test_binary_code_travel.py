@@ -11,7 +11,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import hashing_gym  # noqa: F401
 from hashing_gym.data import load_dataset
-from hashing_gym.envs import BinaryCodeTravelEnv, InvalidActionError, encode_batch
+from hashing_gym.envs import BinaryCodeTravelEnv, InvalidActionError, ResetNeededError, encode_batch
 from hashing_gym.envs.base import label_mask
 from hashing_gym.ranking import mean_average_precision
 
@@ -346,6 +346,138 @@ def test_vector_envs_raise_invalid_action_too(env_id, bad):
     envs.reset(seed=0)
     with pytest.raises(InvalidAction, match="not in"):
         envs.step(np.asarray(bad))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The env contract across the three MDPs: one exception type per mistake, single and batched
+
+CONTRACT_ENVS = {  # id -> (constructor keywords, an action that ends an episode at once or soonest)
+    "BinaryCodeTravel-v0": ({"bits": 8}, lambda env: 8),
+    "SequentialHashBits-v0": ({"bits": 8, "group": 4}, lambda env: env.action_space.sample()),
+    "RankListHash-v0": ({"bits": 8}, lambda env: env.action_space.sample()),
+}
+# id -> bad actions for one (single) env: a float, a wrong shape, out of range
+BAD_SINGLE_ACTIONS = {
+    "BinaryCodeTravel-v0": [1.0, np.float64(2.0), np.array([1, 2]), 9, -1],
+    "SequentialHashBits-v0": [np.array([0.5, 1.0, 0.0, 1.0]), 1.5, np.zeros(3, np.int64), np.full(4, 2)],
+    "RankListHash-v0": [np.full(8, 0.5), 1.5, np.zeros(7, np.int64), np.full(8, -1)],
+}
+
+
+@pytest.fixture(scope="module")
+def contract_data():
+    return load_dataset("blobs", num_classes=3, n_per_class=12, dim=4, query_per_class=2)
+
+
+def make_single(env_id, dataset, **extra):
+    kwargs, _ = CONTRACT_ENVS[env_id]
+    return gym.make(env_id, dataset=dataset, disable_env_checker=True, **kwargs, **extra)
+
+
+def make_vector(env_id, dataset, **extra):
+    kwargs, _ = CONTRACT_ENVS[env_id]
+    return gym.make_vec(
+        env_id, num_envs=2, vectorization_mode="vector_entry_point", dataset=dataset, **kwargs, **extra
+    )
+
+
+@pytest.mark.parametrize(
+    ("env_id", "index"),
+    [(env_id, i) for env_id, actions in BAD_SINGLE_ACTIONS.items() for i in range(len(actions))],
+)
+def test_every_bad_action_of_a_single_env_is_an_invalid_action_error(env_id, index, contract_data):
+    env = make_single(env_id, contract_data)
+    env.reset(seed=0)
+    with pytest.raises(InvalidActionError, match="is not in"):
+        env.step(BAD_SINGLE_ACTIONS[env_id][index])
+
+
+def bad_vector_actions(env_id, n, backend):
+    """A float, a wrong shape and an out-of-range batch of actions for ``n`` sub-envs."""
+    if env_id == "BinaryCodeTravel-v0":
+        cases = [np.full(n, 1.0), np.zeros((n, 1), np.int64), np.array([0, 9][:n] + [0] * (n - 2))]
+    else:
+        width = CONTRACT_ENVS[env_id][0].get("group", 8)
+        cases = [np.full((n, width), 0.5), np.zeros((n, width + 1), np.int64), np.full((n, width), 2)]
+    if backend == "torch":
+        import torch
+
+        cases = [torch.as_tensor(case) for case in cases]
+    return cases
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("env_id", list(CONTRACT_ENVS))
+def test_every_bad_action_of_a_vector_env_is_an_invalid_action_error(env_id, backend, contract_data):
+    envs = make_vector(env_id, contract_data, backend=backend)
+    envs.reset(seed=0)
+    for actions in bad_vector_actions(env_id, 2, backend):
+        with pytest.raises(InvalidActionError, match="not in|must be integers"):
+            envs.step(actions)
+
+
+@pytest.mark.parametrize("env_id", ["SequentialHashBits-v0", "RankListHash-v0"])
+def test_float_zeros_and_ones_are_binary_actions_in_single_and_vector_envs(env_id, contract_data):
+    """Gymnasium's MultiBinary holds float 0.0/1.0 (SB3's Bernoulli policies emit them): both shells agree."""
+    kwargs, _ = CONTRACT_ENVS[env_id]
+    width = kwargs.get("group", 8)
+    env = make_single(env_id, contract_data)
+    env.reset(seed=0)
+    env.step(np.ones(width, dtype=np.float32))
+    envs = make_vector(env_id, contract_data)
+    envs.reset(seed=0)
+    envs.step(np.ones((2, width), dtype=np.float32))
+
+
+def run_to_the_end(env, first_action):
+    """Step until the episode terminates or is truncated; return (terminated, truncated)."""
+    env.reset(seed=0)
+    for _ in range(100):
+        _, _, terminated, truncated, _ = env.step(first_action(env))
+        if terminated or truncated:
+            return terminated, truncated
+    raise AssertionError("the episode did not end")
+
+
+@pytest.mark.parametrize("env_id", list(CONTRACT_ENVS))
+def test_step_after_the_episode_ended_needs_a_reset_in_every_single_env(env_id, contract_data):
+    from gymnasium.error import ResetNeeded
+
+    env = make_single(env_id, contract_data)
+    terminated, _ = run_to_the_end(env, CONTRACT_ENVS[env_id][1])
+    assert terminated
+    with pytest.raises(ResetNeededError, match="call reset") as raised:
+        env.step(CONTRACT_ENVS[env_id][1](env))
+    assert isinstance(raised.value, ResetNeeded)  # Gymnasium's type, as OrderEnforcing raises before reset
+    env.reset(seed=1)
+    env.step(CONTRACT_ENVS[env_id][1](env))  # a reset starts a new episode that steps again
+
+
+def test_step_after_truncation_needs_a_reset(contract_data):
+    env = make_single("BinaryCodeTravel-v0", contract_data, max_steps=2)
+    env.reset(seed=0)
+    assert env.step(0)[2:4] == (False, False)
+    assert env.step(0)[2:4] == (False, True)
+    with pytest.raises(ResetNeededError, match="the episode has ended \\(terminated or truncated\\)"):
+        env.step(0)
+
+
+@pytest.mark.parametrize("env_id", list(CONTRACT_ENVS))
+def test_vector_envs_autoreset_or_raise_reset_needed_when_disabled(env_id, contract_data):
+    kwargs, _ = CONTRACT_ENVS[env_id]
+    end = np.full(2, 8) if env_id == "BinaryCodeTravel-v0" else np.ones((2, kwargs.get("group", 8)), np.int64)
+    for mode in ("NextStep", "Disabled"):
+        envs = make_vector(env_id, contract_data, autoreset_mode=mode)
+        envs.reset(seed=0)
+        for _ in range(100):
+            _, _, terminated, truncated, _ = envs.step(end)
+            if (terminated | truncated).all():
+                break
+        if mode == "NextStep":
+            envs.step(end)  # the ended sub-envs restart: no reset needed
+        else:
+            with pytest.raises(ResetNeededError):
+                envs.step(end)
 
 
 # ---------------------------------------------------------------------------------------------------------

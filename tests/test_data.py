@@ -1,6 +1,7 @@
 """Tests of hashing_gym.data: loaders on tiny files written here, protocols, standardisation, errors."""
 
 import gzip
+import io
 import pickle
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import scipy.io
 
 from hashing_gym.data import (
     DATASETS,
+    DatasetOptionError,
     HashingDataset,
     Split,
     load_dataset,
@@ -373,14 +375,24 @@ def test_multi_label_protocol_nus_wide_style():
     np.testing.assert_array_equal(labels[query], ds.query.labels)
 
 
-def test_multi_label_protocol_takes_what_remains_for_rare_classes():
+def test_a_multi_label_class_only_in_the_query_split_is_refused():
     features, labels = toy_multi_label(n=100, num_classes=4)
     labels[:, 3] = 0
     labels[:, 0] = 1  # every item keeps a label
-    labels[:2, 3] = 1  # only two items carry class 3
+    labels[:2, 3] = 1  # only two items carry class 3: both would be queries
+    with pytest.raises(ValueError, match=r"class 3 \(label column 3\) would appear only in the query split"):
+        load_dataset("features", features=features, labels=labels, query_per_class=5)
+    labels[:6, 3] = 1  # six items: five queries, one left for the database
     ds = load_dataset("features", features=features, labels=labels, query_per_class=5)
-    assert ds.query.labels[:, 3].sum() == 2
-    assert ds.database.labels[:, 3].sum() == 0
+    assert ds.query.labels[:, 3].sum() >= 5 and ds.database.labels[:, 3].sum() >= 1
+
+
+def test_a_single_label_class_only_in_the_query_split_is_refused():
+    labels = np.array([0] * 10 + [1] * 10 + [7] * 3)  # class 7: exactly query_per_class items
+    features = np.random.default_rng(0).standard_normal((labels.size, 3))
+    with pytest.raises(ValueError, match="class 7 would appear only in the query split: all 3 of its items"):
+        load_dataset("features", features=features, labels=labels, query_per_class=3)
+    assert load_dataset("features", features=features, labels=labels, query_per_class=2).num_classes == 3
 
 
 def test_one_hot_matrix_stays_multi_label():
@@ -465,12 +477,58 @@ def test_bad_features(features, match):
         (np.array([0, 1, 2.5]), "whole numbers, got 2.5"),
         (np.array([0, -1, 1]), "non-negative class labels, got -1 at index 1"),
         (np.array([[1, 0], [0, 2], [1, 1]]), "must be 0/1, got 2 at index"),
-        (np.array([[1, 0], [0, 0], [0, 0], [1, 1]]), "2 items have no label at all; first such row: 1"),
+        (np.array([[1, 0], [0, 0], [0, 0], [1, 1]]), r"the item at index 1 has no label \(2 of 4 items"),
+        (np.array([1e19, 2e19, 1e19]), r"int64 holds exactly \(below 2\*\*63\), got 1e\+19 at index 0"),
+        (np.array([0, 2**63 + 1], dtype=np.uint64), "got 9223372036854775809 at index 1"),
+        (np.array([0.0, 1.0, np.inf]), "whole numbers, got inf at index 2"),
     ],
 )
 def test_bad_labels(labels, match):
     with pytest.raises(ValueError, match=match):
         validate_labels(labels)
+
+
+def test_large_integral_labels_stay_distinct_classes():
+    """Labels are kept exactly: 2**62 and 2**62 + 1 are two classes, and 1e19 is refused, not merged."""
+    labels = np.array([2**62, 2**62 + 1] * 10)
+    features = np.random.default_rng(0).standard_normal((20, 3))
+    assert load_dataset("features", features=features, labels=labels, query_per_class=2).num_classes == 2
+    floats = np.array([2.0**62, 2.0**62 + 1024] * 10)  # distinct whole floats that int64 holds exactly
+    assert load_dataset("features", features=features, labels=floats, query_per_class=2).num_classes == 2
+    with pytest.raises(ValueError, match=r"got 1e\+19 at index 0"):
+        load_dataset("features", features=features, labels=np.array([1e19, 2e19] * 10), query_per_class=2)
+
+
+def test_a_hand_built_data_set_refuses_a_label_less_multi_label_item():
+    ds = load_dataset("blobs", num_classes=3, n_per_class=20, dim=4, multi_label=True, query_per_class=2)
+    labels = ds.database.labels.copy()
+    labels[4] = 0
+    database = Split(ds.database.features, labels)
+    with pytest.raises(ValueError, match="multi-label train labels: the item at index 4 has no label"):
+        HashingDataset("blobs", database, ds.query, database, 3, True)
+    with pytest.raises(ValueError, match="multi-label database labels: the item at index 4 has no label"):
+        HashingDataset("blobs", ds.query, ds.query, database, 3, True)  # train valid, database not
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"standardize": "false"}, "standardize must be True or False, got 'false'"),
+        ({"trust_pickle": "no"}, "trust_pickle must be True or False, got 'no'"),
+        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ({"seed": 1.5}, "seed must be an integer >= 0, got 1.5"),
+    ],
+)
+def test_bad_load_dataset_keywords(options, match):
+    with pytest.raises(ValueError, match=match):
+        load_dataset("digits", **options)
+
+
+def test_blobs_flags_must_be_booleans():
+    with pytest.raises(ValueError, match="multi_label must be True or False, got 'False'"):
+        load_dataset("blobs", multi_label="False")
+    with pytest.raises(ValueError, match="separation must be a finite number >= 0, got 'abc'"):
+        load_dataset("blobs", separation="abc")
 
 
 def test_validate_returns_canonical_dtypes():
@@ -519,7 +577,7 @@ def test_mnist_missing_folder_and_files(tmp_path):
     (folder / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(FileNotFoundError, match="lacks file.*t10k-labels-idx1-ubyte"):
         load_dataset("mnist", path=folder)
-    with pytest.raises(TypeError, match="needs path="):
+    with pytest.raises(DatasetOptionError, match=r"'mnist' needs path=\.\.\. \(command line: --data-path\)"):
         load_dataset("mnist")
 
 
@@ -564,7 +622,9 @@ def test_mnist_image_label_count_mismatch(tmp_path):
 
 def test_cifar_small_protocol(tmp_path):
     folder = make_cifar(tmp_path)
-    ds = load_dataset("cifar10", path=folder, query_per_class=10, train_per_class=50, standardize=False)
+    ds = load_dataset(
+        "cifar10", path=folder, query_per_class=10, train_per_class=50, standardize=False, trust_pickle=True
+    )
     assert (ds.query.n, ds.train.n, ds.database.n, ds.feature_dim) == (100, 500, 1100, 3072)
     check_split_invariants(ds)
     np.testing.assert_array_equal(np.bincount(ds.train.labels), [50] * 10)
@@ -576,29 +636,29 @@ def test_cifar_small_protocol(tmp_path):
 
 def test_cifar_full_protocol(tmp_path):
     folder = make_cifar(tmp_path)
-    ds = load_dataset("cifar10", path=folder, protocol="full", query_per_class=20)
+    ds = load_dataset("cifar10", path=folder, protocol="full", query_per_class=20, trust_pickle=True)
     assert (ds.query.n, ds.database.n) == (200, 1000)
     assert ds.train is ds.database
     with pytest.raises(ValueError, match="class 0 has 120 items .* fewer than query_per_class=1000"):
-        load_dataset("cifar10", path=folder, protocol="full")
+        load_dataset("cifar10", path=folder, protocol="full", trust_pickle=True)
 
 
 def test_cifar_small_defaults_need_500_train_per_class(tmp_path):
     folder = make_cifar(tmp_path, per_class_per_batch=2, dim=12)
     with pytest.raises(ValueError, match="class 0 has 12 items .* fewer than query_per_class=100"):
-        load_dataset("cifar10", path=folder)
+        load_dataset("cifar10", path=folder, trust_pickle=True)
 
 
 def test_cifar_bad_protocol_and_missing_files(tmp_path):
     folder = make_cifar(tmp_path, per_class_per_batch=2, dim=12)
     with pytest.raises(ValueError, match="unknown CIFAR-10 protocol 'tiny'"):
-        load_dataset("cifar10", path=folder, protocol="tiny")
+        load_dataset("cifar10", path=folder, protocol="tiny", trust_pickle=True)
     with pytest.raises(ValueError, match="train_per_class applies to 'small'"):
-        load_dataset("cifar10", path=folder, protocol="full", train_per_class=5)
+        load_dataset("cifar10", path=folder, protocol="full", train_per_class=5, trust_pickle=True)
     (folder / "data_batch_3").unlink()
     (folder / "test_batch").unlink()
     with pytest.raises(FileNotFoundError, match="lacks file.*data_batch_3, test_batch"):
-        load_dataset("cifar10", path=folder)
+        load_dataset("cifar10", path=folder, trust_pickle=True)
 
 
 def test_cifar_malformed_batch(tmp_path):
@@ -606,4 +666,90 @@ def test_cifar_malformed_batch(tmp_path):
     with open(folder / "data_batch_2", "wb") as file:
         pickle.dump({b"images": np.zeros((3, 12), np.uint8)}, file)
     with pytest.raises(ValueError, match=r"data_batch_2: needs keys .*keys found: \[b'images'\]"):
-        load_dataset("cifar10", path=folder)
+        load_dataset("cifar10", path=folder, trust_pickle=True)
+
+
+class _Payload:
+    """Unpickling this creates the file ``marker``: a stand-in for code a hostile pickle would run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_cifar_pickles_need_trust_per_call(tmp_path):
+    """Without trust_pickle=True no batch is unpickled: a payload never runs; the error says why and how."""
+    folder = make_cifar(tmp_path, per_class_per_batch=2, dim=12)
+    marker = tmp_path / "marker"
+    with open(folder / "data_batch_1", "wb") as file:
+        batch = {b"data": np.zeros((20, 12), np.uint8), b"labels": [0] * 20, b"x": _Payload(marker)}
+        pickle.dump(batch, file)
+    message = (
+        r"data_batch_1: CIFAR-10 batches are Python pickles, and unpickling a file can run any code it "
+        r"carries; .* with trust_pickle=True \(command line: --trust-pickle\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        load_dataset("cifar10", path=folder, query_per_class=1, train_per_class=1)
+    assert not marker.exists()
+    load_dataset("cifar10", path=folder, query_per_class=1, train_per_class=1, trust_pickle=True)
+    assert marker.exists()  # the trusted pickle did run its code: that is what the refusal prevents
+
+
+def test_corrupt_cifar_batch_names_the_file(tmp_path):
+    folder = make_cifar(tmp_path, per_class_per_batch=2, dim=12)
+    (folder / "data_batch_4").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(ValueError, match="data_batch_4: not a CIFAR-10 pickle batch"):
+        load_dataset("cifar10", path=folder, trust_pickle=True)
+
+
+def _npz_bytes(**arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+CORRUPT_NPZ = [
+    ("garbage", lambda: b"not a zip file at all", "bad.npz: not a readable .npz archive"),
+    (
+        "truncated",
+        lambda: _npz_bytes(features=np.zeros((4, 2)), labels=np.arange(4))[:150],
+        "bad.npz: not a readable .npz archive",
+    ),
+    (
+        "object array",
+        lambda: _npz_bytes(features=np.zeros((2, 2)), labels=np.array([{"a": 1}, None], dtype=object)),
+        "corrupt .npz archive or an entry that needs pickle",
+    ),
+]
+
+
+@pytest.mark.parametrize(("content", "match"), [c[1:] for c in CORRUPT_NPZ], ids=[c[0] for c in CORRUPT_NPZ])
+def test_corrupt_npz_names_the_file(tmp_path, content, match):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(content())
+    with pytest.raises(ValueError, match=match):
+        load_dataset("features", path=path)
+
+
+def test_a_npy_renamed_npz_is_named(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((4, 2)))
+    (tmp_path / "x.npy").rename(tmp_path / "x.npz")
+    with pytest.raises(ValueError, match=r"x\.npz: a single \.npy array, not a \.npz archive; .*np\.savez"):
+        load_dataset("features", path=tmp_path / "x.npz")
+
+
+@pytest.mark.parametrize("content", [b"", b"MATLAB 5.0 MAT-file" * 4, b"\x00" * 200])
+def test_corrupt_mat_names_the_file(tmp_path, content):
+    path = tmp_path / "bad.mat"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="bad.mat: corrupt or unreadable .mat file"):
+        load_dataset("features", path=path)
+
+
+def test_corrupt_gzip_idx_names_the_file(tmp_path):
+    folder = make_mnist(tmp_path, gz=True)
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte.gz: corrupt or truncated gzip file"):
+        load_dataset("mnist", path=folder)

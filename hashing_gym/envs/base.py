@@ -4,6 +4,18 @@ Each environment encodes one item (a feature vector of a data set split) per epi
 base class resolves the data set, holds the split, draws the item with ``self.np_random`` (or
 takes ``options={"index": i}``), and validates the common arguments. Subclasses implement only
 their MDP: observation, action and reward (Minigrid's layout).
+
+The contract of every env, single and batched (one exception type per mistake):
+
+- a bad action (wrong type, dtype or shape, a value outside the space, a float where the space
+  holds integers) raises `InvalidActionError`. ``MultiBinary`` actions follow Gymnasium's
+  ``MultiBinary.contains``: any numeric array of 0s and 1s, floats included (stable-baselines3's
+  Bernoulli policies emit float 0.0/1.0), so a float such as 0.5 is refused, 1.0 is not;
+- ``step`` before the first ``reset``, or after the episode ended (terminated or truncated)
+  without a new ``reset``, raises `ResetNeededError` in every single env. Gymnasium's own
+  ``OrderEnforcing`` wrapper checks only the first of these. Batched envs reset an ended sub-env
+  themselves (autoreset, ``NEXT_STEP`` or ``SAME_STEP``); with ``autoreset_mode="Disabled"``
+  stepping an ended sub-env raises `ResetNeededError` too.
 """
 
 from __future__ import annotations

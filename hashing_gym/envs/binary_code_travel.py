@@ -78,6 +78,8 @@ class BinaryCodeTravelEnv(HashingEnv):
        below to reach the ball from any start and terminate). The env truncates itself because
        the limit depends on ``bits``; the registration sets no ``max_episode_steps``.
 
+    After either, ``step`` raises ``ResetNeededError`` until the next ``reset``.
+
     ``info`` (from ``reset`` and every ``step``) holds ``index``, ``d_pos``, ``d_neg`` and
     ``expert_action``, the teacher of guided exploration. DRLH says only that exploration follows
     an expert's demonstrations; this teacher is ours: while :math:`d_{pos} > 0` it flips the wrong
@@ -172,6 +174,9 @@ class BinaryCodeTravelEnv(HashingEnv):
         self.history_length = params.history
         self.flatten = params.flatten
         self._state: core.State | None = None  # None until the first reset
+        # Whether the episode terminated or was truncated: stepping on needs a reset (Gymnasium's
+        # OrderEnforcing checks only reset-before-step). The state stays, for render and info.
+        self._ended = False
         self._action = np.zeros(1, dtype=np.int64)  # the action as a batch of one (core.step copies it)
 
         self.action_space = spaces.Discrete(self.bits + 1)
@@ -205,6 +210,7 @@ class BinaryCodeTravelEnv(HashingEnv):
         else:
             code = np.zeros((1, self.bits), dtype=np.int8)
         self._state = core.reset(self.params, np.array([self.index]), code)
+        self._ended = False
         return self._get_obs(), self._get_info()
 
     def step(self, action: int) -> tuple[Any, float, bool, bool, dict[str, Any]]:
@@ -221,9 +227,13 @@ class BinaryCodeTravelEnv(HashingEnv):
                 )
         if self._state is None:
             raise ResetNeededError("call reset before step")
+        if self._ended:
+            raise ResetNeededError("the episode has ended (terminated or truncated): call reset before step")
         self._action[0] = action
         self._state, reward, terminated, truncated = core.step(self.params, self._state, self._action)
-        return self._get_obs(), reward.item(), terminated.item(), truncated.item(), self._get_info()
+        ended, cut = terminated.item(), truncated.item()
+        self._ended = ended or cut
+        return self._get_obs(), reward.item(), ended, cut, self._get_info()
 
     def expert_action(self) -> int:
         """The teacher's action: the most rewarding wrong bit, or terminate at d_pos = 0 (class docstring)."""

@@ -89,6 +89,8 @@ class RankListHashEnv(HashingEnv):
     1. Termination: after the single step (the code is chosen at once).
     2. Truncation: never.
 
+    A second ``step`` without ``reset`` raises ``ResetNeededError``.
+
     ``info`` carries ``index`` (the item's row in the split) and, after the step, ``ap`` (the
     reward) and ``relevant`` (the number of other items relevant to the item).
 
@@ -159,6 +161,7 @@ class RankListHashEnv(HashingEnv):
         self._code: np.ndarray | None = None  # the code shown by render: the last acted one
         self._ap: float | None = None
         self._relevant: int | None = None
+        self._ended = False  # the one-step episode was acted: stepping again needs a reset
 
         bound = feature_bound(self.dataset)
         self.observation_space = spaces.Box(-bound, bound, shape=(self.feature_dim,), dtype=np.float32)
@@ -195,12 +198,15 @@ class RankListHashEnv(HashingEnv):
         self.index = self._choose_index(options)
         self._code = unpack_codes(self._bank[self.index : self.index + 1], self.bits)[0]
         self._ap = self._relevant = None
+        self._ended = False
         return self._get_obs(), self._get_info()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Act the item's code; the reward is its AP against the other items' database codes."""
         if self._bank is None:
             raise ResetNeededError("call reset before step")
+        if self._ended:
+            raise ResetNeededError("the episode has ended (terminated): call reset before step")
         if not self.action_space.contains(action):
             raise InvalidActionError(f"{action!r} is not in {self.action_space}")
         code = np.asarray(action, dtype=np.uint8).reshape(1, self.bits)
@@ -211,6 +217,7 @@ class RankListHashEnv(HashingEnv):
         self._code = code[0].copy()
         self._ap = float(reward[0])
         self._relevant = int(relevant[0])
+        self._ended = bool(terminated[0] or truncated[0])
         return self._get_obs(), self._ap, bool(terminated[0]), bool(truncated[0]), self._get_info()
 
     def rewards(self, indices: Any, codes: Any) -> np.ndarray:

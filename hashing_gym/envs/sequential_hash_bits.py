@@ -102,6 +102,8 @@ class SequentialHashBitsEnv(HashingEnv):
     1. Termination: after T steps, when every bit is decided.
     2. Truncation: never (the registration sets no ``max_episode_steps``).
 
+    After termination, ``step`` raises ``ResetNeededError`` until the next ``reset``.
+
     ``info`` (from ``reset`` and every ``step``) carries ``index`` (the item's row in the split)
     and ``accuracy`` (:math:`acc_t`).
 
