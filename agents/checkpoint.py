@@ -15,10 +15,11 @@ A run folder ``DIR`` keeps its newest complete checkpoint in ``DIR/checkpoints``
   replay buffer's filled rows as ``step_n_replay.npz``. A run's final SB3 model is ``model.pt``
   (the policy's parameters and the spaces); the model is rebuilt from ``args.json`` to read it.
 
-Nothing here runs code when it reads a file: no pickle, no cloudpickle, no SB3 ``load``. The
-formats before this one (SB3's ``model.zip`` and ``step_n.zip``, whose ``data`` entry is
-cloudpickle, replay buffers as ``step_n_replay.pkl``, the baselines' ``model.pkl``) are refused
-with :func:`legacy_format_error`, which names the file and the command that converts a run whose
+Apart from :func:`read_pickle` (the baselines' fitted models, until they move to ``.npz``),
+nothing here runs code when it reads a file: no unpickling, no SB3 ``load``. The formats before
+this one (SB3's ``model.zip`` and ``step_n.zip``, whose ``data`` entry holds pickled objects,
+replay buffers as ``step_n_replay.pkl``, the baselines' ``model.pkl``) are refused with
+:func:`legacy_format_error`, which names the file and the command that converts a run whose
 author the user trusts (``python -m agents.convert RUN --trust-pickle``).
 
 Writes are atomic: every file goes to a temporary name in the same folder, is flushed to disk

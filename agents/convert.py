@@ -1,7 +1,7 @@
 """Convert a run folder of an earlier version to safe files: ``python -m agents.convert RUN --trust-pickle``.
 
 Earlier versions wrote pickle-based files: stable-baselines3's zips (``model.zip`` and
-``checkpoints/step_n.zip``, whose ``data`` entry is cloudpickle), replay buffers as
+``checkpoints/step_n.zip``, whose ``data`` entry holds pickled objects), replay buffers as
 ``checkpoints/step_n_replay.pkl`` and the baselines' ``model.pkl``. Loading such a file runs any
 code it carries, so ``agents.evaluate`` and ``--resume`` refuse them. If you trust where the run
 came from (you wrote it, or its author), this command loads them once, with SB3 and pickle, and
@@ -155,7 +155,7 @@ def _load_zip(model_class: Any, path: Path) -> Any:
         raise CheckpointError(f"{path} is missing")
     try:
         return model_class.load(path, device="cpu")
-    except Exception as error:  # zipfile, cloudpickle and SB3 raise many kinds on a bad file
+    except Exception as error:  # zipfile, unpickling and SB3 raise many kinds on a bad file
         raise CheckpointError(f"{path} is not a readable {model_class.__name__} model ({error})") from None
 
 

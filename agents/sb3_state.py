@@ -1,6 +1,6 @@
 """The training state of a stable-baselines3 model as plain data: what the SB3 trainers checkpoint.
 
-SB3's own ``save``/``load`` write a zip whose ``data`` entry is cloudpickle, and its replay
+SB3's own ``save``/``load`` write a zip whose ``data`` entry holds pickled objects, and its replay
 buffers are pickles: loading either runs whatever code the file carries. The SB3 trainers here
 (``dqn-sb3``, ``ppo``, ``a2c``, ``rppo``) never load such a file. A resumed run builds its model
 exactly as a fresh run does (the trainer's ``make_model`` from the run's ``args.json``, the same
