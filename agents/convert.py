@@ -96,19 +96,20 @@ def convert_run(folder: str | Path, trust_pickle: bool = False) -> list[Path]:
             "to load them once and convert them, only if you trust where the run came from"
         )
     if algo in BASELINES:
-        return [_convert_baseline(folder)]
+        return _convert_baseline(folder)
     return _convert_sb3(folder, str(algo))
 
 
-def _convert_baseline(folder: Path) -> Path:
+def _convert_baseline(folder: Path) -> list[Path]:
     try:
         from agents.baselines import convert_legacy_model  # type: ignore[attr-defined]
     except ImportError:
         raise CheckpointError(
             f"{folder / LEGACY_BASELINE_MODEL}: this version has no converter for the baselines' model.pkl"
         ) from None
-    written = convert_legacy_model(folder)
-    return Path(written) if written is not None else folder
+    before = {path: path.stat().st_mtime_ns for path in folder.iterdir()}
+    convert_legacy_model(folder)
+    return sorted(path for path in folder.iterdir() if before.get(path) != path.stat().st_mtime_ns)
 
 
 def _convert_sb3(folder: Path, algo: str) -> list[Path]:

@@ -19,6 +19,7 @@ import random
 import shutil
 import signal
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ RUNS = {
     ],  # bank refreshes at 0, 128 and 256: the cut below falls between two
 }  # fmt: skip
 # The vec env step during which Ctrl-C arrives: the run checkpoints at the next rollout start.
-CUT = {"dqn-sb3": 37, "ppo": 45, "a2c": 21, "rppo": 50}
+CUT = {"dqn-sb3": 85, "ppo": 45, "a2c": 21, "rppo": 50}  # dqn-sb3: its replay buffer has wrapped
 
 
 def argv(trainer, out):
@@ -349,6 +350,31 @@ def test_convert_turns_an_old_run_folder_into_one_that_evaluates_and_resumes(fin
     assert "converted from an old format" in capsys.readouterr().err
     assert json.loads((folder / "results.json").read_text())["env_steps"] == int(RUNS["dqn-sb3"][1])
     assert (folder / "model.zip").is_file()  # the old files stay
+
+
+def test_convert_hands_a_baselines_pickle_to_the_baselines_converter_only_when_trusted(
+    tmp_path, monkeypatch, capsys
+):
+    marker = tmp_path / "ran"
+    folder = tmp_path / "lsh"
+    folder.mkdir()
+    (folder / "args.json").write_text(json.dumps({"algo": "lsh"}))
+    (folder / "model.pkl").write_bytes(pickle.dumps(Payload(marker)))
+    assert convert.main([str(folder)]) == 2
+    one_error_line(capsys, "model.pkl", "--trust-pickle")
+    assert not marker.exists()
+
+    from agents import baselines
+
+    calls = []
+
+    def converter(run):  # stands in for agents.baselines' converter (which unpickles the file)
+        calls.append(Path(run))
+        (Path(run) / "model.npz").write_bytes(b"")
+
+    monkeypatch.setattr(baselines, "convert_legacy_model", converter, raising=False)
+    assert convert.main([str(folder), "--trust-pickle"]) == 0
+    assert calls == [folder] and f"wrote {folder / 'model.npz'}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
