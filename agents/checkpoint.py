@@ -381,6 +381,10 @@ class Checkpoints:
         write_json(self.state_file, {"format": FORMAT, **asdict(checkpoint)})
         for name in previous - set(checkpoint.files()):
             (self.directory / name).unlink(missing_ok=True)
+        # Temporary files of a process killed mid-write (atomic_path's): the run's lock keeps every
+        # other process out, and this one's writes are done, so any left here is stale.
+        for stale in self.directory.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         return checkpoint
 
     def _previous_files(self) -> set[str]:

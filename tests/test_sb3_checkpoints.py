@@ -184,6 +184,7 @@ def test_a_run_killed_in_the_middle_of_a_write_resumes_to_the_same_end(trainer, 
     assert not (out / "results.json").exists(), context
     assert train.main([trainer, "--resume", str(out)]) == 0, context
     assert_same_training_state(out, finished[trainer][0], trainer)
+    assert not list((out / "checkpoints").glob(".*.tmp")), context  # the killed write's leftovers
 
 
 # --------------------------------------------------------------------------- refusals
