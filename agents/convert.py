@@ -1,4 +1,6 @@
-"""Convert a run folder of an earlier version to safe files: ``python -m agents.convert RUN --trust-pickle``.
+"""Convert a run folder of an earlier version, whose files are pickle-based, to safe files.
+
+``python -m agents.convert RUN --trust-pickle``.
 
 Earlier versions wrote pickle-based files: stable-baselines3's zips (``model.zip`` and
 ``checkpoints/step_n.zip``, whose ``data`` entry holds pickled objects), replay buffers as
