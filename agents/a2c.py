@@ -16,12 +16,12 @@ from typing import Any
 from stable_baselines3 import A2C
 
 import hashing_gym  # noqa: F401 - registers the environments
-from agents.checkpoint import read_sb3
-from agents.common import CommonArgs, load_sb3_checkpoint, resolve_device
-from agents.ppo import ENV_ID, SEQUENTIAL_ID, encode_split, train_multibinary
+from agents.common import SB3_MODEL_FILE, CommonArgs, load_sb3_model, resolve_device
+from agents.ppo import ENV_ID, SEQUENTIAL_ID, check_args, encode_split, train_multibinary
 
 ALGO = "a2c"
-MODEL_FILE = "model.zip"
+MODEL_FILE = SB3_MODEL_FILE
+MODEL_CLASS = A2C  # the SB3 class of this trainer's models (agents.convert reads old zips with it)
 
 __all__ = ["Args", "encode_split", "load_model", "main"]
 
@@ -56,10 +56,8 @@ class Args(CommonArgs):
 
 
 def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> A2C:
-    """A new A2C, or the newest checkpoint of ``folder`` when resuming."""
+    """A new A2C on ``env``, as a fresh run builds it (``--resume`` then gives it its checkpoint)."""
     device = resolve_device(args.device)
-    if args.resume:
-        return load_sb3_checkpoint(A2C, folder, env, device, ALGO)
     return A2C(
         "MultiInputPolicy" if args.env == SEQUENTIAL_ID else "MlpPolicy",
         env,
@@ -75,10 +73,16 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> A2C:
 
 
 def main(args: Args) -> dict[str, Any]:
-    """Train A2C, encode, evaluate; write model.zip and results.json into the run folder."""
+    """Train A2C, encode, evaluate; write model.pt and results.json into the run folder."""
     return train_multibinary(args, ALGO, make_model)
 
 
 def load_model(folder: Path, device: str = "auto") -> A2C:
-    """The trained model of a run folder."""
-    return read_sb3(Path(folder) / MODEL_FILE, A2C, device=resolve_device(device))
+    """The trained model of a run folder: built from its args.json, given the parameters of model.pt."""
+    return load_sb3_model(
+        folder,
+        ALGO,
+        Args,
+        lambda args, env: make_model(args, env, Path(folder), check_args(args, ALGO)),
+        device,
+    )

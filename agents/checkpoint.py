@@ -10,8 +10,17 @@ A run folder ``DIR`` keeps its newest complete checkpoint in ``DIR/checkpoints``
   (a dict of tensors, numbers, strings, lists and dicts: weights, optimizer state, RNG states,
   counters, and what the trainer needs to continue exactly, e.g. the env's code bank), plus a
   ``"checkpoint"`` header repeating trainer, format and step. The stable-baselines3 trainers write
-  SB3's ``step_n.zip`` (weights, optimizer, SB3's RNG-free state) and, for off-policy models, the
-  replay buffer ``step_n_replay.pkl``.
+  the same kind of ``step_n.pt`` (``agents.sb3_state`` says what it holds: the model's parameters
+  and optimizer state, counters, RNG states, the envs' snapshots) and, for off-policy models, the
+  replay buffer's filled rows as ``step_n_replay.npz``. A run's final SB3 model is ``model.pt``
+  (the policy's parameters and the spaces); the model is rebuilt from ``args.json`` to read it.
+
+Apart from :func:`read_pickle` (the baselines' fitted models, until they move to ``.npz``),
+nothing here runs code when it reads a file: no unpickling, no SB3 ``load``. The formats before
+this one (SB3's ``model.zip`` and ``step_n.zip``, whose ``data`` entry holds pickled objects,
+replay buffers as ``step_n_replay.pkl``, the baselines' ``model.pkl``) are refused with
+:func:`legacy_format_error`, which names the file and the command that converts a run whose
+author the user trusts (``python -m agents.convert RUN --trust-pickle``).
 
 Writes are atomic: every file goes to a temporary name in the same folder, is flushed to disk
 (``fsync``), then renamed over its final name (``os.replace``); ``state.json`` is renamed last, then
@@ -23,8 +32,8 @@ unreadable, or written by another trainer.
 File formats live here only, one function per kind: :func:`write_json` / :func:`read_json`,
 :func:`write_tensors` / :func:`read_tensors` (``torch.load(weights_only=True)``: no code runs on
 load), :func:`write_arrays` / :func:`read_arrays` (``.npz`` with ``allow_pickle=False``),
-:func:`write_sb3` / :func:`read_sb3`, :func:`write_pickle` / :func:`read_pickle` (the baselines'
-fitted models). Changing a format (safetensors, no pickle) is a change to this module.
+:func:`write_pickle` / :func:`read_pickle` (the baselines' fitted models, until they move to
+``.npz``). Changing a format is a change to this module.
 """
 
 from __future__ import annotations
@@ -169,27 +178,24 @@ def read_arrays(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable .npz array file ({error})") from None
 
 
-def write_sb3(path: str | Path, model: Any) -> None:
-    """Save a stable-baselines3 model atomically (without its env)."""
-    with atomic_path(path) as temporary:
-        model.save(temporary, exclude=["env"])
+# The pickle-based files of earlier versions (and SB3's own format): refused, never opened.
+LEGACY_SUFFIXES: tuple[str, ...] = (".zip", ".pkl")
+CONVERT_COMMAND = "python -m agents.convert {folder} --trust-pickle"
 
 
-def write_sb3_replay_buffer(path: str | Path, model: Any) -> None:
-    """Save an off-policy stable-baselines3 model's replay buffer atomically."""
-    with atomic_path(path) as temporary:
-        model.save_replay_buffer(temporary)
+def legacy_format_error(path: str | Path, folder: str | Path) -> CheckpointError:
+    """The error for a run file in a pickle-based format of earlier versions (not opened).
 
-
-def read_sb3(path: str | Path, model_class: Any, **kwargs: Any) -> Any:
-    """``model_class.load(path, **kwargs)``, with :class:`CheckpointError` naming a missing or bad file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing")
-    try:
-        return model_class.load(path, **kwargs)
-    except Exception as error:  # zipfile, pickle and SB3 raise many kinds on a bad file
-        raise CheckpointError(f"{path} is not a readable {model_class.__name__} model ({error})") from None
+    Args:
+        path: the file (``model.zip``, ``step_n.zip``, ``step_n_replay.pkl``, ``model.pkl``).
+        folder: its run folder, which the conversion command takes.
+    """
+    command = CONVERT_COMMAND.format(folder=folder)
+    return CheckpointError(
+        f"{path} is in a pickle-based format (earlier versions of this project, stable-baselines3's "
+        f"zip) that runs any code the file carries when it is loaded, so it is not opened; if you "
+        f"trust where the run came from, convert it with `{command}`"
+    )
 
 
 def write_pickle(path: str | Path, obj: Any) -> None:
@@ -271,6 +277,11 @@ class Checkpoints:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{self.state_file} is not a checkpoint state ({error!r})") from None
+        for name in checkpoint.files():  # refused unopened, whether or not its companion is there
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise CheckpointError(f"{self.state_file} names {name!r}, not a file of {self.directory}")
+            if Path(name).suffix in LEGACY_SUFFIXES:
+                raise legacy_format_error(self.directory / name, self.folder)
         for name in checkpoint.files():
             if not (self.directory / name).is_file():
                 raise CheckpointError(f"{self.state_file} names {name}, which is missing")
@@ -303,54 +314,77 @@ class Checkpoints:
         checkpoint = self.resume_point()
         path = self.directory / checkpoint.model
         state = read_tensors(path, map_location=map_location)
-        trainer = state.pop("checkpoint", {}).get("trainer", self.trainer)
+        header = state.pop("checkpoint", {})
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{path} has no checkpoint header")
+        trainer = header.get("trainer", self.trainer)
         if trainer != self.trainer:
             raise CheckpointError(f"{path} was written by {trainer}, not {self.trainer}")
         return checkpoint, state
 
     # stable-baselines3 trainers -----------------------------------------------------------
 
-    def save_sb3(self, model: Any, train_seconds: float) -> Checkpoint:
-        """Write ``model`` at its ``num_timesteps`` (and its replay buffer, if it has one); commit it."""
-        step = int(model.num_timesteps)
-        has_buffer = getattr(model, "replay_buffer", None) is not None
+    def save_sb3(
+        self,
+        state: dict[str, Any],
+        replay: dict[str, Any] | None,
+        num_timesteps: int,
+        train_seconds: float,
+        delete_previous: bool = True,
+    ) -> Checkpoint:
+        """Write an SB3 model's training state (``agents.sb3_state.capture``) and commit it.
+
+        ``state`` goes to ``step_{num_timesteps}.pt`` (with the ``"checkpoint"`` header, as
+        :meth:`save_torch`), ``replay`` (the replay buffer's arrays, or None for on-policy models)
+        to ``step_{num_timesteps}_replay.npz``. ``delete_previous=False`` keeps the files of the
+        checkpoint this one replaces (``agents.convert`` leaves the converted files in place).
+        """
+        step = int(num_timesteps)
         checkpoint = Checkpoint(
             self.trainer,
             step,
             float(train_seconds),
-            f"step_{step}.zip",
-            f"step_{step}_replay.pkl" if has_buffer else None,
+            f"step_{step}.pt",
+            f"step_{step}_replay.npz" if replay is not None else None,
         )
+        header = {"trainer": self.trainer, "format": FORMAT, "num_timesteps": step}
 
         def write() -> None:
-            write_sb3(self.directory / checkpoint.model, model)
+            write_tensors(self.directory / checkpoint.model, {"checkpoint": header, **state})
             if checkpoint.replay_buffer:
-                write_sb3_replay_buffer(self.directory / checkpoint.replay_buffer, model)
+                write_arrays(self.directory / checkpoint.replay_buffer, replay or {})
 
-        return self._commit(checkpoint, write)
+        return self._commit(checkpoint, write, delete_previous)
 
-    def load_sb3(self, model_class: Any, env: Any, device: str) -> Any:
-        """The resume point's model (and replay buffer) as a ``model_class`` bound to ``env``."""
-        checkpoint = self.resume_point()
-        model = read_sb3(self.directory / checkpoint.model, model_class, env=env, device=device)
+    def load_sb3(self) -> tuple[Checkpoint, dict[str, Any], dict[str, Any] | None]:
+        """The resume point, its training state and its replay buffer's arrays (None if it has none).
+
+        Raises:
+            CheckpointError: no checkpoint, a file in an old pickle-based format, a file that is
+                missing or unreadable, or one written by another trainer.
+        """
+        checkpoint, state = self.load_torch()
+        replay = None
         if checkpoint.replay_buffer:
-            path = self.directory / checkpoint.replay_buffer
-            try:
-                model.load_replay_buffer(path)
-            except Exception as error:  # pickle raises anything on a bad file
-                raise CheckpointError(f"{path} is not a readable replay buffer ({error})") from None
-        return model
+            replay = read_arrays(self.directory / checkpoint.replay_buffer)
+        return checkpoint, state, replay
 
     # -------------------------------------------------------------------------------------
 
-    def _commit(self, checkpoint: Checkpoint, write: Callable[[], None]) -> Checkpoint:
+    def _commit(
+        self, checkpoint: Checkpoint, write: Callable[[], None], delete_previous: bool = True
+    ) -> Checkpoint:
         """Write the checkpoint's files, then ``state.json`` naming them, then drop the previous files."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        previous = self._previous_files()
+        previous = self._previous_files() if delete_previous else set()
         write()
         write_json(self.state_file, {"format": FORMAT, **asdict(checkpoint)})
         for name in previous - set(checkpoint.files()):
             (self.directory / name).unlink(missing_ok=True)
+        # Temporary files of a process killed mid-write (atomic_path's): the run's lock keeps every
+        # other process out, and this one's writes are done, so any left here is stale.
+        for stale in self.directory.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         return checkpoint
 
     def _previous_files(self) -> set[str]:

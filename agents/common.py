@@ -21,6 +21,8 @@ import functools
 import os
 import platform
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
-from agents.checkpoint import Checkpoints, read_json, write_json, write_sb3
+from agents.checkpoint import CheckpointError, Checkpoints, read_json, write_json
 from hashing_gym.codes import bit_correlation, code_balance
 from hashing_gym.data import HashingDataset, load_dataset
 from hashing_gym.device import device_name
@@ -38,6 +40,7 @@ from hashing_gym.ranking import evaluate_retrieval
 
 RESULTS_FILE = "results.json"
 ARGS_FILE = "args.json"
+SB3_MODEL_FILE = "model.pt"  # the stable-baselines3 trainers' final model (agents.sb3_state.save_policy)
 LOCK_FILE = ".lock"
 # What --overwrite deletes from a run folder (and nothing else): the files a trainer writes.
 RUN_FILES: tuple[str, ...] = (
@@ -46,7 +49,7 @@ RUN_FILES: tuple[str, ...] = (
     "checkpoints",
     "tb",
     "model.pt",
-    "model.zip",
+    "model.zip",  # earlier versions' SB3 model and baseline model: --overwrite deletes them too
     "model.pkl",
     "evaluation.md",
     "pr_curve.png",
@@ -387,26 +390,95 @@ def read_run_args(folder: str | Path) -> dict[str, Any]:
     return read_json(path)
 
 
-class CheckpointEvery(BaseCallback):
-    """Every ``every`` steps, write an atomic checkpoint of the SB3 model (and its replay buffer).
+class InterruptRequest:
+    """While active, Ctrl-C (SIGINT) only sets ``requested``; a second Ctrl-C interrupts at once.
 
-    ``elapsed`` (training seconds of earlier processes) plus the seconds since ``start`` is what
-    the checkpoint records.
+    The SB3 trainers honour the request at the next rollout start (:class:`CheckpointEvery`): a
+    checkpoint of a consistent state, then KeyboardInterrupt, so ``--resume`` continues exactly.
+    Outside the main thread (where handlers cannot be installed) Ctrl-C interrupts as usual.
     """
 
-    def __init__(self, checkpoints: Checkpoints, every: int, start: float, elapsed: float = 0.0) -> None:
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> InterruptRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        if self._previous is not None:  # a second Ctrl-C: no waiting for the rollout to end
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+class CheckpointEvery(BaseCallback):
+    """Checkpoints of an SB3 model (``agents.sb3_state``): every ``every`` steps, at the end, on Ctrl-C.
+
+    A checkpoint is written at the first rollout start at or after each multiple of ``every``
+    steps: there SB3's loop holds no half-done step or update, so a resumed run continues exactly.
+    Also at the end of training (a run killed while it evaluates loses no training) and, when
+    ``interrupt`` was requested (Ctrl-C), at the next rollout start, which then raises
+    KeyboardInterrupt. ``elapsed`` (training seconds of earlier processes) plus the seconds since
+    ``start`` is what the checkpoint records; ``stateful``: callbacks whose state it keeps;
+    ``saved_step``: the step of the checkpoint this process resumed from (not written again).
+    """
+
+    def __init__(
+        self,
+        checkpoints: Checkpoints,
+        every: int,
+        start: float,
+        elapsed: float = 0.0,
+        stateful: Sequence[BaseCallback] = (),
+        saved_step: int | None = None,
+        interrupt: InterruptRequest | None = None,
+    ) -> None:
         super().__init__()
         self.checkpoints, self.every, self.start, self.elapsed = checkpoints, every, start, elapsed
+        self.stateful, self.saved_step, self.interrupt = list(stateful), saved_step, interrupt
         self._next = every
 
+    def _next_multiple(self) -> int:
+        return (self.num_timesteps // self.every + 1) * self.every if self.every else 0
+
     def _on_training_start(self) -> None:
-        self._next = (self.num_timesteps // self.every + 1) * self.every
+        self._next = self._next_multiple()
+
+    def _on_rollout_start(self) -> None:
+        if self.interrupt is not None and self.interrupt.requested:
+            self.save()
+            raise KeyboardInterrupt
+        if self.every and self.num_timesteps >= self._next:
+            self.save()
 
     def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
-            self._next += self.every
-            self.checkpoints.save_sb3(self.model, self.elapsed + time.perf_counter() - self.start)
         return True
+
+    def _on_training_end(self) -> None:
+        if self.saved_step != self.num_timesteps:
+            self.save()
+
+    def save(self) -> None:
+        """Write a checkpoint of the model's state now (call it between rollouts)."""
+        from agents.sb3_state import capture, replay_arrays
+
+        buffer = getattr(self.model, "replay_buffer", None)
+        self.checkpoints.save_sb3(
+            capture(self.model, self.stateful),
+            replay_arrays(buffer) if buffer is not None else None,
+            self.model.num_timesteps,
+            self.elapsed + time.perf_counter() - self.start,
+        )
+        self.saved_step = self.num_timesteps
+        self._next = self._next_multiple()
 
 
 def evaluate_encoder(
@@ -443,9 +515,63 @@ class RetrievalEvalCallback(BaseCallback):
         return True
 
 
-def load_sb3_checkpoint(model_class: Any, folder: Path, env: Any, device: str, trainer: str) -> Any:
-    """The newest checkpoint of ``folder`` by ``trainer`` (model and replay buffer), to resume from."""
-    return Checkpoints(folder, trainer).load_sb3(model_class, env, device)
+def load_sb3_checkpoint(
+    model: Any, folder: Path, trainer: str, callbacks: Sequence[BaseCallback] = ()
+) -> Any:
+    """Give ``model`` (built as a fresh run builds it) the state of ``folder``'s newest checkpoint.
+
+    Returns the :class:`agents.checkpoint.Checkpoint` it continues from.
+
+    Raises:
+        CheckpointError: no checkpoint, one by another trainer, in an old pickle-based format,
+            unreadable, or not of this run (another env, network or algorithm).
+    """
+    from agents.sb3_state import restore
+
+    checkpoints = Checkpoints(folder, trainer)
+    checkpoint, state, replay = checkpoints.load_sb3()
+    try:
+        restore(model, state, replay, callbacks)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{checkpoints.directory / checkpoint.model} is not a checkpoint of this run ({reason})"
+        ) from None
+    return checkpoint
+
+
+def load_sb3_model(
+    folder: str | Path,
+    trainer: str,
+    args_class: type,
+    build: Callable[[Any, Any], Any],
+    device: str = "auto",
+) -> Any:
+    """The final model of an SB3 trainer's run, rebuilt from ``args.json`` and given ``model.pt``.
+
+    ``build(args, env)`` makes the model as the trainer does (its ``make_model``); ``env`` is a
+    stand-in vec env with the saved spaces (``agents.sb3_state.stand_in_env``), so no data set
+    is read. The model is for inference; ``model.set_env(env)`` before training it further.
+
+    Raises:
+        CheckpointError: ``model.pt`` missing, in an old format (``model.zip``), by another trainer,
+            or not the model that ``args.json`` describes.
+    """
+    from agents.sb3_state import load_policy, stand_in_env
+
+    folder = Path(folder)
+    recorded = read_run_args(folder)
+    recorded.pop("algo", None)
+    try:
+        args = dataclasses.replace(args_class(**recorded), device=device, resume=None)
+    except TypeError as error:
+        raise CheckpointError(f"{folder / ARGS_FILE} does not hold {trainer}'s arguments ({error})") from None
+
+    def make(observation_space: Any, action_space: Any) -> Any:
+        count = getattr(args, "num_envs", 1)  # as in training: SB3 sizes buffers and batches by it
+        return build(args, stand_in_env(observation_space, action_space, count))
+
+    return load_policy(folder / SB3_MODEL_FILE, trainer, make)
 
 
 def train_sb3(
@@ -457,43 +583,45 @@ def train_sb3(
     timesteps: int,
     encode: Callable[[Any, np.ndarray, int], np.ndarray],
     extra_callbacks: Sequence[BaseCallback] = (),
-    model_file: str = "model.zip",
 ) -> dict[str, Any]:
     """Train a stable-baselines3 model to ``timesteps`` and write its run folder; return the results.
 
-    Atomic checkpoints every ``args.checkpoint_every`` steps (and on Ctrl-C, before re-raising),
-    retrieval evaluation to TensorBoard every ``args.eval_every`` steps, then the model file, the
-    codes of the query and database splits from ``encode(model, features, bits)``, and results.json.
-    A resumed run continues the model's step count and adds the recorded training time.
+    ``model`` is built as a fresh run builds it; with ``--resume`` it first gets the state of the
+    run's newest checkpoint (:func:`load_sb3_checkpoint`). Checkpoints every
+    ``args.checkpoint_every`` steps, at the end and on Ctrl-C (:class:`CheckpointEvery`),
+    retrieval evaluation to TensorBoard every ``args.eval_every`` steps, then ``model.pt``, the
+    codes of the query and database splits from ``encode(model, features, bits)``, and
+    results.json. A resumed run continues the step count and adds the recorded training time.
     """
+    from agents.sb3_state import save_policy
+
     checkpoints = Checkpoints(folder, algo)
-    # A fresh run in a reused folder must not count the old run's training time.
-    elapsed = checkpoints.train_seconds() if args.resume else 0.0
+    elapsed, saved_step = 0.0, None
+    if args.resume:
+        checkpoint = load_sb3_checkpoint(model, folder, algo, extra_callbacks)
+        elapsed, saved_step = checkpoint.train_seconds, checkpoint.num_timesteps
 
     def evaluate(trained: Any) -> dict[str, float]:
         return evaluate_encoder(encode, trained, dataset, args.bits, args.topk)
 
     start = time.perf_counter()
-    callbacks = CallbackList(
-        [
-            *extra_callbacks,
-            CheckpointEvery(checkpoints, args.checkpoint_every, start, elapsed),
-            RetrievalEvalCallback(evaluate, args.eval_every),
-        ]
-    )
-    try:
+    with InterruptRequest() as interrupt:
+        saver = CheckpointEvery(
+            checkpoints, args.checkpoint_every, start, elapsed, extra_callbacks, saved_step, interrupt
+        )
         model.learn(
             total_timesteps=timesteps - model.num_timesteps,
-            callback=callbacks,
+            callback=CallbackList(
+                [*extra_callbacks, saver, RetrievalEvalCallback(evaluate, args.eval_every)]
+            ),
             progress_bar=True,
             tb_log_name=algo,
             reset_num_timesteps=not args.resume,
         )
-    except KeyboardInterrupt:
-        checkpoints.save_sb3(model, elapsed + time.perf_counter() - start)  # Ctrl-C loses nothing
-        raise
+    if interrupt.requested:  # Ctrl-C during the last rollout: the end's checkpoint holds it all
+        raise KeyboardInterrupt
     train_seconds = elapsed + time.perf_counter() - start
-    write_sb3(folder / model_file, model)
+    save_policy(folder / SB3_MODEL_FILE, model, algo)
     # results.json names the algorithm (dqn), not the implementation (dqn-sb3).
     results = results_record(
         algo.removesuffix("-sb3"),
@@ -501,7 +629,7 @@ def train_sb3(
         evaluate(model),
         train_seconds,
         model.num_timesteps,
-        model_file=model_file,
+        model_file=SB3_MODEL_FILE,
     )
     write_json(folder / RESULTS_FILE, results)
     return results

@@ -28,13 +28,13 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
-from agents.checkpoint import read_sb3
 from agents.common import (
+    SB3_MODEL_FILE,
     CommonArgs,
     UsageError,
     check_common_args,
     load_run_dataset,
-    load_sb3_checkpoint,
+    load_sb3_model,
     open_run,
     parse_hidden,
     releases_run_lock,
@@ -47,7 +47,7 @@ from hashing_gym.data import HashingDataset
 from hashing_gym.envs import encode_batch
 
 ALGO = "dqn-sb3"
-MODEL_FILE = "model.zip"
+MODEL_FILE = SB3_MODEL_FILE
 
 
 @dataclass
@@ -108,6 +108,9 @@ class GuidedDQN(DQN):
         return actions, actions
 
 
+MODEL_CLASS = GuidedDQN  # the SB3 class of this trainer's models (agents.convert reads old zips with it)
+
+
 def encode_split(model: DQN, features: np.ndarray, bits: int) -> np.ndarray:
     """Codes of items under the greedy policy (DRLH's test phase: random start codes, at most b steps)."""
     return encode_batch(lambda obs: model.predict(obs, deterministic=True)[0], features, bits)
@@ -137,10 +140,8 @@ def check_args(args: Args) -> list[int]:
 
 
 def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> GuidedDQN:
-    """A new GuidedDQN, or the newest checkpoint of ``folder`` when resuming."""
+    """A new GuidedDQN on ``env``, as a fresh run builds it (``--resume`` then gives it its checkpoint)."""
     device = resolve_device(args.device)
-    if args.resume:
-        return load_sb3_checkpoint(GuidedDQN, folder, env, device, ALGO)
     return GuidedDQN(
         GuidedDQNPolicy,
         env,
@@ -164,7 +165,7 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> GuidedD
 
 @releases_run_lock
 def main(args: Args) -> dict[str, Any]:
-    """Train GuidedDQN, encode, evaluate; write model.zip and results.json into the run folder."""
+    """Train GuidedDQN, encode, evaluate; write model.pt and results.json into the run folder."""
     hidden = check_args(args)
     set_threads(args.threads)
     dataset = load_run_dataset(args)
@@ -186,9 +187,11 @@ def main(args: Args) -> dict[str, Any]:
     return results
 
 
-def load_model(folder: Path, device: str = "auto") -> DQN:
-    """The trained model of a run folder."""
-    return read_sb3(Path(folder) / MODEL_FILE, GuidedDQN, device=resolve_device(device))
+def load_model(folder: Path, device: str = "auto") -> GuidedDQN:
+    """The trained model of a run folder: built from its args.json, given the parameters of model.pt."""
+    return load_sb3_model(
+        folder, ALGO, Args, lambda args, env: make_model(args, env, Path(folder), check_args(args)), device
+    )
 
 
 def make_env(dataset: HashingDataset, bits: int) -> gym.Env:

@@ -28,14 +28,14 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
-from agents.checkpoint import read_sb3
 from agents.common import (
+    SB3_MODEL_FILE,
     CommonArgs,
     UsageError,
     check_common_args,
     check_group,
     load_run_dataset,
-    load_sb3_checkpoint,
+    load_sb3_model,
     open_run,
     parse_hidden,
     releases_run_lock,
@@ -50,7 +50,8 @@ ALGO = "ppo"
 ENV_ID = "RankListHash-v0"
 # SequentialHashBits-v0 works too: a feed-forward policy, since its observation holds the code so far.
 SEQUENTIAL_ID = "SequentialHashBits-v0"
-MODEL_FILE = "model.zip"
+MODEL_FILE = SB3_MODEL_FILE
+MODEL_CLASS = PPO  # the SB3 class of this trainer's models (agents.convert reads old zips with it)
 
 
 @dataclass
@@ -122,10 +123,8 @@ def check_args(args: Any, algo: str = ALGO) -> list[int]:
 
 
 def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> PPO:
-    """A new PPO, or the newest checkpoint of ``folder`` when resuming."""
+    """A new PPO on ``env``, as a fresh run builds it (``--resume`` then gives it its checkpoint)."""
     device = resolve_device(args.device)
-    if args.resume:
-        return load_sb3_checkpoint(PPO, folder, env, device, ALGO)
     return PPO(
         "MultiInputPolicy" if args.env == SEQUENTIAL_ID else "MlpPolicy",
         env,
@@ -171,13 +170,15 @@ def train_multibinary(
 
 
 def main(args: Args) -> dict[str, Any]:
-    """Train PPO, encode, evaluate; write model.zip and results.json into the run folder."""
+    """Train PPO, encode, evaluate; write model.pt and results.json into the run folder."""
     return train_multibinary(args, ALGO, make_model)
 
 
 def load_model(folder: Path, device: str = "auto") -> PPO:
-    """The trained model of a run folder."""
-    return read_sb3(Path(folder) / MODEL_FILE, PPO, device=resolve_device(device))
+    """The trained model of a run folder: built from its args.json, given the parameters of model.pt."""
+    return load_sb3_model(
+        folder, ALGO, Args, lambda args, env: make_model(args, env, Path(folder), check_args(args)), device
+    )
 
 
 def make_env(dataset: HashingDataset, bits: int, env_id: str = ENV_ID) -> gym.Env:

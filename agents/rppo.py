@@ -27,14 +27,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
-from agents.checkpoint import read_sb3
 from agents.common import (
+    SB3_MODEL_FILE,
     CommonArgs,
     UsageError,
     check_common_args,
     check_group,
     load_run_dataset,
-    load_sb3_checkpoint,
+    load_sb3_model,
     open_run,
     parse_hidden,
     releases_run_lock,
@@ -47,7 +47,7 @@ from hashing_gym.envs import encode_sequential
 
 ALGO = "rppo"
 ENV_ID = "SequentialHashBits-v0"
-MODEL_FILE = "model.zip"
+MODEL_FILE = SB3_MODEL_FILE
 
 
 @dataclass
@@ -104,6 +104,10 @@ class MultiBinaryRecurrentPPO(RecurrentPPO):
             self.rollout_buffer.reset()
 
 
+# the SB3 class of this trainer's models (agents.convert reads old zips with it)
+MODEL_CLASS = MultiBinaryRecurrentPPO
+
+
 def encode_split(model: RecurrentPPO, features: np.ndarray, bits: int) -> np.ndarray:
     """Codes of items under the deterministic policy, the LSTM state carried over each item's T steps."""
     model_bits = int(model.observation_space["code"].n)
@@ -134,6 +138,14 @@ class BankRefreshCallback(BaseCallback):
     def _on_step(self) -> bool:
         return True
 
+    def get_state(self) -> dict[str, int]:
+        """When the next refresh falls (checkpoints keep it: a resumed run refreshes when this one would)."""
+        return {"next": self._next}
+
+    def set_state(self, state: dict[str, int]) -> None:
+        """Continue from :meth:`get_state`."""
+        self._next = int(state["next"])
+
 
 def default_timesteps(args: Args, dataset: HashingDataset) -> int:
     """Budget that scales with the data: ``episodes_per_item`` episodes of T steps per train item."""
@@ -157,10 +169,8 @@ def check_args(args: Args) -> list[int]:
 
 
 def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> MultiBinaryRecurrentPPO:
-    """A new RecurrentPPO, or the newest checkpoint of ``folder`` when resuming."""
+    """A new RecurrentPPO on ``env``, as a fresh run builds it (``--resume`` then gives it its checkpoint)."""
     device = resolve_device(args.device)
-    if args.resume:
-        return load_sb3_checkpoint(MultiBinaryRecurrentPPO, folder, env, device, ALGO)
     return MultiBinaryRecurrentPPO(
         "MultiInputLstmPolicy",
         env,
@@ -181,7 +191,7 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> MultiBi
 
 @releases_run_lock
 def main(args: Args) -> dict[str, Any]:
-    """Train RecurrentPPO, encode, evaluate; write model.zip and results.json into the run folder."""
+    """Train RecurrentPPO, encode, evaluate; write model.pt and results.json into the run folder."""
     hidden = check_args(args)
     set_threads(args.threads)
     dataset = load_run_dataset(args)
@@ -211,8 +221,10 @@ def main(args: Args) -> dict[str, Any]:
 
 
 def load_model(folder: Path, device: str = "auto") -> RecurrentPPO:
-    """The trained model of a run folder."""
-    return read_sb3(Path(folder) / MODEL_FILE, MultiBinaryRecurrentPPO, device=resolve_device(device))
+    """The trained model of a run folder: built from its args.json, given the parameters of model.pt."""
+    return load_sb3_model(
+        folder, ALGO, Args, lambda args, env: make_model(args, env, Path(folder), check_args(args)), device
+    )
 
 
 def make_env(dataset: HashingDataset, bits: int, group: int = 4) -> gym.Env:

@@ -2,7 +2,6 @@
 
 import json
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -167,23 +166,31 @@ def test_a_checkpoint_from_before_the_trainer_field_still_resumes(tmp_path):
 
 
 def test_sb3_round_trip_with_replay_buffer(tmp_path):
-    from stable_baselines3 import DQN
-
-    model = DQN("MlpPolicy", gym.make("CartPole-v1"), buffer_size=64, learning_starts=8, seed=0)
-    model.learn(16)
-    checkpoints = Checkpoints(tmp_path, "dqn")
-    written = checkpoints.save_sb3(model, 3.0)
-    assert written == ckpt.Checkpoint("dqn", 16, 3.0, "step_16.zip", "step_16_replay.pkl")
+    checkpoints = Checkpoints(tmp_path, "dqn-sb3")
+    replay = {"pos": np.int64(3), "full": np.bool_(False), "actions": np.arange(6).reshape(3, 2, 1)}
+    written = checkpoints.save_sb3({"counters": {"num_timesteps": 16}}, replay, 16, 3.0)
+    assert written == ckpt.Checkpoint("dqn-sb3", 16, 3.0, "step_16.pt", "step_16_replay.npz")
     assert sorted(p.name for p in checkpoints.directory.iterdir()) == [
-        "state.json", "step_16.zip", "step_16_replay.pkl"
+        "state.json", "step_16.pt", "step_16_replay.npz"
     ]  # fmt: skip
-    loaded = checkpoints.load_sb3(DQN, gym.make("CartPole-v1"), "cpu")
-    assert loaded.num_timesteps == 16 and loaded.replay_buffer.size() == model.replay_buffer.size()
-    for key, value in model.policy.state_dict().items():
-        assert torch.equal(value, loaded.policy.state_dict()[key])
-    (checkpoints.directory / "step_16.zip").write_bytes(b"junk")
-    with pytest.raises(CheckpointError, match="step_16.zip is not a readable DQN model"):
-        checkpoints.load_sb3(DQN, gym.make("CartPole-v1"), "cpu")
+    checkpoint, state, arrays = checkpoints.load_sb3()
+    assert checkpoint == written and state == {"counters": {"num_timesteps": 16}}
+    np.testing.assert_array_equal(arrays["actions"], replay["actions"])
+    (checkpoints.directory / "step_16_replay.npz").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="step_16_replay.npz is not an .npz array file"):
+        checkpoints.load_sb3()
+
+
+@pytest.mark.parametrize("names", [("step_8.zip", None), ("step_8.pt", "step_8_replay.pkl")])
+def test_an_sb3_checkpoint_of_the_old_pickle_format_is_refused_unopened(names, tmp_path):
+    checkpoints = Checkpoints(tmp_path, "dqn-sb3")
+    checkpoints.directory.mkdir()
+    state = {"trainer": "dqn-sb3", "num_timesteps": 8, "train_seconds": 1.0}
+    state |= {"model": names[0], "replay_buffer": names[1]}
+    checkpoints.state_file.write_text(json.dumps(state))
+    legacy = names[1] or names[0]
+    with pytest.raises(CheckpointError, match=f"{legacy} is in a pickle-based format.*agents.convert"):
+        checkpoints.load_sb3()
 
 
 def test_resume_from_a_corrupt_checkpoint_is_one_error_line_naming_the_file(tmp_path, capsys):

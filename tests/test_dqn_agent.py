@@ -1,6 +1,6 @@
 import functools
 import json
-import os
+import random
 import signal
 import subprocess
 import sys
@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 from helpers import RESULT_FIELDS
+from sb3_state_check import assert_same_training_state, run_killed, training_state
 from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401
@@ -26,12 +27,12 @@ def test_train_cli_writes_results_model_and_checkpoints(tmp_path, capsys):
     assert results["env_steps"] == 400
     for key in ("map", "map_tie_aware", "map_at_k", "precision_radius2"):
         assert 0.0 <= results[key] <= 1.0
-    assert (out / "model.zip").is_file()
+    assert (out / "model.pt").is_file()
     # Only the newest complete checkpoint is kept: model, replay buffer and the state naming them.
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "state.json",
-        "step_400.zip",
-        "step_400_replay.pkl",
+        "step_400.pt",
+        "step_400_replay.npz",
     ]
     assert any((out / "tb").rglob("events.out.tfevents.*"))
     assert "map=" in capsys.readouterr().out
@@ -108,42 +109,20 @@ def test_dqn_learns_a_tiny_problem(tmp_path, monkeypatch):
     assert results["map"] > 0.8  # chance: about 1/3
 
 
-def test_run_killed_mid_way_resumes_to_the_same_total_steps(tmp_path):
-    """SIGKILL during training, then --resume: same total steps, complete results.json."""
-    out = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "agents.train",
-        "dqn-sb3",
-        "--device",
-        "cpu",
-        "--timesteps",
-        "20000",
-        "--learning-starts",
-        "100",
-    ]
-    command += ["--num-envs", "2", "--eval-every", "0", "--checkpoint-every", "300", "--out", str(out)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    state = out / "checkpoints" / "state.json"
-    deadline = time.monotonic() + 120
-    while not state.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.1)
-    assert state.exists(), process.stderr.read().decode() if process.poll() is not None else "no checkpoint"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+def test_run_killed_mid_way_resumes_to_the_uninterrupted_runs_end(tmp_path):
+    """SIGKILL at a random env step, then --resume: bitwise the uninterrupted run's state and results."""
+    argv = ["dqn-sb3", "--device", "cpu", "--timesteps", "300", "--learning-starts", "60", "--num-envs", "2"]
+    argv += ["--hidden", "32,32", "--batch-size", "32", "--buffer-size", "200", "--eval-every", "0"]
+    argv += ["--checkpoint-every", "100", "--seed", "4"]
+    assert train.main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    at = random.randint(51, 150)  # vec env steps (2 transitions): after the first checkpoint, up to the end
+    out = tmp_path / "killed"
+    child = run_killed([*argv, "--out", str(out)], "step", at)
+    assert child.returncode == -9, (at, child.stderr[-2000:])
     assert not (out / "results.json").exists()
-    done = json.loads(state.read_text())["num_timesteps"]
-    assert 0 < done < 20000
-
-    # Resume with a smaller total: the recorded arguments win over nothing but --resume.
-    recorded = json.loads((out / "args.json").read_text())
-    recorded["timesteps"] = done + 600
-    (out / "args.json").write_text(json.dumps(recorded))
+    assert 100 <= training_state(out, "dqn-sb3")["num_timesteps"] < 300
     assert train.main(["dqn-sb3", "--resume", str(out)]) == 0
-    results = json.loads((out / "results.json").read_text())
-    assert RESULT_FIELDS <= set(results)
-    assert results["env_steps"] == done + 600
+    assert_same_training_state(out, tmp_path / "whole", "dqn-sb3")
 
 
 def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):

@@ -46,7 +46,7 @@ TINY = {
     "a2c": ["--timesteps", "1024", "--num-envs", "2", "--n-steps", "32", "--eval-every", "512"]
     + ["--checkpoint-every", "512"],
 }
-MODEL_FILES = {"reinforce": "model.pt", "ppo": "model.zip", "a2c": "model.zip"}
+MODEL_FILES = {"reinforce": "model.pt", "ppo": "model.pt", "a2c": "model.pt"}
 
 
 @pytest.mark.parametrize("algo", ["reinforce", "ppo", "a2c"])

@@ -66,7 +66,7 @@ def test_rppo_cli_writes_results_and_evaluate_agrees(tmp_path):
     assert train.main(["rppo", *RPPO_TINY, "--group", "4", "--out", str(out)]) == 0
     results = check_run(out, "rppo", 4)
     assert results["env_steps"] == 256
-    assert (out / "model.zip").is_file() and (out / "checkpoints" / "state.json").is_file()
+    assert (out / "model.pt").is_file() and (out / "checkpoints" / "state.json").is_file()
 
 
 def test_feed_forward_ppo_trains_on_sequential_hash_bits_and_evaluate_agrees(tmp_path):

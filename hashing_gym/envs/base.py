@@ -140,3 +140,64 @@ class HashingEnv(gym.Env):
                 )
             return int(index)
         return int(self.np_random.integers(self.num_items))
+
+    # Snapshots: ours (Gymnasium has none), for trainers that checkpoint an env between two steps.
+
+    def get_state(self) -> dict[str, Any]:
+        """A snapshot of the env between two steps: its random stream, its item and its episode's arrays.
+
+        Numpy arrays (copies) and JSON-able values only, never objects, so a trainer can store it
+        without pickle; :meth:`set_state` on an env built with the same arguments then continues
+        exactly as this one would (the same draws, observations and rewards).
+        """
+        return {
+            "np_random": self.np_random.bit_generator.state,
+            "index": int(self.index),
+            **self._episode_state(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`get_state` snapshot of an env built with the same arguments.
+
+        Raises:
+            ValueError: if ``state`` is not such a snapshot (a missing key, an array of another
+                shape or dtype, another kind of random generator).
+        """
+        if not isinstance(state, dict) or "np_random" not in state or "index" not in state:
+            raise ValueError("set_state takes a snapshot from get_state (np_random, index, ...)")
+        try:
+            self._set_episode_state(state)
+            self.np_random.bit_generator.state = state["np_random"]
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"set_state: not a snapshot of {type(self).__name__} ({error!r})") from None
+        self.index = int(state["index"])
+
+    def _episode_state(self) -> dict[str, Any]:
+        """The subclass's part of :meth:`get_state`: what its episode (and bank) holds."""
+        raise NotImplementedError(f"{type(self).__name__} takes no snapshots")
+
+    def _set_episode_state(self, state: dict[str, Any]) -> None:
+        """The subclass's part of :meth:`set_state` (checks its arrays with :meth:`_restored_arrays`)."""
+        raise NotImplementedError(f"{type(self).__name__} takes no snapshots")
+
+    @staticmethod
+    def _restored_arrays(given: Any, template: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+        """Copies of the arrays of a snapshot, checked against ``template`` (same keys, shapes and dtypes).
+
+        Raises:
+            ValueError: naming ``what`` and the first key that is missing, extra, or of another
+                shape or dtype.
+        """
+        if not isinstance(given, dict) or set(given) != set(template):
+            keys = sorted(given) if isinstance(given, dict) else type(given).__name__
+            raise ValueError(f"{what} must hold the arrays {sorted(template)}, got {keys}")
+        arrays = {}
+        for key, expected in template.items():
+            array = np.asarray(given[key])
+            if array.shape != expected.shape or array.dtype != expected.dtype:
+                raise ValueError(
+                    f"{what}[{key!r}] must be {expected.dtype} of shape {expected.shape}, "
+                    f"got {array.dtype} of shape {array.shape}"
+                )
+            arrays[key] = array.copy()
+        return arrays

@@ -277,6 +277,22 @@ class BinaryCodeTravelEnv(HashingEnv):
         image[-1, :, 1:] //= 3  # tint the current code red
         return np.kron(image, np.ones((cell, cell, 1), dtype=np.uint8))
 
+    def _episode_state(self) -> dict[str, Any]:
+        """The episode's core state (copies), None before the first reset (for ``get_state``)."""
+        if self._state is None:
+            return {"state": None}
+        return {"state": {name: np.array(value) for name, value in self._state._asdict().items()}}
+
+    def _set_episode_state(self, state: dict[str, Any]) -> None:
+        given = state["state"]
+        if given is None:
+            self._state = None
+            return
+        template = core.reset(
+            self.params, np.zeros(1, dtype=np.int64), np.zeros((1, self.bits), dtype=np.int8)
+        )
+        self._state = core.State(**self._restored_arrays(given, template._asdict(), "state"))
+
 
 def encode_batch(
     policy: Callable[[Any], np.ndarray],

@@ -318,3 +318,26 @@ class RankListHashEnv(HashingEnv):
             image[row, :, 2] //= 3
         image = np.concatenate([image, np.zeros((10 + 1 - len(rows), self.bits, 3), np.uint8)])
         return np.kron(image, np.ones((cell, cell, 1), dtype=np.uint8))
+
+    def _episode_state(self) -> dict[str, Any]:
+        """The packed bank, the shown code and the last reward (copies; for ``get_state``)."""
+        return {
+            "bank": None if self._bank is None else self._bank.copy(),
+            "code": None if self._code is None else self._code.copy(),
+            "ap": self._ap,
+            "relevant": self._relevant,
+        }
+
+    def _set_episode_state(self, state: dict[str, Any]) -> None:
+        bank, code = state["bank"], state["code"]
+        self._bank = None
+        if bank is not None:
+            packed = core.pack(self._params, np.zeros((self.num_items, self.bits), dtype=np.uint8))
+            self._bank = self._restored_arrays({"bank": bank}, {"bank": packed}, "state")["bank"]
+            self._database = core.database(self._params, self._bank)  # as set_database_codes
+        if code is not None:
+            shown = {"code": np.zeros(self.bits, dtype=np.uint8)}
+            code = self._restored_arrays({"code": code}, shown, "state")["code"]
+        self._code = code
+        self._ap = None if state["ap"] is None else float(state["ap"])
+        self._relevant = None if state["relevant"] is None else int(state["relevant"])

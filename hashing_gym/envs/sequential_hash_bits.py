@@ -367,6 +367,16 @@ class SequentialHashBitsEnv(HashingEnv):
         image[1 + self.pairs :, :, 1:] //= 3  # negatives: red
         return np.kron(image, np.ones((cell, cell, 1), dtype=np.uint8))
 
+    def _episode_state(self) -> dict[str, Any]:
+        """The core state of the row (bank included, copies) and the episode's flags (for ``get_state``)."""
+        arrays = {name: np.array(value) for name, value in self._state._asdict().items()}
+        return {"state": arrays, "has_bank": self._has_bank, "done": self._done}
+
+    def _set_episode_state(self, state: dict[str, Any]) -> None:
+        template = core.init_state(self.params, 1)._asdict()
+        self._state = core.State(**self._restored_arrays(state["state"], template, "state"))
+        self._has_bank, self._done = bool(state["has_bank"]), bool(state["done"])
+
 
 def encode_sequential(
     policy_step: Callable[[Any, Any], tuple[np.ndarray, Any]],
