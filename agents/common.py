@@ -47,7 +47,9 @@ RUN_FILES: tuple[str, ...] = (
     "tb",
     "model.pt",
     "model.zip",
-    "model.pkl",
+    "model.npz",  # a baseline's arrays (agents.baselines)
+    "model.json",  # ... and its kind and scalars
+    "model.pkl",  # a baseline's model before model.npz (older versions)
     "evaluation.md",
     "pr_curve.png",
 )
