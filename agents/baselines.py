@@ -16,10 +16,19 @@ Every RL agent is judged against these, so they write the same results.json as t
 - ``mlp-code``: a scikit-learn MLP classifier on the train split; an item's code is its predicted
   class's label codeword (``hashing_gym.codes.label_codebook``, BCH). The supervised reference of
   BinaryCodeTravel-v0: what a perfect travel to the predicted class's codeword retrieves.
+
+A fitted model is stored as data, never as code: its arrays in ``model.npz``
+(``agents.checkpoint.write_arrays``, read back with ``allow_pickle=False``) and its kind and scalars
+in ``model.json``; :func:`load_model` rebuilds it (mlp-code as the classifier's weights and a numpy
+forward pass, :class:`ClassifierCode`). Run folders of older versions hold a pickled ``model.pkl``,
+which :func:`load_model` refuses (unpickling runs whatever code the file carries);
+:func:`convert_legacy_model` rewrites one whose author the user trusts
+(``python -m agents.convert RUN --trust-pickle``).
 """
 
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.checkpoint import read_pickle, write_json, write_pickle
+from agents.checkpoint import CheckpointError, read_arrays, read_json, write_arrays, write_json
 from agents.common import (
     CommonArgs,
     UsageError,
@@ -42,7 +51,10 @@ from agents.common import (
 from hashing_gym.codes import label_codebook
 from hashing_gym.data import HashingDataset
 
-MODEL_FILE = "model.pkl"
+MODEL_FILE = "model.npz"  # the fitted model's arrays
+MODEL_INFO_FILE = "model.json"  # its kind and scalars
+LEGACY_MODEL_FILE = "model.pkl"  # older versions' pickle: converted on request, never loaded
+MODEL_FORMAT = 1
 
 
 @dataclass
@@ -93,17 +105,83 @@ class KernelHash:
         return (self.features(features) @ self.projection > 0).astype(np.uint8)
 
 
+HIDDEN_ACTIVATIONS: tuple[str, ...] = ("identity", "logistic", "tanh", "relu")  # MLPClassifier's
+OUTPUT_ACTIVATIONS: tuple[str, ...] = ("logistic", "softmax")  # binary, multiclass
+
+
 @dataclass
 class ClassifierCode:
-    """``code = codebook[classifier.predict(x)]``: the model of ``mlp-code``."""
+    """``code = codebook[argmax of an MLP's class probabilities]``: the model of ``mlp-code``.
 
-    classifier: Any
+    The weights of a fitted ``sklearn.neural_network.MLPClassifier`` (``coefs_``, ``intercepts_``,
+    ``activation``, ``out_activation_``, ``classes_``) and a numpy forward pass that computes its
+    ``predict_proba`` as scikit-learn does (same operations, in the same order and dtype), so a
+    stored model needs no pickle and no private scikit-learn attribute to be rebuilt.
+    ``codebook``: row j is the codeword of class ``classes[j]``.
+    """
+
+    coefs: list[np.ndarray]
+    intercepts: list[np.ndarray]
+    activation: str
+    out_activation: str
+    classes: np.ndarray
     codebook: np.ndarray
+
+    @classmethod
+    def from_classifier(cls, classifier: Any, codebook: np.ndarray) -> ClassifierCode:
+        """The model of a fitted ``MLPClassifier``; ``codebook`` row j encodes ``classifier.classes_[j]``."""
+        return cls(
+            coefs=[np.asarray(w) for w in classifier.coefs_],
+            intercepts=[np.asarray(b) for b in classifier.intercepts_],
+            activation=str(classifier.activation),
+            out_activation=str(classifier.out_activation_),
+            classes=np.asarray(classifier.classes_),
+            codebook=np.asarray(codebook),
+        )
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, classes), as ``MLPClassifier.predict_proba``."""
+        x = np.asarray(features)
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float64)
+        for i, (weights, bias) in enumerate(zip(self.coefs, self.intercepts, strict=True)):
+            x = x @ weights
+            x += bias
+            if i < len(self.coefs) - 1:
+                x = _activate(self.activation, x)
+        if self.out_activation == "logistic":  # one output unit: P(classes[1])
+            from scipy.special import expit
+
+            positive = expit(x).ravel()
+            return np.vstack([1 - positive, positive]).T
+        x = x - x.max(axis=1)[:, np.newaxis]  # softmax, shifted as scikit-learn does
+        np.exp(x, out=x)
+        x /= x.sum(axis=1)[:, np.newaxis]
+        return x
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """The most probable class of each item (``classes`` values)."""
+        return self.classes[np.argmax(self.predict_proba(features), axis=1)]
 
     def encode(self, features: np.ndarray) -> np.ndarray:
         """uint8 (n, bits) codes: the predicted (most probable) class's codeword."""
-        probabilities = self.classifier.predict_proba(np.asarray(features, dtype=np.float32))
+        probabilities = self.predict_proba(np.asarray(features, dtype=np.float32))
         return self.codebook[np.argmax(probabilities, axis=1)]
+
+
+def _activate(name: str, x: np.ndarray) -> np.ndarray:
+    """MLPClassifier's hidden activation ``name`` applied to ``x`` in place."""
+    if name == "relu":
+        np.maximum(x, 0, out=x)
+    elif name == "tanh":
+        np.tanh(x, out=x)
+    elif name == "logistic":
+        from scipy.special import expit
+
+        expit(x, out=x)
+    elif name != "identity":
+        raise ValueError(f"unknown activation {name!r}; one of {', '.join(HIDDEN_ACTIVATIONS)}")
+    return x
 
 
 def fit_lsh(features: np.ndarray, bits: int, seed: int) -> LinearHash:
@@ -229,7 +307,7 @@ def fit_mlp_code(dataset: HashingDataset, args: Args) -> ClassifierCode:
     classifier.fit(dataset.train.features, labels)
     codebook = np.asarray(label_codebook(dataset.num_classes, args.bits, kind="bch", seed=args.seed))
     # predict_proba's columns follow classifier.classes_; a class absent from train has no column.
-    return ClassifierCode(classifier, codebook[classifier.classes_])
+    return ClassifierCode.from_classifier(classifier, codebook[classifier.classes_])
 
 
 @releases_run_lock
@@ -253,16 +331,14 @@ def run(algo: str, args: Args) -> dict[str, Any]:
     else:
         model = fit_mlp_code(dataset, args)
     train_seconds = time.perf_counter() - start
-    write_pickle(folder / MODEL_FILE, model)
+    save_model(model, folder)
     metrics = evaluate_encoder(encode_split, model, dataset, args.bits, args.topk)
     results = results_record(algo, args, metrics, train_seconds, 0, model_file=MODEL_FILE)
     write_json(folder / "results.json", results)
     return results
 
 
-def encode_split(
-    model: LinearHash | KernelHash | ClassifierCode, features: np.ndarray, bits: int
-) -> np.ndarray:
+def encode_split(model: Model, features: np.ndarray, bits: int) -> np.ndarray:
     """Codes of items; uint8 (n, bits)."""
     codes = model.encode(features)
     if codes.shape[1] != bits:
@@ -270,6 +346,135 @@ def encode_split(
     return codes
 
 
-def load_model(folder: Path, device: str = "auto") -> LinearHash | KernelHash | ClassifierCode:
-    """The fitted baseline of a run folder (a pickle this project wrote)."""
-    return read_pickle(Path(folder) / MODEL_FILE)
+Model = LinearHash | KernelHash | ClassifierCode
+
+
+def save_model(model: Model, folder: Path) -> None:
+    """Write ``model`` into ``folder`` as ``model.npz`` (its arrays) and ``model.json`` (kind, scalars).
+
+    The arrays are written first: ``model.json`` completes the model.
+    """
+    folder = Path(folder)
+    if isinstance(model, LinearHash):
+        info: dict[str, Any] = {"kind": "linear"}
+        arrays = {
+            "mean": model.mean,
+            "projection": model.projection,
+            "quantization_loss": np.asarray(model.quantization_loss, dtype=np.float64),
+        }
+    elif isinstance(model, KernelHash):
+        info = {"kind": "kernel", "sigma": float(model.sigma)}
+        arrays = {
+            "anchors": model.anchors,
+            "feature_mean": model.feature_mean,
+            "projection": model.projection,
+            "objective": np.asarray(model.objective, dtype=np.float64),
+        }
+    elif isinstance(model, ClassifierCode):
+        info = {
+            "kind": "classifier",
+            "activation": model.activation,
+            "out_activation": model.out_activation,
+            "layers": len(model.coefs),
+        }
+        arrays = {"classes": model.classes, "codebook": model.codebook}
+        for i, (weights, bias) in enumerate(zip(model.coefs, model.intercepts, strict=True)):
+            arrays[f"coefs_{i}"], arrays[f"intercepts_{i}"] = weights, bias
+    else:
+        raise TypeError(f"save_model: not a fitted baseline: {type(model).__name__}")
+    write_arrays(folder / MODEL_FILE, arrays)
+    write_json(folder / MODEL_INFO_FILE, {"format": MODEL_FORMAT, **info})
+
+
+def load_model(folder: Path, device: str = "auto") -> Model:
+    """The fitted baseline of a run folder, rebuilt from ``model.json`` and ``model.npz`` (no pickle).
+
+    Raises:
+        CheckpointError: naming the file if it is missing, unreadable or not a model, and saying how
+            to convert a run folder of an older version (``model.pkl``) if the user trusts it.
+    """
+    folder = Path(folder)
+    info_path, arrays_path = folder / MODEL_INFO_FILE, folder / MODEL_FILE
+    legacy = folder / LEGACY_MODEL_FILE
+    if not info_path.exists() and legacy.exists():
+        raise CheckpointError(
+            f"{legacy} is a pickled model from an older version, which is not opened (unpickling runs "
+            f"any code the file carries); if you trust its author, `python -m agents.convert {folder} "
+            "--trust-pickle` converts it"
+        )
+    info = read_json(info_path)
+    arrays = read_arrays(arrays_path)
+    try:
+        return _rebuild(info, arrays)
+    except (KeyError, TypeError, ValueError) as error:
+        reason = f"missing {error}" if isinstance(error, KeyError) else str(error)
+        raise CheckpointError(f"{info_path} and {arrays_path} are not a fitted baseline ({reason})") from None
+
+
+def _rebuild(info: dict[str, Any], arrays: dict[str, np.ndarray]) -> Model:
+    """The model that :func:`save_model` wrote as ``info`` and ``arrays``; checks what encode relies on."""
+    kind = info["kind"]
+
+    def matrix(name: str) -> np.ndarray:
+        value = arrays[name]
+        if value.ndim != 2 or value.dtype.kind != "f":
+            raise ValueError(f"{name} must be a float matrix, got {value.dtype} of shape {value.shape}")
+        return value
+
+    if kind == "linear":
+        projection = matrix("projection")
+        if arrays["mean"].shape != (projection.shape[0],):
+            raise ValueError(f"mean has shape {arrays['mean'].shape}, projection {projection.shape}")
+        return LinearHash(arrays["mean"], projection, arrays["quantization_loss"].tolist())
+    if kind == "kernel":
+        anchors, projection = matrix("anchors"), matrix("projection")
+        if arrays["feature_mean"].shape != (anchors.shape[0],) or projection.shape[0] != anchors.shape[0]:
+            raise ValueError(f"anchors {anchors.shape}, feature_mean and projection do not match")
+        sigma = info["sigma"]
+        if not isinstance(sigma, (int, float)) or not sigma > 0:
+            raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+        objective = arrays["objective"].tolist()
+        return KernelHash(anchors, float(sigma), arrays["feature_mean"], projection, objective)
+    if kind == "classifier":
+        layers = info["layers"]
+        if not isinstance(layers, int) or layers < 1:
+            raise ValueError(f"layers must be a positive integer, got {layers!r}")
+        if info["activation"] not in HIDDEN_ACTIVATIONS or info["out_activation"] not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"unknown activations {info['activation']!r}, {info['out_activation']!r}")
+        coefs = [matrix(f"coefs_{i}") for i in range(layers)]
+        intercepts = [arrays[f"intercepts_{i}"] for i in range(layers)]
+        for i, (weights, bias) in enumerate(zip(coefs, intercepts, strict=True)):
+            if bias.shape != (weights.shape[1],) or (i and weights.shape[0] != coefs[i - 1].shape[1]):
+                raise ValueError(f"layer {i}: weights {weights.shape}, intercepts {bias.shape} do not chain")
+        classes, codebook = arrays["classes"], arrays["codebook"]
+        if codebook.ndim != 2 or len(codebook) != len(classes):
+            raise ValueError(f"codebook {codebook.shape} must have a row per class ({len(classes)})")
+        activations = info["activation"], info["out_activation"]
+        return ClassifierCode(coefs, intercepts, *activations, classes, codebook)
+    raise ValueError(f"unknown model kind {kind!r}")
+
+
+def convert_legacy_model(folder: Path) -> None:
+    """Rewrite an older version's pickled ``model.pkl`` as ``model.npz`` + ``model.json``.
+
+    This unpickles ``model.pkl``, which runs any code the file carries: the caller has the user's
+    explicit trust (``python -m agents.convert RUN --trust-pickle``). ``model.pkl`` is left as it was.
+
+    Raises:
+        CheckpointError: naming ``model.pkl`` if it is missing, unreadable, or not a fitted baseline.
+    """
+    path = Path(folder) / LEGACY_MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: nothing to convert")
+    try:
+        legacy = pickle.loads(path.read_bytes())  # the one trusted unpickling: the user said so
+    except Exception as error:  # unpickling raises whatever the pickled classes raise
+        raise CheckpointError(f"{path} is not a readable pickled model ({error})") from None
+    if isinstance(legacy, ClassifierCode) and "classifier" in vars(legacy):
+        # The older ClassifierCode held the fitted MLPClassifier itself.
+        model: Model = ClassifierCode.from_classifier(legacy.classifier, legacy.codebook)
+    elif isinstance(legacy, (LinearHash, KernelHash)):
+        model = legacy
+    else:
+        raise CheckpointError(f"{path} holds a {type(legacy).__name__}, not a fitted baseline")
+    save_model(model, Path(folder))

@@ -49,6 +49,8 @@ RUN_FILES: tuple[str, ...] = (
     "checkpoints",
     "tb",
     "model.pt",
+    "model.npz",  # a baseline's arrays (agents.baselines)
+    "model.json",  # ... and its kind and scalars
     "model.zip",  # earlier versions' SB3 model and baseline model: --overwrite deletes them too
     "model.pkl",
     "evaluation.md",

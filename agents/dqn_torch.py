@@ -36,9 +36,12 @@ of everything: ``--num-envs 512 --batch-size 2048 --gradient-steps 16``.
 
 After training, ``results.json`` is written as by every trainer, with the evaluation curve
 (``curve``: env steps, seconds, mAP, teacher agreement) added. Checkpoints
-(``checkpoints/step_N.pt`` and ``state.json``) hold the networks, the optimiser and the counters;
-the replay buffer is not saved, so ``--resume`` continues the schedule with an empty buffer and
-waits ``learning_starts`` steps before updating again.
+(``checkpoints/step_N.pt`` and ``state.json``) hold the whole training state: the networks, the
+optimiser, the replay buffer's stored rows, every random stream (the env's included), the env's
+episodes and the counters, so a run stopped at any point (Ctrl-C ends the current vector step
+first; SIGKILL loses the steps since the last checkpoint) and resumed with ``--resume`` ends
+bitwise equal to the same run uninterrupted on the CPU. A checkpoint's size grows with the
+buffer's rows (about 0.4 KB a row at 16 bits).
 
 The same algorithm on stable-baselines3's DQN, for SB3 users, is ``python -m agents.train dqn-sb3``
 (``agents.dqn``: the bit-flip head and the teacher, without the margin loss and Double DQN).
@@ -56,7 +59,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from agents.checkpoint import Checkpoints, read_tensors, write_json, write_tensors
+from agents.checkpoint import CheckpointError, Checkpoints, read_tensors, write_json, write_tensors
 from agents.common import (
     RESULTS_FILE,
     CommonArgs,
@@ -75,12 +78,25 @@ from agents.common import (
     write_scalars,
 )
 from agents.q_networks import HEADS, QNetwork
+from agents.reinforce import StopOnInterrupt
+from agents.resume_state import (
+    env_rng_state,
+    env_state,
+    require_keys,
+    restore_env_rng_state,
+    restore_env_state,
+)
 from hashing_gym.envs import encode_batch
 from hashing_gym.envs.binary_code_travel_vector import BinaryCodeTravelVectorEnv
 
 ALGO = "dqn-torch"
 RESULTS_ALGO = "dqn"  # results.json names the algorithm, not the implementation
 MODEL_FILE = "model.pt"
+# What a checkpoint must hold to resume exactly (older ones lack the replay buffer, RNG and env state).
+STATE_KEYS: tuple[str, ...] = (
+    "q_network", "target_network", "optimizer", "replay", "generator", "torch_rng", "env", "env_rng",
+    "obs", "info", "ended", "losses", "loss_count", "env_steps", "updates", "train_seconds", "curve",
+)  # fmt: skip
 
 
 @dataclass
@@ -162,6 +178,31 @@ class ReplayBuffer:
             getattr(self, name).index_copy_(0, rows, batch[name])
         self.position = (self.position + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stored rows (copies of the first ``size``, not the empty capacity) and the write position."""
+        rows = {name: getattr(self, name)[: self.size].clone() for name in self._fields}
+        return {"size": self.size, "position": self.position, "rows": rows}
+
+    def load_state_dict(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
+        """Restore the rows and position of :meth:`state_dict` (a buffer of the same shape).
+
+        Raises:
+            CheckpointError: naming ``source`` if the rows do not fit this buffer.
+        """
+        size, position, rows = int(state["size"]), int(state["position"]), state["rows"]
+        fits = 0 <= size <= self.capacity and 0 <= position < self.capacity and set(rows) == set(self._fields)
+        if not fits:
+            raise CheckpointError(f"{source}: the replay buffer does not fit one of capacity {self.capacity}")
+        for name in self._fields:
+            column, saved = getattr(self, name), rows[name]
+            if saved.shape != (size, *column.shape[1:]) or saved.dtype != column.dtype:
+                raise CheckpointError(
+                    f"{source}: replay field {name!r} is {saved.dtype} {tuple(saved.shape)}, "
+                    f"expected {column.dtype} {(size, *column.shape[1:])}"
+                )
+            column[:size] = saved.to(column.device)
+        self.size, self.position = size, position
 
     def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """``batch_size`` rows drawn uniformly with replacement."""
@@ -278,46 +319,65 @@ def main(args: Args) -> dict[str, Any]:
         q_network.parameters(), lr=args.learning_rate, **({"fused": True} if device.type == "cuda" else {})
     )
     replay = ReplayBuffer(args.buffer_size, args.bits, envs.history_length, device)
+    obs, info = envs.reset(seed=args.seed)
+    ended = torch.zeros(args.num_envs, dtype=torch.bool, device=device)  # NEXT_STEP: next row is a reset
     env_steps, updates, elapsed, curve = 0, 0, 0.0, []
+    losses, loss_count = torch.zeros((), device=device), 0  # TD loss summed since the last evaluation
     checkpoints = Checkpoints(folder, ALGO)
+
+    def training_state(seconds: float) -> dict[str, Any]:
+        """Everything that changes while training, so that --resume continues exactly (the env too)."""
+        return {
+            "q_network": q_network.state_dict(),
+            "target_network": target_network.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "replay": replay.state_dict(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "env": env_state(envs, ("_state",)),
+            "env_rng": env_rng_state(envs),
+            "obs": obs,
+            "info": info,
+            "ended": ended,
+            "losses": losses,
+            "loss_count": loss_count,
+            "env_steps": env_steps,
+            "updates": updates,
+            "train_seconds": seconds,
+            "curve": curve,
+            "config": q_network.config,
+        }
+
     if args.resume:
-        _, saved = checkpoints.load_torch(map_location=device)
+        checkpoint, saved = checkpoints.load_torch(map_location=device)
+        source = checkpoints.directory / checkpoint.model
+        require_keys(saved, STATE_KEYS, source)
         q_network.load_state_dict(saved["q_network"])
         target_network.load_state_dict(saved["target_network"])
         optimizer.load_state_dict(saved["optimizer"])
+        replay.load_state_dict(saved["replay"], source)
+        generator.set_state(saved["generator"].cpu())  # RNG states are CPU tensors, whatever the device
+        torch.set_rng_state(saved["torch_rng"].cpu())
+        restore_env_state(envs, saved["env"], source)
+        restore_env_rng_state(envs, saved["env_rng"])
+        obs, info, ended = saved["obs"], saved["info"], saved["ended"]
+        losses, loss_count = saved["losses"], saved["loss_count"]
         env_steps, updates, elapsed, curve = (
             saved["env_steps"], saved["updates"], saved["train_seconds"], saved["curve"]
         )  # fmt: skip
-        generator.manual_seed(args.seed + env_steps)
     writer = summary_writer(folder, ALGO, purge_step=env_steps)
 
     def evaluate() -> dict[str, float]:
         return evaluate_encoder(encode_split, q_network, dataset, args.bits, args.topk)
 
     def checkpoint(seconds: float) -> None:
-        checkpoints.save_torch(
-            {
-                "q_network": q_network.state_dict(),
-                "target_network": target_network.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "env_steps": env_steps,
-                "updates": updates,
-                "train_seconds": seconds,
-                "curve": curve,
-                "config": q_network.config,
-            },
-            env_steps,
-            seconds,
-        )
+        checkpoints.save_torch(training_state(seconds), env_steps, seconds)
 
-    obs, info = envs.reset(seed=args.seed + env_steps)
-    ended = torch.zeros(args.num_envs, dtype=torch.bool, device=device)  # NEXT_STEP: next row is a reset
-    stored, loss_count = 0, 0
-    losses = torch.zeros((), device=device)
     next_eval = (env_steps // args.eval_every + 1) * args.eval_every if args.eval_every else None
     next_checkpoint = (env_steps // args.checkpoint_every + 1) * args.checkpoint_every
     start = time.perf_counter()
-    try:
+    # Ctrl-C ends the current vector step, then writes a checkpoint of it: --resume continues exactly.
+    with StopOnInterrupt() as stop:
         while env_steps < total:
             # ALGO LOGIC: teacher-guided epsilon-greedy; the executed action goes into the buffer.
             actions = act(q_network, obs, info, epsilon(args, env_steps, total), generator)
@@ -338,10 +398,9 @@ def main(args: Args) -> dict[str, Any]:
             ended = terminated | truncated
             obs, info = next_obs, next_info
             env_steps += args.num_envs
-            stored += args.num_envs
 
             # ALGO LOGIC: Q-learning updates on uniform replay minibatches.
-            if stored >= args.learning_starts and replay.size >= args.batch_size:
+            if env_steps >= args.learning_starts and replay.size >= args.batch_size:
                 for _ in range(args.gradient_steps):
                     losses += _update(q_network, target_network, optimizer, replay, features, args, generator)
                     updates, loss_count = updates + 1, loss_count + 1
@@ -377,12 +436,14 @@ def main(args: Args) -> dict[str, Any]:
                 write_scalars(writer, scalars, env_steps)
                 losses.zero_()
                 loss_count = 0
-            if env_steps >= next_checkpoint:
+            due = env_steps >= next_checkpoint
+            if due:
                 next_checkpoint += args.checkpoint_every
+            if due or stop.requested:
                 checkpoint(seconds)
-    except KeyboardInterrupt:
-        checkpoint(elapsed + time.perf_counter() - start)  # Ctrl-C loses nothing but the replay
-        raise
+            if stop.requested:
+                writer.close()
+                raise KeyboardInterrupt
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_seconds = elapsed + time.perf_counter() - start

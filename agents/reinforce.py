@@ -227,7 +227,7 @@ class Learner:
     env_steps: int = 0
 
     def state_dict(self, env: RankListHashEnv) -> dict[str, Any]:
-        """The training state, with the env's database codes, as torch.save-able containers."""
+        """The training state, with the env's database codes and random stream, as tensors and containers."""
         return {
             "query_net": self.query_net.state_dict(),
             "database_net": self.database_net.state_dict(),
@@ -239,6 +239,7 @@ class Learner:
             "update": self.update,
             "env_steps": self.env_steps,
             "database_codes": torch.from_numpy(np.array(env.database_codes)),
+            "env_rng": env.np_random.bit_generator.state,
         }
 
     def load_state_dict(self, state: dict[str, Any], env: RankListHashEnv) -> None:
@@ -255,6 +256,10 @@ class Learner:
             state["env_steps"],
         )
         env.set_database_codes(state["database_codes"].numpy())
+        # Checkpoints from before env_rng: the env draws only at its seeded reset, which the resumed
+        # run repeats, so its stream is already where the interrupted run's was.
+        if "env_rng" in state:
+            env.np_random.bit_generator.state = state["env_rng"]
 
 
 class StopOnInterrupt:

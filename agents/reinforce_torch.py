@@ -20,15 +20,18 @@ No host round trip per step: the mean baseline, losses and rewards stay device t
 reads numbers only at evaluations (``--eval-every``, also recorded as ``curve`` in results.json),
 checkpoints and the end.
 
+Checkpoints hold the whole training state (networks, optimiser, baseline, the item and code
+generators, the env's random streams, the reward sums of the curve, the counters), so a run
+stopped at any point (Ctrl-C ends the current update first; SIGKILL loses the updates since the
+last checkpoint) and resumed with ``--resume`` ends bitwise equal to the same run uninterrupted on
+the CPU. The database codes are not stored: the database network's weights re-encode them.
+
 Differences from ``agents.reinforce``, all from the batching:
 
 - the random streams are torch's on the device (items, codes), not numpy's, so the same seed gives
   another run than ``agents.reinforce`` (same initial weights);
 - ``--db-refresh 0`` (the env's own bank of last sampled codes) is refused: each sub-env of the
   batched env keeps its own bank, which is another algorithm;
-- ``--resume`` continues from the last checkpoint's networks, optimiser, baseline and counters with
-  the env and the sampling generators reseeded from the step count (as ``agents.dqn_torch``), so a
-  resumed run reaches the total but is not bit-identical to an uninterrupted one;
 - ``--ties stable`` sorts each list on the host (the env's stable-order AP), a transfer per step.
 
 Run: ``python -m agents.train reinforce --device cuda [--num-envs N]`` (``agents.train`` sends
@@ -75,6 +78,7 @@ from agents.reinforce import (
     save_model,
 )
 from agents.reinforce import Args as ReinforceArgs
+from agents.resume_state import env_rng_state, require_keys, restore_env_rng_state
 from hashing_gym.envs.rank_list_hash_vector import RankListHashVectorEnv
 
 # load_model and encode_split are agents.reinforce's: agents.evaluate finds them here.
@@ -86,6 +90,11 @@ __all__ = [
 ALGO = "reinforce-torch"
 RESULTS_ALGO = "reinforce"  # results.json names the algorithm, not the implementation
 ENCODE_CHUNK = 4096  # rows per forward pass when the database network encodes the split (as encode_split)
+# What a checkpoint must hold to resume exactly (older ones lack the generators and reward sums).
+STATE_KEYS: tuple[str, ...] = (
+    "query_net", "database_net", "value_net", "optimizer", "running_mean", "generator", "item_generator",
+    "env_rng", "reward_sum", "reward_count", "update", "env_steps", "train_seconds", "curve",
+)  # fmt: skip
 
 
 @dataclass
@@ -220,19 +229,10 @@ def main(args: Args) -> dict[str, Any]:
     seed_streams(args.seed)
     running_mean: torch.Tensor | None = None  # the "mean" baseline, on the device
     update, env_steps, elapsed, curve = 0, 0, 0.0, []
+    reward_sum = torch.zeros((), dtype=torch.float64, device=device)  # mean AP between evaluations
+    reward_count = 0
     checkpoints = Checkpoints(folder, ALGO)
-
-    if args.resume:
-        _, saved = checkpoints.load_torch(map_location=device)
-        query_net.load_state_dict(saved["query_net"])
-        database_net.load_state_dict(saved["database_net"])
-        value_net.load_state_dict(saved["value_net"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if saved["running_mean"] is not None:
-            running_mean = torch.tensor(saved["running_mean"], device=device)
-        update, env_steps, elapsed = saved["update"], saved["env_steps"], saved["train_seconds"]
-        curve = saved["curve"]
-        seed_streams(args.seed + env_steps)
+    envs.reset(seed=args.seed)  # a seeded reset draws random databases: the database network's replace them
 
     def refresh_database() -> None:
         # ALGO LOGIC: the database network becomes the query network and re-encodes the split.
@@ -240,9 +240,22 @@ def main(args: Args) -> dict[str, Any]:
         set_database_on_device(envs, encode_on_device(database_net, features))
 
     if args.resume:
+        resumed, saved = checkpoints.load_torch(map_location=device)
+        require_keys(saved, STATE_KEYS, checkpoints.directory / resumed.model)
+        query_net.load_state_dict(saved["query_net"])
+        database_net.load_state_dict(saved["database_net"])
+        value_net.load_state_dict(saved["value_net"])
+        optimizer.load_state_dict(saved["optimizer"])
+        running_mean = saved["running_mean"]
+        generator.set_state(saved["generator"].cpu())  # RNG states are CPU tensors, whatever the device
+        item_generator.set_state(saved["item_generator"].cpu())
+        restore_env_rng_state(envs, saved["env_rng"])
+        reward_sum, reward_count = saved["reward_sum"], saved["reward_count"]
+        update, env_steps, elapsed = saved["update"], saved["env_steps"], saved["train_seconds"]
+        curve = saved["curve"]
+        # The database codes are the database network's, deterministic: encoded again, not stored.
         set_database_on_device(envs, encode_on_device(database_net, features))
-    envs.reset(seed=args.seed + env_steps)
-    if not args.resume:
+    else:
         refresh_database()
 
     def checkpoint(seconds: float) -> None:
@@ -252,7 +265,12 @@ def main(args: Args) -> dict[str, Any]:
                 "database_net": database_net.state_dict(),
                 "value_net": value_net.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "running_mean": None if running_mean is None else float(running_mean),
+                "running_mean": running_mean,
+                "generator": generator.get_state(),
+                "item_generator": item_generator.get_state(),
+                "env_rng": env_rng_state(envs),
+                "reward_sum": reward_sum,
+                "reward_count": reward_count,
                 "update": update,
                 "env_steps": env_steps,
                 "train_seconds": seconds,
@@ -263,8 +281,6 @@ def main(args: Args) -> dict[str, Any]:
         )
 
     writer = summary_writer(folder, ALGO, purge_step=env_steps)
-    reward_sum = torch.zeros((), dtype=torch.float64, device=device)  # mean AP between evaluations
-    reward_count = 0
 
     losses: dict[str, torch.Tensor] = {}  # the last update's, logged at evaluations
     evaluated: dict[int, dict[str, float]] = {}  # env steps -> metrics of the last evaluation
@@ -273,6 +289,8 @@ def main(args: Args) -> dict[str, Any]:
         nonlocal reward_count
         if env_steps in evaluated:  # the last update was evaluated already
             return evaluated[env_steps]
+        if curve and curve[-1]["env_steps"] == env_steps:  # ... by the process that wrote the checkpoint
+            return evaluate_model(query_net, dataset, args.bits, args.topk)
         metrics = evaluate_model(query_net, dataset, args.bits, args.topk)
         mean_ap = float(reward_sum) / max(1, reward_count)
         point = {

@@ -1,9 +1,11 @@
 import json
+import signal
 
 import numpy as np
 import pytest
 import torch
 from helpers import RESULT_FIELDS
+from resume_check import TRAINERS, assert_same_run, reference, resume_final_state, seed_globals
 
 from agents import dqn_torch, evaluate, train
 from hashing_gym.envs.binary_code_travel_vector import BinaryCodeTravelVectorEnv
@@ -84,24 +86,28 @@ def test_exploratory_actions_are_the_teachers_and_the_rest_greedy():
     assert ((mixed == greedy) | (mixed == info["expert_action"])).all()
 
 
-def test_ctrl_c_checkpoints_and_resume_reaches_the_total(tmp_path, monkeypatch):
+def test_ctrl_c_checkpoints_its_step_and_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    """Ctrl-C ends the vector step, checkpoints it (off the --checkpoint-every grid), exits 130; --resume
+    then ends bitwise equal to the uninterrupted run: weights, optimizer, replay, RNGs, env, results."""
+    trainer = TRAINERS["dqn-torch"]
+    _, expected, _ = reference(trainer)
     out = tmp_path / "run"
     real_epsilon = dqn_torch.epsilon
 
-    def interrupt_at_240(args, step, total):
-        if step >= 240:
-            raise KeyboardInterrupt
+    def interrupt_at_40(args, step, total):
+        if step == 40:
+            signal.raise_signal(signal.SIGINT)  # the handler asks the loop to stop after this step
         return real_epsilon(args, step, total)
 
-    monkeypatch.setattr(dqn_torch, "epsilon", interrupt_at_240)
-    assert train.main(["dqn-torch", *SMALL, "--eval-every", "0", "--out", str(out)]) == 130
+    monkeypatch.setattr(dqn_torch, "epsilon", interrupt_at_40)
+    seed_globals()
+    assert train.main(["dqn-torch", *trainer.argv, "--out", str(out)]) == 130
     state = json.loads((out / "checkpoints" / "state.json").read_text())
-    assert state["num_timesteps"] == 240 and not (out / "results.json").exists()
+    assert state["num_timesteps"] == 44 and not (out / "results.json").exists()  # 40 + one step of 4 envs
     monkeypatch.setattr(dqn_torch, "epsilon", real_epsilon)
     assert train.main(["ppo", "--resume", str(out)]) == 2  # recorded as dqn-torch: ppo does not resume it
-    assert train.main(["dqn", "--resume", str(out)]) == 0  # dqn resumes with the trainer that wrote the run
-    results = json.loads((out / "results.json").read_text())
-    assert results["env_steps"] == 400 and results["train_seconds"] >= state["train_seconds"]
+    # `dqn --resume` resumes with the trainer that wrote the run.
+    assert_same_run(resume_final_state(trainer, out, "dqn"), expected)
 
 
 @pytest.mark.parametrize(

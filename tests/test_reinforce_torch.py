@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import METRICS, RESULT_FIELDS
+from resume_check import TRAINERS, assert_same_run, reference, resume_final_state, seed_globals
 
 from agents import evaluate, reinforce, reinforce_torch, train
 from hashing_gym.data import load_dataset
@@ -175,26 +176,29 @@ def test_set_database_on_device_refuses_a_wrong_shape():
         reinforce_torch.set_database_on_device(envs, torch.zeros((1497, 8), dtype=torch.uint8))
 
 
-def test_ctrl_c_checkpoints_and_resume_reaches_the_total(tmp_path, monkeypatch):
+def test_ctrl_c_checkpoints_its_update_and_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    """Ctrl-C ends the update, checkpoints it (off the --checkpoint-every grid), exits 130; --resume then
+    ends bitwise equal to the uninterrupted run: networks, optimizer, generators, baseline, results."""
+    trainer = TRAINERS["reinforce-torch"]
+    _, expected, _ = reference(trainer)
     out = tmp_path / "run"
     real_act, calls = reinforce_torch.act, []
 
-    def interrupt_after_five_steps(*args):
+    def interrupt_at_the_fifth_step(*args):
         calls.append(1)
         if len(calls) == 5:
             signal.raise_signal(signal.SIGINT)  # the handler asks the loop to stop after this update
         return real_act(*args)
 
-    monkeypatch.setattr(reinforce_torch, "act", interrupt_after_five_steps)
-    assert train.main(["reinforce-torch", *SMALL, "--eval-every", "0", "--out", str(out)]) == 130
+    monkeypatch.setattr(reinforce_torch, "act", interrupt_at_the_fifth_step)
+    seed_globals()
+    assert train.main(["reinforce-torch", *trainer.argv, "--out", str(out)]) == 130
     state = json.loads((out / "checkpoints" / "state.json").read_text())
-    assert state["num_timesteps"] == 768 and not (out / "results.json").exists()  # 3 updates of 2 steps
+    assert state["num_timesteps"] == 48 and not (out / "results.json").exists()  # 3 updates of 2 steps
     monkeypatch.setattr(reinforce_torch, "act", real_act)
     assert train.main(["dqn", "--resume", str(out)]) == 2  # recorded as reinforce-torch
-    assert train.main(["reinforce", "--resume", str(out)]) == 0  # with the trainer that wrote the run
-    results = json.loads((out / "results.json").read_text())
-    assert results["env_steps"] == 2048 and results["updates"] == 8
-    assert results["train_seconds"] >= state["train_seconds"]
+    # `reinforce --resume` resumes with the trainer that wrote the run.
+    assert_same_run(resume_final_state(trainer, out, "reinforce"), expected)
 
 
 @pytest.mark.gpu

@@ -148,14 +148,14 @@ def test_run_files_keep_the_users_umask(tmp_path):
         assert train.main([*LSH, "--out", str(folder)]) == 0
     finally:
         os.umask(old)
-    for name in ("args.json", "results.json", "model.pkl"):
+    for name in ("args.json", "results.json", "model.npz", "model.json"):
         assert stat.S_IMODE((folder / name).stat().st_mode) == 0o644, name
     old = os.umask(0o027)
     try:
         assert train.main([*LSH, "--out", str(folder), "--overwrite"]) == 0
     finally:
         os.umask(old)
-    for name in ("args.json", "results.json", "model.pkl"):
+    for name in ("args.json", "results.json", "model.npz", "model.json"):
         assert stat.S_IMODE((folder / name).stat().st_mode) == 0o640, name
 
 
