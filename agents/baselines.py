@@ -22,13 +22,12 @@ A fitted model is stored as data, never as code: its arrays in ``model.npz``
 in ``model.json``; :func:`load_model` rebuilds it (mlp-code as the classifier's weights and a numpy
 forward pass, :class:`ClassifierCode`). Run folders of older versions hold a pickled ``model.pkl``,
 which :func:`load_model` refuses (unpickling runs whatever code the file carries);
-:func:`convert_legacy_model` rewrites one whose author the user trusts
-(``python -m agents.convert RUN --trust-pickle``).
+``python -m agents.convert RUN --trust-pickle`` unpickles one whose author the user trusts and
+:func:`convert_legacy_model` writes it in the safe format.
 """
 
 from __future__ import annotations
 
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -454,22 +453,16 @@ def _rebuild(info: dict[str, Any], arrays: dict[str, np.ndarray]) -> Model:
     raise ValueError(f"unknown model kind {kind!r}")
 
 
-def convert_legacy_model(folder: Path) -> None:
-    """Rewrite an older version's pickled ``model.pkl`` as ``model.npz`` + ``model.json``.
+def convert_legacy_model(folder: Path, legacy: Any) -> None:
+    """Write ``legacy``, the object of an older version's ``model.pkl``, as ``model.npz`` + ``model.json``.
 
-    This unpickles ``model.pkl``, which runs any code the file carries: the caller has the user's
-    explicit trust (``python -m agents.convert RUN --trust-pickle``). ``model.pkl`` is left as it was.
+    ``agents.convert`` unpickles ``model.pkl`` (the one place that does, and only with the user's
+    ``--trust-pickle``) and hands the object here; ``model.pkl`` is left as it was.
 
     Raises:
-        CheckpointError: naming ``model.pkl`` if it is missing, unreadable, or not a fitted baseline.
+        CheckpointError: naming ``model.pkl`` if the object is not a fitted baseline.
     """
     path = Path(folder) / LEGACY_MODEL_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing: nothing to convert")
-    try:
-        legacy = pickle.loads(path.read_bytes())  # the one trusted unpickling: the user said so
-    except Exception as error:  # unpickling raises whatever the pickled classes raise
-        raise CheckpointError(f"{path} is not a readable pickled model ({error})") from None
     if isinstance(legacy, ClassifierCode) and "classifier" in vars(legacy):
         # The older ClassifierCode held the fitted MLPClassifier itself.
         model: Model = ClassifierCode.from_classifier(legacy.classifier, legacy.codebook)

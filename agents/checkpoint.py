@@ -15,8 +15,7 @@ A run folder ``DIR`` keeps its newest complete checkpoint in ``DIR/checkpoints``
   replay buffer's filled rows as ``step_n_replay.npz``. A run's final SB3 model is ``model.pt``
   (the policy's parameters and the spaces); the model is rebuilt from ``args.json`` to read it.
 
-Apart from :func:`read_pickle` (the baselines' fitted models, until they move to ``.npz``),
-nothing here runs code when it reads a file: no unpickling, no SB3 ``load``. The formats before
+Nothing here runs code when it reads a file: no unpickling, no SB3 ``load``. The formats before
 this one (SB3's ``model.zip`` and ``step_n.zip``, whose ``data`` entry holds pickled objects,
 replay buffers as ``step_n_replay.pkl``, the baselines' ``model.pkl``) are refused with
 :func:`legacy_format_error`, which names the file and the command that converts a run whose
@@ -40,7 +39,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -196,23 +194,6 @@ def legacy_format_error(path: str | Path, folder: str | Path) -> CheckpointError
         f"zip) that runs any code the file carries when it is loaded, so it is not opened; if you "
         f"trust where the run came from, convert it with `{command}`"
     )
-
-
-def write_pickle(path: str | Path, obj: Any) -> None:
-    """Pickle ``obj`` atomically (the baselines' fitted models, written by this project)."""
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(pickle.dumps(obj))
-
-
-def read_pickle(path: str | Path) -> Any:
-    """An object written by :func:`write_pickle` (trusted files only: unpickling runs code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing")
-    try:
-        return pickle.loads(path.read_bytes())
-    except Exception as error:  # unpickling raises anything the pickled classes raise
-        raise CheckpointError(f"{path} is not a readable model file ({error})") from None
 
 
 # --------------------------------------------------------------------------- checkpoints

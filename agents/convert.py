@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,14 +104,16 @@ def convert_run(folder: str | Path, trust_pickle: bool = False) -> list[Path]:
 
 
 def _convert_baseline(folder: Path) -> list[Path]:
+    from agents.baselines import convert_legacy_model
+    path = folder / LEGACY_BASELINE_MODEL
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: nothing to convert")
     try:
-        from agents.baselines import convert_legacy_model  # type: ignore[attr-defined]
-    except ImportError:
-        raise CheckpointError(
-            f"{folder / LEGACY_BASELINE_MODEL}: this version has no converter for the baselines' model.pkl"
-        ) from None
+        legacy = pickle.loads(path.read_bytes())  # runs the file's code: the user trusts it (--trust-pickle)
+    except Exception as error:  # unpickling raises whatever the pickled classes raise
+        raise CheckpointError(f"{path} is not a readable pickled model ({error})") from None
     before = {path: path.stat().st_mtime_ns for path in folder.iterdir()}
-    convert_legacy_model(folder)
+    convert_legacy_model(folder, legacy)
     return sorted(path for path in folder.iterdir() if before.get(path) != path.stat().st_mtime_ns)
 
 

@@ -369,13 +369,14 @@ def test_convert_hands_a_baselines_pickle_to_the_baselines_converter_only_when_t
 
     calls = []
 
-    def converter(run):  # stands in for agents.baselines' converter (which unpickles the file)
+    def converter(run, legacy):  # stands in for agents.baselines' converter of the unpickled object
         calls.append(Path(run))
         (Path(run) / "model.npz").write_bytes(b"")
 
-    monkeypatch.setattr(baselines, "convert_legacy_model", converter, raising=False)
+    monkeypatch.setattr(baselines, "convert_legacy_model", converter)
     assert convert.main([str(folder), "--trust-pickle"]) == 0
     assert calls == [folder] and f"wrote {folder / 'model.npz'}" in capsys.readouterr().out
+    assert marker.exists()  # trusted: the file was unpickled, and its code ran, as --trust-pickle warns
 
 
 @pytest.mark.parametrize(
