@@ -1,24 +1,28 @@
-"""Label codebooks: one binary codeword per class, far apart in Hamming distance.
+r"""Label codebooks: one binary codeword per class, far apart in Hamming distance.
 
 DRLH (Wang, Hong, Yuan; section 3.3) embeds each class label into a codeword of an
 error-correcting code so that the balls of radius ``R = (D_min - 1) // 2`` around the
 codewords do not overlap; the BinaryCodeTravel reward measures how far a code is from its
 class codeword. This module builds such codebooks:
 
-- ``"bch"``: a binary BCH code (built with galois). Among lengths ``n = 2^m - 1`` (m >= 3) the
+- ``"bch"``: a binary narrow-sense primitive BCH code. Among lengths ``n = 2^m - 1`` (m >= 3) the
   one nearest to ``bits`` is taken (ties go to the longer code); among the BCH codes of that
-  length, the one with the largest minimum distance that still has at least ``num_classes``
-  codewords (``2^k >= num_classes``). ``num_classes`` distinct messages are drawn with the seed
-  and encoded; the codewords are then cut to ``bits`` (dropping trailing bits) or padded with
-  random bits (drawn with the seed), e.g. 16 bits = BCH(15, 5) plus one random bit.
+  length (design distances 3, 5, 7, ...), the one with the largest design distance that still has
+  at least ``num_classes`` codewords (``2^k >= num_classes``). ``num_classes`` distinct messages
+  are drawn with the seed and encoded systematically (message bits, then parity bits); the
+  codewords are then cut to ``bits`` (dropping trailing bits) or padded with random bits (drawn
+  with the seed), e.g. 16 bits = BCH(15, 5) plus one random bit.
 - ``"hadamard"``: rows of a Sylvester Hadamard matrix (and their complements) mapped to 0/1,
   cut or padded the same way.
 - ``"random"``: independent fair bits drawn with the seed, redrawn until all codewords differ.
 
-galois costs about 1.7 s to import and several seconds of JIT for its first BCH code, so it is
-imported lazily, and every codebook is cached in memory and on disk (under
-``$HASHING_GYM_CACHE``, else ``$XDG_CACHE_HOME/hashing_gym``, else ``~/.cache/hashing_gym``):
-only the very first construction of a given (num_classes, bits, kind, seed) pays for galois.
+The BCH generator polynomial is the product of the minimal polynomials of
+:math:`\alpha^1, ..., \alpha^{\delta - 1}` (one per cyclotomic coset), with :math:`\alpha` a root of
+MATLAB's standard primitive polynomial of degree m (the table galois's ``BCH`` uses, so the codes are
+bitwise galois's: ``tests/test_codes.py`` checks it against galois). Built from that table with
+integer arithmetic, any length up to 65,535 takes milliseconds; galois took seconds of import and
+JIT (25 s at 64 bits). Every codebook is still cached in memory and on disk (under
+``$HASHING_GYM_CACHE``, else ``$XDG_CACHE_HOME/hashing_gym``, else ``~/.cache/hashing_gym``).
 
 Two statistics of a set of codes (e.g. a hash function's database codes) live here too:
 ``code_balance`` and ``bit_correlation``, the code-quality columns of ``python -m agents.evaluate``.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -208,34 +213,115 @@ def _bch_length(bits: int) -> int:
     return min(reversed(lengths), key=lambda n: abs(n - bits))
 
 
+# MATLAB's default primitive polynomials of GF(2^m) (galois.matlab_primitive_poly(2, m)), bit i = x^i.
+_PRIMITIVE_POLYNOMIALS: dict[int, int] = {
+    3: 0b1011, 4: 0b10011, 5: 0b100101, 6: 0b1000011, 7: 0b10001001, 8: 0b100011101,
+    9: 0b1000010001, 10: 0b10000001001, 11: 0b100000000101, 12: 0b1000001010011,
+    13: 0b10000000011011, 14: 0b100010001000011, 15: 0b1000000000000011, 16: 0b10001000000001011,
+}  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _field_tables(m: int) -> tuple[list[int], list[int]]:
+    """``exp[i] = alpha^i`` (as an m-bit integer, i < 2n) and ``log[alpha^i] = i`` in GF(2^m)."""
+    n = 2**m - 1
+    exp, value = [0] * (2 * n), 1
+    for i in range(n):
+        exp[i] = exp[i + n] = value
+        value <<= 1
+        if value >> m:
+            value ^= _PRIMITIVE_POLYNOMIALS[m]
+    log = [0] * (n + 1)
+    for i in range(n):
+        log[exp[i]] = i
+    return exp, log
+
+
+def _cyclotomic_coset(i: int, n: int) -> list[int]:
+    """``{i, 2i, 4i, ...} mod n``: the exponents of the conjugates of ``alpha^i``."""
+    coset, j = [], i % n
+    while j not in coset:
+        coset.append(j)
+        j = 2 * j % n
+    return coset
+
+
+def _minimal_polynomial(coset: list[int], m: int) -> int:
+    """``prod_{j in coset} (x - alpha^j)``, whose coefficients lie in GF(2): an integer, bit d = x^d."""
+    exp, log = _field_tables(m)
+    n = 2**m - 1
+    poly = [1]  # GF(2^m) coefficients, poly[d] of x^d
+    for j in coset:
+        product = [0, *poly]  # x * poly, plus alpha^j * poly below
+        for d, coefficient in enumerate(poly):
+            if coefficient:
+                product[d] ^= exp[(log[coefficient] + j) % n]
+        poly = product
+    return sum(c << d for d, c in enumerate(poly))  # conjugate roots: every c is 0 or 1
+
+
+def _carryless_product(a: int, b: int) -> int:
+    """The product of two GF(2) polynomials (integers, bit d = x^d)."""
+    product = 0
+    while b:
+        if b & 1:
+            product ^= a
+        a <<= 1
+        b >>= 1
+    return product
+
+
+def _bch_generators(n: int) -> Iterator[tuple[int, int]]:
+    """(design distance, generator polynomial) of the narrow-sense BCH codes of length n, 3, 5, ... n."""
+    m = n.bit_length()
+    generator, roots = 1, set()
+    for designed in range(3, n + 1, 2):
+        for i in (designed - 2, designed - 1):  # alpha^1 .. alpha^(designed - 1) are roots
+            if i % n not in roots:
+                coset = _cyclotomic_coset(i, n)
+                roots.update(coset)
+                generator = _carryless_product(generator, _minimal_polynomial(coset, m))
+        yield designed, generator
+
+
 @functools.lru_cache(maxsize=64)
 def _best_bch(n: int, num_classes: int) -> tuple[int, int, int]:
-    """(n, k, d) of the largest-distance BCH code of length n with 2^k >= num_classes."""
-    import galois  # noqa: PLC0415 - 1.7 s import, only when a BCH codebook is first built
+    """(n, k, d) of the largest-design-distance BCH code of length n with 2^k >= num_classes."""
+    n, k, designed, _ = _best_bch_generator(n, num_classes)
+    return n, k, designed
 
-    best: tuple[int, int, int] | None = None
-    designed = 3
-    while designed <= n:
-        try:
-            code = galois.BCH(n, d=designed)
-        except ValueError:
+
+def _best_bch_generator(n: int, num_classes: int) -> tuple[int, int, int, int]:
+    """:func:`_best_bch` and the code's generator polynomial."""
+    best: tuple[int, int, int, int] | None = None
+    for designed, generator in _bch_generators(n):
+        k = n - (generator.bit_length() - 1)
+        if 2**k < num_classes:  # k only shrinks as the design distance grows
             break
-        if 2**code.k >= num_classes and (best is None or code.d > best[2]):
-            best = (n, code.k, code.d)
-        designed = code.d + 2 if code.d >= designed else designed + 2
+        best = (n, k, designed, generator)
     if best is None:  # only the repetition code is left; it has 2 codewords
         raise ValueError(f"no BCH code of length {n} has {num_classes} codewords; use a longer bits")
     return best
 
 
 def _bch_codebook(num_classes: int, bits: int, rng: np.random.Generator) -> np.ndarray:
-    import galois  # noqa: PLC0415
+    n, _, _, generator = _best_bch_generator(_bch_length(bits), num_classes)
+    messages = _distinct_messages(num_classes, n - (generator.bit_length() - 1), rng)
+    return _fit_length(_encode_systematic(messages, n, generator), bits, rng)
 
-    n, k, d = _best_bch(_bch_length(bits), num_classes)
-    code = galois.BCH(n, k)
-    messages = _distinct_messages(num_classes, k, rng)
-    codewords = np.asarray(code.encode(galois.GF2(messages)), dtype=np.uint8)
-    return _fit_length(codewords, bits, rng)
+
+def _encode_systematic(messages: np.ndarray, n: int, generator: int) -> np.ndarray:
+    """Codewords ``m(x) x^(n-k) + (m(x) x^(n-k) mod g(x))`` of 0/1 messages (k,), highest degree first."""
+    parity_bits = generator.bit_length() - 1
+    codewords = np.zeros((len(messages), n), dtype=np.uint8)
+    for row, message in enumerate(messages):
+        shifted = int("".join(map(str, message.tolist())) or "0", 2) << parity_bits
+        remainder = shifted
+        while remainder.bit_length() > parity_bits:
+            remainder ^= generator << (remainder.bit_length() - 1 - parity_bits)
+        word = shifted | remainder
+        codewords[row] = [(word >> (n - 1 - i)) & 1 for i in range(n)]
+    return codewords
 
 
 def _distinct_messages(count: int, k: int, rng: np.random.Generator) -> np.ndarray:

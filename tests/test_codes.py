@@ -2,6 +2,7 @@ import itertools
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,17 +85,40 @@ def test_disk_cache_is_written_reused_and_damaged_files_are_rebuilt(tmp_path, mo
     codes._cached_codebook.cache_clear()
 
 
-def test_warm_cache_does_not_import_galois(tmp_path):
-    """Only the first construction pays galois' import and JIT; later processes read the cache."""
+def test_a_cold_build_needs_no_galois(tmp_path):
+    """BCH codebooks come from a primitive-polynomial table and integer arithmetic, not galois's JIT."""
     env = {**os.environ, "HASHING_GYM_CACHE": str(tmp_path)}
     script = (
-        "import sys; from hashing_gym.codes import label_codebook; label_codebook(10, 16); "
+        "import sys; from hashing_gym.codes import label_codebook; label_codebook(10, 256); "
         "print('galois' in sys.modules)"
     )
     cold = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    warm = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    assert cold.stdout.strip() == "True"
-    assert warm.stdout.strip() == "False"
+    assert cold.stdout.strip() == "False"
+    assert list(tmp_path.glob("*.npy"))  # and the codebook was cached
+
+
+GALOIS = np.load(Path(__file__).parent / "golden" / "codebooks_galois.npz")
+
+
+@pytest.mark.parametrize("key", sorted(GALOIS.files))
+def test_bch_codebooks_are_bitwise_those_galois_built(key):
+    """tests/golden/record_codebooks.py built these with galois.BCH; our construction must agree."""
+    classes, bits, seed = (int(part[1:]) for part in key.split("-"))
+    codes._cached_codebook.cache_clear()
+    built = codes._bch_codebook(classes, bits, np.random.default_rng(seed))
+    np.testing.assert_array_equal(built, GALOIS[key])
+
+
+def test_bch_generator_polynomials_have_the_textbook_degrees():
+    """Textbook narrow-sense BCH codes (n, k) by design distance, e.g. (15, 7) at 5 and (255, 131) at 37."""
+    for n, designed, k in ((15, 5, 7), (31, 7, 16), (63, 7, 45), (127, 9, 99), (255, 37, 131)):
+        generator = dict(codes._bch_generators(n))[designed]
+        assert n - (generator.bit_length() - 1) == k, (n, designed)
+        # g(x) divides x^n - 1: every codeword's cyclic shift is a codeword
+        remainder = (1 << n) | 1
+        while remainder.bit_length() >= generator.bit_length():
+            remainder ^= generator << (remainder.bit_length() - generator.bit_length())
+        assert remainder == 0, (n, designed)
 
 
 @pytest.mark.parametrize(
