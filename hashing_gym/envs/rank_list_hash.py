@@ -326,10 +326,12 @@ class RankListHashEnv(HashingEnv):
             "code": None if self._code is None else self._code.copy(),
             "ap": self._ap,
             "relevant": self._relevant,
+            "ended": self._ended,
         }
 
     def _set_episode_state(self, state: dict[str, Any]) -> None:
         bank, code = state["bank"], state["code"]
+        self._ended = bool(state.get("ended", False))
         self._bank = None
         if bank is not None:
             packed = core.pack(self._params, np.zeros((self.num_items, self.bits), dtype=np.uint8))

@@ -24,9 +24,17 @@ that bit and by -1 where it differed, so a step adds one row of a precomputed ta
 recomputing the distances (``Params.flip_delta``).
 
 The functions take and return arrays of one namespace (``array_api_compat``: numpy, or torch on
-any device), so ``BinaryCodeTravelEnv`` (a batch of one), ``BinaryCodeTravelVectorEnv`` (a batch
-of ``num_envs``, numpy or torch) and ``encode_batch`` (a batch of items) run the same code.
+any device), so ``BinaryCodeTravelEnv`` (one row), ``BinaryCodeTravelVectorEnv`` (a batch of
+``num_envs``, numpy or torch) and ``encode_batch`` (a batch of items) run the same code.
 Randomness is drawn by those shells and passed in (``reset``'s ``code``).
+
+Batch shapes: a batch has one leading axis of rows, ``(n,)``; on numpy a single row may also be
+given without it, batch shape ``()`` (``index`` a numpy integer, ``code`` of shape ``(b,)``), and
+every state field and result then comes back without the row axis (numpy scalars where a batch
+has ``(n,)``). That is how the single env steps: numpy's operations on scalars cost a tenth of
+those on arrays of one row, and a single env pays them at every step. The rules are the same
+code either way; only the small indexing helpers below (``_pick``, ``_bits_at``, ``_push``,
+``_select``) say how they read a row.
 
 >>> import numpy as np
 >>> from hashing_gym.envs.core import binary_code_travel as core
@@ -86,12 +94,16 @@ class Params:
     num_negative: Any
     """int64 (N,): number of classes each item does not carry."""
     other_classes: Any
-    """float64 (1,): C - 1, the number of negative classes of a single-label item (an array, so that
-    torch divides int64 by it in float64)."""
+    """float64: C - 1, the number of negative classes of a single-label item (a numpy scalar, and a
+    tensor on torch, so that int64 divided by it is float64; not a 0-d array, which numpy divides by
+    at an array's cost)."""
     codewords: Any
     """int8 (C, b): the codebook, to compare with codes."""
     flip_delta: Any
-    """int64 (b + 1, 2, C): change of the distances when bit k (row k) flips from value v; row b is 0."""
+    """int64 (2 (b + 1), C): change of the distances when bit k flips from value v (row 2 k + v); rows
+    2 b and 2 b + 1 (the terminate action) are 0."""
+    flip_total: Any
+    """int64 (2 (b + 1),): ``flip_delta`` summed over the classes: the change of the distances' sum."""
     stop_reward: Any
     """float64 (b + 1,): the terminate reward (Eq. 2) at each d_pos, +sigma up to eta, -sigma above."""
     one_hot: Any
@@ -113,7 +125,7 @@ class Params:
 
 
 class State(NamedTuple):
-    """A batch of episodes (leading axis: the rows)."""
+    """A batch of episodes (leading axis: the rows; none for one row on numpy, see the module docstring)."""
 
     index: Any
     """int64 (n,): the item of each row."""
@@ -123,6 +135,8 @@ class State(NamedTuple):
     """int64 (n, H): the last flipped bits, newest first; b marks an empty slot."""
     distances: Any
     """int64 (n, C): Hamming distances from the code to every codeword."""
+    total: Any
+    """int64 (n,): the sum of ``distances`` (kept by the steps, so that d_neg needs no sum)."""
     steps: Any
     """int64 (n,): steps taken in the episode."""
     target: Any
@@ -233,9 +247,10 @@ def make_params(
         labels=np.zeros(items.n, dtype=np.int64) if data.multi_label else items.labels.astype(np.int64),
         positive=positive,
         num_negative=(~positive).sum(axis=1).astype(np.int64),
-        other_classes=np.full(1, data.num_classes - 1, dtype=np.float64),
+        other_classes=np.float64(data.num_classes - 1),
         codewords=words.astype(np.int8),
-        flip_delta=flip_delta,
+        flip_delta=flip_delta.reshape(2 * (bits + 1), -1),
+        flip_total=flip_delta.sum(axis=2).reshape(-1),
         stop_reward=np.where(np.arange(bits + 1) <= eta, float(sigma), -float(sigma)),
         one_hot=np.eye(bits + 1, bits, dtype=np.int8),
         flip_gain=gain.astype(np.float32),
@@ -247,21 +262,29 @@ def make_params(
 
 
 def params_on(params: Params, to_array: Any) -> Params:
-    """``params`` with every array converted by ``to_array`` (e.g. to torch tensors on a device)."""
+    """``params`` with every array and numpy scalar converted by ``to_array`` (e.g. to torch tensors)."""
     values = {f.name: getattr(params, f.name) for f in fields(params)}
-    return replace(params, **{k: to_array(v) for k, v in values.items() if isinstance(v, np.ndarray)})
+    arrays = (np.ndarray, np.generic)
+    return replace(params, **{k: to_array(v) for k, v in values.items() if isinstance(v, arrays)})
 
 
 
 
 # The hot path uses operators, indexing and the methods numpy and torch share (sum, argmax, argmin,
 # clip, reshape): a namespace function costs about a microsecond more per call on numpy, which a
-# single env (a batch of one) pays at every step.
+# single env pays at every step. Axes count from the end, so that the same lines read a batch of
+# rows (n, ...) and, on numpy, a single row (...) of numpy scalars and short arrays.
 
 
 def _take(table: Any, index: Any) -> Any:
-    """Rows ``index`` (any shape) of ``table``: ``np.take`` on numpy, faster than fancy indexing."""
+    """Rows ``index`` (any shape; or a numpy integer, see below) of ``table``: ``np.take`` on numpy.
+
+    For one numpy integer on numpy: ``table[index]``, a view of the table's row that callers only
+    read (a take costs four times as much there).
+    """
     if isinstance(table, np.ndarray):
+        if isinstance(index, np.generic):  # one row: a scalar, or a view of the table's row (read it only)
+            return table[index]
         return table.take(index, axis=0)
     # index_select, not table[index]: torch's advanced-indexing gather is several times slower
     # (~100 GB/s on an H100, and a per-element loop on CPU).
@@ -274,8 +297,13 @@ _BIT_IDS: dict[tuple[Any, int], Any] = {}
 
 
 def _one_hot(one_hot: Any, index: Any) -> Any:
-    """Rows ``index`` (any shape) of ``one_hot`` (``Params.one_hot``: row b is zeros)."""
+    """Rows ``index`` (any shape) of ``one_hot`` (``Params.one_hot``: row b is zeros).
+
+    For one numpy integer, a view of the table's row (the callers only read it).
+    """
     if isinstance(one_hot, np.ndarray):
+        if isinstance(index, np.generic):
+            return one_hot[index]
         return one_hot.take(index, axis=0)
     # A comparison writes the rows at memory speed; a gather from the table does not.
     key = (one_hot.device, one_hot.shape[1])
@@ -288,15 +316,31 @@ def _one_hot(one_hot: Any, index: Any) -> Any:
 
 
 def _pick(array: Any, column: Any) -> Any:
-    """``array[i, column[i]]`` for every row i of a 2-D ``array``."""
+    """``array[i, column[i]]`` for every row i of a 2-D ``array`` (``array[column]`` for one row)."""
     if isinstance(array, np.ndarray):  # (np.take_along_axis costs several µs of Python)
+        if array.ndim == 1:
+            return array[column]
         return array[np.arange(array.shape[0]), column]
     return array.gather(1, column[:, None])[:, 0]
 
 
+def _select(mask: Any, yes: Any, no: Any) -> Any:
+    """``yes`` in the rows where ``mask`` (bool (n,)) holds, else ``no`` (both (n,) or (n, m)).
+
+    ``where`` over rows: the mask is broadcast over the second axis of ``yes``. For one row on
+    numpy the mask is a numpy bool and this is a plain choice between the two values (np.where
+    would cost a microsecond and make a 0-d array).
+    """
+    if isinstance(mask, np.generic):
+        return yes if mask else no
+    return _xp(mask).where(mask if yes.ndim == 1 else mask[:, None], yes, no)
+
+
 def _filled(like: Any, shape: tuple[int, ...], value: int) -> Any:
-    """A new int64 array of ``shape`` filled with ``value``, on ``like``'s device."""
+    """A new int64 array of ``shape`` filled with ``value``, on ``like``'s device (or a numpy integer)."""
     if isinstance(like, np.ndarray):  # (np.full, or the namespace's, costs microseconds more)
+        if not shape:
+            return np.int64(value)
         array = np.empty(shape, dtype=np.int64)
         array.fill(value)
         return array
@@ -304,10 +348,13 @@ def _filled(like: Any, shape: tuple[int, ...], value: int) -> Any:
 
 
 def reset(params: Params, index: Any, code: Any) -> State:
-    """Start episodes on items ``index`` (int64 (n,)) from start codes ``code`` (int8 (n, b))."""
-    n, b = code.shape
-    history = _filled(code, (n, params.history), b)
-    return _derive(params, _xp(code), index, code, history, _filled(code, (n,), 0))
+    """Start episodes on items ``index`` (int64 (n,)) from start codes ``code`` (int8 (n, b)).
+
+    One row on numpy: ``index`` a numpy integer and ``code`` of shape (b,) (module docstring).
+    """
+    *batch, b = code.shape
+    history = _filled(code, (*batch, params.history), b)
+    return _derive(params, _xp(code), index, code, history, _filled(code, tuple(batch), 0))
 
 
 def restart(params: Params, state: State, mask: Any, index: Any, code: Any) -> State:
@@ -333,42 +380,53 @@ def restart(params: Params, state: State, mask: Any, index: Any, code: Any) -> S
 def _derive(params: Params, xp: Any, index: Any, code: Any, history: Any, steps: Any) -> State:
     """The state of rows on items ``index`` with these codes, histories and step counts."""
     distances = _distances(params, xp, code)
+    total = distances.sum(axis=-1)
     if not params.multi_label:
         target = _take(params.labels, index)
-        return _single_label(params, index, code, history, distances, steps, target, _pick(distances, target))
-    return _multi_label(params, xp, index, code, history, distances, steps)
+        d_pos = _pick(distances, target)
+        return _single_label(params, index, code, history, distances, total, steps, target, d_pos)
+    return _multi_label(params, xp, index, code, history, distances, total, steps)
 
 
 def _distances(params: Params, xp: Any, code: Any) -> Any:
     """Int64 (n, C): the Hamming distances from each code to every codeword."""
     if isinstance(code, np.ndarray):  # small batches (a single env, a few restarting rows): xor and sum
-        return (code[:, None, :] ^ params.codewords[None, :, :]).sum(axis=2, dtype=np.int64)
+        rows = code[None] if code.ndim == 1 else code[:, None]  # (no ``...`` index: see _push)
+        return (rows ^ params.codewords).sum(axis=-1, dtype=np.int64)
     # |w_c| + sum_k e_k (1 - 2 w_ck): one (n, b) x (b, C) product, no (n, C, b) temporary (a masked
     # torch step starts every row); small integers, exact in float32 (torch has no integer matmul on CUDA).
     return xp.astype(xp.astype(code, xp.float32) @ params.flip_gain.T, xp.int64) + params.codeword_weight
 
 
 def _single_label(
-    params: Params, index: Any, code: Any, history: Any, distances: Any, steps: Any, target: Any, d_pos: Any
+    params: Params,
+    index: Any,
+    code: Any,
+    history: Any,
+    distances: Any,
+    total: Any,
+    steps: Any,
+    target: Any,
+    d_pos: Any,
 ) -> State:
     """The state of single-label rows (the target is the item's class; d_pos given)."""
     # int64 / float64 array: an exact division (no reciprocal), as the single env's int / int was.
-    d_neg = (distances.sum(axis=1) - d_pos) / params.other_classes
-    return State(index, code, history, distances, steps, target, d_pos, d_neg, d_pos - d_neg)
+    d_neg = (total - d_pos) / params.other_classes
+    return State(index, code, history, distances, total, steps, target, d_pos, d_neg, d_pos - d_neg)
 
 
 def _multi_label(
-    params: Params, xp: Any, index: Any, code: Any, history: Any, distances: Any, steps: Any
+    params: Params, xp: Any, index: Any, code: Any, history: Any, distances: Any, total: Any, steps: Any
 ) -> State:
     """The state of multi-label rows: the target, d_pos and d_neg derived from the distances."""
     positive = _take(params.positive, index)
-    target = xp.where(positive, distances, params.bits + 1).argmin(axis=1)  # lowest class index on ties
+    target = xp.where(positive, distances, params.bits + 1).argmin(axis=-1)  # lowest class index on ties
     d_pos = _pick(distances, target)
-    negative_sum = xp.where(positive, 0, distances).sum(axis=1)
+    negative_sum = xp.where(positive, 0, distances).sum(axis=-1)
     num_negative = _take(params.num_negative, index)
     divisor = xp.astype(num_negative.clip(min=1), xp.float64)
     d_neg = xp.where(num_negative > 0, xp.astype(negative_sum, xp.float64) / divisor, 0.0)
-    return State(index, code, history, distances, steps, target, d_pos, d_neg, d_pos - d_neg)
+    return State(index, code, history, distances, total, steps, target, d_pos, d_neg, d_pos - d_neg)
 
 
 def move(code: Any, history: Any, action: Any, one_hot: Any) -> tuple[Any, Any]:
@@ -377,23 +435,38 @@ def move(code: Any, history: Any, action: Any, one_hot: Any) -> tuple[Any, Any]:
     ``one_hot`` is ``Params.one_hot``. The transition of the code alone, for ``encode_batch`` too.
     """
     code = code ^ _one_hot(one_hot, action)
-    return code, _push(history, action, action < code.shape[1])
+    return code, _push(history, action, action < code.shape[-1])
 
 
 def _bits_at(code: Any, action: Any) -> Any:
     """``code[i, action[i]]`` for every row i: the bits that ``action`` flips (any 0/1 where it is b)."""
     if isinstance(code, np.ndarray):  # one flat take, clipped: the terminate action reads a neighbour
+        if code.ndim == 1:  # one row: clip as take does, in Python (take costs a microsecond here)
+            return code[min(action, code.shape[0] - 1)]
         n, b = code.shape
         return code.take(np.arange(0, n * b, b) + action, mode="clip")
     # int64: torch indexes with int64, not int8.
     return code.gather(1, action.clamp(max=code.shape[1] - 1)[:, None])[:, 0].long()
 
 
+_SHIFTS: dict[int, np.ndarray] = {}
+
+
 def _push(history: Any, action: Any, flip: Any) -> Any:
     """The histories with ``action`` pushed (newest first) where ``flip``."""
-    if history.shape[1] == 0:
+    if history.shape[-1] == 0:
         return history
     if isinstance(history, np.ndarray):
+        if history.ndim == 1:  # one row: no array op when it terminates, else a gather (a copy)
+            if not flip:
+                return history
+            length = history.shape[0]
+            shift = _SHIFTS.get(length)
+            if shift is None:  # entry j of the pushed history is entry j - 1 (entry 0: overwritten)
+                shift = _SHIFTS[length] = np.arange(-1, length - 1)
+            pushed = history[shift]
+            pushed[0] = action
+            return pushed
         pushed = np.empty_like(history)
         pushed[:, 0] = action
         pushed[:, 1:] = history[:, :-1]
@@ -404,32 +477,29 @@ def _push(history: Any, action: Any, flip: Any) -> Any:
 
 
 def step(params: Params, state: State, action: Any) -> tuple[State, Any, Any, Any]:
-    """One step of every row with ``action`` (int64 (n,), each in [0, bits]).
+    """One step of every row with ``action`` (int64 (n,), each in [0, bits]; one row: a numpy integer).
 
     Returns:
         The next state (new arrays; ``index`` and ``target`` are ``state``'s), the rewards
         (float64 (n,)), terminated and truncated (bool (n,)).
     """
-    xp = _xp(state.code)
     flip = action < params.bits
-    bit = _one_hot(params.one_hot, action)  # a zero row for the terminate action
-    # Flipping bit k from value v adds flip_delta[k, v] to the distances; terminating adds zeros.
-    old = _bits_at(state.code, action)
-    if isinstance(action, np.ndarray):
-        delta = params.flip_delta[action, old]
-    else:  # row 2 k + v of the (2 (b + 1), C) table: index_select, not torch's slower advanced indexing
-        delta = _take(params.flip_delta.reshape(-1, params.flip_delta.shape[2]), 2 * action + old)
+    # Flipping bit k from value v adds row 2 k + v of flip_delta to the distances; terminating adds
+    # zeros. (One gather by a row number, not numpy's slower fancy indexing by two index arrays.)
+    row = 2 * action + _bits_at(state.code, action)
+    delta = _take(params.flip_delta, row)
     distances = state.distances + delta
+    total = state.total + _take(params.flip_total, row)
     history = _push(state.history, action, flip)
     steps = state.steps + 1
-    code = state.code ^ bit
+    code = state.code ^ _one_hot(params.one_hot, action)  # a zero row for the terminate action
     if params.multi_label:
-        new = _multi_label(params, xp, state.index, code, history, distances, steps)
+        new = _multi_label(params, _xp(code), state.index, code, history, distances, total, steps)
     else:
         d_pos = state.d_pos + _pick(delta, state.target)
-        new = _single_label(params, state.index, code, history, distances, steps, state.target, d_pos)
+        new = _single_label(params, state.index, code, history, distances, total, steps, state.target, d_pos)
     # Eq. 1 (the margins are d_pos - d_neg, as the reward's terms) or Eq. 2.
-    reward = xp.where(flip, state.margin - new.margin, _take(params.stop_reward, state.d_pos))
+    reward = _select(flip, state.margin - new.margin, _take(params.stop_reward, state.d_pos))
     return new, reward, ~flip, flip & (steps >= params.max_steps)
 
 
@@ -443,9 +513,9 @@ def teacher_action(params: Params, state: State) -> Any:
     torch's argmax both return the first maximum). For single-label items that order depends on
     the class alone (``Params.teacher_rank``).
     """
-    xp = _xp(state.code)
     wrong = state.code ^ _take(params.codewords, state.target)  # 1 at the wrong bits
     if params.multi_label:
+        xp = _xp(state.code)
         sign = 1 - 2 * xp.astype(state.code, xp.int64)  # (n, b): +1 where the bit is 0, -1 where 1
         negative = xp.astype(~_take(params.positive, state.index), xp.float32)
         # Small integers: exact in float32 (torch has no integer matmul on CUDA).
@@ -454,7 +524,7 @@ def teacher_action(params: Params, state: State) -> Any:
     else:
         score = wrong * _take(params.teacher_rank, state.target)  # 0 at the right bits
     # At d_pos = 0 every score is the lowest, so argmax is 0 and teacher_stop adds b (terminate).
-    return score.argmax(axis=1) + _take(params.teacher_stop, state.d_pos)
+    return score.argmax(axis=-1) + _take(params.teacher_stop, state.d_pos)
 
 
 def teacher_mask(params: Params, state: State) -> Any:
@@ -463,9 +533,9 @@ def teacher_mask(params: Params, state: State) -> Any:
     Every wrong bit's flip lowers d_pos by one and earns a reward of at least 0, so each is right
     in the teacher's sense; ``teacher_action`` is the most rewarding of them.
     """
-    done = (state.d_pos == 0)[:, None]
+    done = (state.d_pos == 0)[..., None]
     wrong = state.code != params.codewords[state.target]
-    return _xp(state.code).concat([wrong, done], axis=1)
+    return _xp(state.code).concat([wrong, done], axis=-1)
 
 
 def info(params: Params, state: State) -> dict[str, Any]:
@@ -480,9 +550,10 @@ def info(params: Params, state: State) -> dict[str, Any]:
 
 def observe(params: Params, state: State) -> Any:
     """The observations: a dict of ``features``, ``code`` and ``history`` (one-hot), or flattened."""
-    return observation(
-        _take(params.features, state.index), state.code, state.history, params.one_hot, params.flatten
-    )
+    features = _take(params.features, state.index)
+    if isinstance(state.index, np.generic):  # one row: _take's view of the data set, copied
+        features = features.copy()
+    return observation(features, state.code, state.history, params.one_hot, params.flatten)
 
 
 def observation(features: Any, code: Any, history: Any, one_hot: Any, flatten: bool) -> Any:
@@ -490,8 +561,8 @@ def observation(features: Any, code: Any, history: Any, one_hot: Any, flatten: b
     history = _one_hot(one_hot, history)  # (n, H, b)
     if flatten:
         xp = _xp(code)
-        rows = [features, code, history.reshape(history.shape[0], -1)]
-        return xp.concat([xp.astype(part, xp.float32) for part in rows], axis=1)
+        rows = [features, code, history.reshape(*history.shape[:-2], -1)]
+        return xp.concat([xp.astype(part, xp.float32) for part in rows], axis=-1)
     return {
         "features": features,
         "code": code.copy() if isinstance(code, np.ndarray) else code.clone(),
