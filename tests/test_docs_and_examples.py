@@ -68,3 +68,21 @@ def test_the_console_script_is_the_train_cli():
     from agents import train
 
     assert script.load() is train.main
+
+
+def test_every_test_that_reliability_md_names_exists():
+    """docs/RELIABILITY.md names the test behind each row: each must exist (``*`` matches a name's rest)."""
+    doc = (ROOT / "docs" / "RELIABILITY.md").read_text()
+    named, current = [], None
+    for match in re.finditer(r"`(tests/[\w/]+\.py)?(::[\w*]+)?`", doc):
+        current = match.group(1) or current
+        if match.group(2):
+            named.append((current, match.group(2)[2:]))
+    assert len(named) > 30
+    word = r"\w*"
+    missing = [
+        f"{path}::{name}"
+        for path, name in named
+        if not re.search("def " + name.replace("*", word) + r"\(", (ROOT / path).read_text())
+    ]
+    assert not missing, missing
