@@ -171,7 +171,7 @@ def test_a_saver_that_drops_a_part_of_the_state_fails_the_comparison(part, finis
         assert_same_training_state(out, finished[trainer][0], trainer)
 
 
-@pytest.mark.parametrize("trainer", ["dqn-sb3", "ppo"])
+@pytest.mark.parametrize("trainer", sorted(RUNS))
 def test_a_run_killed_in_the_middle_of_a_write_resumes_to_the_same_end(trainer, finished, tmp_path):
     """SIGKILL after a random file write's temporary file is written, before its rename; then --resume."""
     writes = finished[trainer][1]
