@@ -39,6 +39,7 @@ from agents.checkpoint import CheckpointError, read_arrays, read_json, write_arr
 from agents.common import (
     CommonArgs,
     UsageError,
+    announce_run,
     check_common_args,
     evaluate_encoder,
     load_run_dataset,
@@ -47,6 +48,7 @@ from agents.common import (
     releases_run_lock,
     results_record,
 )
+from agents.report import finish_run
 from hashing_gym.codes import label_codebook
 from hashing_gym.data import HashingDataset
 
@@ -58,7 +60,11 @@ MODEL_FORMAT = 1
 
 @dataclass
 class Args(CommonArgs):
-    """Baseline options (the environment and step options of CommonArgs are not used)."""
+    """Baseline options (the environment and step options of CommonArgs are not used).
+
+    A baseline steps no environment: its run folder has no checkpoints and no TensorBoard logs
+    (report.md shows its results, PR curve and codes picture).
+    """
 
     env: str = field(default="none", metadata={"help": "not used: baselines step no environment"})
     iterations: int = field(default=50, metadata={"help": "itq: quantization iterations"})
@@ -319,6 +325,7 @@ def run(algo: str, args: Args) -> dict[str, Any]:
         parse_hidden(args.hidden)
     dataset = load_run_dataset(args)
     folder = open_run(args, algo)
+    announce_run(folder, algo, args, dataset, "cpu (numpy)", "a fit on the train split, no env steps")
     start = time.perf_counter()
     features = dataset.train.features.astype(np.float64)
     if algo == "lsh":
@@ -334,7 +341,7 @@ def run(algo: str, args: Args) -> dict[str, Any]:
     metrics = evaluate_encoder(encode_split, model, dataset, args.bits, args.topk)
     results = results_record(algo, args, metrics, train_seconds, 0, model_file=MODEL_FILE)
     write_json(folder / "results.json", results)
-    return results
+    return finish_run(folder, results, dataset, lambda x: encode_split(model, x, args.bits))
 
 
 def encode_split(model: Model, features: np.ndarray, bits: int) -> np.ndarray:

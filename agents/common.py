@@ -5,7 +5,8 @@ non-empty ``--out`` is refused unless ``--overwrite``, and ``DIR/.lock`` (``file
 second process out while the run trains (:func:`releases_run_lock` frees it when the trainer ends).
 
 Also the shared plumbing: the hidden-size parser (:func:`parse_hidden`), the argument validator
-(:func:`check_common_args`), the TensorBoard writer (:func:`summary_writer`), the device
+(:func:`check_common_args`), the run's first line (:func:`announce_run`), TensorBoard logging
+(:class:`TrainingLog`, the same tags for every trainer; SB3's logger goes into it), the device
 (:func:`resolve_device`) and the stable-baselines3 training loop (:func:`train_sb3`); checkpoints
 and every file write are ``agents.checkpoint``'s.
 
@@ -16,6 +17,7 @@ results written to ``DIR/results.json``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -24,13 +26,14 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import KVWriter, Logger
 
 from agents.checkpoint import CheckpointError, Checkpoints, read_json, write_json
 from hashing_gym.codes import bit_correlation, code_balance
@@ -54,7 +57,13 @@ RUN_FILES: tuple[str, ...] = (
     "model.zip",  # earlier versions' SB3 model and baseline model: --overwrite deletes them too
     "model.pkl",
     "evaluation.md",
+    "report.md",  # agents.report: the run's page and its pictures
+    "training_curves.png",
     "pr_curve.png",
+    "codes.png",
+    "pr_curves.png",  # earlier versions' pictures of a single run
+    "codes_tsne.png",
+    "codes_pca.png",
 )
 
 
@@ -302,17 +311,25 @@ def open_run(args: CommonArgs, algo: str) -> Path:
 def announce_run(
     folder: Path, algo: str, args: CommonArgs, dataset: HashingDataset, device: str, budget: str
 ) -> None:
-    """The run's first line: where it writes and what it will do (data set, bits, device, budget)."""
+    """The run's first line: the run folder, data set, bits, device and budget.
+
+    Every trainer prints it once the folder is open and the budget known, e.g. ``dqn-torch:
+    training on digits (1497 train items) at 16 bits on cpu, 400 env steps; writing runs/x``
+    (``resuming`` instead of ``writing`` with ``--resume``).
+    """
+    action = "resuming" if args.resume else "writing"
     print(
         f"{algo}: training on {dataset.name} ({dataset.train.n} train items) at {args.bits} bits "
-        f"on {device}, {budget}; writing {folder}",
+        f"on {device}, {budget}; {action} {folder}",
         flush=True,
     )
 
 
 def next_steps(folder: Path | str) -> str:
-    """The commands to run after a run: evaluate it, look at its TensorBoard logs."""
-    return f"next: python -m agents.evaluate {folder}  |  tensorboard --logdir {Path(folder) / 'tb'}"
+    """The commands to run after a run: evaluate it, look at its TensorBoard logs (when it has any)."""
+    line = f"next: python -m agents.evaluate {folder}"
+    tb = Path(folder) / "tb"
+    return f"{line}  |  tensorboard --logdir {tb}" if tb.is_dir() else line
 
 
 def versions() -> dict[str, str]:
@@ -341,9 +358,15 @@ def retrieval_results(
     mAP@all (stable and tie-aware), mAP@k and precision@k at ``topk``, precision within Hamming
     radius 2, and ``code_balance`` / ``bit_correlation`` (``hashing_gym.codes``) of the database.
     """
+    import torch
+
+    threads = torch.get_num_threads()
     metrics = evaluate_retrieval(
         query_codes, dataset.query.labels, database_codes, dataset.database.labels, topk=topk, radius=2
     )
+    # The ranking kernels' first parallel numba call starts an OpenMP pool that can raise torch's
+    # thread count (a shared libgomp); a trainer evaluating mid-run keeps its --threads.
+    torch.set_num_threads(threads)
     return {
         "map": metrics["map"],
         "map_tie_aware": metrics["map_tie_aware"],
@@ -497,24 +520,33 @@ def evaluate_encoder(
 
 
 class RetrievalEvalCallback(BaseCallback):
-    """Every ``every`` steps: ``evaluate(model)``, logged as ``eval/map`` and friends to TensorBoard."""
+    """Every ``every`` steps (and at step 0 of a fresh run): ``evaluate(model)`` into ``log``.
 
-    def __init__(self, evaluate: Callable[[Any], dict[str, float]], every: int) -> None:
+    The metrics are written at the step they were measured (``eval/map`` and friends), not at
+    SB3's next dump.
+    """
+
+    def __init__(self, evaluate: Callable[[Any], dict[str, float]], every: int, log: TrainingLog) -> None:
         super().__init__()
-        self.evaluate, self.every = evaluate, every
+        self.evaluate, self.every, self.log = evaluate, every, log
         self._next = every
 
     def _on_training_start(self) -> None:
         if self.every:
             self._next = (self.num_timesteps // self.every + 1) * self.every
+            if self.num_timesteps == 0:  # the untrained policy: where the mAP curve starts
+                self._evaluate()
 
     def _on_step(self) -> bool:
         if self.every and self.num_timesteps >= self._next:
             self._next += self.every
-            metrics = self.evaluate(self.model)
-            for key in EVAL_SCALARS:
-                self.logger.record(f"eval/{key}", metrics[key])
+            self._evaluate()
         return True
+
+    def _evaluate(self) -> None:
+        with self.log.paused():
+            metrics = self.evaluate(self.model)
+        self.log.eval(metrics, self.num_timesteps)
 
 
 def load_sb3_checkpoint(
@@ -590,11 +622,14 @@ def train_sb3(
 
     ``model`` is built as a fresh run builds it; with ``--resume`` it first gets the state of the
     run's newest checkpoint (:func:`load_sb3_checkpoint`). Checkpoints every
-    ``args.checkpoint_every`` steps, at the end and on Ctrl-C (:class:`CheckpointEvery`),
-    retrieval evaluation to TensorBoard every ``args.eval_every`` steps, then ``model.pt``, the
-    codes of the query and database splits from ``encode(model, features, bits)``, and
-    results.json. A resumed run continues the step count and adds the recorded training time.
+    ``args.checkpoint_every`` steps, at the end and on Ctrl-C (:class:`CheckpointEvery`);
+    TensorBoard scalars in ``DIR/tb/{algo}`` (:class:`TrainingLog`: SB3's own scalars, the common
+    training tags from the first rollout on, retrieval evaluations at step 0 and every
+    ``args.eval_every`` steps); then ``model.pt``, the codes of the query and database splits from
+    ``encode(model, features, bits)``, results.json and report.md (``agents.report.finish_run``).
+    A resumed run continues the step count and adds the recorded training time.
     """
+    from agents.report import finish_run
     from agents.sb3_state import save_policy
 
     checkpoints = Checkpoints(folder, algo)
@@ -602,24 +637,36 @@ def train_sb3(
     if args.resume:
         checkpoint = load_sb3_checkpoint(model, folder, algo, extra_callbacks)
         elapsed, saved_step = checkpoint.train_seconds, checkpoint.num_timesteps
+    announce_run(folder, algo, args, dataset, str(model.device), f"{timesteps:,} env steps (whole rollouts)")
 
     def evaluate(trained: Any) -> dict[str, float]:
         return evaluate_encoder(encode, trained, dataset, args.bits, args.topk)
 
+    # LOGGING: SB3's logger writes into the run's TensorBoard folder (DIR/tb/ALGO), beside the
+    # common scalars (TrainingScalars) and the evaluations.
+    log = TrainingLog(folder, algo, timesteps, start_step=model.num_timesteps)
+    model.set_logger(Sb3RunLogger(log))
     start = time.perf_counter()
-    with InterruptRequest() as interrupt:
-        saver = CheckpointEvery(
-            checkpoints, args.checkpoint_every, start, elapsed, extra_callbacks, saved_step, interrupt
-        )
-        model.learn(
-            total_timesteps=timesteps - model.num_timesteps,
-            callback=CallbackList(
-                [*extra_callbacks, saver, RetrievalEvalCallback(evaluate, args.eval_every)]
-            ),
-            progress_bar=True,
-            tb_log_name=algo,
-            reset_num_timesteps=not args.resume,
-        )
+    try:
+        with InterruptRequest() as interrupt:
+            saver = CheckpointEvery(
+                checkpoints, args.checkpoint_every, start, elapsed, extra_callbacks, saved_step, interrupt
+            )
+            model.learn(
+                total_timesteps=timesteps - model.num_timesteps,
+                callback=CallbackList(
+                    [
+                        *extra_callbacks,
+                        saver,
+                        TrainingScalars(log),
+                        RetrievalEvalCallback(evaluate, args.eval_every, log),
+                    ]
+                ),
+                progress_bar=True,
+                reset_num_timesteps=not args.resume,
+            )
+    finally:
+        log.close()
     if interrupt.requested:  # Ctrl-C during the last rollout: the end's checkpoint holds it all
         raise KeyboardInterrupt
     train_seconds = elapsed + time.perf_counter() - start
@@ -634,7 +681,7 @@ def train_sb3(
         model_file=SB3_MODEL_FILE,
     )
     write_json(folder / RESULTS_FILE, results)
-    return results
+    return finish_run(folder, results, dataset, lambda features: encode(model, features, args.bits))
 
 
 def set_threads(threads: int) -> None:
@@ -718,14 +765,23 @@ def parse_hidden(text: str, option: str = "--hidden") -> list[int]:
 
 
 EVAL_SCALARS: tuple[str, ...] = ("map", "map_tie_aware", "precision_radius2")
+# The training scalars every trainer logs, under the same TensorBoard tags (SB3's prefixes).
+TRAIN_TAGS: dict[str, str] = {
+    "episode_return": "rollout/episode_return",  # mean return of the episodes ended since the last point
+    "loss": "train/loss",  # the trainer's total loss (mean over, or last update of, the updates since)
+    "steps_per_second": "time/steps_per_second",  # env steps/s since the last point, evaluations left out
+}
+# Tags written at every evaluation (step 0 included when the run evaluates).
+EVAL_TAGS: tuple[str, ...] = tuple(f"eval/{key}" for key in EVAL_SCALARS)
+LOG_POINTS = 100  # training points per run (our choice: smooth curves, small event files)
 
 
 def summary_writer(folder: Path, name: str, purge_step: int | None = None) -> Any:
-    """The TensorBoard writer of a trainer that logs its own scalars: ``DIR/tb/{name}``.
+    """The TensorBoard writer of a run: ``DIR/tb/{name}``, one folder per trainer.
 
-    (The stable-baselines3 trainers log into ``DIR/tb`` through SB3's logger.) ``purge_step``: on
-    ``--resume``, the checkpoint's step; TensorBoard drops the events an interrupted process logged
-    after it.
+    Every trainer writes through it (the stable-baselines3 ones too: :func:`train_sb3` routes SB3's
+    logger into it). ``purge_step``: on ``--resume``, the first step the resumed process may log;
+    TensorBoard drops the events an interrupted process logged from it on.
     """
     from torch.utils.tensorboard import SummaryWriter  # slow to import; only these trainers need it
 
@@ -741,3 +797,174 @@ def write_scalars(writer: Any, scalars: dict[str, float], step: int, prefix: str
 def write_eval_scalars(writer: Any, metrics: dict[str, float], step: int) -> None:
     """The retrieval metrics every trainer logs at an evaluation: ``eval/map`` and friends."""
     write_scalars(writer, {key: metrics[key] for key in EVAL_SCALARS}, step, prefix="eval/")
+
+
+class TrainingLog:
+    """A run's TensorBoard scalars, the same tags for every trainer (:data:`TRAIN_TAGS`, ``eval/*``).
+
+    ``DIR/tb/{algo}`` (:func:`summary_writer`). :meth:`due` says when the next training point is
+    wanted: at the first step after the run (or the resumed process) starts, then every
+    ``total_steps / LOG_POINTS`` steps, so even a short run logs from its first update.
+    :meth:`train` writes a point (steps/s since the previous one computed here, leaving out the
+    time spent in :meth:`paused` blocks), :meth:`eval` the retrieval metrics.
+    """
+
+    def __init__(self, folder: Path, algo: str, total_steps: int, start_step: int = 0) -> None:
+        # A resumed process logs after its checkpoint's step: what an earlier one logged later goes.
+        self.writer = summary_writer(folder, algo, purge_step=start_step + 1 if start_step else None)
+        self.every = max(1, int(total_steps) // LOG_POINTS)
+        self._last_step, self._last_time, self._paused = start_step, time.perf_counter(), 0.0
+        self._next = start_step + 1
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the time spent in the block (an evaluation) out of ``time/steps_per_second``."""
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._paused += time.perf_counter() - begin
+
+    def due(self, step: int) -> bool:
+        """Whether a training point is wanted at ``step``."""
+        return step >= self._next
+
+    def train(
+        self, step: int, episode_return: float | None = None, loss: float | None = None, **extra: float
+    ) -> None:
+        """Write a training point at ``step``; ``extra``: the trainer's own scalars by full tag.
+
+        ``None`` values are left out (no episode ended, no update yet).
+        """
+        now = time.perf_counter()
+        seconds = max(now - self._last_time - self._paused, 1e-9)
+        scalars = {TRAIN_TAGS["steps_per_second"]: (step - self._last_step) / seconds}
+        if episode_return is not None:
+            scalars[TRAIN_TAGS["episode_return"]] = float(episode_return)
+        if loss is not None:
+            scalars[TRAIN_TAGS["loss"]] = float(loss)
+        scalars.update({tag: float(value) for tag, value in extra.items() if value is not None})
+        write_scalars(self.writer, scalars, step)
+        self._next = step + self.every
+        self._last_step, self._last_time, self._paused = step, now, 0.0
+
+    def eval(self, metrics: dict[str, float], step: int, **extra: float) -> None:
+        """Write the retrieval metrics of an evaluation at ``step`` (``eval/map`` and friends).
+
+        ``extra``: the trainer's own evaluation scalars by full tag.
+        """
+        write_eval_scalars(self.writer, metrics, step)
+        write_scalars(self.writer, {tag: float(value) for tag, value in extra.items()}, step)
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.writer.close()
+
+
+class _Sb3Scalars(KVWriter):
+    """An SB3 ``KVWriter``: what SB3's logger dumps goes into the run's writer.
+
+    SB3's ``rollout/ep_rew_mean``, ``time/fps`` and ``train/loss`` are left out: :class:`TrainingScalars`
+    writes their common forms (:data:`TRAIN_TAGS`); keys SB3 excludes from TensorBoard and
+    non-numbers are left out as SB3's own TensorBoard writer leaves them.
+    """
+
+    REPLACED = ("rollout/ep_rew_mean", "time/fps", "train/loss")
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        """Write the dumped numbers through :func:`write_scalars`."""
+        scalars = {
+            key: float(value)
+            for key, value in key_values.items()
+            if key not in self.REPLACED
+            and "tensorboard" not in (key_excluded.get(key) or ())
+            and isinstance(value, int | float | np.number)
+            and not isinstance(value, bool)
+        }
+        write_scalars(self.writer, scalars, step)
+
+    def close(self) -> None:
+        """Nothing: the :class:`TrainingLog` closes the writer."""
+
+
+class Sb3RunLogger(Logger):
+    """An SB3 ``Logger`` writing into a :class:`TrainingLog`'s folder, remembering each key's last value.
+
+    ``latest`` keeps what SB3 recorded last (its dumps clear their own copy), so
+    :class:`TrainingScalars` reads the loss whenever it logs. Set with ``model.set_logger`` before
+    ``learn``: SB3 then writes no ``tb/{name}_N`` folder of its own.
+    """
+
+    def __init__(self, log: TrainingLog) -> None:
+        super().__init__(folder=None, output_formats=[_Sb3Scalars(log.writer)])
+        self.latest: dict[str, Any] = {}
+
+    def record(self, key: str, value: Any, exclude: str | tuple[str, ...] | None = None) -> None:
+        """SB3's ``record``, keeping the value in ``latest`` too."""
+        super().record(key, value, exclude)
+        self.latest[key] = value
+
+
+def sb3_loss(model: Any, latest: dict[str, Any]) -> float | None:
+    """The total loss of an SB3 model's last update: ``train/loss``, or A2C's from its three terms.
+
+    A2C records only its terms: ``policy_loss + ent_coef * entropy_loss + vf_coef * value_loss``
+    is the loss it minimises.
+    """
+    if "train/loss" in latest:
+        return float(latest["train/loss"])
+    terms = ("train/policy_loss", "train/entropy_loss", "train/value_loss")
+    if all(term in latest for term in terms):
+        policy, entropy, value = (float(latest[term]) for term in terms)
+        return policy + float(model.ent_coef) * entropy + float(model.vf_coef) * value
+    return None
+
+
+class TrainingScalars(BaseCallback):
+    """The common training scalars of an SB3 run (:class:`TrainingLog`), from its first rollout.
+
+    Episode returns are summed from each step's rewards and dones (so any VecEnv works, with or
+    without a Monitor); a point is written at the first rollout start after ``log.due`` and at
+    the end of training, then SB3's pending scalars (``train/value_loss``, ...) are dumped at the
+    same step.
+    """
+
+    def __init__(self, log: TrainingLog) -> None:
+        super().__init__()
+        self.log = log
+        self._returns: np.ndarray | None = None
+        self._ended_sum, self._ended_count, self._logged_step = 0.0, 0, -1
+
+    def _on_training_start(self) -> None:
+        self._returns = np.zeros(self.training_env.num_envs)
+
+    def _on_step(self) -> bool:
+        rewards, dones = self.locals.get("rewards"), self.locals.get("dones")
+        if rewards is not None and dones is not None and self._returns is not None:
+            self._returns += np.asarray(rewards, dtype=np.float64).reshape(-1)
+            ended = np.asarray(dones, dtype=bool).reshape(-1)
+            if ended.any():
+                self._ended_sum += float(self._returns[ended].sum())
+                self._ended_count += int(ended.sum())
+                self._returns[ended] = 0.0
+        return True
+
+    def _on_rollout_start(self) -> None:
+        if self.log.due(self.num_timesteps):
+            self.write()
+
+    def _on_training_end(self) -> None:
+        if self.num_timesteps != self._logged_step:
+            self.write()
+
+    def write(self) -> None:
+        """Write a training point now, then dump SB3's pending scalars at the same step."""
+        logger = self.model.logger
+        episode_return = self._ended_sum / self._ended_count if self._ended_count else None
+        loss = sb3_loss(self.model, getattr(logger, "latest", {}))
+        self.log.train(self.num_timesteps, episode_return, loss)
+        self._ended_sum, self._ended_count, self._logged_step = 0.0, 0, self.num_timesteps
+        logger.dump(self.num_timesteps)

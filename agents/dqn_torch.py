@@ -63,6 +63,7 @@ from agents.checkpoint import CheckpointError, Checkpoints, read_tensors, write_
 from agents.common import (
     RESULTS_FILE,
     CommonArgs,
+    TrainingLog,
     UsageError,
     announce_run,
     check_common_args,
@@ -74,11 +75,10 @@ from agents.common import (
     resolve_device,
     results_record,
     set_threads,
-    summary_writer,
-    write_scalars,
 )
 from agents.q_networks import HEADS, QNetwork
 from agents.reinforce import StopOnInterrupt
+from agents.report import finish_run
 from agents.resume_state import (
     env_rng_state,
     env_state,
@@ -365,10 +365,20 @@ def main(args: Args) -> dict[str, Any]:
         env_steps, updates, elapsed, curve = (
             saved["env_steps"], saved["updates"], saved["train_seconds"], saved["curve"]
         )  # fmt: skip
-    writer = summary_writer(folder, ALGO, purge_step=env_steps)
+    log = TrainingLog(folder, ALGO, total, start_step=env_steps)
+    # LOGGING: sums since the last training point, on the device (read only when a point is written).
+    log_loss, log_updates = torch.zeros((), device=device), 0
+    episode_returns = torch.zeros(args.num_envs, device=device)
+    ended_sum, ended_count = torch.zeros((), device=device), torch.zeros((), device=device)
+    # A resumed process saw only the end of the episodes under way: they are counted from the next ones.
+    counted = torch.full((args.num_envs,), not args.resume, dtype=torch.bool, device=device)
 
     def evaluate() -> dict[str, float]:
         return evaluate_encoder(encode_split, q_network, dataset, args.bits, args.topk)
+
+    if args.eval_every and env_steps == 0:  # the untrained network: where the mAP curve starts
+        with log.paused():
+            log.eval(evaluate(), 0)
 
     def checkpoint(seconds: float) -> None:
         checkpoints.save_torch(training_state(seconds), env_steps, seconds)
@@ -380,7 +390,8 @@ def main(args: Args) -> dict[str, Any]:
     with StopOnInterrupt() as stop:
         while env_steps < total:
             # ALGO LOGIC: teacher-guided epsilon-greedy; the executed action goes into the buffer.
-            actions = act(q_network, obs, info, epsilon(args, env_steps, total), generator)
+            exploration = epsilon(args, env_steps, total)
+            actions = act(q_network, obs, info, exploration, generator)
             teacher = envs.teacher_actions()  # the state's right actions, for the teacher margin loss
             next_obs, reward, terminated, truncated, next_info = envs.step(actions)
             replay.add(
@@ -395,6 +406,13 @@ def main(args: Args) -> dict[str, Any]:
                 valid=~ended,
                 teacher=teacher,
             )
+            # LOGGING: episode returns (a row after an episode end is a reset, not a step).
+            episode_returns += reward.float() * (~ended).float()
+            finished = (terminated | truncated) & ~ended
+            ended_sum += (episode_returns * (finished & counted).float()).sum()
+            ended_count += (finished & counted).sum()
+            counted |= finished
+            episode_returns.masked_fill_(finished, 0.0)
             ended = terminated | truncated
             obs, info = next_obs, next_info
             env_steps += args.num_envs
@@ -402,16 +420,19 @@ def main(args: Args) -> dict[str, Any]:
             # ALGO LOGIC: Q-learning updates on uniform replay minibatches.
             if env_steps >= args.learning_starts and replay.size >= args.batch_size:
                 for _ in range(args.gradient_steps):
-                    losses += _update(q_network, target_network, optimizer, replay, features, args, generator)
-                    updates, loss_count = updates + 1, loss_count + 1
+                    loss = _update(q_network, target_network, optimizer, replay, features, args, generator)
+                    losses += loss
+                    log_loss += loss
+                    updates, loss_count, log_updates = updates + 1, loss_count + 1, log_updates + 1
                     if updates % args.target_update_interval == 0:
                         target_network.load_state_dict(q_network.state_dict())
 
             seconds = elapsed + time.perf_counter() - start
             if next_eval is not None and env_steps >= next_eval:
                 next_eval += args.eval_every
-                metrics = evaluate()
-                agreement = teacher_agreement(q_network, obs, envs)
+                with log.paused():
+                    metrics = evaluate()
+                    agreement = teacher_agreement(q_network, obs, envs)
                 curve.append(
                     {
                         "env_steps": env_steps,
@@ -426,23 +447,28 @@ def main(args: Args) -> dict[str, Any]:
                     f"teacher_agreement={agreement:.4f}",
                     flush=True,
                 )
-                scalars = {
-                    "eval/map": metrics["map"],
-                    "losses/td_loss": curve[-1]["td_loss"],
-                    "eval/teacher_agreement": agreement,
-                    "charts/epsilon": epsilon(args, env_steps, total),
-                    "charts/SPS": env_steps / max(seconds, 1e-9),
-                }
-                write_scalars(writer, scalars, env_steps)
+                log.eval(metrics, env_steps, **{"eval/teacher_agreement": agreement})
                 losses.zero_()
                 loss_count = 0
+            if log.due(env_steps) or env_steps >= total:
+                count = int(ended_count.item())
+                log.train(
+                    env_steps,
+                    episode_return=ended_sum.item() / count if count else None,
+                    loss=log_loss.item() / log_updates if log_updates else None,
+                    **{"rollout/exploration_rate": exploration},
+                )
+                ended_sum.zero_()
+                ended_count.zero_()
+                log_loss.zero_()
+                log_updates = 0
             due = env_steps >= next_checkpoint
             if due:
                 next_checkpoint += args.checkpoint_every
             if due or stop.requested:
                 checkpoint(seconds)
             if stop.requested:
-                writer.close()
+                log.close()
                 raise KeyboardInterrupt
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -450,8 +476,9 @@ def main(args: Args) -> dict[str, Any]:
     checkpoint(train_seconds)
     write_tensors(folder / MODEL_FILE, {"state_dict": q_network.state_dict(), "config": q_network.config})
     metrics = evaluate()
-    writer.add_scalar("eval/map", metrics["map"], env_steps)
-    writer.close()
+    if not curve or curve[-1]["env_steps"] != env_steps:  # else logged by the last evaluation already
+        log.eval(metrics, env_steps)
+    log.close()
     results = results_record(
         RESULTS_ALGO,
         args,
@@ -466,7 +493,7 @@ def main(args: Args) -> dict[str, Any]:
         curve=curve,
     )
     write_json(folder / RESULTS_FILE, results)
-    return {**results, "run_folder": str(folder)}  # the CLI's closing lines name it; not in results.json
+    return finish_run(folder, results, dataset, lambda x: encode_split(q_network, x, args.bits))
 
 
 def _update(

@@ -46,7 +46,9 @@ import hashing_gym  # noqa: F401 - registers the environments
 from agents.checkpoint import Checkpoints, read_tensors, write_json, write_tensors
 from agents.common import (
     CommonArgs,
+    TrainingLog,
     UsageError,
+    announce_run,
     check_common_args,
     check_group,
     load_run_dataset,
@@ -56,10 +58,8 @@ from agents.common import (
     results_record,
     retrieval_results,
     set_threads,
-    summary_writer,
-    write_eval_scalars,
-    write_scalars,
 )
+from agents.report import finish_run
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import encode_sequential
 
@@ -267,8 +267,14 @@ def main(args: Args) -> dict[str, Any]:
     checkpoints = Checkpoints(folder, ALGO)
     if args.resume:
         progress = restore_checkpoint(checkpoints, model, optimizer, rng, hashing_env)
-    writer = summary_writer(folder, ALGO, purge_step=progress["env_steps"])
     order, cursor, env_steps = progress["order"], progress["cursor"], progress["env_steps"]
+    budget = f"{timesteps:,} env steps ({num_updates} updates of {episodes_per_update} episodes)"
+    announce_run(folder, ALGO, args, dataset, str(device), budget)
+    log = TrainingLog(folder, ALGO, num_updates * episodes_per_update * num_steps, start_step=env_steps)
+    if args.eval_every and env_steps == 0:  # the untrained policy: where the mAP curve starts
+        with log.paused():
+            log.eval(evaluate_model(model, dataset, args.bits, args.topk), 0)
+    returns_sum, returns_count = 0.0, 0  # episode returns since the last training point
 
     def checkpoint(update: int) -> None:
         elapsed = progress["train_seconds"] + time.perf_counter() - start
@@ -330,19 +336,23 @@ def main(args: Args) -> dict[str, Any]:
             optimizer.step()
             stepped = True
 
-            # LOGGING
-            scalars = {
-                "charts/episodic_return": float(rewards.sum(1).mean()),
-                "charts/accuracy": float(rewards.sum(1).mean() + 0.5),
-                "charts/learning_rate": optimizer.param_groups[0]["lr"],
-                "charts/SPS": int(rewards.size / max(1e-9, time.perf_counter() - start)),
-                "losses/policy_loss": policy_loss.item(),
-                "losses/value_loss": value_loss.item(),
-                "losses/entropy": entropy.item() / args.bits,
-            }
-            write_scalars(writer, scalars, env_steps)
+            # LOGGING: an episode's return is the triplet accuracy it gained, from 0.5 at its start.
+            returns_sum += float(rewards.sum())
+            returns_count += len(rewards)
+            if log.due(env_steps) or update == num_updates:
+                episode_return = returns_sum / returns_count
+                extra = {
+                    "rollout/triplet_accuracy": episode_return + 0.5,
+                    "train/learning_rate": optimizer.param_groups[0]["lr"],
+                    "train/policy_loss": policy_loss.item(),
+                    "train/value_loss": value_loss.item(),
+                    "train/entropy_per_bit": entropy.item() / args.bits,
+                }
+                log.train(env_steps, episode_return, loss.item(), **extra)
+                returns_sum, returns_count = 0.0, 0
             if args.eval_every and update % args.eval_every == 0:
-                write_eval_scalars(writer, evaluate_model(model, dataset, args.bits, args.topk), env_steps)
+                with log.paused():
+                    log.eval(evaluate_model(model, dataset, args.bits, args.topk), env_steps)
             if args.checkpoint_every and update % args.checkpoint_every == 0:
                 checkpoint(update)
     except KeyboardInterrupt:  # Ctrl-C loses nothing: a half-done update is rolled back, redone on --resume
@@ -351,16 +361,19 @@ def main(args: Args) -> dict[str, Any]:
             torch.set_rng_state(torch_state)
             order, cursor, env_steps = resume_point
         checkpoint(update if stepped else update - 1)
+        log.close()
         raise
     train_seconds = progress["train_seconds"] + time.perf_counter() - start
-    writer.close()
     save_model(model, folder / MODEL_FILE)
 
     metrics = evaluate_model(model, dataset, args.bits, args.topk)
+    if not (args.eval_every and update % args.eval_every == 0):  # else logged already
+        log.eval(metrics, env_steps)
+    log.close()
     results = results_record(ALGO, args, metrics, train_seconds, env_steps, model_file=MODEL_FILE)
     write_json(folder / "results.json", results)
     env.close()
-    return results
+    return finish_run(folder, results, dataset, lambda x: encode_split(model, x, args.bits))
 
 
 def save_model(model: DRLIHPolicy, path: Path) -> None:

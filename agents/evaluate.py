@@ -3,16 +3,20 @@
 For each run folder, reads ``DIR/args.json`` and the model file, encodes the query and database
 splits again, recomputes the metrics of results.json (mAP@all stable and tie-aware, mAP@k,
 precision@k, P@r2, and the database codes' balance and bit correlation), rewrites results.json
-with them (training fields kept) and draws ``DIR/pr_curve.png``.
+with them (training fields kept) and refreshes the run's page (``agents.report``): ``DIR/report.md``
+with ``pr_curve.png``, ``codes.png`` (the ``--embedding`` picture) and ``training_curves.png``
+(from the run's TensorBoard scalars).
 
 Then it writes the comparison into ``--out`` (default: the run folder for one run, else
 ``evaluation/`` beside the runs' common parent):
 
 - ``evaluation.md``: one table row per run (also printed);
-- ``pr_curves.png``: every run's precision-recall curve and precision against Hamming radius, overlaid;
-- ``codes_<embedding>.png``: a 2-D t-SNE (or PCA) picture of each run's database codes coloured by
-  class, like DRLH's Figure 5 (at most ``--max-points`` items drawn with ``--seed``; a multi-label
-  item takes the colour of its first label).
+- for several runs (or an ``--out`` other than the one run's folder), ``pr_curves.png``: every
+  run's precision-recall curve and precision against Hamming radius, overlaid, and ``codes.png``:
+  a 2-D t-SNE (or PCA) picture of each run's database codes coloured by class with a legend of
+  the classes, like DRLH's Figure 5 (at most ``--max-points`` items drawn with ``--seed``; a
+  multi-label item takes the colour of its first label). A single run's own pictures are its
+  comparison: one PR-curve file per folder.
 
 Files are data: a run folder may come from someone else, so nothing in it is trusted. Its
 ``args.json`` never grants ``--trust-pickle`` (only this command line does), and when it names a
@@ -43,23 +47,24 @@ from agents.common import (
     read_run_args,
     retrieval_results,
 )
+from agents.report import (
+    CODES_FILE,
+    COLUMNS,
+    EMBEDDINGS,
+    REPORT_FILE,
+    CodesPanel,
+    embed_codes,
+    first_classes,
+    plot_code_embeddings,
+    plot_precision_recall,
+    sample_items,
+    write_run_report,
+)
 from agents.train import ALGORITHMS, args_from_record
 from hashing_gym.data import DatasetOptionError, HashingDataset
 from hashing_gym.ranking import precision_recall_curve
 
-EMBEDDINGS: tuple[str, ...] = ("tsne", "pca", "none")
-# (results key, column title) of the comparison table, in order.
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("map", "mAP"),
-    ("map_tie_aware", "mAP tie-aware"),
-    ("topk", "k"),
-    ("map_at_k", "mAP@k"),
-    ("precision_at_k", "P@k"),
-    ("precision_radius2", "P@r2"),
-    ("code_balance", "balance"),
-    ("bit_correlation", "bit corr."),
-)
-
+COMPARISON_PR_FILE = "pr_curves.png"
 
 @dataclass
 class EvaluatedRun:
@@ -71,6 +76,9 @@ class EvaluatedRun:
     database_codes: np.ndarray
     curve: tuple[np.ndarray, np.ndarray]
     label: str = ""
+    query_codes: np.ndarray | None = None
+    xy: np.ndarray | None = None  # 2-D points of the database items the codes picture draws
+    xy_classes: np.ndarray | None = None  # ... and their classes
 
 
 def read_run(folder: Path, trust_pickle: bool = False) -> tuple[str, Any]:
@@ -110,74 +118,6 @@ def encode_run(
     return dataset, args, query, database
 
 
-def _pyplot() -> Any:
-    import matplotlib  # slow to import, and only the plots need it
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_figure(figure: Any, path: Path) -> None:
-    """Save a figure atomically (temporary file + rename) and close it."""
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=100, format="png")
-    _pyplot().close(figure)
-
-
-def plot_precision_recall(
-    curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "Hamming ranking"
-) -> None:
-    """Precision-recall curves and precision against Hamming radius, one line per run."""
-    figure, (left, right) = _pyplot().subplots(1, 2, figsize=(10, 4))
-    for label, (precision, recall) in curves.items():
-        left.plot(recall, precision, marker=".", label=label)
-        right.plot(np.arange(len(precision)), precision, marker=".", label=label)
-    left.set(
-        xlabel="recall", ylabel="precision", title=f"{title}: precision-recall", xlim=(0, 1), ylim=(0, 1.02)
-    )
-    right.set(xlabel="Hamming radius", ylabel="precision", title="precision within radius", ylim=(0, 1.02))
-    left.legend(loc="lower left", fontsize="small")
-    figure.tight_layout()
-    _save_figure(figure, path)
-
-
-def embed_codes(codes: np.ndarray, method: str, seed: int) -> np.ndarray:
-    """2-D coordinates of 0/1 codes: t-SNE (squared Euclidean = Hamming on 0/1 codes) or PCA."""
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
-    points = codes.astype(np.float32)
-    if method == "pca":
-        return PCA(n_components=2, random_state=seed).fit_transform(points)
-    perplexity = min(30.0, (len(points) - 1) / 3)  # TSNE requires perplexity < n
-    return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(points)
-
-
-def plot_code_embeddings(
-    runs: Sequence[EvaluatedRun], path: Path, method: str, max_points: int, seed: int
-) -> None:
-    """One panel per run: its database codes in 2-D, coloured by class."""
-    plt = _pyplot()
-    columns = min(3, len(runs))
-    rows = -(-len(runs) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4 * rows), squeeze=False)
-    for axis, run in zip(axes.flat, runs, strict=False):
-        labels = run.dataset.database.labels
-        classes = np.argmax(labels, axis=1) if labels.ndim == 2 else labels
-        rng = np.random.default_rng(seed)
-        shown = np.sort(rng.permutation(len(classes))[:max_points])
-        xy = embed_codes(run.database_codes[shown], method, seed)
-        axis.scatter(xy[:, 0], xy[:, 1], c=classes[shown], cmap="tab10", s=6)
-        axis.set(title=f"{run_label(run)}: mAP {run.results['map']:.3f}", xticks=[], yticks=[])
-    for axis in axes.flat[len(runs) :]:
-        axis.set_visible(False)
-    figure.suptitle(f"database codes ({'t-SNE' if method == 'tsne' else 'PCA'}), coloured by class")
-    figure.tight_layout()
-    _save_figure(figure, path)
-
-
 def run_label(run: EvaluatedRun) -> str:
     """A short name of a run for legends and the table: ``label``, else its folder's name."""
     return run.label or run.folder.name
@@ -204,7 +144,7 @@ def comparison_table(runs: Sequence[EvaluatedRun]) -> str:
 
 
 def evaluate_folder(folder: Path, trust_pickle: bool = False) -> EvaluatedRun:
-    """Recompute and rewrite a run's results.json; draw its PR curve.
+    """Recompute and rewrite a run's results.json; the codes and PR curve for its pictures.
 
     ``trust_pickle``: whether the run's data may be read from pickles (CIFAR-10); the caller's
     choice, never the folder's.
@@ -220,8 +160,7 @@ def evaluate_folder(folder: Path, trust_pickle: bool = False) -> EvaluatedRun:
         results.setdefault(key, getattr(args, key))
     write_json(results_path, results)
     curve = precision_recall_curve(query, dataset.query.labels, database, dataset.database.labels)
-    plot_precision_recall({folder.name: curve}, folder / "pr_curve.png")
-    return EvaluatedRun(folder, results, dataset, database, curve)
+    return EvaluatedRun(folder, results, dataset, database, curve, query_codes=query)
 
 
 def default_output(folders: Sequence[Path]) -> Path:
@@ -233,15 +172,48 @@ def default_output(folders: Sequence[Path]) -> Path:
 
 
 def write_report(runs: Sequence[EvaluatedRun], out: Path, embedding: str, max_points: int, seed: int) -> str:
-    """Write evaluation.md, pr_curves.png and the code picture into ``out``; return the table."""
+    """Refresh each run's report.md and pictures, write the comparison into ``out``; return the table.
+
+    Each run's codes are embedded once: its own ``codes.png`` and its panel of the comparison's
+    share the points. The comparison's pictures are left out when ``out`` is the one run's folder
+    (they would repeat the run's own).
+    """
     out.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        if embedding != "none":
+            shown = sample_items(len(run.database_codes), max_points, seed)
+            run.xy = embed_codes(run.database_codes[shown], embedding, seed)
+            run.xy_classes = first_classes(run.dataset.database.labels)[shown]
+        write_run_report(
+            run.folder, run.dataset, run.query_codes, run.database_codes, embedding, max_points, seed, run.xy
+        )
     table = comparison_table(runs)
     with atomic_path(out / "evaluation.md") as temporary:
         temporary.write_text(table)
-    plot_precision_recall({run_label(run): run.curve for run in runs}, out / "pr_curves.png")
+    if len(runs) == 1 and out.resolve() == runs[0].folder.resolve():
+        return table
+    plot_precision_recall({run_label(run): run.curve for run in runs}, out / COMPARISON_PR_FILE)
     if embedding != "none":
-        plot_code_embeddings(runs, out / f"codes_{embedding}.png", embedding, max_points, seed)
+        panels = [
+            CodesPanel(f"{run_label(run)}: mAP {run.results['map']:.3f}", run.xy, run.xy_classes)
+            for run in runs
+        ]
+        datasets = {run.dataset.name for run in runs}
+        name = datasets.pop() if len(datasets) == 1 else ""  # class names only when all share the data set
+        plot_code_embeddings(
+            panels, out / CODES_FILE, embedding, name, max(run.dataset.num_classes for run in runs)
+        )
     return table
+
+
+def written_files(runs: Sequence[EvaluatedRun], out: Path, embedding: str) -> list[Path]:
+    """The files :func:`write_report` wrote, for the closing line."""
+    files = [run.folder / REPORT_FILE for run in runs] + [out / "evaluation.md"]
+    if not (len(runs) == 1 and out.resolve() == runs[0].folder.resolve()):
+        files.append(out / COMPARISON_PR_FILE)
+        if embedding != "none":
+            files.append(out / CODES_FILE)
+    return files
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(table, end="")
-    print(f"report: {out / 'evaluation.md'}, {out / 'pr_curves.png'}")
+    print("wrote: " + ", ".join(str(path) for path in written_files(runs, out, parsed.embedding)))
     return 0
 
 

@@ -46,7 +46,9 @@ import hashing_gym  # noqa: F401 - registers the environments
 from agents.checkpoint import Checkpoints, read_tensors, write_json, write_tensors
 from agents.common import (
     CommonArgs,
+    TrainingLog,
     UsageError,
+    announce_run,
     check_common_args,
     load_run_dataset,
     open_run,
@@ -56,9 +58,8 @@ from agents.common import (
     results_record,
     retrieval_results,
     set_threads,
-    summary_writer,
-    write_eval_scalars,
 )
+from agents.report import finish_run
 from hashing_gym import ranking
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import RankListHashEnv
@@ -372,8 +373,13 @@ def main(args: Args) -> dict[str, Any]:
     elif args.db_refresh > 0:
         refresh_database()
 
-    writer = summary_writer(folder, ALGO, purge_step=learner.env_steps)
-    start, first_step = time.perf_counter(), learner.env_steps
+    announce_run(folder, ALGO, args, dataset, str(device), f"{timesteps:,} env steps (one code each)")
+    log = TrainingLog(folder, ALGO, timesteps, start_step=learner.env_steps)
+    if args.eval_every and learner.env_steps == 0:  # the untrained policy: where the mAP curve starts
+        with log.paused():
+            log.eval(evaluate_model(query_net, dataset, args.bits, args.topk), 0)
+    reward_sum, reward_count = 0.0, 0  # rewards (one-step episodes' returns) since the last point
+    start = time.perf_counter()
     progress = tqdm(total=timesteps, initial=learner.env_steps, unit="step", disable=None, desc=ALGO)
     with StopOnInterrupt() as stop:
         while learner.env_steps < timesteps:
@@ -404,34 +410,34 @@ def main(args: Args) -> dict[str, Any]:
 
             # LOGGING, evaluation and checkpoints, between updates.
             step = learner.env_steps
-            if learner.update % 20 == 0 or step >= timesteps:
-                writer.add_scalar("charts/mean_ap", float(rewards_np.mean()), step)
-                writer.add_scalar(
-                    "charts/sps", int((step - first_step) / (time.perf_counter() - start)), step
-                )
-                writer.add_scalar("losses/policy_loss", policy_loss.item(), step)
-                writer.add_scalar("losses/entropy", entropy.item(), step)
+            reward_sum, reward_count = reward_sum + float(rewards_np.sum()), reward_count + batch
+            if log.due(step) or step >= timesteps:
+                extra = {"train/policy_loss": policy_loss.item(), "train/entropy": entropy.item()}
                 if args.baseline == "learned":
-                    writer.add_scalar("losses/value_loss", value_loss.item(), step)
+                    extra["train/value_loss"] = value_loss.item()
                 elif learner.running_mean is not None:
-                    writer.add_scalar("charts/baseline", learner.running_mean, step)
+                    extra["train/baseline"] = float(learner.running_mean)
+                log.train(step, reward_sum / reward_count, loss.item(), **extra)
+                reward_sum, reward_count = 0.0, 0
             if args.eval_every and learner.update % args.eval_every == 0:
-                write_eval_scalars(writer, evaluate_model(query_net, dataset, args.bits, args.topk), step)
+                with log.paused():
+                    log.eval(evaluate_model(query_net, dataset, args.bits, args.topk), step)
             checkpoint_due = args.checkpoint_every and learner.update % args.checkpoint_every == 0
             if checkpoint_due or stop.requested:
                 seconds = elapsed + time.perf_counter() - start
                 checkpoints.save_torch(learner.state_dict(env), learner.env_steps, seconds)
             if stop.requested:
                 progress.close()
-                writer.close()
+                log.close()
                 raise KeyboardInterrupt
     progress.close()
     train_seconds = elapsed + time.perf_counter() - start
     save_model(query_net, folder / MODEL_FILE)
 
     metrics = evaluate_model(query_net, dataset, args.bits, args.topk)
-    write_eval_scalars(writer, metrics, learner.env_steps)
-    writer.close()
+    if not (args.eval_every and learner.update % args.eval_every == 0):  # else logged already
+        log.eval(metrics, learner.env_steps)
+    log.close()
     results = results_record(ALGO, args, metrics, train_seconds, learner.env_steps, model_file=MODEL_FILE)
     write_json(folder / "results.json", results)
-    return results
+    return finish_run(folder, results, dataset, lambda x: encode_split(query_net, x, args.bits))

@@ -53,16 +53,15 @@ import torch
 from agents.checkpoint import Checkpoints, write_json
 from agents.common import (
     RESULTS_FILE,
+    TrainingLog,
     UsageError,
+    announce_run,
     load_run_dataset,
     open_run,
     releases_run_lock,
     resolve_device,
     results_record,
     set_threads,
-    summary_writer,
-    write_eval_scalars,
-    write_scalars,
 )
 from agents.reinforce import (
     MODEL_FILE,
@@ -78,6 +77,7 @@ from agents.reinforce import (
     save_model,
 )
 from agents.reinforce import Args as ReinforceArgs
+from agents.report import finish_run
 from agents.resume_state import env_rng_state, require_keys, restore_env_rng_state
 from hashing_gym.envs.rank_list_hash_vector import RankListHashVectorEnv
 
@@ -280,9 +280,14 @@ def main(args: Args) -> dict[str, Any]:
             seconds,
         )
 
-    writer = summary_writer(folder, ALGO, purge_step=env_steps)
-
-    losses: dict[str, torch.Tensor] = {}  # the last update's, logged at evaluations
+    announce_run(folder, ALGO, args, dataset, str(device), f"{timesteps:,} env steps (one code each)")
+    log = TrainingLog(folder, ALGO, timesteps, start_step=env_steps)
+    if args.eval_every and env_steps == 0:  # the untrained policy: where the mAP curve starts
+        with log.paused():
+            log.eval(evaluate_model(query_net, dataset, args.bits, args.topk), 0)
+    # LOGGING: rewards (one-step episodes' returns) since the last training point, on the device.
+    log_reward_sum, log_reward_count = torch.zeros((), dtype=torch.float64, device=device), 0
+    losses: dict[str, torch.Tensor] = {}  # the last update's, logged with the training points
     evaluated: dict[int, dict[str, float]] = {}  # env steps -> metrics of the last evaluation
 
     def log_point(seconds: float) -> dict[str, float]:
@@ -304,11 +309,7 @@ def main(args: Args) -> dict[str, Any]:
         evaluated[env_steps] = metrics
         reward_sum.zero_()
         reward_count = 0
-        write_eval_scalars(writer, metrics, env_steps)
-        write_scalars(
-            writer, {"charts/mean_ap": mean_ap, "charts/sps": env_steps / max(seconds, 1e-9)}, env_steps
-        )
-        write_scalars(writer, {name: value.item() for name, value in losses.items()}, env_steps, "losses/")
+        log.eval(metrics, env_steps)
         return metrics
 
     start = time.perf_counter()
@@ -329,6 +330,8 @@ def main(args: Args) -> dict[str, Any]:
             logits_b, codes_b, rewards_b = (torch.cat(t)[:batch] for t in (logits, codes, rewards))
             reward_sum += rewards_b.sum()
             reward_count += batch
+            log_reward_sum += rewards_b.sum()
+            log_reward_count += batch
             rewards_f = rewards_b.float()
 
             # ALGO LOGIC: policy gradient with a baseline (agents.reinforce's loss, the mean on the device).
@@ -341,27 +344,34 @@ def main(args: Args) -> dict[str, Any]:
             optimizer.step()
             update += 1
             env_steps += batch
-            losses.update(policy_loss=policy_loss.detach(), entropy=entropy.detach())
+            losses.update(loss=loss.detach(), policy_loss=policy_loss.detach(), entropy=entropy.detach())
             if args.baseline == "learned":
                 losses["value_loss"] = value_loss.detach()
             if update % args.db_refresh == 0:
                 refresh_database()
 
             # LOGGING, evaluation and checkpoints, between updates: the only reads from the device.
+            if log.due(env_steps) or env_steps >= timesteps:
+                extra = {f"train/{name}": value.item() for name, value in losses.items() if name != "loss"}
+                mean_reward = log_reward_sum.item() / log_reward_count
+                log.train(env_steps, mean_reward, losses["loss"].item(), **extra)
+                log_reward_sum.zero_()
+                log_reward_count = 0
             if args.eval_every and update % args.eval_every == 0:
-                log_point(elapsed + time.perf_counter() - start)
+                with log.paused():
+                    log_point(elapsed + time.perf_counter() - start)
             checkpoint_due = args.checkpoint_every and update % args.checkpoint_every == 0
             if checkpoint_due or stop.requested:
                 checkpoint(elapsed + time.perf_counter() - start)
             if stop.requested:
-                writer.close()
+                log.close()
                 raise KeyboardInterrupt
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_seconds = elapsed + time.perf_counter() - start
     save_model(query_net, folder / MODEL_FILE)
     metrics = log_point(train_seconds)
-    writer.close()
+    log.close()
     results = results_record(
         RESULTS_ALGO,
         args,
@@ -376,4 +386,4 @@ def main(args: Args) -> dict[str, Any]:
         curve=curve,
     )
     write_json(folder / RESULTS_FILE, results)
-    return results
+    return finish_run(folder, results, dataset, lambda x: encode_split(query_net, x, args.bits))

@@ -1,7 +1,9 @@
 """Train an agent or a baseline with one command: ``python -m agents.train ALGO [--options]``.
 
-``python -m agents.train ALGO --help`` lists the algorithm's options (a dataclass ``Args`` in its
-module). Bad arguments print one line and exit with status 2.
+``python -m agents.train --help`` (or no argument) lists the algorithms, one line each (what it
+is, its env), the common defaults and example commands; ``python -m agents.train ALGO --help``
+lists the algorithm's options (a dataclass ``Args`` in its module). Bad arguments print one line
+and exit with status 2.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.common import ARGS_FILE, UsageError, next_steps, read_run_args, resolve_device
+from agents.common import ARGS_FILE, CommonArgs, UsageError, next_steps, read_run_args, resolve_device
 from hashing_gym.data import DatasetOptionError
 
 # algorithm -> module holding its `Args` dataclass and `main(args)`
@@ -35,6 +37,28 @@ ALGORITHMS: dict[str, str] = {
     "sdh": "agents.sdh",
     "mlp-code": "agents.mlp_code",
 }
+# algorithm -> (the env it trains by default, what it is): the lines of `python -m agents.train --help`.
+ALGORITHM_HELP: dict[str, tuple[str, str]] = {
+    "dqn": ("BinaryCodeTravel-v0", "guided DQN (DRLH), torch over the batched env, CPU or CUDA"),
+    "dqn-torch": ("BinaryCodeTravel-v0", "the trainer that dqn runs (same options)"),
+    "dqn-sb3": ("BinaryCodeTravel-v0", "guided DQN in stable-baselines3, for SB3 users"),
+    "reinforce": ("RankListHash-v0", "listwise REINFORCE; on CUDA it runs reinforce-torch"),
+    "reinforce-torch": ("RankListHash-v0", "REINFORCE, torch over the batched env (GPU)"),
+    "ppo": ("RankListHash-v0", "SB3 PPO, MultiBinary codes (or SequentialHashBits-v0)"),
+    "a2c": ("RankListHash-v0", "SB3 A2C, MultiBinary codes (or SequentialHashBits-v0)"),
+    "rppo": ("SequentialHashBits-v0", "recurrent PPO (sb3-contrib LSTM), bit group by group"),
+    "drlih": ("SequentialHashBits-v0", "DRLIH recurrent policy gradient (reinforce on this env)"),
+    "lsh": ("(none)", "baseline: random hyperplanes"),
+    "itq": ("(none)", "baseline: PCA + iterative quantization"),
+    "sdh": ("(none)", "baseline: supervised discrete hashing"),
+    "mlp-code": ("(none)", "supervised reference: MLP classifier -> class codewords"),
+}
+# Three commands of `python -m agents.train --help` (a test parses each with its trainer's parser).
+EXAMPLES: tuple[str, ...] = (
+    "python -m agents.train dqn --bits 32 --out runs/dqn32",
+    "python -m agents.train reinforce --device cpu --timesteps 50000 --eval-every 20",
+    "python -m agents.train itq --dataset blobs --bits 64",
+)
 # `reinforce` on SequentialHashBits-v0 is DRLIH's recurrent REINFORCE agent.
 ENV_ALIASES: dict[tuple[str, str], str] = {("reinforce", "SequentialHashBits-v0"): "drlih"}
 # algorithm -> the trainer that runs it on every device: guided DQN is the torch-native trainer over
@@ -189,11 +213,46 @@ def resumed_arguments(algo: str, folder: str, given: dict[str, Any] | None = Non
     return {**recorded, "overwrite": False, "resume": folder, "trust_pickle": trust_pickle}
 
 
+def overview() -> str:
+    """The text of ``python -m agents.train --help``: algorithms, common defaults, examples."""
+    width = max(len(algo) for algo in ALGORITHM_HELP)
+    env_width = max(len(env) for env, _ in ALGORITHM_HELP.values())
+    lines = [
+        "usage: python -m agents.train ALGO [--options]",
+        "       python -m agents.train ALGO --help    (every option of ALGO, with its default)",
+        "",
+        "Trains ALGO and writes a run folder: args.json, results.json, the model, checkpoints/ (for",
+        "--resume), tb/TRAINER/ (TensorBoard: rollout/episode_return, train/loss, eval/map,",
+        "time/steps_per_second, ...) and report.md (the run on one page: args, results, training",
+        "curves, PR curve, codes picture). Baselines step no env: no checkpoints, no TensorBoard.",
+        "",
+        f"{'ALGO'.ljust(width)}  {'env'.ljust(env_width)}  what it is",
+    ]
+    lines += [
+        f"{algo.ljust(width)}  {env.ljust(env_width)}  {what}" for algo, (env, what) in ALGORITHM_HELP.items()
+    ]
+    shown = ("dataset", "bits", "seed", "device", "topk", "threads")
+    defaults = {spec.name: spec.default for spec in dataclasses.fields(CommonArgs)}
+    lines += [
+        "",
+        "common options (defaults):",
+        "  " + "  ".join(f"--{name} {defaults[name]}" for name in shown),
+        "  --timesteps: the algorithm's per-item budget times the train split's size",
+        "  --out: runs/{env}__{algo}__{seed}__{time}; --resume DIR continues a run, --overwrite replaces one",
+        "",
+        "examples:",
+        *(f"  {example}" for example in EXAMPLES),
+        "",
+        "then: python -m agents.evaluate RUN    tensorboard --logdir RUN/tb",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``ALGO [--options]``, run the algorithm, print its results; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: python -m agents.train ALGO [--options]\nALGO: one of {', '.join(ALGORITHMS)}")
+        print(overview())
         return 0 if argv else 2
     algo, rest = argv[0], argv[1:]
     if algo not in ALGORITHMS:

@@ -43,9 +43,13 @@ def test_comparison_table_and_pictures(runs, capsys):
         assert float(row["mAP"]) == pytest.approx(results["map"], abs=5e-5)
         assert float(row["P@r2"]) == pytest.approx(results["precision_radius2"], abs=5e-5)
         assert float(row["balance"]) == pytest.approx(results["code_balance"], abs=5e-5)
-    for picture in ("pr_curves.png", "codes_pca.png"):
+    for picture in ("pr_curves.png", "codes.png"):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob("*.tmp*"))
+    for folder in folders:  # each run's page refreshed, with its own PR curve and codes picture
+        assert sorted(path.name for path in (runs / folder).glob("*.png")) == ["codes.png", "pr_curve.png"]
+        assert "](codes.png)" in (runs / folder / "report.md").read_text()
+    assert f"wrote: {runs / 'lsh16' / 'report.md'}" in printed
 
 
 def test_code_statistics_in_results_are_those_of_the_database_codes(runs):
@@ -60,7 +64,9 @@ def test_code_statistics_in_results_are_those_of_the_database_codes(runs):
 
 def test_single_run_reports_into_its_folder_with_tsne(runs, tmp_path):
     assert evaluate.main([str(runs / "sdh32"), "--max-points", "80"]) == 0
-    assert (runs / "sdh32" / "codes_tsne.png").stat().st_size > 0
+    assert (runs / "sdh32" / "codes.png").stat().st_size > 0
+    assert "![database codes](codes.png)" in (runs / "sdh32" / "report.md").read_text()
+    assert not (runs / "sdh32" / "pr_curves.png").exists()  # one PR-curve file: the run's own
     assert (runs / "sdh32" / "evaluation.md").read_text().count("| sdh32 |") == 1
 
 
