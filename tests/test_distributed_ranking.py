@@ -343,6 +343,13 @@ def test_split_command_writes_the_folder(tmp_path, capsys):
         "already holds a shard folder (meta.json): write into a new folder\n"
     )
     assert err.count("\n") == 1
+    for args, problem in [
+        ([], "--queries is required"),
+        (["--queries", "q.npz", "--timeout", "0"], "--timeout must be a positive number of seconds, got 0.0"),
+        (["--queries", "q.npz", "--threads", "0"], "--threads must be a positive integer, got 0"),
+    ]:
+        assert sharded.main([*args, "--database", str(tmp_path / "shards")]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {problem}")
 
 
 def _readme_commands():

@@ -58,7 +58,8 @@ Command line (``python -m hashing_gym.ranking.distributed --help``)::
         --queries queries.npz --database shards/
 
 ``db.npz`` and ``queries.npz`` hold ``codes`` (n, bits) of 0/1 and ``labels`` (n,) or (n, C). Rank 0
-prints the metrics (floats in full precision), then the wall time and query-item pairs per second. A
+prints the metrics (floats in full precision), then the wall time from a barrier of all ranks to the end
+(opening the shards and reading the queries included) and query-item pairs per second. A
 bad input (a missing shard, a shard of other bits or label width, queries that do not match the
 database) is one ``error: ...`` line on every rank and exit status 2.
 """
@@ -129,9 +130,10 @@ def _scan_row(xq, xb, lq, lb, i, multi, ks, start, rel_start, ap_sum, hits):
     """Query ``i``'s stable AP sums and hits over one block, continuing ``ap_sum[i]`` and ``hits[i]``.
 
     ``start[i, d]`` (``rel_start[i, d]``) are the items (relevant items) ranked before this block's
-    first item at distance ``d``. The position and precision of each relevant item are the
-    expressions of ``_numba._stable_scan``, and the additions run in database order, so a chain of
-    blocks adds exactly what the single-process kernel adds, in its order.
+    first item at distance ``d``; on return they count this block's items too, ready for the next
+    block. The position and precision of each relevant item are the expressions of
+    ``_numba._stable_scan``, and the additions run in database order, so a chain of blocks adds
+    exactly what the single-process kernel adds, in its order.
     """
     nbins = start.shape[1]
     bits = nbins - 1
@@ -154,6 +156,9 @@ def _scan_row(xq, xb, lq, lb, i, multi, ks, start, rel_start, ap_sum, hits):
                 if position <= ks[c]:
                     ap_sum[i, c] += precision
                     hits[i, c] += 1
+    for d in range(nbins):  # this block's items, ahead of the next block's
+        start[i, d] += seen[2 * d] + seen[2 * d + 1]
+        rel_start[i, d] += seen[2 * d + 1]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -400,19 +405,19 @@ def _sharded_stats(local: _Local, comm: _Comm, stable: bool) -> tuple[_Stats, in
     nb = _agree(local, comm)
     k = min(local.topk, nb)
     nq, nbins, multi = local.nq, local.bits + 1, local.kind == 2
-    # Pass 1: this rank's histograms, block by block (kept: they place the next block's items).
-    block_hists = [_histograms_of(local, codes, labels) for codes, labels in local.blocks]
+    # Pass 1: this rank's histograms, block by block.
     mine = np.zeros((2, nq, nbins), dtype=np.int64)
-    for counts, relevant in block_hists:
-        mine[0] += counts
-        mine[1] += relevant
+    for codes, labels in local.blocks:
+        block_counts, block_relevant = _histograms_of(local, codes, labels)
+        mine[0] += block_counts
+        mine[1] += block_relevant
     total = comm.all_reduce_sum(mine)
     counts, relevant = total[0], total[1]
     ks = np.array([nb, k], dtype=np.int64)
     ap_sum = np.zeros((nq, len(ks)), dtype=np.float64)
     hits = np.zeros((nq, len(ks)), dtype=np.int64)
     if stable:
-        _chain(local, comm, block_hists, mine, counts, relevant, ks, ap_sum, hits, multi)
+        _chain(local, comm, mine, counts, relevant, ks, ap_sum, hits, multi)
     return _Stats(counts, relevant, ap_sum, hits), nb, k
 
 
@@ -430,7 +435,7 @@ def _histograms_of(local: _Local, codes: np.ndarray, labels: np.ndarray) -> tupl
     return out[0], out[1]
 
 
-def _chain(local, comm, block_hists, mine, counts, relevant, ks, ap_sum, hits, multi) -> None:
+def _chain(local, comm, mine, counts, relevant, ks, ap_sum, hits, multi) -> None:
     """Pass 2: the stable sums along the chain of ranks, chunk by chunk, into ``ap_sum`` and ``hits``.
 
     The last rank ends with the final sums and broadcasts them.
@@ -457,10 +462,8 @@ def _chain(local, comm, block_hists, mine, counts, relevant, ks, ap_sum, hits, m
         start = np.ascontiguousarray(before[s:e] + earlier)
         rel_start = np.ascontiguousarray(rel_before[s:e] + rel_earlier)
         xq, lq = local.xq[s:e], local.lq[s:e]
-        for (codes, labels), (block_counts, block_relevant) in zip(local.blocks, block_hists, strict=True):
+        for codes, labels in local.blocks:  # each scan moves start and rel_start past its block
             _scan(xq, codes, lq, labels, multi, ks, start, rel_start, chunk_sums, chunk_hits)
-            start += block_counts[s:e]
-            rel_start += block_relevant[s:e]
         if comm.rank < last:
             out = np.concatenate(
                 [earlier + mine[0, s:e], rel_earlier + mine[1, s:e], chunk_hits, chunk_sums.view(np.int64)],
@@ -947,8 +950,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.split is not None:
         return _split(args)
+    problem = None
     if args.queries is None:
-        print("error: --queries is required (or --split to write a shard folder)", file=sys.stderr)
+        problem = "--queries is required (or --split to write a shard folder)"
+    elif not args.timeout > 0:
+        problem = f"--timeout must be a positive number of seconds, got {args.timeout}"
+    elif args.threads is not None and args.threads < 1:
+        problem = f"--threads must be a positive integer, got {args.threads}"
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     import torch
     import torch.distributed as dist
@@ -966,8 +976,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             dist.init_process_group(
                 args.backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout
             )
-    except (ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, RuntimeError) as error:  # no GPU, or a failed rendezvous: on one line
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     try:
         return _evaluate_command(args, dist)
