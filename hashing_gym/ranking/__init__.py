@@ -84,6 +84,11 @@ the database-resident index: it checks the database once, holds it by reference 
 seen), and offers the same counts and AP per call, checking only the queries. The metrics' math
 (AP from histograms, the stable AP sums) is written once over numpy and torch arrays.
 
+Sharded evaluation (:mod:`hashing_gym.ranking.distributed`): :func:`evaluate_retrieval_sharded` and
+:func:`evaluate_shard_folder` return on every rank of a ``torch.distributed`` process group bitwise what
+:func:`evaluate_retrieval` returns for the ranks' database blocks concatenated in rank order; its CLI runs
+under ``torchrun`` on a folder of memory-mapped shards (:func:`write_shards` writes one).
+
 Nothing happens at import: numba, faiss, torch and CuPy are imported when a backend first runs, and
 numba's threading layer is chosen then (workqueue, which leaves torch's OpenMP threads alone; a
 user's ``NUMBA_THREADING_LAYER`` wins). :func:`set_num_threads` sets the numba kernels' threads.
@@ -119,6 +124,27 @@ from hashing_gym.ranking._api import (
 from hashing_gym.ranking._checks import BACKENDS, TIES
 from hashing_gym.ranking._index import PackedDatabase
 
+# The sharded evaluation over torch.distributed (``hashing_gym.ranking.distributed``, also its CLI) is
+# imported at first use of one of these names, so that importing this package imports no more than before.
+_DISTRIBUTED = (
+    "distance_counts_sharded",
+    "evaluate_packed_sharded",
+    "evaluate_retrieval_sharded",
+    "evaluate_shard_folder",
+    "open_shards",
+    "write_shards",
+)
+
+
+def __getattr__(name: str) -> object:
+    """The sharded evaluation's names, from :mod:`hashing_gym.ranking.distributed` at first use."""
+    if name in _DISTRIBUTED:
+        from hashing_gym.ranking import distributed
+
+        return getattr(distributed, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "BACKENDS",
     "TIES",
@@ -126,9 +152,14 @@ __all__ = [
     "average_precision",
     "average_precision_from_counts",
     "distance_counts",
+    "distance_counts_sharded",
+    "evaluate_packed_sharded",
     "evaluate_retrieval",
+    "evaluate_retrieval_sharded",
+    "evaluate_shard_folder",
     "hamming_distance",
     "mean_average_precision",
+    "open_shards",
     "pack_codes",
     "packed_average_precision",
     "packed_distance_counts",
@@ -138,4 +169,5 @@ __all__ = [
     "rank",
     "set_num_threads",
     "unpack_codes",
+    "write_shards",
 ]

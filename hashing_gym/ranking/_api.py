@@ -470,10 +470,18 @@ def evaluate_retrieval(
     data = prepare(q_codes, q_labels, db_codes, db_labels, backend, device)
     k = check_cutoff(topk, "topk", data.nb)
     radius = check_radius(radius)
-    stats = _query_stats(data, (data.nb, k), stable=True)
+    return retrieval_metrics(_query_stats(data, (data.nb, k), stable=True), data.nb, k, radius)
+
+
+def retrieval_metrics(stats: _Stats, nb: int, k: int, radius: int) -> dict[str, float]:
+    """:func:`evaluate_retrieval`'s dictionary from histograms and stable sums at the cutoffs ``(nb, k)``.
+
+    One place for the formulas, so that the sharded evaluation (``distributed``), which gathers the
+    same arrays across processes, returns bitwise the same numbers.
+    """
     return {
         "map": float(_metrics.ratio(stats.ap_sum[:, 0], stats.hits[:, 0]).mean()),
-        "map_tie_aware": float(_metrics.tie_aware_ap(stats.counts, stats.relevant, data.nb).mean()),
+        "map_tie_aware": float(_metrics.tie_aware_ap(stats.counts, stats.relevant, nb).mean()),
         "map_at_k": float(_metrics.ratio(stats.ap_sum[:, 1], stats.hits[:, 1]).mean()),
         "topk": k,
         f"precision_radius{radius}": float(
