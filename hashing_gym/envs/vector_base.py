@@ -21,8 +21,9 @@ Random streams (``rng``), as in ``BinaryCodeTravelVectorEnv``:
 
 Autoreset follows Gymnasium 1.x (``metadata["autoreset_mode"]``; https://farama.org/Vector-Autoreset-Mode):
 
-- ``NEXT_STEP`` (default): the step after an episode ends resets that sub-env and ignores its
-  action (reward 0, not terminated).
+- ``NEXT_STEP`` (default, but for RankListHash-v0's one-step episodes: its class docstring says
+  why it defaults to ``SAME_STEP``): the step after an episode ends resets that sub-env and
+  ignores its action (reward 0, not terminated).
 - ``SAME_STEP``: the ending step also resets; ``infos["final_obs"]`` (batched like the
   observations) and ``infos["final_info"]`` hold the last observation and info of the episode.
 - ``DISABLED``: stepping a sub-env whose episode has ended raises; reset it with
@@ -36,7 +37,8 @@ Every batched env takes the keyword arguments of its single env, plus:
 | device         | ``"cpu"``       | ``"cpu"`` (numpy), ``"auto"``, ``"cuda[:N]"``, a ``torch.device``  |
 | backend        | None            | ``"numpy"`` or ``"torch"``; None picks from ``device``            |
 | rng            | ``"batched"``   | start-state draws: ``"batched"`` or ``"per_env"`` (above)         |
-| autoreset_mode | ``NEXT_STEP``   | an ``AutoresetMode``, or its name or value (``"SameStep"``)        |
+| autoreset_mode | ``NEXT_STEP``   | an ``AutoresetMode``, or its name or value (``"SameStep"``);       |
+|                |                 | RankListHash-v0: ``SAME_STEP``                                     |
 | check_actions  | True            | check every action (on CUDA: a host sync per step)                |
 
 ``render_mode`` must be None (the batched envs draw nothing).
