@@ -284,6 +284,10 @@ def open_run(args: CommonArgs, algo: str) -> Path:
     if args.resume:
         folder = Path(args.resume)
         lock_run(folder)
+        # A process killed inside an atomic write left its temporary file (``.NAME.PID.tmp``, see
+        # agents.checkpoint.atomic_path); under the lock no other writer can own one.
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         return folder
     folder = run_folder(args, algo)
     if folder.exists() and not folder.is_dir():

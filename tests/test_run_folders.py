@@ -183,3 +183,18 @@ def test_a_bad_boolean_dataset_option_is_refused(tmp_path, capsys):
     err = refuse([*LSH, "--dataset-options", "multi_label=nope", "--out", str(folder)], capsys)
     assert err == "error: --dataset-options multi_label must be true/false, 1/0 or yes/no, got 'nope'"
     assert not folder.exists()
+
+
+def test_resume_sweeps_the_temporary_files_of_a_killed_write(finished, tmp_path):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(finished, folder, ignore=shutil.ignore_patterns(".lock"))
+    leftovers = [folder / ".results.json.4242.tmp", folder / ".model.npz.4243.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    keep = folder / ".hidden-by-the-user"
+    keep.write_text("mine")
+    assert train.main(["lsh", "--resume", str(folder)]) == 0
+    assert not any(path.exists() for path in leftovers)
+    assert keep.read_text() == "mine"
