@@ -79,13 +79,7 @@ from agents.common import (
 )
 from agents.q_networks import HEADS, QNetwork
 from agents.reinforce import StopOnInterrupt
-from agents.resume_state import (
-    env_rng_state,
-    env_state,
-    require_keys,
-    restore_env_rng_state,
-    restore_env_state,
-)
+from agents.resume_state import env_snapshot, require_keys, restore_env, upgrade_legacy_env
 from hashing_gym.envs import encode_batch
 from hashing_gym.envs.binary_code_travel_vector import BinaryCodeTravelVectorEnv
 
@@ -94,7 +88,7 @@ RESULTS_ALGO = "dqn"  # results.json names the algorithm, not the implementation
 MODEL_FILE = "model.pt"
 # What a checkpoint must hold to resume exactly (older ones lack the replay buffer, RNG and env state).
 STATE_KEYS: tuple[str, ...] = (
-    "q_network", "target_network", "optimizer", "replay", "generator", "torch_rng", "env", "env_rng",
+    "q_network", "target_network", "optimizer", "replay", "generator", "torch_rng", "env",
     "obs", "info", "ended", "losses", "loss_count", "env_steps", "updates", "train_seconds", "curve",
 )  # fmt: skip
 
@@ -334,8 +328,7 @@ def main(args: Args) -> dict[str, Any]:
             "replay": replay.state_dict(),
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "env": env_state(envs, ("_state",)),
-            "env_rng": env_rng_state(envs),
+            "env": env_snapshot(envs),  # the episodes in progress and the env's random streams
             "obs": obs,
             "info": info,
             "ended": ended,
@@ -351,6 +344,7 @@ def main(args: Args) -> dict[str, Any]:
     if args.resume:
         checkpoint, saved = checkpoints.load_torch(map_location=device)
         source = checkpoints.directory / checkpoint.model
+        upgrade_legacy_env(envs, saved, source)  # a checkpoint written before the envs had snapshots
         require_keys(saved, STATE_KEYS, source)
         q_network.load_state_dict(saved["q_network"])
         target_network.load_state_dict(saved["target_network"])
@@ -358,8 +352,7 @@ def main(args: Args) -> dict[str, Any]:
         replay.load_state_dict(saved["replay"], source)
         generator.set_state(saved["generator"].cpu())  # RNG states are CPU tensors, whatever the device
         torch.set_rng_state(saved["torch_rng"].cpu())
-        restore_env_state(envs, saved["env"], source)
-        restore_env_rng_state(envs, saved["env_rng"])
+        restore_env(envs, saved["env"], source)
         obs, info, ended = saved["obs"], saved["info"], saved["ended"]
         losses, loss_count = saved["losses"], saved["loss_count"]
         env_steps, updates, elapsed, curve = (

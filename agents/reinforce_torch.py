@@ -21,7 +21,7 @@ reads numbers only at evaluations (``--eval-every``, also recorded as ``curve`` 
 checkpoints and the end.
 
 Checkpoints hold the whole training state (networks, optimiser, baseline, the item and code
-generators, the env's random streams, the reward sums of the curve, the counters), so a run
+generators, the env's snapshot without its databases, the reward sums of the curve, the counters), so a run
 stopped at any point (Ctrl-C ends the current update first; SIGKILL loses the updates since the
 last checkpoint) and resumed with ``--resume`` ends bitwise equal to the same run uninterrupted on
 the CPU. The database codes are not stored: the database network's weights re-encode them.
@@ -78,7 +78,7 @@ from agents.reinforce import (
     save_model,
 )
 from agents.reinforce import Args as ReinforceArgs
-from agents.resume_state import env_rng_state, require_keys, restore_env_rng_state
+from agents.resume_state import env_snapshot, require_keys, restore_env, upgrade_legacy_env
 from hashing_gym.envs.rank_list_hash_vector import RankListHashVectorEnv
 
 # load_model and encode_split are agents.reinforce's: agents.evaluate finds them here.
@@ -93,7 +93,7 @@ ENCODE_CHUNK = 4096  # rows per forward pass when the database network encodes t
 # What a checkpoint must hold to resume exactly (older ones lack the generators and reward sums).
 STATE_KEYS: tuple[str, ...] = (
     "query_net", "database_net", "value_net", "optimizer", "running_mean", "generator", "item_generator",
-    "env_rng", "reward_sum", "reward_count", "update", "env_steps", "train_seconds", "curve",
+    "env", "reward_sum", "reward_count", "update", "env_steps", "train_seconds", "curve",
 )  # fmt: skip
 
 
@@ -241,7 +241,9 @@ def main(args: Args) -> dict[str, Any]:
 
     if args.resume:
         resumed, saved = checkpoints.load_torch(map_location=device)
-        require_keys(saved, STATE_KEYS, checkpoints.directory / resumed.model)
+        source = checkpoints.directory / resumed.model
+        upgrade_legacy_env(envs, saved, source)  # a checkpoint written before the envs had snapshots
+        require_keys(saved, STATE_KEYS, source)
         query_net.load_state_dict(saved["query_net"])
         database_net.load_state_dict(saved["database_net"])
         value_net.load_state_dict(saved["value_net"])
@@ -249,7 +251,7 @@ def main(args: Args) -> dict[str, Any]:
         running_mean = saved["running_mean"]
         generator.set_state(saved["generator"].cpu())  # RNG states are CPU tensors, whatever the device
         item_generator.set_state(saved["item_generator"].cpu())
-        restore_env_rng_state(envs, saved["env_rng"])
+        restore_env(envs, saved["env"], source)  # its random streams; the database comes next
         reward_sum, reward_count = saved["reward_sum"], saved["reward_count"]
         update, env_steps, elapsed = saved["update"], saved["env_steps"], saved["train_seconds"]
         curve = saved["curve"]
@@ -268,7 +270,7 @@ def main(args: Args) -> dict[str, Any]:
                 "running_mean": running_mean,
                 "generator": generator.get_state(),
                 "item_generator": item_generator.get_state(),
-                "env_rng": env_rng_state(envs),
+                "env": env_snapshot(envs, banks=False),  # the databases: re-encoded on resume
                 "reward_sum": reward_sum,
                 "reward_count": reward_count,
                 "update": update,

@@ -6,12 +6,16 @@ too) and resumed with ``--resume`` ends bitwise equal to the same run uninterrup
 ``tests/test_kill_resume.py`` checks it). Everything is stored as tensors, numbers and dicts:
 ``agents.checkpoint.read_tensors`` loads them with ``weights_only=True``.
 
-``hashing_gym``'s vector envs have no public snapshot of their state yet, so :func:`env_state`
-reads the attributes of ``hashing_gym.envs.vector_base.HashingVectorEnv`` that change as it steps
-(ours: the bookkeeping of autoreset and the fields a trainer names, such as
-``BinaryCodeTravelVectorEnv._state``) and :func:`env_rng_state` its random streams. Constant
-attributes (the data set, codebooks) are rebuilt from the run's arguments, not stored. If those
-attributes are renamed, :func:`restore_env_state` raises instead of resuming inexactly.
+The env's part is its public snapshot, ``HashingVectorEnv.get_state()`` (numpy arrays and JSON-able
+values: each sub-env's episode, the autoreset bookkeeping, every random stream), stored under the
+checkpoint key ``"env"`` with its numpy arrays as CPU tensors (:func:`env_snapshot`), and given back
+to ``set_state`` (:func:`restore_env`), which checks it against the env that the resumed run built
+from its arguments. Constant parts (the data set, codebooks) are rebuilt from those arguments, not
+stored.
+
+Checkpoints written before the envs had snapshots hold ``"env"`` as the env's private attributes
+and ``"env_rng"`` as its random streams; :func:`upgrade_legacy_env` turns them into a snapshot, so
+those runs still resume exactly.
 """
 
 from __future__ import annotations
@@ -24,10 +28,6 @@ import numpy as np
 import torch
 
 from agents.checkpoint import CheckpointError
-
-# HashingVectorEnv's autoreset bookkeeping: which rows started, which reset at the next step, and
-# (masked steps) which ended at the last one.
-BOOKKEEPING: tuple[str, ...] = ("_started", "_autoreset", "_ended")
 
 
 def require_keys(state: dict[str, Any], keys: Iterable[str], path: str | Path) -> None:
@@ -44,102 +44,80 @@ def require_keys(state: dict[str, Any], keys: Iterable[str], path: str | Path) -
         )
 
 
-def _as_tensor(value: Any) -> torch.Tensor:
-    """A copy of a numpy array or tensor as a tensor (numpy arrays are not ``weights_only`` data)."""
+def _as_tensors(value: Any) -> Any:
+    """``value`` with every numpy array (in dicts and lists) as a CPU tensor (``weights_only`` data)."""
     if isinstance(value, np.ndarray):
         return torch.from_numpy(value.copy())
-    return value.detach().clone()
+    if isinstance(value, dict):
+        return {key: _as_tensors(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_tensors(item) for item in value]
+    return value
 
 
-def env_state(envs: Any, fields: Iterable[str] = ()) -> dict[str, Any]:
-    """The changing state of a hashing_gym vector env: its autoreset bookkeeping and ``fields``.
+def env_snapshot(envs: Any, *, banks: bool = True) -> dict[str, Any]:
+    """The snapshot of a hashing_gym vector env (``envs.get_state``), its arrays as CPU tensors.
 
     Args:
         envs: a ``HashingVectorEnv``.
-        fields: the subclass's state attributes to store, e.g. ``("_state",)`` for
-            ``BinaryCodeTravelVectorEnv`` (a named tuple of arrays is stored as a list).
-
-    Returns:
-        name -> tensor, list of tensors, or None; :func:`restore_env_state` puts it back.
+        banks: store the code banks; False for a trainer that re-encodes them on resume.
     """
-    state: dict[str, Any] = {}
-    for name in (*BOOKKEEPING, *fields):
-        value = getattr(envs, name)
-        if value is None:
-            state[name] = None
-        elif isinstance(value, tuple):
-            state[name] = [_as_tensor(part) for part in value]
-        else:
-            state[name] = _as_tensor(value)
-    return state
+    return _as_tensors(envs.get_state(banks=banks))
 
 
-def restore_env_state(envs: Any, state: dict[str, Any], source: str | Path) -> None:
-    """Put back a state from :func:`env_state` into an env built with the same arguments.
-
-    Arrays are written in place (other objects, such as a packed database, may view them); a named
-    tuple is rebuilt. ``source`` (the checkpoint file) names the culprit of a mismatch.
+def restore_env(envs: Any, snapshot: dict[str, Any], source: str | Path) -> None:
+    """Put an :func:`env_snapshot` back into an env built with the run's arguments (``envs.set_state``).
 
     Raises:
-        CheckpointError: if a stored field is missing from the env or has another shape or dtype.
+        CheckpointError: naming ``source`` (the checkpoint file) and what ``set_state`` refused: a
+            snapshot of other arguments, a missing part, an array of another shape or dtype.
     """
-    for name, saved in state.items():
-        if not hasattr(envs, name):
-            raise CheckpointError(f"{source}: the env has no state field {name!r} to restore")
-        current = getattr(envs, name)
-        if saved is None or current is None:
-            if saved is not None or current is not None:
-                raise CheckpointError(f"{source}: env state {name!r} is {saved!r}, the env has {current!r}")
-            continue
-        if isinstance(current, tuple):
-            if len(saved) != len(current):
-                raise CheckpointError(
-                    f"{source}: env state {name!r} has {len(saved)} parts, the env's {len(current)}"
-                )
-            pairs = enumerate(zip(current, saved, strict=True))
-            parts = [_restored(f"{name}[{i}]", part, value, source) for i, (part, value) in pairs]
-            setattr(envs, name, type(current)(*parts))
-        else:
-            restored = _restored(name, current, saved, source)
-            if isinstance(current, np.ndarray):
-                current[...] = restored
-            else:
-                current.copy_(restored)
+    try:
+        envs.set_state(snapshot)
+    except ValueError as error:
+        raise CheckpointError(f"{source}: the env's state cannot be restored: {error}") from None
 
 
-def _restored(name: str, current: Any, saved: torch.Tensor, source: str | Path) -> Any:
-    """``saved`` as ``current``'s kind (numpy array, or tensor on its device); checks shape and dtype."""
-    reference = torch.from_numpy(np.asarray(current)) if isinstance(current, np.ndarray) else current
-    expected = (reference.shape, reference.dtype)
-    if not isinstance(saved, torch.Tensor) or (saved.shape, saved.dtype) != expected:
-        described = f"{saved.dtype} {tuple(saved.shape)}" if isinstance(saved, torch.Tensor) else type(saved)
+def upgrade_legacy_env(envs: Any, saved: dict[str, Any], source: str | Path) -> None:
+    """Turn a checkpoint's env state of the earlier layout into a snapshot, in place (else nothing).
+
+    The earlier layout: ``saved["env_rng"]`` (``generator``, ``np_random``, ``per_env``: the env's
+    random streams) and, for the trainers that stored more, ``saved["env"]`` (``_started``,
+    ``_autoreset``, ``_ended`` and ``_state``, the core state's arrays in the order of its fields).
+    The snapshot starts from the env's own ``get_state()`` (the resumed run's env, built and reset as
+    the earlier process was) and takes every part the checkpoint holds, so the resume continues as
+    the earlier version's did. Streams stored as None keep the env's, as the earlier loader did.
+
+    Raises:
+        CheckpointError: naming ``source`` if the stored parts do not fit the env.
+    """
+    if "env_rng" not in saved:
+        return
+    streams = saved.pop("env_rng")
+    legacy = saved.get("env")
+    snapshot = envs.get_state(banks=legacy is not None)
+    if not isinstance(streams, dict) or not {"generator", "np_random", "per_env"} <= set(streams):
+        raise CheckpointError(f"{source}: 'env_rng' is not the random streams of an env")
+    if streams["generator"] is not None:
+        snapshot["generator"] = streams["generator"]
+    if streams["np_random"] is not None:
+        snapshot["np_random"] = streams["np_random"]
+    per_env = list(streams["per_env"])
+    if len(per_env) != len(snapshot["per_env"]):
         raise CheckpointError(
-            f"{source}: env state {name!r} is {described}, "
-            f"the env's is {reference.dtype} {tuple(reference.shape)}"
+            f"{source}: 'env_rng' holds {len(per_env)} per-env streams, the env has "
+            f"{len(snapshot['per_env'])}"
         )
-    if isinstance(current, np.ndarray):
-        return saved.numpy()
-    return saved.to(current.device).clone()
-
-
-def env_rng_state(envs: Any) -> dict[str, Any]:
-    """The random streams of a hashing_gym vector env: its torch generator and numpy generators."""
-    generator = envs._generator
-    return {
-        "generator": None if generator is None else generator.get_state(),
-        "np_random": None if envs._np_random is None else envs._np_random.bit_generator.state,
-        "per_env": [None if rng is None else rng.bit_generator.state for rng in envs._rngs],
-    }
-
-
-def restore_env_rng_state(envs: Any, state: dict[str, Any]) -> None:
-    """Put back the streams of :func:`env_rng_state` (creating a generator the env had not made yet)."""
-    if state["generator"] is not None:  # a CPU tensor, whatever map_location moved it to
-        envs._torch_generator().set_state(state["generator"].cpu())
-    if state["np_random"] is not None:
-        envs.np_random.bit_generator.state = state["np_random"]
-    for i, saved in enumerate(state["per_env"]):
-        if saved is not None:
-            if envs._rngs[i] is None:
-                envs._rngs[i] = np.random.default_rng()
-            envs._rngs[i].bit_generator.state = saved
+    pairs = zip(per_env, snapshot["per_env"], strict=True)
+    snapshot["per_env"] = [mine if old is None else old for old, mine in pairs]
+    if legacy is not None:
+        if not isinstance(legacy, dict) or not {"_started", "_autoreset", "_ended", "_state"} <= set(legacy):
+            raise CheckpointError(f"{source}: 'env' is neither a snapshot nor the earlier env state")
+        names = list(snapshot["arrays"])
+        if len(legacy["_state"]) != len(names):
+            raise CheckpointError(
+                f"{source}: 'env' holds {len(legacy['_state'])} state arrays, the env has {len(names)}"
+            )
+        snapshot["arrays"] = dict(zip(names, legacy["_state"], strict=True))
+        snapshot.update(started=legacy["_started"], autoreset=legacy["_autoreset"], ended=legacy["_ended"])
+    saved["env"] = snapshot

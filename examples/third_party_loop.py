@@ -8,7 +8,9 @@ Gymnasium 1.x vector environments reset a finished copy on the *next* ``step`` c
 autoreset): the step that follows ``terminated or truncated`` ignores that copy's action and returns the
 first observation of its new episode with reward 0. A loop that counts that step as a transition gets
 wrong returns and lengths; this one skips it, as any 1.x loop must under the default autoreset mode
-(0.29-era loops read ``final_observation`` from ``info``, which 1.x no longer sets).
+(0.29-era loops read ``final_observation`` from ``info``, which 1.x no longer sets). An env may announce
+another mode in ``envs.metadata["autoreset_mode"]``: RankListHash-v0's batched env (one-step episodes)
+resets in the ending step itself ("same-step"), so there every call is a transition; the loop reads it.
 
 ``--mode sync`` (the default) steps the copies one after another in this process, ``--mode async`` in
 subprocesses; ``--mode vector_entry_point`` uses the batched vector environment each id registers,
@@ -49,6 +51,7 @@ def run(
     returns = np.zeros(num_envs)
     lengths = np.zeros(num_envs, dtype=np.int64)
     autoreset = np.zeros(num_envs, dtype=bool)  # which copies reset on this step instead of stepping
+    same_step = envs.metadata.get("autoreset_mode") == gym.vector.AutoresetMode.SAME_STEP
     finished_returns: list[float] = []
     finished_lengths: list[int] = []
     for _ in range(steps):
@@ -62,7 +65,7 @@ def run(
         finished_lengths.extend(lengths[done].tolist())
         returns[done] = 0.0
         lengths[done] = 0
-        autoreset = terminated | truncated
+        autoreset = (terminated | truncated) & (not same_step)  # same-step: already reset by this call
     envs.close()
     return {
         "episodes": len(finished_returns),

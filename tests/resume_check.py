@@ -50,7 +50,7 @@ import torch
 from agents import checkpoint as checkpoint_module
 from agents import train
 from agents.checkpoint import Checkpoints, read_json, read_tensors
-from agents.resume_state import env_rng_state, env_state
+from agents.resume_state import env_snapshot
 
 # Three blobs of 20 items at 8 bits: every trainer runs in about a second.
 DATA = (
@@ -109,11 +109,10 @@ TRAINERS: dict[str, Trainer] = {
                 "rng": {
                     "generator": lambda local: local["generator"].get_state(),
                     "torch_rng": lambda local: torch.get_rng_state(),
-                    "env_rng": lambda local: env_rng_state(local["envs"]),
                 },
                 "step": {"env_steps": lambda local: 0, "updates": lambda local: 0},
-                "env": {
-                    "env": lambda local: env_state(local["envs"], ("_state",)),
+                "env": {  # the env's snapshot: its episodes in progress and its random streams
+                    "env": lambda local: env_snapshot(local["envs"]),
                     **{key: lambda local, key=key: local[key] for key in ("obs", "info", "ended")},
                 },
             },
@@ -131,8 +130,8 @@ TRAINERS: dict[str, Trainer] = {
                 "rng": {
                     "generator": lambda local: local["generator"].get_state(),
                     "item_generator": lambda local: local["item_generator"].get_state(),
-                    "env_rng": lambda local: env_rng_state(local["envs"]),
                 },
+                "env": {"env": lambda local: env_snapshot(local["envs"], banks=False)},
                 "step": {"update": lambda local: 0, "env_steps": lambda local: 0},
                 "baseline": {
                     "running_mean": lambda local: None,

@@ -129,6 +129,26 @@ def test_replay_of_a_torch_case_fails_beyond_its_tolerance_only():
     perturbed_replay("shb_vector", change)
 
 
+def test_only_the_expert_added_by_issue_18_is_left_out_of_the_replay():
+    assert record.ADDED_INFO_KEYS == {
+        "SequentialHashBits-v0": ("expert_action",),
+        "RankListHash-v0": ("expert_action",),
+    }
+    infos = {
+        "index": 1,
+        "_index": 1,
+        "expert_action": 2,
+        "_expert_action": 3,
+        "final_info": {"ap": 1, "_ap": 1, "expert_action": 2, "_expert_action": 1},
+        "_final_info": 1,
+    }
+    kept = {"index": 1, "_index": 1, "final_info": {"ap": 1, "_ap": 1}, "_final_info": 1}
+    assert record.without_added(infos, "RankListHash-v0") == kept
+    assert record.without_added(infos, "SequentialHashBits-v0") == kept
+    assert record.without_added(infos, "BinaryCodeTravel-v0") == infos  # its expert_action is recorded
+    assert record.without_added(infos, None) == infos
+
+
 def test_replay_fails_when_the_calls_change():
     expected, manifest = record.load_npz(record.golden_path("datasets"))
     manifest = json.loads(json.dumps(manifest))

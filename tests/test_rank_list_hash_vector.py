@@ -111,7 +111,9 @@ def test_options_index_and_database_codes_match_single_envs(device, small):
 @pytest.mark.parametrize("ties", ["average", "stable"])
 def test_batched_streams_reward_as_the_single_env_does(device, ties, small):
     """With rng="batched" each step's rewards are what a single env with that database gives."""
-    envs = RankListHashVectorEnv(num_envs=4, dataset=small, device=device, ties=ties, topk=25)
+    envs = RankListHashVectorEnv(
+        num_envs=4, dataset=small, device=device, ties=ties, topk=25, autoreset_mode="NextStep"
+    )
     single = RankListHashEnv(dataset=small, ties=ties, topk=25)
     single.reset(seed=0)
     _, info = to_numpy(envs.reset(seed=2))
@@ -159,7 +161,8 @@ def test_torch_backend_returns_tensors_on_its_device(small):
     envs = RankListHashVectorEnv(num_envs=2, dataset=small, backend="torch")
     obs, info = envs.reset(seed=0)
     obs, rewards, terminated, truncated, info = envs.step(torch.ones((2, 16), dtype=torch.int64))
-    for value in (obs, rewards, terminated, truncated, info["ap"], info["index"], info["_ap"]):
+    final = info["final_info"]  # same-step autoreset (the default): the acted items' infos
+    for value in (obs, rewards, terminated, truncated, final["ap"], info["index"], final["_ap"]):
         assert isinstance(value, torch.Tensor) and value.device.type == "cpu"
     assert rewards.dtype == torch.float64 and terminated.dtype == torch.bool
 
@@ -169,7 +172,7 @@ def test_make_vec_through_the_registry():
     assert isinstance(envs, RankListHashVectorEnv)
     assert envs.single_action_space == gym.spaces.MultiBinary(8)
     assert envs.action_space.shape == (3, 8) and envs.observation_space.shape == (3, 64)
-    assert envs.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP  # one-step episodes: our default
     obs, _ = envs.reset(seed=0)
     assert envs.observation_space.contains(obs)
 

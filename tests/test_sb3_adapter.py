@@ -117,7 +117,8 @@ def test_batch_method_answers_for_every_copy_at_once():
 
 def test_it_refuses_what_it_cannot_serve():
     with pytest.raises(ValueError, match="SameStep"):
-        HashingVecEnv(gym.make_vec("RankListHash-v0", num_envs=2, vectorization_mode="vector_entry_point"))
+        next_step = {"vectorization_mode": "vector_entry_point", "autoreset_mode": "NextStep"}
+        HashingVecEnv(gym.make_vec("RankListHash-v0", num_envs=2, **next_step))
     with pytest.raises(TypeError, match="HashingVectorEnv"):
         HashingVecEnv(gym.make_vec("CartPole-v1", num_envs=2))
     venv = make_vec_env("RankListHash-v0", 2, monitor=False, bits=8)

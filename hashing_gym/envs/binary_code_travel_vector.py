@@ -214,6 +214,27 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
     def _check_actions(self, actions: Any) -> Any:
         return self._check_discrete_actions(actions, self.bits)
 
+    def _spec(self) -> dict[str, Any]:
+        return {
+            "bits": self.bits,
+            "eta": self.eta,
+            "sigma": self.sigma,
+            "init": self.init,
+            "max_steps": self.max_steps,
+            "history": self.history_length,
+            "flatten": self.flatten,
+            "multi_label": self.multi_label,
+        }
+
+    def _snapshot_arrays(self) -> dict[str, Any]:
+        # The core state of every row (item, code, history, distances, steps, target, ...): the
+        # codebook and the other constants are rebuilt from the arguments.
+        return self._state._asdict()
+
+    def _restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        # New arrays, as core.step makes: nothing else holds the state's arrays.
+        self._state = core.State(**{name: self._to_backend(arrays[name]) for name in core.State._fields})
+
     def _reset_rows(self, rows: np.ndarray, seeded: np.ndarray, index: np.ndarray | None) -> dict[str, Any]:
         return core.info(self.params, self._start_rows(rows, index))
 

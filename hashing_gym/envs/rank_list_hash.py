@@ -91,8 +91,10 @@ class RankListHashEnv(HashingEnv):
 
     A second ``step`` without ``reset`` raises ``ResetNeededError``.
 
-    ``info`` carries ``index`` (the item's row in the split) and, after the step, ``ap`` (the
-    reward) and ``relevant`` (the number of other items relevant to the item).
+    ``info`` carries ``index`` (the item's row in the split), ``expert_action`` (our expert's code
+    for the item, int8 (bits,): see "Differences from the paper"; also ``expert_action()``) and,
+    after the step, ``ap`` (the reward) and ``relevant`` (the number of other items relevant to the
+    item).
 
     A batched version of the step for trainers: ``rewards(indices, codes)`` returns the rewards of
     many (item, code) pairs against the current database without changing anything, and
@@ -133,8 +135,14 @@ class RankListHashEnv(HashingEnv):
     - the database bank (``database="bank"``: the last code acted for each item, random at start),
       so third-party RL code needs no callback; ``set_database_codes`` is where a trainer plugs in
       the paper's database network (``agents.reinforce`` refreshes it every K updates);
-    - no teacher (``expert_action``): a natural one (the code maximising AP against the current
-      database, e.g. the majority bits of the item's relevant neighbours) is not built yet.
+    - the expert (``info["expert_action"]``, ``expert_action()``), which the paper does not have:
+      the item's class codeword (``hashing_gym.codes.label_codebook``, BCH, seed 0: the targets of
+      ``BinaryCodeTravel-v0``; a multi-label item takes its lowest class's), the code of a perfect
+      label-embedding hash. Once the database holds every item's codeword it earns AP 1 on
+      single-label data, and acting it in bank mode puts them there after one pass over the items;
+      against random database codes it earns what any code does. Not an AP maximiser against the
+      current database (e.g. the majority bits of the item's relevant neighbours), which would chase
+      the database rather than the labels. Absent where ``2 ** bits`` is below the number of classes.
 
     ## Version History
 
@@ -276,8 +284,24 @@ class RankListHashEnv(HashingEnv):
     def _get_obs(self) -> np.ndarray:
         return self.features[self.index].copy()
 
+    def expert_action(self) -> np.ndarray:
+        """Our expert's action: the item's class codeword, int8 (bits,) (see "Differences from the paper").
+
+        Raises:
+            ValueError: where ``2 ** bits`` is below the number of classes (no codebook: no expert).
+        """
+        codes = core.teacher_action(self._params, np.array([self.index]))
+        if codes is None:
+            raise ValueError(
+                f"no expert at bits={self.bits}: {self.bits} bits cannot give each of the "
+                f"{self.dataset.num_classes} classes its own codeword"
+            )
+        return codes[0]
+
     def _get_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"index": self.index}
+        if self._params.codewords is not None:
+            info["expert_action"] = self.expert_action()
         if self._ap is not None:
             info["ap"] = self._ap
             info["relevant"] = self._relevant

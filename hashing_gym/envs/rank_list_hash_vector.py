@@ -35,9 +35,24 @@ class RankListHashVectorEnv(HashingVectorEnv):
     same AP formula; ``ties="stable"`` sorts each list there), and float64 row sums may differ
     from numpy's in the last bit (1e-16).
 
-    Every episode lasts one step, so with the default ``NEXT_STEP`` autoreset every other step is a
-    reset step (reward 0, actions ignored); ``autoreset_mode="SameStep"`` acts on every step and
-    returns the acted observation in ``infos["final_obs"]``.
+    ## Autoreset: same-step by default (our choice)
+
+    Every episode lasts one step. This env therefore defaults to ``autoreset_mode=SAME_STEP``
+    (``metadata["autoreset_mode"]`` says so): every ``step`` acts for every sub-env, returns the
+    reward of the code just acted and the *next* item's observation, and puts the acted item's
+    observation and info in ``infos["final_obs"]`` / ``infos["final_info"]`` (masks
+    ``infos["_final_obs"]``, all True). With Gymnasium's usual ``NEXT_STEP`` (the default of
+    ``SyncVectorEnv`` and of the other two batched envs, and what a Gymnasium 1.x loop assumes unless
+    it reads ``metadata["autoreset_mode"]``) every other call would only reset: reward 0, actions
+    ignored, half the calls wasted. We weighed that a loop written for ``NEXT_STEP`` and run on
+    this env without reading the metadata drops every other (valid) step's reward: it loses data,
+    it never mixes episodes, and every one-step episode's reward is also in its own ``step`` return.
+    ``autoreset_mode="NextStep"`` (or ``"Disabled"``) restores Gymnasium's default behaviour; the
+    ``"sync"`` and ``"async"`` vectorization modes of ``gym.make_vec`` keep Gymnasium's default.
+
+    Infos: ``index`` and ``expert_action`` (each sub-env's item's class codeword, int8 (num_envs,
+    bits); ours, see ``RankListHashEnv``) at every reset and step, ``ap`` and ``relevant`` after a
+    step (in ``final_info`` under same-step autoreset), with ``_key`` masks.
 
     Memory: each copy holds its database packed, ``num_envs x N x ceil(bits / 64)`` 8-byte words.
 
@@ -48,17 +63,24 @@ class RankListHashVectorEnv(HashingVectorEnv):
     >>> obs, infos = envs.reset(seed=0)
     >>> obs.shape, envs.action_space.shape, infos["index"].shape
     ((4, 64), (4, 16), (4,))
+    >>> envs.metadata["autoreset_mode"]
+    <AutoresetMode.SAME_STEP: 'SameStep'>
+    >>> acted = infos["index"]
     >>> obs, rewards, terminated, truncated, infos = envs.step(np.ones((4, 16), dtype=np.uint8))
     >>> bool(terminated.all()), bool((rewards >= 0).all() and (rewards <= 1).all())
     (True, True)
-    >>> bool((rewards == infos["ap"]).all())
-    True
+    >>> final = infos["final_info"]  # the acted items' infos; infos["index"] holds the next items
+    >>> bool((rewards == final["ap"]).all()), bool((final["index"] == acted).all())
+    (True, True)
+    >>> obs, rewards, terminated, truncated, infos = envs.step(infos["expert_action"])  # the next items
 
     The keyword arguments of ``RankListHash-v0`` (``dataset``, ``bits``, ``split``, ``ties``, ``topk``,
     ``database``) mean the same here, plus
     the arguments of every batched env (``num_envs``, ``device``, ``backend``, ``rng``,
     ``autoreset_mode``, ``check_actions``), listed in ``hashing_gym.envs.vector_base``.
     """
+
+    metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(
         self,
@@ -73,7 +95,7 @@ class RankListHashVectorEnv(HashingVectorEnv):
         device: Any = "cpu",
         backend: str | None = None,
         rng: str = "batched",
-        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
         check_actions: bool = True,
     ) -> None:
         if render_mode is not None:
@@ -186,7 +208,7 @@ class RankListHashVectorEnv(HashingVectorEnv):
         else:
             items = self.np_random.integers(self.num_items, size=len(rows))
         self._items[self._index(rows)] = items
-        return {"index": items}
+        return self._with_expert({"index": items})
 
     def _random_words(self, count: int) -> Any:
         """Random packed database codes (count, N, W), drawn as whole words (bits past ``bits``: 0)."""
@@ -232,7 +254,7 @@ class RankListHashVectorEnv(HashingVectorEnv):
             self._has_bank[fresh] = True
         items_b = self._to_backend(items)
         self._items[self._index(rows)] = items_b
-        return {"index": items_b}
+        return self._with_expert({"index": items_b})
 
     def _step_rows(self, rows: np.ndarray, actions: Any, every: bool) -> tuple[Any, Any, dict[str, Any]]:
         index = None if every else self._index(rows)
@@ -240,10 +262,46 @@ class RankListHashVectorEnv(HashingVectorEnv):
         words = core.pack(self._params, actions)
         _, ap, terminated, _, relevant = core.step(self._params, state, words, index)
         items = self._items if every else self._take(self._items, index)
-        return ap, terminated, {"index": items, "ap": ap, "relevant": relevant}
+        return ap, terminated, self._with_expert({"index": items, "ap": ap, "relevant": relevant})
+
+    def expert_action(self) -> Any:
+        """Our expert's actions: each sub-env's item's class codeword, int8 (num_envs, bits) (backend).
+
+        The class docstring of ``RankListHashEnv`` says why it is ours and what it earns.
+
+        Raises:
+            ValueError: where ``2 ** bits`` is below the number of classes (no codebook: no expert).
+        """
+        codes = core.teacher_action(self._params, self._items)
+        if codes is None:
+            raise ValueError(
+                f"no expert at bits={self.bits}: {self.bits} bits cannot give each of the "
+                f"{self.single_env.dataset.num_classes} classes its own codeword"
+            )
+        return codes
+
+    def _with_expert(self, info: dict[str, Any]) -> dict[str, Any]:
+        """``info`` (of the rows of its ``index``) with their ``expert_action``, where there is an expert."""
+        codes = core.teacher_action(self._params, info["index"])
+        return info if codes is None else {**info, "expert_action": codes}
 
     def _check_actions(self, actions: Any) -> Any:
         return self._check_binary_actions(actions, self.bits)
+
+    _bank_arrays = ("bank", "has_bank")
+
+    def _spec(self) -> dict[str, Any]:
+        return {"bits": self.bits, "ties": self.ties, "topk": self.topk, "database": self.database}
+
+    def _snapshot_arrays(self) -> dict[str, Any]:
+        return {"items": self._items, "bank": self._bank, "has_bank": self._has_bank}
+
+    def _restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        # In place: the packed database (self._database) reads the bank array it was built over.
+        self._write(self._items, arrays["items"])
+        if "bank" in arrays:
+            self._write(self._bank, arrays["bank"])
+            self._has_bank[:] = arrays["has_bank"]
 
     def _observations(self) -> Any:
         return core.observe(self._params, core.State(self._items, self._database))

@@ -104,8 +104,9 @@ class SequentialHashBitsEnv(HashingEnv):
 
     After termination, ``step`` raises ``ResetNeededError`` until the next ``reset``.
 
-    ``info`` (from ``reset`` and every ``step``) carries ``index`` (the item's row in the split)
-    and ``accuracy`` (:math:`acc_t`).
+    ``info`` (from ``reset`` and every ``step``) carries ``index`` (the item's row in the split),
+    ``accuracy`` (:math:`acc_t`) and ``expert_action`` (our expert's next ``group`` bits, int8
+    (group,): see "Differences from the paper"; also ``expert_action()``).
 
     ## Arguments
 
@@ -146,8 +147,15 @@ class SequentialHashBitsEnv(HashingEnv):
       of each episode (``set_code_bank`` for re-encoding by the agent);
     - ``margin`` (a Hamming margin; the released code's hinge margin is on relaxed codes);
     - the observation (``code``, ``decided``, ``step``; the hidden state lives in the agent);
-    - no teacher (``expert_action``) is offered: the natural one, the group of bits that maximises
-      the step's accuracy gain, needs ``2^group`` evaluations per step and is not built yet.
+    - the expert (``info["expert_action"]``, ``expert_action()``), which DRLIH does not have: the
+      bits of the item's class codeword (``hashing_gym.codes.label_codebook``, BCH, seed 0: the
+      targets of ``BinaryCodeTravel-v0``; a multi-label item takes its lowest class's) that the step
+      decides (after the last step, the last group). Once the bank holds every item's codeword, its
+      episodes earn the largest return, 1/2 (accuracy 1, single-label data, ``margin`` below the
+      codewords' distance), and acting it puts them there (finished codes join the bank) after one
+      pass over the items; against random banks it earns what any code does. Not the group that
+      maximises the step's accuracy gain (``2^group`` evaluations per step, chasing the bank rather
+      than the labels). Absent where ``2 ** bits`` is below the number of classes.
 
     ## Version History
 
@@ -337,8 +345,27 @@ class SequentialHashBitsEnv(HashingEnv):
             return obs[0]
         return {key: value[0] for key, value in obs.items()} | {"step": np.int64(obs["step"][0])}
 
+    def expert_action(self) -> np.ndarray:
+        """Our expert's action: the next ``group`` bits of the item's class codeword, int8 (group,).
+
+        After the last step, the last group. See "Differences from the paper".
+
+        Raises:
+            ValueError: where ``2 ** bits`` is below the number of classes (no codebook: no expert).
+        """
+        action = core.teacher_action(self.params, self._state)
+        if action is None:
+            raise ValueError(
+                f"no expert at bits={self.bits}: {self.bits} bits cannot give each of the "
+                f"{self.dataset.num_classes} classes its own codeword"
+            )
+        return action[0]
+
     def _get_info(self) -> dict[str, Any]:
-        return {"index": self.index, "accuracy": float(self._state.accuracy[0])}
+        info: dict[str, Any] = {"index": self.index, "accuracy": float(self._state.accuracy[0])}
+        if self.params.codewords is not None:
+            info["expert_action"] = self.expert_action()
+        return info
 
     # ----------------------------------------------------------------------------------------------
     # Rendering

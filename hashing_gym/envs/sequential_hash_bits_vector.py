@@ -34,6 +34,9 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
     correctly ordered and tied pairs. Episodes all last ``bits / group`` steps, so the copies end
     together and, with the default ``NEXT_STEP`` autoreset, the step after the last one resets them.
 
+    Infos: ``index``, ``accuracy`` and ``expert_action`` (each sub-env's next group of its item's
+    class codeword, int8 (num_envs, group); ours, see ``SequentialHashBitsEnv``), with ``_key`` masks.
+
     Memory: each copy holds its bank unpacked, ``num_envs x N x bits`` bytes.
 
     >>> import gymnasium as gym
@@ -165,7 +168,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
             terminated = core.is_terminal(self.params, self._steps_taken[rows])
         at = None if every else self._index(rows)
         reward, _, accuracy = core.step(self.params, self._state, at, actions, bool(terminated.any()))
-        return reward, terminated, {"index": self._info(at)["index"], "accuracy": accuracy}
+        return reward, terminated, {**self._info(at), "accuracy": accuracy}
 
     def _rows(self, rows: np.ndarray) -> Any:
         """``rows`` for the core: None (every row: slices, no index arrays) or an index on the backend."""
@@ -174,11 +177,55 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
     def _info(self, at: Any) -> dict[str, Any]:
         """The info arrays of rows ``at`` (None: all; ``_add_info`` copies them)."""
         if at is None:
-            return {"index": self._state.item, "accuracy": self._state.accuracy}
-        return {"index": self._state.item[at], "accuracy": self._state.accuracy[at]}
+            info = {"index": self._state.item, "accuracy": self._state.accuracy}
+        else:
+            info = {"index": self._state.item[at], "accuracy": self._state.accuracy[at]}
+        expert = core.teacher_action(self.params, self._state, at)
+        return info if expert is None else {**info, "expert_action": expert}
+
+    def expert_action(self) -> Any:
+        """Our expert's actions: each sub-env's next group of its class codeword, int8 (num_envs, group).
+
+        The class docstring of ``SequentialHashBitsEnv`` says why it is ours and what it earns.
+
+        Raises:
+            ValueError: where ``2 ** bits`` is below the number of classes (no codebook: no expert).
+        """
+        expert = core.teacher_action(self.params, self._state)
+        if expert is None:
+            raise ValueError(
+                f"no expert at bits={self.bits}: {self.bits} bits cannot give each of the "
+                f"{self.single_env.dataset.num_classes} classes its own codeword"
+            )
+        return expert
 
     def _check_actions(self, actions: Any) -> Any:
         return self._check_binary_actions(actions, self.group)
+
+    _bank_arrays = ("bank", "has_bank")
+
+    def _spec(self) -> dict[str, Any]:
+        return {
+            "bits": self.bits,
+            "group": self.group,
+            "pairs": self.pairs,
+            "margin": self.margin,
+            "flatten": self.flatten,
+        }
+
+    def _snapshot_arrays(self) -> dict[str, Any]:
+        # The core state (banks, items, references, codes so far, distances, accuracies) and the
+        # host's bookkeeping of banks and episode lengths.
+        return {**self._state._asdict(), "has_bank": self._has_bank, "steps_taken": self._steps_taken}
+
+    def _restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        # In place: the core updates its state arrays in place and some are views of one another.
+        for name in core.State._fields:
+            if name in arrays:
+                self._write(getattr(self._state, name), arrays[name])
+        if "has_bank" in arrays:
+            self._has_bank[:] = arrays["has_bank"]
+        self._steps_taken[:] = arrays["steps_taken"]
 
     def _observations(self) -> Any:
         return core.observe(self.params, self._state)

@@ -44,6 +44,16 @@ Every batched env takes the keyword arguments of its single env, plus:
 Infos are dicts of arrays with a boolean mask ``infos["_key"]`` telling which sub-envs carry
 ``key``, as ``SyncVectorEnv`` builds them (tensors on the device for the torch backend).
 
+Snapshots (ours; Gymnasium has none): ``get_state()`` returns everything that decides how the env
+continues between two steps (each sub-env's core state and code bank, the autoreset bookkeeping, every
+random stream: ``np_random``, the ``rng="per_env"`` generators, the torch generator) as numpy arrays
+(tensors are copied to the host) and JSON-able values, never objects; ``set_state(snapshot)`` on an
+env built with the same arguments continues exactly as the env that took it (bitwise: the same
+observations, rewards, flags and infos, autoresets included), on any device of the same kind. A
+snapshot of other arguments (``num_envs``, backend, ``bits``, ...) is refused with a ``ValueError``
+naming them. ``get_state(banks=False)`` leaves the code banks out, for callers that rebuild them
+(e.g. by re-encoding the split); ``set_state`` then keeps the env's own.
+
 Masked steps: a subclass that sets ``masked_steps = True`` and implements ``_step_all``,
 ``_info_all`` and ``_restart_where`` is stepped over all rows at once with the autoreset as masks
 (step every row, then overwrite the rows that restart) when the autoreset mode is ``NEXT_STEP`` or
@@ -67,6 +77,12 @@ from hashing_gym.device import array_device
 from hashing_gym.envs.base import HashingEnv, InvalidActionError, ResetNeededError
 
 RNGS: tuple[str, ...] = ("batched", "per_env")
+SNAPSHOT_FORMAT = 1
+"""The version of :meth:`HashingVectorEnv.get_state`'s layout (bumped when it changes)."""
+SNAPSHOT_KEYS: tuple[str, ...] = (
+    "format", "spec", "banks", "started", "autoreset", "ended",
+    "np_random", "np_random_seed", "per_env", "generator", "arrays",
+)  # fmt: skip
 
 
 def resolve_autoreset_mode(mode: Any) -> AutoresetMode:
@@ -392,6 +408,192 @@ class HashingVectorEnv(VectorEnv):
         return {key: value[index] for key, value in info.items()}
 
     # ----------------------------------------------------------------------------------------------
+    # Snapshots
+    # ----------------------------------------------------------------------------------------------
+
+    def get_state(self, *, banks: bool = True) -> dict[str, Any]:
+        """A snapshot of the env between two steps, for exact checkpoints (see the module docstring).
+
+        Args:
+            banks: include the code banks (databases); False leaves them out, for a caller that
+                rebuilds them itself after :meth:`set_state`.
+
+        Returns:
+            A dict of numpy arrays (copies, on the host whatever the device), JSON-able values and
+            lists of them: ``spec`` (what the env was built with, compared by ``set_state``), the
+            autoreset bookkeeping (``started``, ``autoreset``, ``ended``), the random streams
+            (``np_random`` and ``per_env``: numpy bit generator states; ``generator``: the torch
+            generator's state as uint8) and ``arrays`` (the subclass's state: each sub-env's episode
+            and, with ``banks``, its code bank).
+        """
+        arrays = {
+            key: self._to_numpy(value).copy()
+            for key, value in self._snapshot_arrays().items()
+            if banks or key not in self._bank_arrays
+        }
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "spec": self._snapshot_spec(),
+            "banks": bool(banks),
+            "started": self._started.copy(),
+            "autoreset": self._autoreset.copy(),
+            "ended": None if self._ended is None else self._to_numpy(self._ended).copy(),
+            "np_random": None if self._np_random is None else self._np_random.bit_generator.state,
+            "np_random_seed": self._np_random_seed,
+            "per_env": [None if rng is None else rng.bit_generator.state for rng in self._rngs],
+            "generator": None if self._generator is None else self._generator.get_state().numpy().copy(),
+            "arrays": arrays,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`get_state` snapshot of an env built with the same arguments.
+
+        Arrays may be numpy arrays or tensors on any device (a checkpoint loaded with ``torch.load``).
+        Everything is checked before anything changes, so a refused snapshot leaves the env as it was.
+
+        Raises:
+            ValueError: naming the problem: not a snapshot, a missing key, a snapshot of other
+                arguments (naming each that differs), an array of another shape or dtype (naming its
+                key), a random state that does not fit its generator.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(
+                f"set_state takes a snapshot from get_state (a dict), got {type(state).__name__}"
+            )
+        missing = [key for key in SNAPSHOT_KEYS if key not in state]
+        if missing:
+            raise ValueError(f"set_state: the snapshot lacks {missing} (not a snapshot from get_state?)")
+        if state["format"] != SNAPSHOT_FORMAT:
+            raise ValueError(
+                f"set_state: snapshot format {state['format']!r}, this env reads {SNAPSHOT_FORMAT}"
+            )
+        self._check_spec(state["spec"])
+        banks = state["banks"]
+        if not isinstance(banks, bool):
+            raise ValueError(f"set_state: 'banks' must be a bool, got {banks!r}")
+        n = self.num_envs
+        masks = {
+            key: self._checked_array(state[key], np.zeros(n, dtype=bool), key)
+            for key in ("started", "autoreset")
+        }
+        ended = state["ended"]
+        if (ended is None) != (self._ended is None):
+            raise ValueError(
+                f"set_state: 'ended' is {'absent' if ended is None else 'present'} in the snapshot, "
+                f"{'absent' if self._ended is None else 'present'} here (masked steps differ)"
+            )
+        if ended is not None:
+            ended = self._checked_array(ended, np.zeros(n, dtype=bool), "ended")
+        template = {
+            key: self._to_numpy(value)
+            for key, value in self._snapshot_arrays().items()
+            if banks or key not in self._bank_arrays
+        }
+        given = state["arrays"]
+        if not isinstance(given, dict) or set(given) != set(template):
+            keys = sorted(given) if isinstance(given, dict) else type(given).__name__
+            raise ValueError(f"set_state: 'arrays' must hold {sorted(template)}, got {keys}")
+        arrays = {key: self._checked_array(given[key], template[key], f"arrays[{key!r}]") for key in template}
+        np_random = (
+            None if state["np_random"] is None else self._numpy_generator(state["np_random"], "np_random")
+        )
+        per_env = state["per_env"]
+        if not isinstance(per_env, (list, tuple)) or len(per_env) != n:
+            raise ValueError(f"set_state: 'per_env' must be a list of {n} generator states or None")
+        rngs = [
+            None if s is None else self._numpy_generator(s, f"per_env[{i}]") for i, s in enumerate(per_env)
+        ]
+        generator = self._checked_generator_state(state["generator"])
+        seed = state["np_random_seed"]
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise ValueError(f"set_state: 'np_random_seed' must be an int or None, got {seed!r}")
+
+        # Everything checked: apply.
+        self._started[:], self._autoreset[:] = masks["started"], masks["autoreset"]
+        if ended is not None:
+            self._ended = self._to_backend(ended)
+        self._np_random, self._np_random_seed = np_random, None if seed is None else int(seed)
+        self._rngs = rngs
+        if generator is None:
+            self._generator = None
+        else:
+            import torch
+
+            self._torch_generator().set_state(torch.from_numpy(generator))
+        self._restore_arrays(arrays)
+
+    def _snapshot_spec(self) -> dict[str, Any]:
+        """What the env was built with, as JSON-able values: a snapshot is refused where these differ."""
+        return {
+            "env": type(self).__name__,
+            "num_envs": self.num_envs,
+            "backend": self.backend,
+            "device": None if self.torch_device is None else self.torch_device.type,
+            "rng": self.rng,
+            "autoreset_mode": self.autoreset_mode.name,
+            "split": self.split_name,
+            "num_items": self.num_items,
+            **self._spec(),
+        }
+
+    def _check_spec(self, spec: Any) -> None:
+        """``ValueError`` naming every argument where the snapshot's env differs from this one."""
+        if not isinstance(spec, dict):
+            raise ValueError(f"set_state: 'spec' must be a dict, got {type(spec).__name__}")
+        mine = self._snapshot_spec()
+        differences = [
+            f"{key}={spec.get(key, '(absent)')!r} in the snapshot, {mine.get(key, '(absent)')!r} here"
+            for key in sorted(set(mine) | set(spec))
+            if spec.get(key, "(absent)") != mine.get(key, "(absent)")
+        ]
+        if differences:
+            raise ValueError(
+                "set_state: the snapshot is of an env built with other arguments: " + "; ".join(differences)
+            )
+
+    def _checked_array(self, value: Any, template: np.ndarray, what: str) -> np.ndarray:
+        """A numpy copy of ``value`` of ``template``'s shape and dtype, or ValueError naming ``what``."""
+        if value is None or isinstance(value, (dict, str, bytes)):
+            raise ValueError(f"set_state: {what!s} must be an array, got {type(value).__name__}")
+        array = np.array(self._to_numpy(value))  # a copy: nothing of the caller's is kept
+        if array.shape != template.shape or array.dtype != template.dtype:
+            raise ValueError(
+                f"set_state: {what!s} must be {template.dtype} of shape {template.shape}, "
+                f"got {array.dtype} of shape {array.shape}"
+            )
+        return array
+
+    @staticmethod
+    def _numpy_generator(state: Any, what: str) -> np.random.Generator:
+        """A PCG64 generator (``seeding.np_random``'s kind) in ``state``, or ValueError naming ``what``."""
+        generator = np.random.Generator(np.random.PCG64())
+        try:
+            generator.bit_generator.state = state
+        except (TypeError, ValueError, KeyError) as error:
+            raise ValueError(f"set_state: {what} is not a PCG64 generator state ({error})") from None
+        return generator
+
+    def _checked_generator_state(self, state: Any) -> np.ndarray | None:
+        """The torch generator's state (uint8) checked against this env's generator, or None."""
+        if state is None:
+            return None
+        if not self.torch:
+            raise ValueError("set_state: the snapshot holds a torch generator state, this env runs numpy")
+        import torch
+
+        size = torch.Generator(device=self.torch_device).get_state().numel()
+        return self._checked_array(state, np.zeros(size, dtype=np.uint8), "generator")
+
+    def _write(self, target: Any, array: np.ndarray) -> None:
+        """Write a checked numpy array into a backend array in place (others may hold views of it)."""
+        if self.torch:
+            import torch
+
+            target.copy_(torch.from_numpy(array))
+        else:
+            target[...] = array
+
+    # ----------------------------------------------------------------------------------------------
     # Argument checks
     # ----------------------------------------------------------------------------------------------
 
@@ -536,6 +738,23 @@ class HashingVectorEnv(VectorEnv):
 
     def _observations(self) -> Any:
         raise NotImplementedError
+
+    # Snapshots: the subclass's state (``get_state``'s ``arrays``) and what it was built with.
+
+    _bank_arrays: tuple[str, ...] = ()
+    """The keys of :meth:`_snapshot_arrays` that hold code banks (left out by ``get_state(banks=False)``)."""
+
+    def _spec(self) -> dict[str, Any]:
+        """The subclass's arguments for ``get_state``'s ``spec`` (JSON-able values)."""
+        raise NotImplementedError(f"{type(self).__name__} takes no snapshots")
+
+    def _snapshot_arrays(self) -> dict[str, Any]:
+        """Name -> the backend array (not a copy) of every part of the state that changes as the env runs."""
+        raise NotImplementedError(f"{type(self).__name__} takes no snapshots")
+
+    def _restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Put back checked numpy copies of :meth:`_snapshot_arrays` (the bank keys may be absent)."""
+        raise NotImplementedError(f"{type(self).__name__} takes no snapshots")
 
     # Masked steps (``masked_steps = True``): all rows at once, no row index arrays.
 

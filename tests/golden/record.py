@@ -24,7 +24,9 @@ History: recorded from commit fe5d3d4 (before the one-source-of-truth redesign, 
 redesign reproduces. ``bct_single``, ``bct_vector`` and ``encode`` were then re-recorded once, on
 purpose, for issue #15 (BinaryCodeTravel's margin-greedy teacher, Table 1's eta at 32 bits,
 ``encode_batch`` starting from random codes); in the vector cases driven by random actions only the
-``expert_action`` info and ``teacher_actions`` changed, and no other group changed.
+``expert_action`` info and ``teacher_actions`` changed, and no other group changed. Issue #18 then
+gave SequentialHashBits-v0 and RankListHash-v0 an ``expert_action`` info key; it is left out of the
+recording and the replay (``ADDED_INFO_KEYS``, that key only), so those files stay as they were.
 """
 
 from __future__ import annotations
@@ -318,6 +320,28 @@ class Rows:
 
 Policy = Callable[[np.random.Generator, Any, dict[str, Any]], Any]
 
+# Info keys added to an env after its golden files were recorded (a deliberate change), left out of
+# what is recorded and replayed: these and nothing else, per env id. Issue 18 gave SequentialHashBits-v0
+# and RankListHash-v0 an expert (``expert_action``, single and vector: the key, its ``_key`` mask and
+# its entry in ``final_info``); every other value of those envs is replayed as recorded.
+ADDED_INFO_KEYS: dict[str, tuple[str, ...]] = {
+    "SequentialHashBits-v0": ("expert_action",),
+    "RankListHash-v0": ("expert_action",),
+}
+
+
+def without_added(infos: dict[str, Any], env_id: str | None) -> dict[str, Any]:
+    """``infos`` without the keys of :data:`ADDED_INFO_KEYS` for ``env_id`` (and their masks, nested too)."""
+    added = ADDED_INFO_KEYS.get(env_id or "", ())
+    if not added:
+        return infos
+    dropped = {*added, *(f"_{key}" for key in added)}
+    return {
+        key: without_added(value, env_id) if isinstance(value, dict) and key == "final_info" else value
+        for key, value in infos.items()
+        if key not in dropped
+    }
+
 
 def play_episodes(sink: Sink, env: gym.Env, episodes: list[tuple[dict[str, Any], Policy]], seed: int) -> None:
     """Each episode: ``env.reset(**kwargs)``, then the policy's actions until it ends.
@@ -327,9 +351,10 @@ def play_episodes(sink: Sink, env: gym.Env, episodes: list[tuple[dict[str, Any],
     """
     rng = np.random.default_rng(seed)
     rows = Rows()
+    env_id = env.spec.id if env.spec is not None else None
     for e, (reset_kwargs, policy) in enumerate(episodes):
         obs, info = env.reset(**reset_kwargs)
-        rows.add(episode=e, obs=obs, info=info)
+        rows.add(episode=e, obs=obs, info=without_added(info, env_id))
         for _ in range(MAX_EPISODE_STEPS):
             action = policy(rng, obs, info)
             obs, reward, terminated, truncated, info = env.step(action)
@@ -340,7 +365,7 @@ def play_episodes(sink: Sink, env: gym.Env, episodes: list[tuple[dict[str, Any],
                 reward=reward,
                 terminated=terminated,
                 truncated=truncated,
-                info=info,
+                info=without_added(info, env_id),
             )
             if terminated or truncated:
                 break
@@ -362,11 +387,13 @@ def play_vector(
     seed: int,
     extra: Callable[[Any], dict[str, Any]] | None = None,
     normalize: Callable[[Any, Any, Any, bool], Any] | None = None,
+    env_id: str | None = None,
 ) -> None:
     """Run ``script`` (``("reset", kwargs)`` or ``("steps", count)``) on a vector env; one ``rollout``.
 
     ``extra(envs)`` adds public state read after every step (e.g. ``teacher_actions()``).
     ``normalize(previous_infos, obs, infos, stepped)`` maps the infos to the recorded format.
+    ``env_id`` names the env's :data:`ADDED_INFO_KEYS`, which are not recorded.
     """
     rng = np.random.default_rng(seed)
     rows = Rows()
@@ -375,7 +402,7 @@ def play_vector(
         if kind == "reset":
             obs, new_infos = envs.reset(**arg)
             infos = normalize(infos, obs, new_infos, False) if normalize else new_infos
-            rows.add(obs=obs, infos=infos)
+            rows.add(obs=obs, infos=without_added(infos, env_id))
             continue
         for _ in range(arg):
             actions = policy(rng, obs, infos)
@@ -388,7 +415,7 @@ def play_vector(
                 reward=rewards,
                 terminated=terminations,
                 truncated=truncations,
-                infos=infos,
+                infos=without_added(infos, env_id),
                 **more,
             )
     rows.emit(sink, "rollout")
@@ -736,7 +763,7 @@ def run_vector_case(
         envs = gym.make_vec(env_id, num_envs=NUM_ENVS, vectorization_mode="vector_entry_point", **kwargs)
         if before is not None:
             before(sink, envs)
-        play_vector(sink, envs, script, policy, seed, extra, normalize)
+        play_vector(sink, envs, script, policy, seed, extra, normalize, env_id)
         if after is not None:
             after(sink, envs)
         envs.close()

@@ -40,6 +40,7 @@ from array_api_compat import array_namespace, device
 
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs.base import resolve_dataset, resolve_split
+from hashing_gym.envs.core.expert import expert_codewords
 from hashing_gym.ranking import TIES, PackedDatabase, pack_codes
 from hashing_gym.validation import check_bits, check_positive_int
 
@@ -66,6 +67,10 @@ class Params:
     word_bits: int
     """Bits per word of the packed codes: 64 on numpy; on torch the narrowest of 16, 32, 64 that holds
     a code (memory traffic sets the pace of a scan)."""
+    codewords: Any = None
+    """int8 (C, b): the class codewords the expert acts (``hashing_gym.envs.core.expert``); None: none."""
+    item_class: Any = None
+    """int64 (N,): the class whose codeword each item's expert acts."""
 
     @property
     def num_items(self) -> int:
@@ -122,7 +127,8 @@ def make_params(
         raise ValueError(f"the {split!r} split needs at least 2 items to rank, got {items.n}")
     labels = items.labels
     labels = pack_codes(labels) if labels.ndim == 2 else np.ascontiguousarray(labels, dtype=np.int64)
-    return Params(bits, ties, topk, database, items.features, labels, 64)
+    codewords, item_class = expert_codewords(resolve_dataset(dataset), items, bits)
+    return Params(bits, ties, topk, database, items.features, labels, 64, codewords, item_class)
 
 
 def params_on(params: Params, device: Any) -> Params:
@@ -131,11 +137,14 @@ def params_on(params: Params, device: Any) -> Params:
 
     labels = params.labels.view(np.int64) if params.labels.ndim == 2 else params.labels
     word_bits = 16 if params.bits <= 16 else 32 if params.bits <= 32 else 64
+    codewords = None if params.codewords is None else torch.as_tensor(params.codewords, device=device)
     return replace(
         params,
         features=torch.as_tensor(np.array(params.features), device=device),
         labels=torch.as_tensor(np.array(labels), device=device),
         word_bits=word_bits,
+        codewords=codewords,
+        item_class=torch.as_tensor(params.item_class, device=device),
     )
 
 
@@ -230,6 +239,19 @@ def write_bank(params: Params, bank: Any, items: Any, words: Any) -> None:
         keep = len(items) - 1 - last
         items, words = items[keep], words[keep]
     bank[items] = words
+
+
+def teacher_action(params: Params, items: Any) -> Any:
+    """The expert's codes of ``items`` (int64 (m,)): their class codewords, int8 (m, b); None if no expert.
+
+    Our expert (``hashing_gym.envs.core.expert``): the paper names none.
+    """
+    if params.codewords is None:
+        return None
+    if isinstance(items, np.ndarray):
+        return params.codewords[params.item_class[items]]  # a copy (fancy indexing)
+    xp = _namespace(items)
+    return xp.take(params.codewords, xp.take(params.item_class, items, axis=0), axis=0)
 
 
 def observe(params: Params, state: State) -> Any:

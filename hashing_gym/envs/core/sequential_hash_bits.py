@@ -41,6 +41,7 @@ from array_api_compat import array_namespace, device, is_array_api_obj
 from hashing_gym.data import HashingDataset
 from hashing_gym.device import namespace as _namespace
 from hashing_gym.envs.base import resolve_dataset, resolve_split
+from hashing_gym.envs.core.expert import expert_codewords
 from hashing_gym.validation import check_bits, check_positive_int
 
 START_ACCURACY = 0.5  # acc_0, and the accuracy of an item that has no triplet
@@ -84,6 +85,10 @@ class Params:
     """int64 (C,) the size of each class."""
     rank: Any = None
     """int64 (N,) each item's position in ``order``."""
+    codewords: Any = None
+    """int8 (C, b): the class codewords the expert acts (``hashing_gym.envs.core.expert``); None: none."""
+    item_class: Any = None
+    """int64 (N,): the class whose codeword each item's expert acts (None for the encoder)."""
 
     @property
     def num_steps(self) -> int:
@@ -183,6 +188,8 @@ def make_params(
         "features": items.features,
         "offsets": np.arange(group, dtype=np.int64),
     }
+    codewords, item_class = expert_codewords(data, items, bits)
+    geometry.update(codewords=codewords, item_class=item_class)
     labels = items.labels
     if labels.ndim == 2:
         return Params(**geometry, multi_label=True, label_sets=labels.astype(bool))
@@ -225,6 +232,7 @@ def params_on(params: Params, torch_device: Any) -> Params:
         return torch.as_tensor(array if array.flags.writeable else array.copy(), device=torch_device)
 
     names = ("features", "offsets", "labels", "order", "class_start", "class_size", "rank")
+    names += ("codewords", "item_class")
     return dataclasses.replace(params, **{name: move(getattr(params, name)) for name in names})
 
 
@@ -524,6 +532,25 @@ def step(
         code = xp.astype(state.code[at], xp.uint8)
         state.bank[row_numbers, items] = xp.where(terminated[:, None], code, banked)
     return reward, terminated, accuracy
+
+
+def teacher_action(params: Params, state: State, rows: Any = None) -> Any:
+    """The expert's next group of ``rows`` (None: all): int8 (m, g), or None where there is no expert.
+
+    Our expert (``hashing_gym.envs.core.expert``; DRLIH names none): the bits of the item's class
+    codeword that the row's next step decides, those of the last step once the episode has ended.
+    """
+    if params.codewords is None:
+        return None
+    if rows is None and isinstance(state.code, np.ndarray) and state.code.shape[0] == 1:
+        # The single env's one row: plain indexing (a tenth of the array calls below, every step).
+        start = min(int(state.step[0]), params.num_steps - 1) * params.group
+        return params.codewords[params.item_class[state.item[0]], start : start + params.group][None].copy()
+    xp, at = _namespace(state.code), _at(rows)
+    t = xp.minimum(state.step[at], params.num_steps - 1)
+    # One gather from the flattened codebook: row r takes codeword c's bits t g .. t g + g - 1.
+    start = xp.take(params.item_class, state.item[at], axis=0) * params.bits + t * params.group
+    return xp.reshape(params.codewords, (-1,))[start[:, None] + params.offsets[None, :]]
 
 
 def is_terminal(params: Params, steps: Any) -> Any:
