@@ -42,7 +42,8 @@ class Args(CommonArgs):
     )
     learning_rate: float = field(default=3e-3, metadata={"help": "RMSprop learning rate"})
     num_envs: int = field(
-        default=8, metadata={"help": "environment copies (DummyVecEnv), each with its own bank"}
+        default=8,
+        metadata={"help": "env copies, each with its own bank, stepped as one batch (hashing_gym.sb3)"},
     )
     n_steps: int = field(default=32, metadata={"help": "steps per env copy per update"})
     ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus coefficient"})

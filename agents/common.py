@@ -37,7 +37,7 @@ from stable_baselines3.common.logger import KVWriter, Logger
 
 from agents.checkpoint import CheckpointError, Checkpoints, read_json, write_json
 from hashing_gym.codes import bit_correlation, code_balance
-from hashing_gym.data import HashingDataset, load_dataset
+from hashing_gym.data import SPLIT_PROTOCOLS, HashingDataset, load_dataset
 from hashing_gym.device import device_name
 from hashing_gym.ranking import evaluate_retrieval
 
@@ -108,6 +108,13 @@ class CommonArgs:
     dataset_options: str = field(
         default="",
         metadata={"help": "extra load_dataset options, e.g. n_per_class=5100,dim=512,query_per_class=100"},
+    )
+    protocol: str = field(
+        default="standard",
+        metadata={
+            "help": "standard (every split holds every class) or unseen-classes (train on three quarters "
+            "of the classes, retrieve among the others; hashing_gym.data)"
+        },
     )
     trust_pickle: bool = field(
         default=False,
@@ -182,9 +189,12 @@ def load_run_dataset(args: CommonArgs) -> HashingDataset:
     options: dict[str, Any] = {"seed": args.seed, **parse_options(args.dataset_options)}
     if "trust_pickle" in options:  # trust is given per command (--trust-pickle), never in a recorded string
         raise UsageError("--dataset-options cannot set trust_pickle; give --trust-pickle on the command line")
+    if "split_protocol" in options:
+        raise UsageError("--dataset-options cannot set split_protocol; give --protocol")
     if args.data_path is not None:
         options["path"] = args.data_path
-    return load_dataset(args.dataset, trust_pickle=args.trust_pickle, **options)
+    protocol = getattr(args, "protocol", "standard")
+    return load_dataset(args.dataset, trust_pickle=args.trust_pickle, split_protocol=protocol, **options)
 
 
 def run_folder(args: CommonArgs, algo: str) -> Path:
@@ -398,6 +408,7 @@ def results_record(
         "dataset": args.dataset,
         "bits": args.bits,
         "seed": args.seed,
+        "protocol": getattr(args, "protocol", "standard"),
         **metrics,
         "train_seconds": round(train_seconds, 3),
         "env_steps": int(env_steps),
@@ -739,6 +750,8 @@ def check_common_args(
             raise UsageError(message)
     resolve_device(args.device)
     parse_options(args.dataset_options)
+    if getattr(args, "protocol", "standard") not in SPLIT_PROTOCOLS:
+        raise UsageError(f"--protocol must be one of {', '.join(SPLIT_PROTOCOLS)}, got {args.protocol!r}")
     counts = [name for name in ("eval_every", "checkpoint_every") if hasattr(args, name)]
     for name in [*positive, *(name for name in counts if name not in positive), *non_negative]:
         value = getattr(args, name)

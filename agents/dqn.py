@@ -25,7 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from stable_baselines3 import DQN
-from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv
 
 import hashing_gym  # noqa: F401 - registers the environments
 from agents.common import (
@@ -45,6 +45,7 @@ from agents.common import (
 from agents.q_networks import HEADS, GuidedDQNPolicy
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import encode_batch
+from hashing_gym.sb3 import HashingVecEnv, make_vec_env
 
 ALGO = "dqn-sb3"
 MODEL_FILE = SB3_MODEL_FILE
@@ -80,11 +81,25 @@ class Args(CommonArgs):
         default="bit-flip",
         metadata={"help": "head: bit-flip (flip symmetry built in, ours) or mlp; see agents.q_networks"},
     )
-    num_envs: int = field(default=4, metadata={"help": "environments stepped together (DummyVecEnv)"})
+    num_envs: int = field(
+        default=4, metadata={"help": "environment copies, stepped as one batch (hashing_gym.sb3)"}
+    )
     checkpoint_every: int = field(default=50_000, metadata={"help": "steps between checkpoints"})
     eval_every: int = field(
         default=25_000, metadata={"help": "steps between retrieval evaluations (0: never)"}
     )
+
+
+def teacher_actions(env: VecEnv) -> np.ndarray:
+    """The teacher's action (``expert_action``) of every env copy in its current state.
+
+    One call for all copies on the batched env (``hashing_gym.sb3``), one per env object on a
+    ``DummyVecEnv``.
+    """
+    batched = env.unwrapped
+    if isinstance(batched, HashingVecEnv):
+        return np.asarray(batched.batch_method("expert_action"))
+    return np.asarray(env.env_method("expert_action"))
 
 
 class GuidedDQN(DQN):
@@ -99,12 +114,11 @@ class GuidedDQN(DQN):
     ) -> tuple[np.ndarray, np.ndarray]:
         explore = np.random.rand(n_envs) < self.exploration_rate  # SB3 seeds numpy's global RNG
         if explore.all():
-            actions = np.asarray(self.env.env_method("expert_action"))
+            actions = teacher_actions(self.env)
         else:
             actions, _ = self.predict(self._last_obs, deterministic=True)
             if explore.any():
-                teacher = np.asarray(self.env.env_method("expert_action"))
-                actions = np.where(explore, teacher, actions)
+                actions = np.where(explore, teacher_actions(self.env), actions)
         return actions, actions
 
 
@@ -172,12 +186,9 @@ def main(args: Args) -> dict[str, Any]:
     folder = open_run(args, ALGO)
     timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
 
-    # ENV SETUP: the train split, random start codes, DRLH's reward.
+    # ENV SETUP: the train split, random start codes, DRLH's reward; the copies step as one batch.
     env = make_vec_env(
-        "BinaryCodeTravel-v0",
-        n_envs=args.num_envs,
-        seed=args.seed,
-        env_kwargs={"dataset": dataset, "bits": args.bits},
+        "BinaryCodeTravel-v0", n_envs=args.num_envs, seed=args.seed, dataset=dataset, bits=args.bits
     )
 
     # ALGO LOGIC: DQN with teacher-guided epsilon-greedy exploration.

@@ -61,7 +61,7 @@ from agents.report import (
     write_run_report,
 )
 from agents.train import ALGORITHMS, args_from_record
-from hashing_gym.data import DatasetOptionError, HashingDataset
+from hashing_gym.data import SPLIT_PROTOCOLS, DatasetOptionError, HashingDataset
 from hashing_gym.ranking import precision_recall_curve
 
 COMPARISON_PR_FILE = "pr_curves.png"
@@ -137,26 +137,46 @@ def comparison_table(runs: Sequence[EvaluatedRun]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
         r = run.results
-        cells = [run_label(run), r["algo"], r["env"], r["dataset"], str(r["bits"])]
+        protocol = r.get("protocol", "standard")
+        dataset = r["dataset"] if protocol == "standard" else f"{r['dataset']} ({protocol})"
+        cells = [run_label(run), r["algo"], r["env"], dataset, str(r["bits"])]
         cells += [str(r[key]) if key == "topk" else f"{r[key]:.4f}" for key, _ in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def evaluate_folder(folder: Path, trust_pickle: bool = False) -> EvaluatedRun:
+def check_protocol(folder: Path, protocol: str | None) -> None:
+    """Refuse a run trained under another split protocol than ``--protocol`` (None: any).
+
+    A run is evaluated under the protocol it trained with (its args.json): a model trained on every
+    class has seen the classes that ``unseen-classes`` holds out, and one trained on the seen
+    classes is not the standard protocol's model.
+    """
+    if protocol is None:
+        return
+    trained = read_run_args(folder).get("protocol", "standard")
+    if trained != protocol:
+        raise UsageError(
+            f"{folder} was trained under --protocol {trained}, not {protocol}: a run is evaluated "
+            f"under its own protocol (train it again with --protocol {protocol})"
+        )
+
+
+def evaluate_folder(folder: Path, trust_pickle: bool = False, protocol: str | None = None) -> EvaluatedRun:
     """Recompute and rewrite a run's results.json; the codes and PR curve for its pictures.
 
     ``trust_pickle``: whether the run's data may be read from pickles (CIFAR-10); the caller's
-    choice, never the folder's.
+    choice, never the folder's. ``protocol``: see :func:`check_protocol`.
     """
     folder = Path(folder)
+    check_protocol(folder, protocol)
     dataset, args, query, database = encode_run(folder, trust_pickle)
     metrics = retrieval_results(dataset, query, database, args.topk)
     results_path = folder / RESULTS_FILE
     results = read_json(results_path) if results_path.is_file() else {}
     results.update(metrics)
     results.setdefault("algo", read_run_args(folder)["algo"])
-    for key in ("env", "dataset", "bits"):
+    for key in ("env", "dataset", "bits", "protocol"):
         results.setdefault(key, getattr(args, key))
     write_json(results_path, results)
     curve = precision_recall_curve(query, dataset.query.labels, database, dataset.database.labels)
@@ -230,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-points", type=int, default=2000, help="items drawn per run in the picture")
     parser.add_argument("--seed", type=int, default=0, help="seed of the drawn items and of t-SNE")
     parser.add_argument(
+        "--protocol",
+        choices=SPLIT_PROTOCOLS,
+        default=None,
+        help="evaluate only runs trained under this split protocol (default: each run under its own; "
+        "unseen-classes: retrieval among classes held out of training, hashing_gym.data)",
+    )
+    parser.add_argument(
         "--trust-pickle",
         action="store_true",
         help="read data files that only pickle can read (CIFAR-10 batches): unpickling runs any code a "
@@ -268,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if parsed.out is not None:
             check_output(out)
         for folder in parsed.folders:
-            runs.append(evaluate_folder(folder, parsed.trust_pickle))
+            runs.append(evaluate_folder(folder, parsed.trust_pickle, parsed.protocol))
         label_runs(runs)
         table = write_report(runs, out, parsed.embedding, parsed.max_points, parsed.seed)
     # OSError: a run folder or --out that cannot be written (its message names the file).

@@ -7,8 +7,9 @@ bank (``database="bank"``: the last code acted for each item, random at start), 
 hands database codes around; with one-step episodes PPO's advantage is the reward minus the value
 of the item. Encoding is ``model.predict(features, deterministic=True)`` (bit = 1 where p > 0.5).
 
-A resumed run (``--resume DIR``) continues from the last checkpoint's model; the env copies start
-again from random banks, which the policy refills within about one epoch over the train split.
+The ``--num-envs`` copies step as one batch (``hashing_gym.sb3.make_vec_env``: SB3's ``VecEnv``
+over the batched env; copy i follows the trajectory that ``DummyVecEnv``'s env i would). A resumed
+run (``--resume DIR``) continues exactly from the last checkpoint (``agents.sb3_state``), banks included.
 
 Run: ``python -m agents.train ppo [--bits 16] [--epochs 150] [--out DIR]``.
 """
@@ -25,7 +26,6 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3 import PPO
-from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
 from agents.common import (
@@ -45,6 +45,7 @@ from agents.common import (
 )
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import encode_sequential
+from hashing_gym.sb3 import make_vec_env
 
 ALGO = "ppo"
 ENV_ID = "RankListHash-v0"
@@ -70,7 +71,8 @@ class Args(CommonArgs):
     )
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     num_envs: int = field(
-        default=8, metadata={"help": "environment copies (DummyVecEnv), each with its own bank"}
+        default=8,
+        metadata={"help": "env copies, each with its own bank, stepped as one batch (hashing_gym.sb3)"},
     )
     n_steps: int = field(default=256, metadata={"help": "steps per env copy per rollout"})
     batch_size: int = field(default=512, metadata={"help": "minibatch size"})
@@ -156,11 +158,12 @@ def train_multibinary(
     folder = open_run(args, algo)
     timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
 
-    # ENV SETUP: the unchanged env on the train split, default bank mode, one bank per copy.
+    # ENV SETUP: the unchanged env on the train split, default bank mode, one bank per copy; the
+    # copies step as one batch (SB3's VecEnv semantics; copy i draws as DummyVecEnv's env i would).
     env_kwargs: dict[str, Any] = {"dataset": dataset, "bits": args.bits}
     if args.env == SEQUENTIAL_ID:
         env_kwargs["group"] = args.group
-    env = make_vec_env(args.env, n_envs=args.num_envs, seed=args.seed, env_kwargs=env_kwargs)
+    env = make_vec_env(args.env, n_envs=args.num_envs, seed=args.seed, **env_kwargs)
 
     # ALGO LOGIC: the SB3 model; MlpPolicy (MultiInputPolicy on SequentialHashBits) over MultiBinary.
     model = make_model(args, env, folder, hidden)

@@ -24,7 +24,6 @@ import numpy as np
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.env_util import make_vec_env
 
 import hashing_gym  # noqa: F401 - registers the environments
 from agents.common import (
@@ -44,6 +43,7 @@ from agents.common import (
 )
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import encode_sequential
+from hashing_gym.sb3 import make_vec_env
 
 ALGO = "rppo"
 ENV_ID = "SequentialHashBits-v0"
@@ -66,7 +66,9 @@ class Args(CommonArgs):
         },
     )
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
-    num_envs: int = field(default=16, metadata={"help": "environments stepped together (DummyVecEnv)"})
+    num_envs: int = field(
+        default=16, metadata={"help": "environment copies, stepped as one batch (hashing_gym.sb3)"}
+    )
     n_steps: int = field(default=64, metadata={"help": "steps per environment per rollout"})
     batch_size: int = field(default=256, metadata={"help": "minibatch size (steps)"})
     n_epochs: int = field(default=4, metadata={"help": "passes over each rollout"})
@@ -133,7 +135,7 @@ class BankRefreshCallback(BaseCallback):
         if self.every and self.num_timesteps >= self._next:
             self._next = self.num_timesteps + self.every
             codes = encode_split(self.model, self.features, self.bits)
-            self.training_env.env_method("set_code_bank", codes)
+            self.training_env.env_method("set_code_bank", codes)  # the same bank in every copy
 
     def _on_step(self) -> bool:
         return True
@@ -198,11 +200,9 @@ def main(args: Args) -> dict[str, Any]:
     folder = open_run(args, ALGO)
     timesteps = args.timesteps if args.timesteps is not None else default_timesteps(args, dataset)
 
-    # ENV SETUP: the train split; each env keeps its own code bank.
+    # ENV SETUP: the train split; each env copy keeps its own code bank; the copies step as one batch.
     env_kwargs = {"dataset": dataset, "bits": args.bits, "group": args.group, "pairs": args.pairs}
-    env = make_vec_env(
-        ENV_ID, n_envs=args.num_envs, seed=args.seed, env_kwargs=env_kwargs | {"margin": args.margin}
-    )
+    env = make_vec_env(ENV_ID, n_envs=args.num_envs, seed=args.seed, **env_kwargs, margin=args.margin)
 
     # ALGO LOGIC: PPO with an LSTM policy whose state lives for one episode; banks follow the policy.
     model = make_model(args, env, folder, hidden)

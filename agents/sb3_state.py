@@ -14,8 +14,10 @@ seeds) and :func:`restore` gives it back the state that :func:`capture` wrote:
   and DQN's ``_n_calls`` (the target network's period) and ``exploration_rate``;
 - ``last_obs``, ``last_episode_starts``: the observation the next action sees;
 - ``lstm_states``: RecurrentPPO's ``_last_lstm_states`` (actor and critic, h and c);
-- ``env``, ``monitor``: each env's ``get_state()`` snapshot (its random stream, item, code, bank)
-  and its Monitor's episode so far;
+- ``env``, ``monitor``: the envs' snapshot (:func:`env_state`): for the batched env the trainers
+  step (``hashing_gym.sb3``), ``{"batched": HashingVecEnv.get_state()}`` (every copy's random
+  streams, items, codes, banks) and its ``VecMonitor``'s episodes so far; for a ``DummyVecEnv``, each
+  env's ``get_state()`` and its Monitor's episode so far;
 - ``rng``: torch's CPU (and CUDA) generator, numpy's global ``RandomState``, python's ``random``
   and the action space's generator, which SB3 draws from;
 - ``callbacks``: the state of callbacks that change training (rppo's bank refresh);
@@ -212,11 +214,87 @@ def set_rng_state(model: Any, state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- envs
 
 
-def _vec_envs(model: Any) -> list[gym.Env]:
-    env = model.get_env()
-    if env is None or not hasattr(env, "envs"):
-        raise TypeError("SB3 checkpoints here need the model's env to be a DummyVecEnv of hashing-gym envs")
-    return list(env.envs)
+def _batched(env: Any) -> Any:
+    """The ``hashing_gym.sb3.HashingVecEnv`` under SB3's VecEnv wrappers, or None (a DummyVecEnv)."""
+    from hashing_gym.sb3 import HashingVecEnv
+
+    base = env.unwrapped if env is not None else None
+    return base if isinstance(base, HashingVecEnv) else None
+
+
+def _vec_monitor(env: Any) -> Any:
+    from stable_baselines3.common.vec_env import VecMonitor, unwrap_vec_wrapper
+
+    return unwrap_vec_wrapper(env, VecMonitor)
+
+
+def env_state(env: Any) -> dict[str, Any]:
+    """The envs' part of a checkpoint (``env`` and ``monitor``), as data: what :func:`set_env_state` takes.
+
+    For the batched env of ``hashing_gym.sb3`` (what the trainers step): ``env`` is
+    ``{"batched": snapshot}``, the snapshot from ``HashingVecEnv.get_state()`` (the one place that
+    reads the env's state), and ``monitor`` its ``VecMonitor``'s running returns, lengths and episode
+    count. For a ``DummyVecEnv`` (older runs; users' own envs): one snapshot and one Monitor state per
+    env object.
+    """
+    batched = _batched(env)
+    if batched is None:
+        if not hasattr(env, "envs"):
+            raise TypeError(
+                "SB3 checkpoints here need the model's env to be hashing_gym.sb3's batched env or a "
+                f"DummyVecEnv of hashing-gym envs, got {type(env).__name__}"
+            )
+        envs = list(env.envs)
+        return {
+            "env": [encode(snapshot) for snapshot in env.env_method("get_state")],
+            "monitor": [_monitor_state(single) for single in envs],
+        }
+    monitor = _vec_monitor(env)
+    monitor_state: dict[str, Any] = {}
+    if monitor is not None:
+        monitor_state = {
+            "returns": encode(monitor.episode_returns),
+            "lengths": encode(monitor.episode_lengths),
+            "count": int(monitor.episode_count),
+        }
+    return {"env": {"batched": encode(batched.get_state())}, "monitor": monitor_state}
+
+
+def set_env_state(env: Any, snapshot: Any, monitor_state: Any) -> None:
+    """Put :func:`env_state`'s ``env`` and ``monitor`` back into a freshly built and reset ``env``.
+
+    Raises:
+        ValueError: if the snapshot is of the other kind of vec env (a ``DummyVecEnv``'s list in a
+            run that steps the batched env, or the reverse), of another number of envs, or refused by
+            the env (other arguments).
+    """
+    batched = _batched(env)
+    if batched is None:
+        envs = list(env.envs)
+        if not isinstance(snapshot, list):
+            raise ValueError("it holds a batched env's snapshot; this run steps one env object per copy")
+        if len(snapshot) != len(envs) or len(monitor_state) != len(envs):
+            raise ValueError(f"it holds {len(snapshot)} env snapshots, this run has {len(envs)} envs")
+        for index, single in enumerate(snapshot):
+            env.env_method("set_state", decode(single), indices=[index])
+            _set_monitor_state(envs[index], monitor_state[index])
+        return
+    if not isinstance(snapshot, dict) or set(snapshot) != {"batched"}:
+        raise ValueError(
+            "it holds one env snapshot per env object (DummyVecEnv), written before the SB3 trainers "
+            "stepped the batched env (hashing_gym.sb3); this version cannot continue it exactly: start "
+            "the run again with --overwrite, or finish it with the version that wrote it"
+        )
+    batched.set_state(decode(snapshot["batched"]))
+    monitor = _vec_monitor(env)
+    if monitor is not None and monitor_state:
+        monitor.episode_returns = _checked_like(
+            decode(monitor_state["returns"]), monitor.episode_returns, "monitor.returns"
+        )
+        monitor.episode_lengths = _checked_like(
+            decode(monitor_state["lengths"]), monitor.episode_lengths, "monitor.lengths"
+        )
+        monitor.episode_count = int(monitor_state["count"])
 
 
 def _monitor(env: gym.Env) -> Any:
@@ -265,7 +343,6 @@ def capture(model: Any, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     Call it between rollouts (``on_rollout_start``): see the module docstring.
     ``callbacks`` with ``get_state()`` add theirs under their class name.
     """
-    envs = _vec_envs(model)
     state: dict[str, Any] = {
         "parameters": model.get_parameters(),
         "spaces": {
@@ -275,8 +352,7 @@ def capture(model: Any, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         "counters": {name: getattr(model, name) for name in COUNTERS if hasattr(model, name)},
         "last_obs": encode(model._last_obs),
         "last_episode_starts": encode(model._last_episode_starts),
-        "env": [encode(snapshot) for snapshot in model.get_env().env_method("get_state")],
-        "monitor": [_monitor_state(env) for env in envs],
+        **env_state(model.get_env()),
         "rng": rng_state(model),
         "callbacks": {
             type(cb).__name__: encode(cb.get_state()) for cb in callbacks if hasattr(cb, "get_state")
@@ -336,7 +412,6 @@ def restore(
     partial = bool(state.get("partial", False))
     _check_spaces(model, state["spaces"])
     env = model.get_env()
-    envs = _vec_envs(model)
     reset_obs = env.reset()
     starts = np.ones(env.num_envs, dtype=bool)
     if partial:
@@ -347,12 +422,7 @@ def restore(
             file=sys.stderr,
         )
     else:
-        snapshots = state["env"]
-        if len(snapshots) != len(envs) or len(state["monitor"]) != len(envs):
-            raise ValueError(f"it holds {len(snapshots)} env snapshots, this run has {len(envs)} envs")
-        for index, snapshot in enumerate(snapshots):
-            env.env_method("set_state", decode(snapshot), indices=[index])
-            _set_monitor_state(envs[index], state["monitor"][index])
+        set_env_state(env, state["env"], state["monitor"])
         model._last_obs = _checked_like(decode(state["last_obs"]), reset_obs, "last_obs")
         model._last_episode_starts = _checked_like(
             decode(state["last_episode_starts"]), starts, "last_episode_starts"

@@ -5,11 +5,17 @@ Run: ``python -m benchmarks.quality [--datasets digits] [--bits 16,32,64] [--met
 ``--datasets digits28`` builds ``benchmarks.datasets.digits28``, 10,782 real 28x28 digit images, into
 ``--out`` and trains on it as a ``features`` file: the scale test of issue #15, offline).
 
+``--protocols standard,unseen-classes`` scores every method under both split protocols of
+``hashing_gym.data``: the standard one (every split holds every class) and the held-out-class one
+(train on 75% of the classes, retrieve among the others; Sablayrolles et al., ICASSP 2017, show that
+the standard one rewards encoding a plain classifier's output, which ``mlp-code`` does).
+
 Each method is one ``python -m agents.train`` run in a subprocess with its default recipe, written to
-``--out/DATASET/BITS/METHOD`` (a finished run, one whose results.json exists, is reused unless
-``--fresh``). Prints one markdown table of mAP@all by method x bits, with each run's wall time, the
-gap to ``mlp-code`` (the supervised reference) and the machine, writes it to ``--out/quality.md``,
-and draws mAP against bits to ``--out/quality.png``.
+``--out/DATASET/BITS/METHOD`` (``--out/unseen-classes/DATASET/BITS/METHOD`` under that protocol; a
+finished run, one whose results.json exists, is reused unless ``--fresh``). Prints one markdown table
+of mAP@all by method x bits (the data set cell names a protocol other than the standard one), with
+each run's wall time, the gap to ``mlp-code`` (the supervised reference) under the same protocol and
+the machine, writes it to ``--out/quality.md``, and draws mAP against bits to ``--out/quality.png``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 
 from benchmarks.datasets import write_digits28
 from benchmarks.envs import machine
+from hashing_gym.data import SPLIT_PROTOCOLS
 
 # method name -> (agents.train algorithm, environment); None: a baseline that steps no environment.
 METHODS: dict[str, tuple[str, str | None]] = {
@@ -48,19 +55,26 @@ BUILT: dict[str, Callable[[Path], Path]] = {"digits28": write_digits28}
 
 @dataclass
 class Run:
-    """One method on one data set at one code length."""
+    """One method on one data set at one code length, under one split protocol."""
 
     method: str
     dataset: str
     bits: int
-    folder: Path
+    root: Path  # --out
+    protocol: str = "standard"
+
+    @property
+    def folder(self) -> Path:
+        """The run folder: ``--out[/PROTOCOL]/DATASET/BITS/METHOD`` (the standard protocol's without it)."""
+        base = self.root if self.protocol == "standard" else self.root / self.protocol
+        return base / self.dataset / str(self.bits) / self.method
 
     def command(self, data_path: str | None, seed: int) -> list[str]:
         """The ``agents.train`` command line of this run."""
         algo, env = METHODS[self.method]
         dataset = self.dataset
         if dataset in BUILT:  # built by the benchmark, read as a features file
-            dataset, data_path = "features", str(self.folder.parents[2] / f"{self.dataset}.npz")
+            dataset, data_path = "features", str(self.root / f"{self.dataset}.npz")
         command = [
             sys.executable,
             "-m",
@@ -73,6 +87,7 @@ class Run:
         ]
         # --overwrite: an unfinished run (no results.json) is started again, not mixed with the old one
         command += ["--seed", str(seed), "--out", str(self.folder), "--overwrite"]
+        command += ["--protocol", self.protocol]
         if env is not None:
             command += ["--env", env]
         if data_path is not None:
@@ -99,22 +114,31 @@ def execute(run: Run, data_path: str | None, seed: int, fresh: bool) -> dict:
     return {**results, "wall_seconds": wall}
 
 
-def quality_table(
-    results: dict[tuple[str, str, int], dict], methods: Sequence[str], bits: Sequence[int]
-) -> str:
-    """Markdown: one row per (data set, method); per bits the mAP, gap to the reference, wall time."""
+Key = tuple[str, str, str, int]  # (protocol, data set, method, bits)
+
+
+def dataset_cell(protocol: str, dataset: str) -> str:
+    """The data set as the table names it: with its protocol, unless the standard one."""
+    return dataset if protocol == "standard" else f"{dataset} ({protocol})"
+
+
+def quality_table(results: dict[Key, dict], methods: Sequence[str], bits: Sequence[int]) -> str:
+    """Markdown: one row per (protocol, data set, method); per bits the mAP, gap to the reference, wall time.
+
+    The gap is to ``mlp-code`` under the same protocol and data set.
+    """
     header = ["dataset", "method", "env"]
     for b in bits:
         header += [f"mAP {b}b", f"gap {b}b", f"wall {b}b"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    datasets = sorted({dataset for dataset, _, _ in results})
-    for dataset in datasets:
+    groups = sorted({(SPLIT_PROTOCOLS.index(p), p, d) for p, d, _, _ in results})
+    for _, protocol, dataset in groups:
         for method in methods:
             env = METHODS[method][1] or "-"
-            cells = [dataset, method, env]
+            cells = [dataset_cell(protocol, dataset), method, env]
             for b in bits:
-                run = results.get((dataset, method, b))
-                reference = results.get((dataset, REFERENCE, b))
+                run = results.get((protocol, dataset, method, b))
+                reference = results.get((protocol, dataset, REFERENCE, b))
                 if run is None:
                     cells += ["-", "-", "-"]
                     continue
@@ -124,21 +148,23 @@ def quality_table(
     return "\n".join(lines) + "\n"
 
 
-def plot_quality(results: dict[tuple[str, str, int], dict], methods: Sequence[str], path: Path) -> None:
-    """Draw mAP against bits, one line per method (one panel per data set)."""
+def plot_quality(results: dict[Key, dict], methods: Sequence[str], path: Path) -> None:
+    """Draw mAP against bits, one line per method (one panel per data set and protocol)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = sorted({dataset for dataset, _, _ in results})
-    figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
-    for axis, dataset in zip(axes[0], datasets, strict=True):
+    groups = sorted({(SPLIT_PROTOCOLS.index(p), p, d) for p, d, _, _ in results})
+    figure, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
+    for axis, (_, protocol, dataset) in zip(axes[0], groups, strict=True):
         for method in methods:
-            points = sorted((b, r["map"]) for (d, m, b), r in results.items() if d == dataset and m == method)
+            mine = (protocol, dataset, method)
+            points = sorted((b, r["map"]) for (p, d, m, b), r in results.items() if (p, d, m) == mine)
             if points:
                 axis.plot(*zip(*points, strict=True), marker="o", label=method)
-        axis.set(title=f"{dataset}: mAP@all", xlabel="bits", ylabel="mAP", ylim=(0, 1.02))
+        title = f"{dataset_cell(protocol, dataset)}: mAP@all"
+        axis.set(title=title, xlabel="bits", ylabel="mAP", ylim=(0, 1.02))
         axis.legend(fontsize="small")
     figure.tight_layout()
     temporary = path.with_name(path.stem + ".tmp.png")
@@ -163,10 +189,20 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (each on one thread)")
     parser.add_argument("--out", type=Path, default=Path("runs/quality"))
     parser.add_argument("--fresh", action="store_true", help="retrain runs that already finished")
+    parser.add_argument(
+        "--protocols",
+        "--protocol",
+        type=comma_list,
+        default=["standard"],
+        help=f"split protocols, comma-separated: {', '.join(SPLIT_PROTOCOLS)} (hashing_gym.data)",
+    )
     parsed = parser.parse_args(argv)
     unknown = [method for method in parsed.methods if method not in METHODS]
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    unknown = [protocol for protocol in parsed.protocols if protocol not in SPLIT_PROTOCOLS]
+    if unknown or not parsed.protocols:
+        parser.error(f"unknown protocol(s) {', '.join(unknown)}; choose from {', '.join(SPLIT_PROTOCOLS)}")
     if not all(b.isdigit() and int(b) > 0 for b in parsed.bits):
         parser.error(f"--bits must be positive integers, got {','.join(parsed.bits)}")
     if parsed.jobs < 1:
@@ -179,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Train what is missing, then print and write the table and the picture."""
     parsed = parse_arguments(argv)
     runs = [
-        Run(method, dataset, b, parsed.out / dataset / str(b) / method)
+        Run(method, dataset, b, parsed.out, protocol)
+        for protocol in parsed.protocols
         for dataset in parsed.datasets
         for b in parsed.bits
         for method in parsed.methods
@@ -193,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ThreadPoolExecutor(parsed.jobs) as pool:
         finished = list(pool.map(lambda run: execute(run, parsed.data_path, parsed.seed, parsed.fresh), runs))
     results = {
-        (run.dataset, run.method, run.bits): result for run, result in zip(runs, finished, strict=True)
+        (run.protocol, run.dataset, run.method, run.bits): result
+        for run, result in zip(runs, finished, strict=True)
     }
     table = quality_table(results, parsed.methods, parsed.bits)
     command = "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -20,6 +20,18 @@ the database is everything else; train is the database unless a protocol says ot
 case train is a subset of the database. Multi-label data use the NUS-WIDE-style protocol: for each
 class in turn, ``query_per_class`` not-yet-chosen items carrying that label join the query set.
 
+Two protocols share the classes between learning and retrieval (``split_protocol``). ``"standard"``
+(the default, the papers'): every split holds every class, so a method is scored on the classes it
+learned, and encoding a plain classifier's output wins (Sablayrolles et al., "How should we evaluate
+supervised hashing?", ICASSP 2017). ``"unseen-classes"`` (after that paper; the details are ours):
+`split_classes` draws 75% of the classes (rounded down) with ``seed`` as *seen*; train keeps the
+standard train split's items of the seen classes, query and database keep the standard query and
+database items of the other (*held-out*) classes, so retrieval is among classes no method saw. Labels
+are renumbered per side (train: ``0..S-1``; query and database: ``0..U-1``, their own numbering);
+``seen_classes`` and ``held_out_classes`` map them back, and ``num_classes`` is ``S``. The seen
+classes' standard queries are left out (a seen class trains on as many items as under the standard
+protocol), and standardisation statistics come from the seen classes alone.
+
 Standardisation (``standardize=True``, the default): each feature is centred and scaled with the
 mean and standard deviation of the *train* split only, and the same statistics are applied to the
 query and database splits. Each feature's standard deviation is floored at 0.1 times the mean
@@ -61,15 +73,21 @@ import numpy as np
 
 __all__ = [
     "DATASETS",
+    "SPLIT_PROTOCOLS",
     "DatasetOptionError",
     "HashingDataset",
     "Split",
     "load_dataset",
+    "split_classes",
     "validate_features",
     "validate_labels",
 ]
 
 DATASETS: tuple[str, ...] = ("digits", "blobs", "features", "mnist", "cifar10")
+# How the classes are shared between learning and retrieval (load_dataset's split_protocol).
+SPLIT_PROTOCOLS: tuple[str, ...] = ("standard", "unseen-classes")
+# The unseen-classes protocol: the share of classes a method learns from (Sablayrolles et al. 2017: 75%).
+SEEN_FRACTION = 0.75
 
 _STD_FLOOR_RATIO = 0.1
 _STD_EPS = 1e-6
@@ -136,8 +154,14 @@ class HashingDataset:
         train: Items to learn the hash function from (the database itself, or a subset of it).
         query: Items whose neighbours are searched for; disjoint from the database.
         database: Items that are searched.
-        num_classes: Number of classes ``C``.
+        num_classes: Number of classes ``C`` (under ``"unseen-classes"``: of the train split).
         multi_label: Whether labels are uint8 ``(n, C)`` multi-hot rather than int64 ``(n,)``.
+        protocol: ``"standard"`` (every split draws from every class) or ``"unseen-classes"``
+            (train holds the seen classes, query and database the others: `unseen_classes`).
+        seen_classes: Under ``"unseen-classes"``, the classes of the train split, as indices of the
+            standard protocol's labels (train label ``k`` is class ``seen_classes[k]``); else ``()``.
+        held_out_classes: Under ``"unseen-classes"``, the classes of the query and database splits
+            (their label ``k`` is class ``held_out_classes[k]``); else ``()``.
     """
 
     name: str
@@ -146,6 +170,9 @@ class HashingDataset:
     database: Split
     num_classes: int
     multi_label: bool
+    protocol: str = "standard"
+    seen_classes: tuple[int, ...] = ()
+    held_out_classes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         dims = {s.features.shape[1] for s in (self.train, self.query, self.database)}
@@ -170,9 +197,16 @@ class HashingDataset:
         return int(self.train.features.shape[1])
 
     def __repr__(self) -> str:
+        classes = (
+            ""
+            if self.protocol == "standard"
+            else f", protocol={self.protocol!r}, seen_classes={self.seen_classes}, "
+            f"held_out_classes={self.held_out_classes}"
+        )
         return (
             f"HashingDataset(name={self.name!r}, train={self.train}, query={self.query}, "
-            f"database={self.database}, num_classes={self.num_classes}, multi_label={self.multi_label})"
+            f"database={self.database}, num_classes={self.num_classes}, multi_label={self.multi_label}"
+            f"{classes})"
         )
 
 
@@ -433,6 +467,87 @@ def _pool(
     split = _single_label_split(codes, classes, query_per_class, rng, train_per_class)
     _check_database_classes(codes, split[0], split[1], query_per_class, classes)
     return _Pool(features, codes, classes.size, *split)
+
+
+def split_classes(
+    num_classes: int, seed: int = 0, seen_fraction: float = SEEN_FRACTION
+) -> tuple[np.ndarray, np.ndarray]:
+    """The seen and held-out classes of the ``"unseen-classes"`` protocol, as sorted class indices.
+
+    ``floor(seen_fraction * num_classes)`` classes drawn without replacement with
+    ``np.random.default_rng(seed)`` are seen (digits: 7 of 10); the others are held out. Each side
+    needs at least 2 classes: a single seen class teaches nothing to tell apart, and with a single
+    held-out class every database item is relevant to every query (mAP 1 for any code).
+
+    >>> seen, held_out = split_classes(10, seed=0)
+    >>> len(seen), len(held_out), sorted({*seen, *held_out}) == list(range(10))
+    (7, 3, True)
+
+    Raises:
+        ValueError: if ``seen_fraction`` is not in (0, 1), or a side would hold fewer than 2
+            classes (at 75%: data sets of fewer than 5 classes).
+    """
+    num_classes = _check_count(num_classes, "num_classes")
+    fraction = float(seen_fraction)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"seen_fraction must be in (0, 1), got {seen_fraction!r}")
+    seen_count = int(np.floor(fraction * num_classes + 1e-9))  # (0.29 * 100 is 28.999...)
+    held_out_count = num_classes - seen_count
+    if seen_count < 2 or held_out_count < 2:
+        raise ValueError(
+            f"the unseen-classes protocol needs at least 2 seen and 2 held-out classes; {num_classes} "
+            f"classes give {seen_count} seen ({fraction:.0%} of them, rounded down) and {held_out_count} "
+            "held out: use a data set with more classes (at 75%, at least 5)"
+        )
+    order = np.random.default_rng(seed).permutation(num_classes)
+    return np.sort(order[:seen_count]), np.sort(order[seen_count:])
+
+
+class _Assembly(NamedTuple):
+    """Index arrays into a pool and the labels of each split: what `load_dataset` copies out."""
+
+    train: np.ndarray | None  # None: train is the database (the same Split object)
+    query: np.ndarray
+    database: np.ndarray
+    train_labels: np.ndarray | None
+    query_labels: np.ndarray
+    database_labels: np.ndarray
+    num_classes: int
+    seen: tuple[int, ...] = ()
+    held_out: tuple[int, ...] = ()
+
+
+def _standard_assembly(pool: _Pool) -> _Assembly:
+    labels = pool.labels
+    train_labels = None if pool.train is None else labels[pool.train]
+    return _Assembly(
+        pool.train, pool.query, pool.database, train_labels, labels[pool.query], labels[pool.database],
+        int(pool.num_classes),
+    )  # fmt: skip
+
+
+def _unseen_classes_assembly(pool: _Pool, name: str, seed: int) -> _Assembly:
+    """The standard split restricted by class: train to the seen classes, query and database to the others."""
+    if pool.labels.ndim == 2:
+        raise ValueError(
+            f"the unseen-classes protocol needs single-label data; {name} is multi-label (an item can "
+            "carry a seen and a held-out class at once)"
+        )
+    seen, held_out = split_classes(pool.num_classes, seed)
+    is_seen = np.zeros(pool.num_classes, dtype=bool)
+    is_seen[seen] = True
+    # Renumber each side 0..S-1 / 0..U-1: the train split is then an S-class data set like any other.
+    number = np.empty(pool.num_classes, dtype=np.int64)
+    number[seen], number[held_out] = np.arange(seen.size), np.arange(held_out.size)
+    base_train = pool.database if pool.train is None else pool.train
+    train = base_train[is_seen[pool.labels[base_train]]]
+    query = pool.query[~is_seen[pool.labels[pool.query]]]
+    database = pool.database[~is_seen[pool.labels[pool.database]]]
+    return _Assembly(
+        train, query, database,
+        number[pool.labels[train]], number[pool.labels[query]], number[pool.labels[database]],
+        int(seen.size), tuple(int(c) for c in seen), tuple(int(c) for c in held_out),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -723,7 +838,13 @@ def _frozen(features: np.ndarray, labels: np.ndarray) -> Split:
 
 
 def load_dataset(
-    name: str = "digits", *, seed: int = 0, standardize: bool = True, trust_pickle: bool = False, **options
+    name: str = "digits",
+    *,
+    seed: int = 0,
+    standardize: bool = True,
+    trust_pickle: bool = False,
+    split_protocol: str = "standard",
+    **options,
 ) -> HashingDataset:
     """Load a data set and split it into train, query and database.
 
@@ -755,6 +876,15 @@ def load_dataset(
     one-hot) and use the NUS-WIDE-style protocol: for each class in turn, up to
     ``query_per_class`` not-yet-chosen items carrying that label join the query set.
 
+    ``split_protocol="unseen-classes"`` (single-label data of at least 5 classes) then keeps, of
+    that split, the train items of the seen classes and the query and database items of the
+    held-out ones (`split_classes`: 75% of the classes seen, drawn with ``seed``); labels are
+    renumbered per side and ``seen_classes`` / ``held_out_classes`` say which classes they are.
+
+    >>> ds = load_dataset("digits", seed=0, split_protocol="unseen-classes")
+    >>> ds.train.n, ds.query.n, ds.database.n, ds.num_classes, ds.seen_classes, ds.held_out_classes
+    (1053, 90, 444, 7, (2, 3, 4, 5, 6, 7, 9), (0, 1, 8))
+
     With ``standardize=True`` each feature is centred and scaled by the mean and standard deviation
     of the train split alone, applied to all three splits; each standard deviation is floored at
     0.1 times the mean standard deviation over features (at least 1e-6), so near-constant train
@@ -768,6 +898,8 @@ def load_dataset(
         trust_pickle: Whether files that only pickle can read (the CIFAR-10 batches) may be
             unpickled. Unpickling runs any code a file carries, so this is False unless the caller
             trusts the files; a data set that reads no pickle ignores it.
+        split_protocol: ``"standard"`` or ``"unseen-classes"`` (`SPLIT_PROTOCOLS`; the module
+            docstring says what each is).
         **options: Data-set options, listed above.
 
     Returns:
@@ -777,7 +909,8 @@ def load_dataset(
         ValueError: On an unknown name, bad option values, bad data (NaN/inf features, labels not
             matching the features or not exact integers, fewer than 2 classes, a class with fewer
             items than asked for or only in the query split), corrupt or mistyped files (the
-            message names the file), and CIFAR-10 pickles without ``trust_pickle=True``.
+            message names the file), CIFAR-10 pickles without ``trust_pickle=True``, an unknown
+            ``split_protocol``, and ``"unseen-classes"`` on multi-label data or too few classes.
         DatasetOptionError: (a ``TypeError``) On an option the data set does not take, or a
             missing required one.
         FileNotFoundError: On a missing file or folder.
@@ -788,6 +921,8 @@ def load_dataset(
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     _check_flag(standardize, "standardize")
     _check_flag(trust_pickle, "trust_pickle")
+    if split_protocol not in SPLIT_PROTOCOLS:
+        raise ValueError(f"split_protocol must be one of {SPLIT_PROTOCOLS}, got {split_protocol!r}")
     loader = _LOADERS[name]
     valid = [p for p in inspect.signature(loader).parameters if p not in ("rng", "trust_pickle")]
     unknown = sorted(set(options) - set(valid))
@@ -799,18 +934,25 @@ def load_dataset(
     if "trust_pickle" in inspect.signature(loader).parameters:
         options["trust_pickle"] = trust_pickle
     pool = loader(np.random.default_rng(seed), **options)
+    if split_protocol == "unseen-classes":
+        parts = _unseen_classes_assembly(pool, name, seed)
+    else:
+        parts = _standard_assembly(pool)
 
     # Fancy indexing copies, so the caller's arrays are never modified.
-    query_x, database_x = pool.features[pool.query], pool.features[pool.database]
-    train_x = database_x if pool.train is None else pool.features[pool.train]
+    query_x, database_x = pool.features[parts.query], pool.features[parts.database]
+    train_x = database_x if parts.train is None else pool.features[parts.train]
     if standardize:
         _standardize(train_x, query_x, *(() if train_x is database_x else (database_x,)))
-    database = _frozen(database_x, pool.labels[pool.database])
+    database = _frozen(database_x, parts.database_labels)
     return HashingDataset(
         name=name,
-        train=database if pool.train is None else _frozen(train_x, pool.labels[pool.train]),
-        query=_frozen(query_x, pool.labels[pool.query]),
+        train=database if parts.train is None else _frozen(train_x, parts.train_labels),
+        query=_frozen(query_x, parts.query_labels),
         database=database,
-        num_classes=int(pool.num_classes),
+        num_classes=parts.num_classes,
         multi_label=pool.labels.ndim == 2,
+        protocol=split_protocol,
+        seen_classes=parts.seen,
+        held_out_classes=parts.held_out,
     )

@@ -22,6 +22,12 @@ of all copies at once (faster at thousands of copies, another random stream). ``
 the result in SB3's ``VecMonitor`` (episode returns and lengths in ``infos[i]["episode"]``), which is
 what SB3's logger reads for ``rollout/ep_rew_mean``.
 
+Methods of the batched env answer for all copies at once: :meth:`HashingVecEnv.batch_method` calls
+one and returns its result (``batch_method("expert_action")``: BinaryCodeTravel's teacher action of
+every copy, an ``(n_envs,)`` array). :meth:`HashingVecEnv.get_state` and
+:meth:`HashingVecEnv.set_state` are the batched env's snapshots (``HashingVectorEnv.get_state``):
+what ``agents.sb3_state`` checkpoints for exact resumes.
+
 >>> from stable_baselines3 import PPO
 >>> from hashing_gym.sb3 import make_vec_env
 >>> venv = make_vec_env("RankListHash-v0", n_envs=4, bits=8)
@@ -161,6 +167,40 @@ class HashingVecEnv(VecEnv):
         """Call a method of the batched env once; its result, once per copy asked for."""
         result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
         return [result for _ in self._indices(indices)]
+
+    def batch_method(self, method_name: str, *method_args: Any, **method_kwargs: Any) -> Any:
+        """Call a method of the batched env once; its result for all copies (tensors as numpy arrays).
+
+        ``env_method`` gives SB3's per-copy form (the result once per copy); this one is for methods
+        whose result already has a row per copy, such as ``expert_action``.
+        """
+        return _to_numpy(getattr(self.venv, method_name)(*method_args, **method_kwargs))
+
+    def get_state(self) -> dict[str, Any]:
+        """A snapshot of every copy between two steps: the batched env's ``get_state()``.
+
+        (The adapter itself keeps nothing between steps that decides how they continue: pending
+        seeds and options are spent by the first ``reset``, ``reset_infos`` only inform.)
+
+        Raises:
+            NotImplementedError: if the batched env takes no snapshots.
+        """
+        get_state = getattr(self.venv, "get_state", None)
+        if get_state is None:
+            raise NotImplementedError(f"{type(self.venv).__name__} takes no snapshots (get_state)")
+        return get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`get_state` snapshot of an adapter built with the same arguments.
+
+        Raises:
+            ValueError: from the batched env, for a snapshot of another env or of other arguments.
+            NotImplementedError: if the batched env takes no snapshots.
+        """
+        set_state = getattr(self.venv, "set_state", None)
+        if set_state is None:
+            raise NotImplementedError(f"{type(self.venv).__name__} takes no snapshots (set_state)")
+        set_state(state)
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         """No copy is a Gymnasium wrapper (they are rows of one array env)."""

@@ -80,10 +80,13 @@ def assert_same_training_state(folder, reference, trainer):
 
 
 def interrupt_at_env_step(monkeypatch, step):
-    """Ctrl-C (SIGINT) during the ``step``-th step of the vec env: the run checkpoints and stops."""
-    from stable_baselines3.common.vec_env import DummyVecEnv
+    """Ctrl-C (SIGINT) during the ``step``-th step of the vec env: the run checkpoints and stops.
 
-    step_wait = DummyVecEnv.step_wait
+    The trainers step ``hashing_gym.sb3``'s batched env (``HashingVecEnv``).
+    """
+    from hashing_gym.sb3 import HashingVecEnv
+
+    step_wait = HashingVecEnv.step_wait
     calls = {"n": 0}
 
     def interrupting(self):
@@ -92,8 +95,8 @@ def interrupt_at_env_step(monkeypatch, step):
             signal.raise_signal(signal.SIGINT)
         return step_wait(self)
 
-    monkeypatch.setattr(DummyVecEnv, "step_wait", interrupting)
-    return lambda: monkeypatch.setattr(DummyVecEnv, "step_wait", step_wait)
+    monkeypatch.setattr(HashingVecEnv, "step_wait", interrupting)
+    return lambda: monkeypatch.setattr(HashingVecEnv, "step_wait", step_wait)
 
 
 # A child process that runs ``agents.train`` and SIGKILLs itself at a chosen point: ``write N``
@@ -102,7 +105,7 @@ def interrupt_at_env_step(monkeypatch, step):
 KILLED_CHILD = """
 import contextlib, os, signal, sys
 import agents.checkpoint as checkpoint
-from stable_baselines3.common.vec_env import DummyVecEnv
+from hashing_gym.sb3 import HashingVecEnv
 mode, at = sys.argv[1], int(sys.argv[2])
 count = {"n": 0}
 def kill():
@@ -118,13 +121,13 @@ if mode == "write":
                 kill()
     checkpoint.atomic_path = killing
 else:
-    step_wait = DummyVecEnv.step_wait
+    step_wait = HashingVecEnv.step_wait
     def killing_step(self):
         count["n"] += 1
         if count["n"] == at:
             kill()
         return step_wait(self)
-    DummyVecEnv.step_wait = killing_step
+    HashingVecEnv.step_wait = killing_step
 from agents import train
 sys.exit(train.main(sys.argv[3:]))
 """

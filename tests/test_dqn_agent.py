@@ -12,7 +12,7 @@ from helpers import RESULT_FIELDS
 from sb3_state_check import assert_same_training_state, run_killed, training_state
 from stable_baselines3.common.env_util import make_vec_env
 
-import hashing_gym  # noqa: F401
+import hashing_gym.sb3
 from agents import dqn, evaluate, train
 
 TINY = ["--timesteps", "400", "--learning-starts", "100", "--num-envs", "2", "--eval-every", "200"]
@@ -54,13 +54,18 @@ def test_same_seed_gives_identical_results(tmp_path):
         assert runs[0][key] == runs[1][key]
 
 
-def test_exploratory_actions_are_the_teachers():
-    env = make_vec_env("BinaryCodeTravel-v0", n_envs=3, seed=0, env_kwargs={"bits": 16})
+@pytest.mark.parametrize("batched", [True, False])
+def test_exploratory_actions_are_the_teachers(batched):
+    """Through the batched env the trainer steps (one call for all copies) and through a DummyVecEnv."""
+    reference = make_vec_env("BinaryCodeTravel-v0", n_envs=3, seed=0, env_kwargs={"bits": 16})
+    env = hashing_gym.sb3.make_vec_env("BinaryCodeTravel-v0", 3, seed=0, bits=16) if batched else reference
     model = dqn.GuidedDQN("MultiInputPolicy", env, learning_starts=0, seed=0)
     model._last_obs = env.reset()
+    reference_obs = reference.reset() if batched else model._last_obs
+    np.testing.assert_array_equal(model._last_obs["code"], reference_obs["code"])
     model.exploration_rate = 1.0
     actions, buffer_actions = model._sample_action(0, n_envs=3)
-    np.testing.assert_array_equal(actions, env.env_method("expert_action"))
+    np.testing.assert_array_equal(actions, reference.env_method("expert_action"))
     np.testing.assert_array_equal(actions, buffer_actions)
     model.exploration_rate = 0.0
     greedy, _ = model._sample_action(0, n_envs=3)

@@ -77,6 +77,44 @@ def test_dqn_trains_on_dict_observations_through_it():
     assert model.num_timesteps == 384 and len(model.ep_info_buffer) > 0  # VecMonitor reported episodes
 
 
+@pytest.mark.parametrize("env_id", sorted(CASES))
+def test_a_snapshot_continues_every_copy_exactly(env_id):
+    """get_state/set_state (the batched env's snapshot) on a fresh adapter: the same steps follow."""
+    kwargs, n = CASES[env_id], 3
+    venv = make_vec_env(env_id, n, seed=4, monitor=False, **kwargs)
+    venv.reset()
+    venv.action_space.seed(1)
+    actions = [np.array([venv.action_space.sample() for _ in range(n)]) for _ in range(24)]
+    for action in actions[:7]:
+        venv.step(action)
+    snapshot = venv.get_state()
+    expected = [venv.step(action) for action in actions[7:]]
+
+    again = make_vec_env(env_id, n, seed=99, monitor=False, **kwargs)  # another seed: the snapshot decides
+    again.reset()
+    again.set_state(snapshot)
+    for action, (obs, rewards, dones, infos) in zip(actions[7:], expected, strict=True):
+        got = again.step(action)
+        assert equal(got[0], obs) and np.array_equal(got[1], rewards) and np.array_equal(got[2], dones)
+        assert all(equal(a, b) for a, b in zip(got[3], infos, strict=True))
+    other = make_vec_env(env_id, n + 1, monitor=False, **kwargs)
+    with pytest.raises(ValueError, match="num_envs"):
+        other.set_state(snapshot)
+
+
+def test_batch_method_answers_for_every_copy_at_once():
+    kwargs, n = CASES["BinaryCodeTravel-v0"], 3
+    ours = make_vec_env("BinaryCodeTravel-v0", n, seed=5, **kwargs)
+    reference = dummy("BinaryCodeTravel-v0", n, 5, **kwargs)
+    ours.reset(), reference.reset()
+    for t in range(12):
+        expert = ours.unwrapped.batch_method("expert_action")
+        assert expert.shape == (n,)
+        np.testing.assert_array_equal(expert, reference.env_method("expert_action"))
+        action = expert if t % 3 else np.full(n, t % 8)  # the teacher, and other moves now and then
+        ours.step(action), reference.step(action)
+
+
 def test_it_refuses_what_it_cannot_serve():
     with pytest.raises(ValueError, match="SameStep"):
         next_step = {"vectorization_mode": "vector_entry_point", "autoreset_mode": "NextStep"}

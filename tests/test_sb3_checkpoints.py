@@ -296,6 +296,19 @@ def test_a_checkpoint_of_another_env_is_refused_naming_the_difference(finished, 
     one_error_line(capsys, "is not a checkpoint of this run", "action space MultiBinary(8)")
 
 
+def test_a_checkpoint_of_one_env_object_per_copy_is_refused_naming_why(finished, tmp_path, capsys):
+    """Checkpoints from before the trainers stepped the batched env hold one snapshot per env object."""
+    folder = copy_run(finished, "a2c", tmp_path)
+    state = json.loads((folder / "checkpoints" / "state.json").read_text())
+    path = folder / "checkpoints" / state["model"]
+    payload = torch.load(path, weights_only=True)
+    assert set(payload["env"]) == {"batched"} and set(payload["monitor"]) == {"returns", "lengths", "count"}
+    payload["env"], payload["monitor"] = [payload["env"]["batched"]] * 2, [{}, {}]  # DummyVecEnv's form
+    torch.save(payload, path)
+    assert train.main(["a2c", "--resume", str(folder)]) == 2
+    one_error_line(capsys, state["model"], "one env snapshot per env object (DummyVecEnv)", "--overwrite")
+
+
 # --------------------------------------------------------------------------- conversion
 
 
@@ -460,9 +473,9 @@ def test_a_saved_env_snapshot_continues_the_same_episode():
 
 def test_a_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, capsys):
     """The first Ctrl-C waits for the rollout's end to checkpoint; a second one does not wait."""
-    from stable_baselines3.common.vec_env import DummyVecEnv
+    from hashing_gym.sb3 import HashingVecEnv
 
-    step_wait, calls = DummyVecEnv.step_wait, {"n": 0}
+    step_wait, calls = HashingVecEnv.step_wait, {"n": 0}
 
     def interrupting(self):
         calls["n"] += 1
@@ -470,7 +483,7 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, capsys):
             signal.raise_signal(signal.SIGINT)
         return step_wait(self)
 
-    monkeypatch.setattr(DummyVecEnv, "step_wait", interrupting)
+    monkeypatch.setattr(HashingVecEnv, "step_wait", interrupting)
     out = tmp_path / "cut"
     assert train.main(argv("ppo", out)) == 130
     assert calls["n"] == 6  # stopped in the 6th step, not at the rollout's end (16 steps)

@@ -190,6 +190,13 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
                     self._rngs[i] = seeding.np_random(seeds[i])[0]
         return result
 
+    def expert_action(self) -> Any:
+        """The teacher's action of every sub-env, int64 ``(num_envs,)`` (backend): ``info["expert_action"]``.
+
+        What the single env's ``expert_action()`` returns, for all sub-envs at once in their current state.
+        """
+        return core.teacher_action(self.params, self._state)
+
     def teacher_actions(self) -> Any:
         """Bool ``(num_envs, bits + 1)``: the actions the teacher counts as right in each state.
 
