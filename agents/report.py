@@ -195,8 +195,6 @@ def read_scalars(folder: Path, algo: str | None = None) -> dict[str, tuple[np.nd
     last folder under ``tb/`` that does. Events that a resumed run's ``purge_step`` discarded are
     left out, as TensorBoard leaves them out. Empty when the run has no logs.
     """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     tb = Path(folder) / "tb"
     if not tb.is_dir():
         return {}
@@ -204,13 +202,44 @@ def read_scalars(folder: Path, algo: str | None = None) -> dict[str, tuple[np.nd
     chosen = [path for path in candidates if path.name == algo] or candidates[-1:]
     if not chosen:
         return {}
-    accumulator = EventAccumulator(str(chosen[0]), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    scalars = {}
-    for tag in accumulator.Tags()["scalars"]:
-        events = accumulator.Scalars(tag)
-        scalars[tag] = (np.array([e.step for e in events]), np.array([e.value for e in events]))
-    return scalars
+    series: dict[str, list[tuple[int, float]]] = {}
+    # One file per writer (process). TensorBoard's own loader takes them in name order, and the names
+    # end in a per-process counter that sorts "10" before "9"; the first event's time orders them right.
+    for events in sorted(_event_files(chosen[0]), key=lambda events: events[0].wall_time):
+        for event in events:
+            if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+                # A resumed writer's purge_step: what earlier processes logged from this step on is void.
+                for tag, points in series.items():
+                    series[tag] = [(step, value) for step, value in points if step < event.step]
+            for value in event.summary.value:
+                scalar = _scalar_of(value)
+                if scalar is not None:
+                    series.setdefault(value.tag, []).append((event.step, scalar))
+    return {
+        tag: (np.array([step for step, _ in points]), np.array([value for _, value in points]))
+        for tag, points in series.items()
+        if points
+    }
+
+
+def _scalar_of(value: Any) -> float | None:
+    """The number of a summary value that holds a scalar (old ``simple_value`` or a 0-d tensor)."""
+    if value.HasField("simple_value"):
+        return float(value.simple_value)
+    if value.HasField("tensor") and value.metadata.plugin_data.plugin_name == "scalars":
+        from tensorboard.util import tensor_util
+
+        return float(tensor_util.make_ndarray(value.tensor).item())
+    return None
+
+
+def _event_files(directory: Path) -> list[list[Any]]:
+    """The events of each non-empty TensorBoard event file of ``directory``."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    paths = sorted(directory.glob("events.out.tfevents.*"))
+    files = [list(EventFileLoader(str(path)).Load()) for path in paths]
+    return [events for events in files if events]
 
 
 def plot_training_curves(scalars: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> None:

@@ -223,3 +223,19 @@ def test_help_lists_every_algorithm_its_env_the_defaults_and_three_examples(caps
         trainer = train.resolve_algorithm(algo, rest)
         module = importlib.import_module(train.ALGORITHMS[trainer])
         assert module.Args(**vars(train.build_parser(trainer, module.Args).parse_args(rest)))
+
+
+def test_event_files_are_read_in_the_order_they_were_written_not_by_name(tmp_path):
+    """TensorBoard names end in a per-process counter ("...10" sorts before "...9"): order by time."""
+    first = TrainingLog(tmp_path, "algo", total_steps=1000)
+    for step in (10, 20, 30, 40):
+        first.train(step, loss=float(step))
+    first.close()
+    again = TrainingLog(tmp_path, "algo", total_steps=1000, start_step=20)
+    again.train(30, loss=-1.0)
+    again.close()
+    older, newer = sorted((tmp_path / "tb" / "algo").glob("events.*"), key=lambda path: path.stat().st_mtime)
+    older.rename(older.with_name("events.out.tfevents.9999999999.host.1.9"))  # sorts after the newer one
+    newer.rename(newer.with_name("events.out.tfevents.0000000001.host.1.10"))
+    steps, losses = report.read_scalars(tmp_path, "algo")["train/loss"]
+    assert steps.tolist() == [10, 20, 30] and losses.tolist() == [10.0, 20.0, -1.0]
