@@ -187,8 +187,8 @@ def _stats_row(dist, xq, xb, lq, lb, i, skip, multi, ks, stable, counts, relevan
 QUERY_BLOCK = 4
 # False sends every query through the per-query kernel (_stats_row): the tests' and benchmark's "old" path.
 BLOCKED = True
-# Fewer queries than this take the label-comparing block loop: grouping the database by class costs
-# about as much as ranking 10-20 queries against it.
+# Fewer queries than this take the label-comparing block loop (2.4 cycles per pair against 1.05):
+# grouping the database by class costs about as much as ranking 20-35 queries against it.
 SEGMENT_MIN_QUERIES = 64
 
 
@@ -206,10 +206,10 @@ def _block_finish(xq, xb, lq, lb, multi, skip, last_mask, q0, hist, counts, rele
         i = q0 + t
         if skip[i] >= 0:  # counted with the others (the loops stay branch-free), taken out here
             d = _masked_distance(xq, i, xb, skip[i], last_mask)
-            hist[t, 0, 2 * d + _is_relevant(lq, i, lb, skip[i], multi)] -= 1
+            hist[t, 0, _is_relevant(lq, i, lb, skip[i], multi), d] -= 1
         for d in range(nbins):
-            rel = hist[t, 0, 2 * d + 1] + hist[t, 1, 2 * d + 1]
-            counts[i, d] = hist[t, 0, 2 * d] + hist[t, 1, 2 * d] + rel
+            rel = hist[t, 0, 1, d] + hist[t, 1, 1, d]
+            counts[i, d] = hist[t, 0, 0, d] + hist[t, 1, 0, d] + rel
             relevant[i, d] = rel
 
 
@@ -227,58 +227,83 @@ def _block_distances(xq, i0, i1, i2, i3, xb, j, words):
 
 
 @numba.njit(cache=True)
+def _one_word_run(xq, i0, i1, i2, i3, items, hist, r0, r1, r2, r3):
+    """Count one-word codes ``items`` (a segment) for 4 queries of relevance ``r0..r3`` into ``hist``.
+
+    A function of its own, with the database as a contiguous vector read through unsigned indices, so
+    that the 8 histogram pointers and 4 query words stay in registers and no negative-index check is
+    left in the loop: 1.05 cycles per pair on AMD EPYC (Zen 4), against 1.7 inlined into the segment
+    loop with signed indices. One histogram increment (a load and a store) per pair bounds it: the same
+    loop with increments at addresses that do not depend on the data runs at 1.02 cycles per pair.
+    """
+    a0, a1, a2, a3 = xq[i0, 0], xq[i1, 0], xq[i2, 0], xq[i3, 0]
+    h0, h1, h2, h3 = hist[0, 0, r0], hist[1, 0, r1], hist[2, 0, r2], hist[3, 0, r3]
+    g0, g1, g2, g3 = hist[0, 1, r0], hist[1, 1, r1], hist[2, 1, r2], hist[3, 1, r3]
+    n = items.shape[0]
+    for k in range(n >> 1):
+        u = np.uint64(2 * k)  # unsigned indices: no negative-index wraparound in the loop
+        x, y = items[u], items[u + np.uint64(1)]
+        h0[_popcount(a0 ^ x)] += 1
+        h1[_popcount(a1 ^ x)] += 1
+        h2[_popcount(a2 ^ x)] += 1
+        h3[_popcount(a3 ^ x)] += 1
+        g0[_popcount(a0 ^ y)] += 1
+        g1[_popcount(a1 ^ y)] += 1
+        g2[_popcount(a2 ^ y)] += 1
+        g3[_popcount(a3 ^ y)] += 1
+    if n & 1:
+        x = items[n - 1]
+        h0[_popcount(a0 ^ x)] += 1
+        h1[_popcount(a1 ^ x)] += 1
+        h2[_popcount(a2 ^ x)] += 1
+        h3[_popcount(a3 ^ x)] += 1
+
+
+@numba.njit(cache=True)
+def _words_run(xq, i0, i1, i2, i3, items, hist, r0, r1, r2, r3):
+    """:func:`_one_word_run` for codes of several words, ``items`` (n, W)."""
+    h0, h1, h2, h3 = hist[0, 0, r0], hist[1, 0, r1], hist[2, 0, r2], hist[3, 0, r3]
+    g0, g1, g2, g3 = hist[0, 1, r0], hist[1, 1, r1], hist[2, 1, r2], hist[3, 1, r3]
+    n, words = items.shape
+    for k in range(n >> 1):
+        u = np.uint64(2 * k)  # unsigned indices: no negative-index wraparound in the loop
+        d0, d1, d2, d3 = _block_distances(xq, i0, i1, i2, i3, items, u, words)
+        h0[d0] += 1
+        h1[d1] += 1
+        h2[d2] += 1
+        h3[d3] += 1
+        d0, d1, d2, d3 = _block_distances(xq, i0, i1, i2, i3, items, u + np.uint64(1), words)
+        g0[d0] += 1
+        g1[d1] += 1
+        g2[d2] += 1
+        g3[d3] += 1
+    if n & 1:
+        d0, d1, d2, d3 = _block_distances(xq, i0, i1, i2, i3, items, n - 1, words)
+        h0[d0] += 1
+        h1[d1] += 1
+        h2[d2] += 1
+        h3[d3] += 1
+
+
+@numba.njit(cache=True)
 def _segment_block(xq, lq, xs, classes, starts, q0, hist):
     """Histograms of queries ``q0..q0 + 3`` against the database grouped by class (see ``_segments``).
 
-    ``hist[t, c, 2 d + r]``: query ``t``'s copy ``c`` (even or odd item of a segment) at distance ``d``,
-    relevant ``r``.
+    ``hist[t, c, r, d]``: query ``t``'s copy ``c`` (even or odd item of a segment), relevant ``r``,
+    distance ``d``.
     """
     i0, i1, i2, i3 = _block_rows(q0, xq.shape[0])
     words = xs.shape[1]
-    a0, a1, a2, a3 = xq[i0, 0], xq[i1, 0], xq[i2, 0], xq[i3, 0]
+    flat = xs.reshape(xs.size)  # the codes of one word each as a contiguous vector
     for s in range(classes.shape[0]):
         c = classes[s]
-        # Per segment, each query's half: entries 2 d + r are entries 2 d of hist[t, copy, r:].
-        h0 = hist[0, 0, int(c == lq[i0, 0]) :]
-        h1 = hist[1, 0, int(c == lq[i1, 0]) :]
-        h2 = hist[2, 0, int(c == lq[i2, 0]) :]
-        h3 = hist[3, 0, int(c == lq[i3, 0]) :]
-        g0 = hist[0, 1, int(c == lq[i0, 0]) :]
-        g1 = hist[1, 1, int(c == lq[i1, 0]) :]
-        g2 = hist[2, 1, int(c == lq[i2, 0]) :]
-        g3 = hist[3, 1, int(c == lq[i3, 0]) :]
+        # Per segment, one half of each query's histograms: relevant (its class) or not.
+        r0, r1, r2, r3 = int(c == lq[i0, 0]), int(c == lq[i1, 0]), int(c == lq[i2, 0]), int(c == lq[i3, 0])
         j, end = starts[s], starts[s + 1]
         if words == 1:  # the common case, without the loop over words
-            while j + 1 < end:
-                x, y = xs[j, 0], xs[j + 1, 0]
-                h0[2 * _popcount(a0 ^ x)] += 1
-                h1[2 * _popcount(a1 ^ x)] += 1
-                h2[2 * _popcount(a2 ^ x)] += 1
-                h3[2 * _popcount(a3 ^ x)] += 1
-                g0[2 * _popcount(a0 ^ y)] += 1
-                g1[2 * _popcount(a1 ^ y)] += 1
-                g2[2 * _popcount(a2 ^ y)] += 1
-                g3[2 * _popcount(a3 ^ y)] += 1
-                j += 2
+            _one_word_run(xq, i0, i1, i2, i3, flat[j:end], hist, r0, r1, r2, r3)
         else:
-            while j + 1 < end:
-                d0, d1, d2, d3 = _block_distances(xq, i0, i1, i2, i3, xs, j, words)
-                h0[2 * d0] += 1
-                h1[2 * d1] += 1
-                h2[2 * d2] += 1
-                h3[2 * d3] += 1
-                d0, d1, d2, d3 = _block_distances(xq, i0, i1, i2, i3, xs, j + 1, words)
-                g0[2 * d0] += 1
-                g1[2 * d1] += 1
-                g2[2 * d2] += 1
-                g3[2 * d3] += 1
-                j += 2
-        if j < end:
-            d0, d1, d2, d3 = _block_distances(xq, i0, i1, i2, i3, xs, j, words)
-            h0[2 * d0] += 1
-            h1[2 * d1] += 1
-            h2[2 * d2] += 1
-            h3[2 * d3] += 1
+            _words_run(xq, i0, i1, i2, i3, xs[j:end], hist, r0, r1, r2, r3)
 
 
 @numba.njit(cache=True, inline="always")
@@ -297,15 +322,30 @@ def _label_block(xq, lq, xb, lb, multi, last_mask, q0, hist):
     """:func:`_segment_block` on the database in its order, relevance found item by item."""
     i0, i1, i2, i3 = _block_rows(q0, xq.shape[0])
     nb, words = xb.shape
-    h0, h1, h2, h3 = hist[0, 0], hist[1, 0], hist[2, 0], hist[3, 0]
-    g0, g1, g2, g3 = hist[0, 1], hist[1, 1], hist[2, 1], hist[3, 1]
+    nbins = hist.shape[3]
+    keyed = np.zeros((QUERY_BLOCK, 2, 2 * nbins), dtype=np.int64)  # [t, c, 2 d + r]: one index per item
+    h0, h1, h2, h3 = keyed[0, 0], keyed[1, 0], keyed[2, 0], keyed[3, 0]
+    g0, g1, g2, g3 = keyed[0, 1], keyed[1, 1], keyed[2, 1], keyed[3, 1]
     j = 0
-    if words == 1 and not multi:  # the common case, without the loops over words
+    if words == 1 and lq.shape[1] == 1:  # the common case, without the loops over words
         a0, a1, a2, a3 = xq[i0, 0], xq[i1, 0], xq[i2, 0], xq[i3, 0]
         l0, l1, l2, l3 = lq[i0, 0], lq[i1, 0], lq[i2, 0], lq[i3, 0]
-        while j + 1 < nb:
-            x, y = xb[j, 0] & last_mask, xb[j + 1, 0] & last_mask
-            lx, ly = lb[j, 0], lb[j + 1, 0]
+        for k in range(nb >> 1 if multi else 0):  # one loop per label kind: a test inside costs 50%
+            u = np.uint64(2 * k)  # unsigned indices: no negative-index wraparound in the loop
+            x, y = xb[u, 0] & last_mask, xb[u + np.uint64(1), 0] & last_mask
+            lx, ly = lb[u, 0], lb[u + np.uint64(1), 0]
+            h0[2 * _popcount(a0 ^ x) + int(lx & l0 != 0)] += 1
+            h1[2 * _popcount(a1 ^ x) + int(lx & l1 != 0)] += 1
+            h2[2 * _popcount(a2 ^ x) + int(lx & l2 != 0)] += 1
+            h3[2 * _popcount(a3 ^ x) + int(lx & l3 != 0)] += 1
+            g0[2 * _popcount(a0 ^ y) + int(ly & l0 != 0)] += 1
+            g1[2 * _popcount(a1 ^ y) + int(ly & l1 != 0)] += 1
+            g2[2 * _popcount(a2 ^ y) + int(ly & l2 != 0)] += 1
+            g3[2 * _popcount(a3 ^ y) + int(ly & l3 != 0)] += 1
+        for k in range(0 if multi else nb >> 1):
+            u = np.uint64(2 * k)
+            x, y = xb[u, 0] & last_mask, xb[u + np.uint64(1), 0] & last_mask
+            lx, ly = lb[u, 0], lb[u + np.uint64(1), 0]
             h0[2 * _popcount(a0 ^ x) + int(lx == l0)] += 1
             h1[2 * _popcount(a1 ^ x) + int(lx == l1)] += 1
             h2[2 * _popcount(a2 ^ x) + int(lx == l2)] += 1
@@ -314,17 +354,18 @@ def _label_block(xq, lq, xb, lb, multi, last_mask, q0, hist):
             g1[2 * _popcount(a1 ^ y) + int(ly == l1)] += 1
             g2[2 * _popcount(a2 ^ y) + int(ly == l2)] += 1
             g3[2 * _popcount(a3 ^ y) + int(ly == l3)] += 1
-            j += 2
+        j = nb - (nb & 1)
     while j < nb:
-        d0 = _masked_distance(xq, i0, xb, j, last_mask)
-        d1 = _masked_distance(xq, i1, xb, j, last_mask)
-        d2 = _masked_distance(xq, i2, xb, j, last_mask)
-        d3 = _masked_distance(xq, i3, xb, j, last_mask)
-        h0[2 * d0 + _relevant_any(lq, i0, lb, j, multi)] += 1
-        h1[2 * d1 + _relevant_any(lq, i1, lb, j, multi)] += 1
-        h2[2 * d2 + _relevant_any(lq, i2, lb, j, multi)] += 1
-        h3[2 * d3 + _relevant_any(lq, i3, lb, j, multi)] += 1
+        h0[2 * _masked_distance(xq, i0, xb, j, last_mask) + _relevant_any(lq, i0, lb, j, multi)] += 1
+        h1[2 * _masked_distance(xq, i1, xb, j, last_mask) + _relevant_any(lq, i1, lb, j, multi)] += 1
+        h2[2 * _masked_distance(xq, i2, xb, j, last_mask) + _relevant_any(lq, i2, lb, j, multi)] += 1
+        h3[2 * _masked_distance(xq, i3, xb, j, last_mask) + _relevant_any(lq, i3, lb, j, multi)] += 1
         j += 1
+    for t in range(QUERY_BLOCK):
+        for c in range(2):
+            for d in range(nbins):
+                hist[t, c, 0, d] = keyed[t, c, 2 * d]
+                hist[t, c, 1, d] = keyed[t, c, 2 * d + 1]
 
 
 @numba.njit(cache=True)
@@ -336,7 +377,7 @@ def _segments(xb, lb, last_mask):
     nb, words = xb.shape
     labels = lb[:, 0]
     low, high = labels.min(), labels.max()
-    if high - low < 4 * nb + 16:
+    if -(1 << 62) <= low and high <= 1 << 62 and high - low < 4 * nb + 16:  # no overflow in high - low
         tally = np.zeros(high - low + 2, dtype=np.int64)
         for j in range(nb):
             tally[labels[j] - low + 1] += 1
@@ -375,7 +416,7 @@ def _block(xq, lq, xb, lb, multi, skip, xs, classes, starts, b, counts, relevant
     """Histograms of query block ``b``: by segments if ``xs`` holds the grouped database, else in order."""
     bits = counts.shape[1] - 1
     last_mask = np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64((64 - bits % 64) % 64)
-    hist = np.zeros((QUERY_BLOCK, 2, 2 * (bits + 1)), dtype=np.int64)
+    hist = np.zeros((QUERY_BLOCK, 2, 2, bits + 1), dtype=np.int64)
     if xs.shape[0]:
         _segment_block(xq, lq, xs, classes, starts, QUERY_BLOCK * b, hist)
     else:
