@@ -264,11 +264,14 @@ def test_blocked_histogram_kernels_equal_reference(segments, parallel, monkeypat
     """The blocked kernels (4 queries at a time, one shared database) count exactly what the reference does.
 
     1 to 4 words (bits 5 ... 256, padding bits in the last word), numbers of queries that are not
-    multiples of the block, odd databases and a 1-item one, multi-hot labels (label-compare only),
-    class ids far apart and negative (the segments' argsort branch), and an excluded item per query.
+    multiples of the block, odd databases and a 1-item one, database tiles of 2 to 8 items shared by
+    2 blocks (serial), multi-hot labels over 1 and 3 words (label-compare only), class ids far apart,
+    negative and at both ends of int64 (the segments' argsort branch), and an excluded item per query.
     """
     monkeypatch.setattr(_numba, "PARALLEL_MIN_PAIRS", 0 if parallel else 10**12)
     monkeypatch.setattr(_numba, "SEGMENT_MIN_QUERIES", 1 if segments else 10**9)
+    monkeypatch.setattr(_numba, "GROUP_BLOCKS", 2)  # 2 blocks share each tile ...
+    monkeypatch.setattr(_numba, "TILE_WORDS", 8)  # ... of 8 words: tiles end inside segments and blocks
     cases = [(5, 4, 37), (64, 5, 1), (64, 7, 2), (65, 9, 37), (128, 6, 41), (150, 4, 12), (256, 11, 30)]
     for (bits, nq, nb), multi in itertools.product(cases, [False, True]):
         xq, yq, xb, yb = make_data(bits, nq=nq, nb=nb, multi=multi, flip=0.1, seed=bits + nq)

@@ -187,6 +187,9 @@ def _stats_row(dist, xq, xb, lq, lb, i, skip, multi, ks, stable, counts, relevan
 QUERY_BLOCK = 4
 # False sends every query through the per-query kernel (_stats_row): the tests' and benchmark's "old" path.
 BLOCKED = True
+# Query blocks that scan each database tile of TILE_WORDS words (128 KiB, in L2) in turn.
+GROUP_BLOCKS = 4
+TILE_WORDS = 1 << 14
 # Fewer queries than this take the label-comparing block loop (2.4 cycles per pair against 1.05):
 # grouping the database by class costs about as much as ranking 20-35 queries against it.
 SEGMENT_MIN_QUERIES = 64
@@ -286,24 +289,19 @@ def _words_run(xq, i0, i1, i2, i3, items, hist, r0, r1, r2, r3):
 
 
 @numba.njit(cache=True)
-def _segment_block(xq, lq, xs, classes, starts, q0, hist):
-    """Histograms of queries ``q0..q0 + 3`` against the database grouped by class (see ``_segments``).
+def _segment_tile(xq, lq, xs, c, j, end, q0, hist):
+    """Histograms of queries ``q0..q0 + 3`` over items ``j..end - 1`` of a segment of class ``c``.
 
-    ``hist[t, c, r, d]``: query ``t``'s copy ``c`` (even or odd item of a segment), relevant ``r``,
-    distance ``d``.
+    ``xs`` is the database grouped by class (see ``_segments``). ``hist[t, c, r, d]``: query ``t``'s copy
+    ``c`` (even or odd item), relevant ``r``, distance ``d``. In a segment each query's relevance is
+    one constant, so the loop compares no labels: it counts into the relevant or the other half.
     """
     i0, i1, i2, i3 = _block_rows(q0, xq.shape[0])
-    words = xs.shape[1]
-    flat = xs.reshape(xs.size)  # the codes of one word each as a contiguous vector
-    for s in range(classes.shape[0]):
-        c = classes[s]
-        # Per segment, one half of each query's histograms: relevant (its class) or not.
-        r0, r1, r2, r3 = int(c == lq[i0, 0]), int(c == lq[i1, 0]), int(c == lq[i2, 0]), int(c == lq[i3, 0])
-        j, end = starts[s], starts[s + 1]
-        if words == 1:  # the common case, without the loop over words
-            _one_word_run(xq, i0, i1, i2, i3, flat[j:end], hist, r0, r1, r2, r3)
-        else:
-            _words_run(xq, i0, i1, i2, i3, xs[j:end], hist, r0, r1, r2, r3)
+    r0, r1, r2, r3 = int(c == lq[i0, 0]), int(c == lq[i1, 0]), int(c == lq[i2, 0]), int(c == lq[i3, 0])
+    if xs.shape[1] == 1:  # the common case, without the loop over words
+        _one_word_run(xq, i0, i1, i2, i3, xs.reshape(xs.shape[0])[j:end], hist, r0, r1, r2, r3)
+    else:
+        _words_run(xq, i0, i1, i2, i3, xs[j:end], hist, r0, r1, r2, r3)
 
 
 @numba.njit(cache=True, inline="always")
@@ -319,7 +317,7 @@ def _relevant_any(lq, i, lb, j, multi):
 
 @numba.njit(cache=True)
 def _label_block(xq, lq, xb, lb, multi, last_mask, q0, hist):
-    """:func:`_segment_block` on the database in its order, relevance found item by item."""
+    """Add the items ``xb`` in their order to ``hist`` (see :func:`_segment_tile`), relevance item by item."""
     i0, i1, i2, i3 = _block_rows(q0, xq.shape[0])
     nb, words = xb.shape
     nbins = hist.shape[3]
@@ -364,8 +362,8 @@ def _label_block(xq, lq, xb, lb, multi, last_mask, q0, hist):
     for t in range(QUERY_BLOCK):
         for c in range(2):
             for d in range(nbins):
-                hist[t, c, 0, d] = keyed[t, c, 2 * d]
-                hist[t, c, 1, d] = keyed[t, c, 2 * d + 1]
+                hist[t, c, 0, d] += keyed[t, c, 2 * d]
+                hist[t, c, 1, d] += keyed[t, c, 2 * d + 1]
 
 
 @numba.njit(cache=True)
@@ -412,16 +410,32 @@ def _segments(xb, lb, last_mask):
 
 
 @numba.njit(cache=True)
-def _block(xq, lq, xb, lb, multi, skip, xs, classes, starts, b, counts, relevant):
-    """Histograms of query block ``b``: by segments if ``xs`` holds the grouped database, else in order."""
-    bits = counts.shape[1] - 1
+def _block_group(xq, lq, xb, lb, multi, skip, xs, classes, starts, g, group, tile, counts, relevant):
+    """Histograms of query blocks ``g group .. (g + 1) group - 1``, the database scanned tile by tile.
+
+    Every block of the group scans a tile (``tile`` items) before the next tile is read, so the
+    database streams from memory once per group rather than once per block. The database is ``xs``
+    grouped by class if it has rows, else ``xb`` in its order with labels ``lb``.
+    """
+    nq, nbins = counts.shape
+    bits = nbins - 1
     last_mask = np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64((64 - bits % 64) % 64)
-    hist = np.zeros((QUERY_BLOCK, 2, 2, bits + 1), dtype=np.int64)
+    b0 = g * group
+    b1 = min(b0 + group, (nq + QUERY_BLOCK - 1) // QUERY_BLOCK)
+    hist = np.zeros((b1 - b0, QUERY_BLOCK, 2, 2, nbins), dtype=np.int64)
     if xs.shape[0]:
-        _segment_block(xq, lq, xs, classes, starts, QUERY_BLOCK * b, hist)
+        for s in range(classes.shape[0]):
+            for j in range(starts[s], starts[s + 1], tile):
+                end = min(j + tile, starts[s + 1])
+                for b in range(b0, b1):
+                    _segment_tile(xq, lq, xs, classes[s], j, end, QUERY_BLOCK * b, hist[b - b0])
     else:
-        _label_block(xq, lq, xb, lb, multi, last_mask, QUERY_BLOCK * b, hist)
-    _block_finish(xq, xb, lq, lb, multi, skip, last_mask, QUERY_BLOCK * b, hist, counts, relevant)
+        for j in range(0, xb.shape[0], tile):
+            end = min(j + tile, xb.shape[0])
+            for b in range(b0, b1):
+                _label_block(xq, lq, xb[j:end], lb[j:end], multi, last_mask, QUERY_BLOCK * b, hist[b - b0])
+    for b in range(b0, b1):
+        _block_finish(xq, xb, lq, lb, multi, skip, last_mask, QUERY_BLOCK * b, hist[b - b0], counts, relevant)
 
 
 # Each kernel comes twice: parallel over queries, and serial for small work (PARALLEL_MIN_PAIRS).
@@ -468,15 +482,17 @@ def _stats_serial(dist, xq, banks, bank_of, lq, lb, skip, multi, ks, stable, cou
 
 
 @numba.njit(cache=True, parallel=True)
-def _blocks_parallel(xq, lq, xb, lb, multi, skip, xs, classes, starts, counts, relevant):
-    for b in prange((counts.shape[0] + QUERY_BLOCK - 1) // QUERY_BLOCK):
-        _block(xq, lq, xb, lb, multi, skip, xs, classes, starts, b, counts, relevant)
+def _blocks_parallel(xq, lq, xb, lb, multi, skip, xs, classes, starts, group, tile, counts, relevant):
+    groups = ((counts.shape[0] + QUERY_BLOCK - 1) // QUERY_BLOCK + group - 1) // group
+    for g in prange(groups):
+        _block_group(xq, lq, xb, lb, multi, skip, xs, classes, starts, g, group, tile, counts, relevant)
 
 
 @numba.njit(cache=True)
-def _blocks_serial(xq, lq, xb, lb, multi, skip, xs, classes, starts, counts, relevant):
-    for b in range((counts.shape[0] + QUERY_BLOCK - 1) // QUERY_BLOCK):
-        _block(xq, lq, xb, lb, multi, skip, xs, classes, starts, b, counts, relevant)
+def _blocks_serial(xq, lq, xb, lb, multi, skip, xs, classes, starts, group, tile, counts, relevant):
+    groups = ((counts.shape[0] + QUERY_BLOCK - 1) // QUERY_BLOCK + group - 1) // group
+    for g in range(groups):
+        _block_group(xq, lq, xb, lb, multi, skip, xs, classes, starts, g, group, tile, counts, relevant)
 
 
 _KERNELS = {
@@ -562,7 +578,15 @@ def stats_into(
             xs, classes, starts = _segments(xb, lb, last_mask)
         else:
             xs, classes, starts = np.zeros((0, 1), dtype=np.uint64), lb[:0, 0], np.zeros(1, dtype=np.int64)
-        _launch("blocks", pairs, xq, lq, xb, lb, multi, skip, xs, classes, starts, counts, relevant)
+        # Blocks per group (sharing each database tile): GROUP_BLOCKS, fewer if the parallel kernel
+        # would have fewer than 4 groups a thread.
+        group = GROUP_BLOCKS
+        if pairs >= PARALLEL_MIN_PAIRS:
+            blocks = (nq + QUERY_BLOCK - 1) // QUERY_BLOCK
+            group = max(1, min(GROUP_BLOCKS, blocks // (4 * numba.get_num_threads())))
+        tile = max(TILE_WORDS // xb.shape[1], 1)
+        args = (xq, lq, xb, lb, multi, skip, xs, classes, starts, group, tile, counts, relevant)
+        _launch("blocks", pairs, *args)
         return
     _launch("stats", pairs, dist, xq, banks, bank_of, lq, lb, skip, multi, ks, stable, *out)
 
