@@ -15,6 +15,15 @@ two references in the same run: an fp16 matrix product of +-1 codes (distances a
 and the plain torch path (``scatter_add`` histograms, a sort for the stable order). Every metric of
 ``evaluate_retrieval`` and every histogram is checked to equal the numpy (numba) backend's.
 
+Histogram kernel: ``--kernel`` (default ``--queries 2000 --database 1000000``) times the CPU kernel that
+every histogram metric is computed from (per query and distance: all items and relevant items; tie-aware
+mAP, P@r and PR curves read nothing else) on packed codes and labels, without the API's checks and
+packing. The blocked kernels (the default) and the per-query kernel are timed interleaved in one
+process, with 1 thread and with all of numba's threads, as pairs per CPU-second (``time.process_time``:
+every thread of the process, so the figure is per core even on a loaded machine) and per wall second,
+for class ids and for the same labels as one-hot multi-hot words. The counts of both kernels are
+checked to be equal.
+
 The data are class codewords with independently flipped bits (deterministic under ``--seed``),
 single-label.
 """
@@ -157,6 +166,70 @@ def cpu_table(args: argparse.Namespace) -> None:
             f"| {name} | {backend} | {seconds:.4f} | {pairs / seconds:.3g} | "
             f"{ref_seconds / seconds:.1f}x | {value:.6f} |"
         )
+
+
+def kernel_table(args: argparse.Namespace) -> None:
+    """The CPU histogram kernel alone: blocked against per-query, pairs per CPU-second, 1 and all threads."""
+    nq, nb, bits = args.queries, args.database[0], args.bits
+    xq, yq, xb, yb = make_codes(nq, nb, bits, args.classes, 0.2, args.seed)
+    codes = _packing.pack_words(xq), _packing.pack_words(xb)
+    del xq, xb
+    one_hot = _packing.pack_words(np.eye(args.classes, dtype=np.uint8)).view(np.int64)
+    labels = {
+        "class ids": (False, _packing.label_words(yq), _packing.label_words(yb)),
+        "multi-hot (one-hot)": (True, one_hot[yq], one_hot[yb]),
+    }
+    all_threads = numba.config.NUMBA_NUM_THREADS
+    load = os.getloadavg()
+    print(f"Machine: {machine()}; load average before: {load[0]:.1f}")
+    print(
+        f"Q={nq:,} queries, N={nb:,} database items, {bits} bits, {args.classes} classes; histograms "
+        f"only, packed inputs; median of {args.repeats} interleaved runs; numba {numba.__version__}; "
+        f"{date.today()}"
+    )
+    print()
+    print(
+        "| labels | threads | kernel | median CPU s | median wall s | pairs per CPU-second "
+        "| pairs/s (wall) | CPU-s speed-up |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    for name, (multi, lq, lb) in labels.items():
+        for threads in sorted({1, all_threads}):
+            _numba.set_num_threads(threads)
+            times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+            results = {}
+            for repeat in range(args.repeats + 1):  # the first round warms the JIT and caches
+                for blocked in (False, True):
+                    out = (
+                        np.zeros((nq, bits + 1), dtype=np.int64),
+                        np.zeros((nq, bits + 1), dtype=np.int64),
+                        np.zeros((nq, 0), dtype=np.float64),
+                        np.zeros((nq, 0), dtype=np.int64),
+                    )
+                    _numba.BLOCKED = blocked
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    _numba.stats_into(
+                        None, codes[0], codes[1], lq, lb, multi, np.zeros(0, np.int64), False, out
+                    )
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                    if repeat:
+                        times[blocked].append((cpu, wall))
+                    results[blocked] = out[:2]
+            _numba.BLOCKED = True
+            for part in (0, 1):
+                if not np.array_equal(results[True][part], results[False][part]):
+                    raise AssertionError(f"{name}, {threads} threads: blocked and per-query counts differ")
+            old_cpu = statistics.median(cpu for cpu, _ in times[False])
+            for blocked, kernel in ((False, "per query (before)"), (True, "blocked (after)")):
+                cpu = statistics.median(cpu for cpu, _ in times[blocked])
+                wall = statistics.median(wall for _, wall in times[blocked])
+                print(
+                    f"| {name} | {threads} | {kernel} | {cpu:.3f} | {wall:.3f} | {nq * nb / cpu:.3g} | "
+                    f"{nq * nb / wall:.3g} | {old_cpu / cpu:.2f}x |",
+                    flush=True,
+                )
+    _numba.set_num_threads(all_threads)
+    print(f"\nLoad average after: {os.getloadavg()[0]:.1f}; counts of both kernels equal in every row.")
 
 
 def memory_child(args: argparse.Namespace) -> None:
@@ -318,6 +391,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="which table")
     parser.add_argument("--memory", action="store_true", help="peak memory of the numpy backend")
+    parser.add_argument(
+        "--kernel", action="store_true", help="the CPU histogram kernel, pairs per CPU-second"
+    )
     parser.add_argument("--queries", type=int, default=None, help="number of queries nq")
     parser.add_argument("--database", type=int, nargs="+", default=None, help="database sizes nb")
     parser.add_argument("--bits", type=int, default=64, help="code length")
@@ -328,7 +404,9 @@ def main() -> None:
     args = parser.parse_args()
     large = args.memory or args.child or args.device == "cuda"
     if args.queries is None:
-        args.queries = 10_000 if large else 1000
+        args.queries = 2000 if args.kernel else 10_000 if large else 1000
+    if args.kernel and args.database is None:
+        args.database = [1_000_000]
     if args.database is None:
         args.database = (
             [1_000_000] if args.memory or args.child else [50_000, 1_000_000] if large else [20_000]
@@ -337,6 +415,8 @@ def main() -> None:
         memory_child(args)
     elif args.memory:
         memory_table(args)
+    elif args.kernel:
+        kernel_table(args)
     elif args.device == "cuda":
         cuda_table(args)
     else:

@@ -258,6 +258,72 @@ def test_parallel_and_serial_kernels(backend, parallel, monkeypatch):
     assert math.isclose(result["map_tie_aware"], expected, abs_tol=TOL)
 
 
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "serial"])
+@pytest.mark.parametrize("segments", [True, False], ids=["class-segments", "label-compare"])
+def test_blocked_histogram_kernels_equal_reference(segments, parallel, monkeypatch):
+    """The blocked kernels (4 queries at a time, one shared database) count exactly what the reference does.
+
+    1 to 4 words (bits 5 ... 256, padding bits in the last word), numbers of queries that are not
+    multiples of the block, odd databases and a 1-item one, database tiles of 2 to 8 items shared by
+    2 blocks (serial), multi-hot labels over 1 and 3 words (label-compare only), class ids far apart,
+    negative and at both ends of int64 (the segments' argsort branch), and an excluded item per query.
+    """
+    monkeypatch.setattr(_numba, "PARALLEL_MIN_PAIRS", 0 if parallel else 10**12)
+    monkeypatch.setattr(_numba, "SEGMENT_MIN_QUERIES", 1 if segments else 10**9)
+    monkeypatch.setattr(_numba, "GROUP_BLOCKS", 2)  # 2 blocks share each tile ...
+    monkeypatch.setattr(_numba, "TILE_WORDS", 8)  # ... of 8 words: tiles end inside segments and blocks
+    cases = [(5, 4, 37), (64, 5, 1), (64, 7, 2), (65, 9, 37), (128, 6, 41), (150, 4, 12), (256, 11, 30)]
+    for (bits, nq, nb), multi in itertools.product(cases, [False, True]):
+        xq, yq, xb, yb = make_data(bits, nq=nq, nb=nb, multi=multi, flip=0.1, seed=bits + nq)
+        if not multi and bits == 65:
+            yq, yb = yq * 10**15 - 3, yb * 10**15 - 3  # ids spread over 1e16: the argsort branch
+        if not multi and bits == 150:  # ids at both ends of int64 (high - low would overflow)
+            ids = np.array([-(2**63), 2**63 - 1, 0, 5, 6, -1, 1, 2, 3, 4, 7, 8, 9], dtype=np.int64)
+            yq, yb = ids[yq], ids[yb]
+        if multi and bits >= 128:  # 130 classes: 3 label words, sparse, so each word decides some pairs
+            rng = np.random.default_rng(bits)
+            yq = (rng.random((nq, 130)) < 0.03).astype(np.uint8)
+            yb = (rng.random((nb, 130)) < 0.03).astype(np.uint8)
+        d, rel = ref_distances(xq, xb), ref_relevance(yq, yb)
+        counts, relevant = R.distance_counts(xq, yq, xb, yb)
+        want = ref_histograms(d, rel, bits)
+        np.testing.assert_array_equal(counts, want[0])
+        np.testing.assert_array_equal(relevant, want[1])
+        if nb < 2:
+            continue
+        lq, lb = (R.pack_codes(yq), R.pack_codes(yb)) if multi else (yq, yb)
+        items = np.arange(nq) * 7 % nb
+        got = R.packed_distance_counts(R.pack_codes(xq), lq, R.pack_codes(xb), lb, bits, exclude=items)
+        for i, item in enumerate(items):  # the excluded item comes out of its distance's bins
+            want[0][i, d[i, item]] -= 1
+            want[1][i, d[i, item]] -= rel[i, item]
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["single", "multi"])
+def test_blocked_kernels_give_bitwise_the_per_query_kernels_metrics(multi, monkeypatch):
+    """Every histogram metric is bitwise the same through the blocked and the per-query kernel (many ties)."""
+    monkeypatch.setattr(_numba, "SEGMENT_MIN_QUERIES", 8)
+    xq, yq, xb, yb = make_data(8, nq=70, nb=333, multi=multi, flip=0.3, seed=5)
+
+    def metrics():
+        return (
+            R.mean_average_precision(xq, yq, xb, yb, ties="average"),
+            R.mean_average_precision(xq, yq, xb, yb, topk=50, ties="average"),
+            R.precision_at_k(xq, yq, xb, yb, 20, ties="average"),
+            R.precision_at_radius(xq, yq, xb, yb, radius=3),
+            *R.precision_recall_curve(xq, yq, xb, yb),
+            *R.distance_counts(xq, yq, xb, yb),
+        )
+
+    blocked = metrics()
+    monkeypatch.setattr(_numba, "BLOCKED", False)
+    per_query = metrics()
+    for got, want in zip(blocked, per_query, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_stable_rank_many_queries_faiss_threads():
     """Enough queries and ties that faiss runs its multi-threaded search path."""
     xq, _, xb, _ = make_data(8, nq=200, nb=2000, flip=0.1, seed=8)
