@@ -110,6 +110,7 @@ def tiny_run(algo, out, *extra):
     return train.main([*argv, *extra])
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # a tiny mlp-code run
 def test_a_run_trains_and_evaluates_on_the_held_out_classes(tmp_path, capsys):
     out = tmp_path / "mlp"
     assert tiny_run("mlp-code", out, "--protocol", "unseen-classes") == 0
