@@ -106,7 +106,6 @@ def _stable_scan(keys, counts, relevant, ks, ap_sum, hits):
     nbins = counts.shape[0]
     before = np.empty(nbins, dtype=np.int64)  # N_<: items at smaller distances
     rel_before = np.empty(nbins, dtype=np.int64)  # R_<: relevant items at smaller distances
-    seen = np.zeros(2 * nbins + 1, dtype=np.int64)  # items seen so far per key: one increment per item
     n = 0
     r = 0
     for d in range(nbins):
@@ -114,13 +113,28 @@ def _stable_scan(keys, counts, relevant, ks, ap_sum, hits):
         rel_before[d] = r
         n += counts[d]
         r += relevant[d]
+    scan_keys(keys, before, rel_before, np.zeros(2 * nbins + 1, dtype=np.int64), ks, ap_sum, hits)
+
+
+@numba.njit(cache=True, inline="always")
+def scan_keys(keys, start, rel_start, seen, ks, ap_sum, hits):
+    """The stable AP's sums over a run of items in database order: the one place of that formula.
+
+    ``keys[j] = 2 d + relevant`` of the run's item j (``2 * nbins``: left out); ``start[d]`` and
+    ``rel_start[d]`` count the items and relevant items ranked before the run's first item at distance
+    ``d`` (all items at smaller distances, plus those at ``d`` in earlier runs); ``seen`` counts this
+    run's items per key so far (one increment per item). A relevant item's position is
+    ``start[d] + items at d seen so far`` and its precision ``(rel_start[d] + relevant at d so far) /
+    position``; ``ap_sum[c]`` and ``hits[c]`` add them for positions within ``ks[c]``, in database
+    order. ``hashing_gym.ranking.distributed`` chains runs across ranks with the same additions.
+    """
     for j in range(keys.shape[0]):
         key = keys[j]
         seen[key] += 1
         if key & 1:
             d = key >> 1
-            position = before[d] + seen[key - 1] + seen[key]
-            precision = (rel_before[d] + seen[key]) / position
+            position = start[d] + seen[key - 1] + seen[key]
+            precision = (rel_start[d] + seen[key]) / position
             for c in range(ks.shape[0]):
                 if position <= ks[c]:
                     ap_sum[c] += precision

@@ -131,31 +131,24 @@ def _scan_row(xq, xb, lq, lb, i, multi, ks, start, rel_start, ap_sum, hits):
 
     ``start[i, d]`` (``rel_start[i, d]``) are the items (relevant items) ranked before this block's
     first item at distance ``d``; on return they count this block's items too, ready for the next
-    block. The position and precision of each relevant item are the expressions of
-    ``_numba._stable_scan``, and the additions run in database order, so a chain of blocks adds
-    exactly what the single-process kernel adds, in its order.
+    block. The sums are ``_numba.scan_keys``'s, the single-process kernel's own, and the additions run in
+    database order, so a chain of blocks adds exactly what the single-process kernel adds, in its order.
     """
     nbins = start.shape[1]
     bits = nbins - 1
     last_mask = np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64((64 - bits % 64) % 64)
-    seen = np.zeros(2 * nbins, dtype=np.int64)  # items of this block seen so far per key 2 d + relevant
+    keys = np.empty(xb.shape[0], dtype=np.int64)
     one_word = xq.shape[1] == 1 and not multi
     for j in range(xb.shape[0]):
         if one_word:  # the common case without the general loops (as _numba._keys_one_word)
-            key = 2 * _numba._popcount((xq[i, 0] ^ xb[j, 0]) & last_mask) + (1 if lq[i, 0] == lb[j, 0] else 0)
+            relevant = 1 if lq[i, 0] == lb[j, 0] else 0
+            keys[j] = 2 * _numba._popcount((xq[i, 0] ^ xb[j, 0]) & last_mask) + relevant
         else:
-            key = 2 * _numba._masked_distance(xq, i, xb, j, last_mask) + _numba._is_relevant(
+            keys[j] = 2 * _numba._masked_distance(xq, i, xb, j, last_mask) + _numba._is_relevant(
                 lq, i, lb, j, multi
             )
-        seen[key] += 1
-        if key & 1:
-            d = key >> 1
-            position = start[i, d] + seen[key - 1] + seen[key]
-            precision = (rel_start[i, d] + seen[key]) / position
-            for c in range(ks.shape[0]):
-                if position <= ks[c]:
-                    ap_sum[i, c] += precision
-                    hits[i, c] += 1
+    seen = np.zeros(2 * nbins, dtype=np.int64)  # this block's items per key 2 d + relevant
+    _numba.scan_keys(keys, start[i], rel_start[i], seen, ks, ap_sum[i], hits[i])
     for d in range(nbins):  # this block's items, ahead of the next block's
         start[i, d] += seen[2 * d] + seen[2 * d + 1]
         rel_start[i, d] += seen[2 * d + 1]
