@@ -433,8 +433,9 @@ def read_run_args(folder: str | Path) -> dict[str, Any]:
 class InterruptRequest:
     """While active, Ctrl-C (SIGINT) only sets ``requested``; a second Ctrl-C interrupts at once.
 
-    The SB3 trainers honour the request at the next rollout start (:class:`CheckpointEvery`): a
-    checkpoint of a consistent state, then KeyboardInterrupt, so ``--resume`` continues exactly.
+    Every trainer honours the request where its state is consistent: the SB3 trainers at the next
+    rollout start (:class:`CheckpointEvery`), the torch trainers between updates. They write a
+    checkpoint there and raise KeyboardInterrupt, so ``--resume`` continues exactly.
     Outside the main thread (where handlers cannot be installed) Ctrl-C interrupts as usual.
     """
 

@@ -63,6 +63,7 @@ from agents.checkpoint import CheckpointError, Checkpoints, read_tensors, write_
 from agents.common import (
     RESULTS_FILE,
     CommonArgs,
+    InterruptRequest,
     TrainingLog,
     UsageError,
     announce_run,
@@ -77,7 +78,6 @@ from agents.common import (
     set_threads,
 )
 from agents.q_networks import HEADS, QNetwork
-from agents.reinforce import StopOnInterrupt
 from agents.report import finish_run
 from agents.resume_state import env_snapshot, require_keys, restore_env, upgrade_legacy_env
 from hashing_gym.envs import encode_batch
@@ -380,7 +380,7 @@ def main(args: Args) -> dict[str, Any]:
     next_checkpoint = (env_steps // args.checkpoint_every + 1) * args.checkpoint_every
     start = time.perf_counter()
     # Ctrl-C ends the current vector step, then writes a checkpoint of it: --resume continues exactly.
-    with StopOnInterrupt() as stop:
+    with InterruptRequest() as stop:
         while env_steps < total:
             # ALGO LOGIC: teacher-guided epsilon-greedy; the executed action goes into the buffer.
             exploration = epsilon(args, env_steps, total)

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import copy
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +44,7 @@ import hashing_gym  # noqa: F401 - registers the environments
 from agents.checkpoint import Checkpoints, read_tensors, write_json, write_tensors
 from agents.common import (
     CommonArgs,
+    InterruptRequest,
     TrainingLog,
     UsageError,
     announce_run,
@@ -263,31 +262,6 @@ class Learner:
             env.np_random.bit_generator.state = state["env_rng"]
 
 
-class StopOnInterrupt:
-    """Turn Ctrl-C (SIGINT) into a request that the loop honours between updates.
-
-    The loop then writes a checkpoint of the last complete update and raises KeyboardInterrupt,
-    so ``--resume`` continues exactly where the run stopped. Outside the main thread (where
-    handlers cannot be installed) Ctrl-C interrupts as usual.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> StopOnInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._request)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def _request(self, signum: int, frame: Any) -> None:
-        self.requested = True
-
-
 def policy_gradient_loss(
     logits: torch.Tensor,
     codes: torch.Tensor,
@@ -381,7 +355,7 @@ def main(args: Args) -> dict[str, Any]:
     reward_sum, reward_count = 0.0, 0  # rewards (one-step episodes' returns) since the last point
     start = time.perf_counter()
     progress = tqdm(total=timesteps, initial=learner.env_steps, unit="step", disable=None, desc=ALGO)
-    with StopOnInterrupt() as stop:
+    with InterruptRequest() as stop:
         while learner.env_steps < timesteps:
             batch = min(args.batch_size, timesteps - learner.env_steps)
             indices = learner.rng.choice(env.num_items, size=batch, replace=batch > env.num_items)

@@ -53,6 +53,7 @@ import torch
 from agents.checkpoint import Checkpoints, write_json
 from agents.common import (
     RESULTS_FILE,
+    InterruptRequest,
     TrainingLog,
     UsageError,
     announce_run,
@@ -66,7 +67,6 @@ from agents.common import (
 from agents.reinforce import (
     MODEL_FILE,
     QueryNetwork,
-    StopOnInterrupt,
     check_args,
     default_timesteps,
     encode_split,
@@ -315,7 +315,7 @@ def main(args: Args) -> dict[str, Any]:
         return metrics
 
     start = time.perf_counter()
-    with StopOnInterrupt() as stop:
+    with InterruptRequest() as stop:
         while env_steps < timesteps:
             # ALGO LOGIC: a batch of sampled codes and their rewards, gathered over vector steps.
             batch = min(args.batch_size, timesteps - env_steps)
