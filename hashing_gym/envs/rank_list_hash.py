@@ -16,6 +16,7 @@ from hashing_gym.envs.base import (
     feature_bound,
     read_only,
 )
+from hashing_gym.envs.core import expert
 from hashing_gym.envs.core import rank_list_hash as core
 from hashing_gym.ranking import hamming_distance, unpack_codes
 
@@ -291,12 +292,7 @@ class RankListHashEnv(HashingEnv):
             ValueError: where ``2 ** bits`` is below the number of classes (no codebook: no expert).
         """
         codes = core.teacher_action(self._params, np.array([self.index]))
-        if codes is None:
-            raise ValueError(
-                f"no expert at bits={self.bits}: {self.bits} bits cannot give each of the "
-                f"{self.dataset.num_classes} classes its own codeword"
-            )
-        return codes[0]
+        return expert.require(codes, self.bits, self.dataset.num_classes)[0]
 
     def _get_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"index": self.index}

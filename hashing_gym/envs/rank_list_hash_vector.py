@@ -9,6 +9,7 @@ from gymnasium.vector import AutoresetMode
 
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs.base import check_code_matrix
+from hashing_gym.envs.core import expert
 from hashing_gym.envs.core import rank_list_hash as core
 from hashing_gym.envs.rank_list_hash import RankListHashEnv
 from hashing_gym.envs.vector_base import HashingVectorEnv
@@ -273,12 +274,7 @@ class RankListHashVectorEnv(HashingVectorEnv):
             ValueError: where ``2 ** bits`` is below the number of classes (no codebook: no expert).
         """
         codes = core.teacher_action(self._params, self._items)
-        if codes is None:
-            raise ValueError(
-                f"no expert at bits={self.bits}: {self.bits} bits cannot give each of the "
-                f"{self.single_env.dataset.num_classes} classes its own codeword"
-            )
-        return codes
+        return expert.require(codes, self.bits, self.single_env.dataset.num_classes)
 
     def _with_expert(self, info: dict[str, Any]) -> dict[str, Any]:
         """``info`` (of the rows of its ``index``) with their ``expert_action``, where there is an expert."""

@@ -18,6 +18,7 @@ from hashing_gym.envs.base import (
     feature_bound,
     read_only,
 )
+from hashing_gym.envs.core import expert
 from hashing_gym.envs.core import sequential_hash_bits as core
 from hashing_gym.envs.core.sequential_hash_bits import triplet_accuracy as triplet_accuracy
 
@@ -354,12 +355,7 @@ class SequentialHashBitsEnv(HashingEnv):
             ValueError: where ``2 ** bits`` is below the number of classes (no codebook: no expert).
         """
         action = core.teacher_action(self.params, self._state)
-        if action is None:
-            raise ValueError(
-                f"no expert at bits={self.bits}: {self.bits} bits cannot give each of the "
-                f"{self.dataset.num_classes} classes its own codeword"
-            )
-        return action[0]
+        return expert.require(action, self.bits, self.dataset.num_classes)[0]
 
     def _get_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"index": self.index, "accuracy": float(self._state.accuracy[0])}

@@ -9,6 +9,7 @@ from gymnasium.vector import AutoresetMode
 
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs.base import check_code_matrix
+from hashing_gym.envs.core import expert
 from hashing_gym.envs.core import sequential_hash_bits as core
 from hashing_gym.envs.sequential_hash_bits import SequentialHashBitsEnv
 from hashing_gym.envs.vector_base import HashingVectorEnv
@@ -180,8 +181,8 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
             info = {"index": self._state.item, "accuracy": self._state.accuracy}
         else:
             info = {"index": self._state.item[at], "accuracy": self._state.accuracy[at]}
-        expert = core.teacher_action(self.params, self._state, at)
-        return info if expert is None else {**info, "expert_action": expert}
+        action = core.teacher_action(self.params, self._state, at)
+        return info if action is None else {**info, "expert_action": action}
 
     def expert_action(self) -> Any:
         """Our expert's actions: each sub-env's next group of its class codeword, int8 (num_envs, group).
@@ -191,13 +192,8 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         Raises:
             ValueError: where ``2 ** bits`` is below the number of classes (no codebook: no expert).
         """
-        expert = core.teacher_action(self.params, self._state)
-        if expert is None:
-            raise ValueError(
-                f"no expert at bits={self.bits}: {self.bits} bits cannot give each of the "
-                f"{self.single_env.dataset.num_classes} classes its own codeword"
-            )
-        return expert
+        action = core.teacher_action(self.params, self._state)
+        return expert.require(action, self.bits, self.single_env.dataset.num_classes)
 
     def _check_actions(self, actions: Any) -> Any:
         return self._check_binary_actions(actions, self.group)

@@ -49,3 +49,13 @@ def expert_codewords(data: HashingDataset, split: Split, bits: int) -> tuple[np.
     if 2**bits < data.num_classes:
         return None, item_class
     return label_codebook(data.num_classes, bits, kind=CODEBOOK, seed=SEED).astype(np.int8), item_class
+
+
+def require(actions: object, bits: int, num_classes: int) -> object:
+    """``actions`` of a core's ``teacher_action``; ValueError when it is None (no codebook: no expert)."""
+    if actions is None:
+        raise ValueError(
+            f"no expert at bits={bits}: {bits} bits cannot give each of the {num_classes} classes "
+            "its own codeword"
+        )
+    return actions
