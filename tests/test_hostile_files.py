@@ -9,33 +9,22 @@ object, an ``.npz`` holding an object array, and CIFAR-10 batches reached throug
 code for the loaders that run code.
 """
 
-import base64
 import io
 import json
 import pickle
 import re
 import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import Payload, hostile_zip
 
 from agents import evaluate, train
 from agents.checkpoint import CheckpointError, read_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Payload:
-    """Unpickling this creates ``marker`` (the stand-in for any code an attacker would run)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 @pytest.fixture
@@ -47,17 +36,6 @@ def marker(tmp_path):
 
 def pickled(marker: Path) -> bytes:
     return pickle.dumps(Payload(marker))
-
-
-def sb3_zip(marker: Path) -> bytes:
-    """An SB3 model zip whose ``data`` entry carries a serialized object, as SB3's ``save`` writes one."""
-    serialized = base64.b64encode(pickled(marker)).decode()
-    data = {"policy_class": {":type:": "<class 'abc.ABCMeta'>", ":serialized:": serialized}}
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("data", json.dumps(data))
-        archive.writestr("_stable_baselines3_version", "2.9.2")
-    return buffer.getvalue()
 
 
 def torch_payload(marker: Path) -> bytes:
@@ -149,7 +127,7 @@ def test_a_torch_checkpoint_holding_an_object_is_refused_on_resume(finished, tmp
 def test_an_sb3_zip_model_is_refused(finished, tmp_path, marker, capsys):
     folder = copy_run(finished, "ppo", tmp_path)
     drop_models(folder)
-    (folder / "model.zip").write_bytes(sb3_zip(marker))
+    (folder / "model.zip").write_bytes(hostile_zip(marker))
     line = refuse(evaluate.main, [str(folder)], capsys, "model.zip")
     assert "agents.convert" in line
 
@@ -158,7 +136,7 @@ def test_an_sb3_zip_model_is_refused(finished, tmp_path, marker, capsys):
 def test_an_sb3_checkpoint_carrying_code_is_refused_on_resume(kind, finished, tmp_path, marker, capsys):
     folder = copy_run(finished, "ppo", tmp_path)
     if kind == "zip":
-        plant_checkpoint(folder, "ppo", "step_128.zip", sb3_zip(marker))
+        plant_checkpoint(folder, "ppo", "step_128.zip", hostile_zip(marker))
     else:
         plant_checkpoint(folder, "ppo", "step_128.pt", torch_payload(marker))
     refuse(train.main, ["ppo", "--resume", str(folder)], capsys, f"step_128.{kind.replace('torch', 'pt')}")

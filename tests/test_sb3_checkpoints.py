@@ -10,21 +10,19 @@
 - ``agents.convert --trust-pickle`` turns an old run folder into one that evaluates and resumes.
 """
 
-import base64
 import copy
-import io
 import json
 import pickle
 import random
 import shutil
 import signal
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from helpers import Payload, hostile_zip
 from sb3_state_check import (
     assert_same_training_state,
     components,
@@ -188,27 +186,6 @@ def test_a_run_killed_in_the_middle_of_a_write_resumes_to_the_same_end(trainer, 
 
 
 # --------------------------------------------------------------------------- refusals
-
-
-class Payload:
-    """Unpickling this creates ``marker``: the stand-in for any code a shared file could run."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
-def hostile_zip(marker):
-    """An SB3 model zip whose ``data`` entry carries a serialized object, as SB3's ``save`` writes one."""
-    serialized = base64.b64encode(pickle.dumps(Payload(marker))).decode()
-    data = {"policy_class": {":type:": "<class 'abc.ABCMeta'>", ":serialized:": serialized}}
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("data", json.dumps(data))
-        archive.writestr("_stable_baselines3_version", "2.9.2")
-    return buffer.getvalue()
 
 
 def plant_checkpoint(folder, trainer, files, replay=None):
