@@ -38,12 +38,12 @@ load), :func:`write_arrays` / :func:`read_arrays` (``.npz`` with ``allow_pickle=
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from hashing_gym.files import atomic_path
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
@@ -55,40 +55,6 @@ class CheckpointError(ValueError):
 
 
 # --------------------------------------------------------------------------- atomic writes
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success flush it to disk and rename it over ``path``.
-
-    A writer that raises leaves ``path`` as it was (the temporary file is deleted).
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield temporary
-        os.chmod(temporary, 0o666 & ~_umask())  # the user's umask, whatever the writer created
-        _fsync(temporary)
-        os.replace(temporary, path)
-        if os.name == "posix":  # the rename itself reaches the disk with the folder's entry
-            _fsync(path.parent)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:

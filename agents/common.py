@@ -295,7 +295,7 @@ def open_run(args: CommonArgs, algo: str) -> Path:
         folder = Path(args.resume)
         lock_run(folder)
         # A process killed inside an atomic write left its temporary file (``.NAME.PID.tmp``, see
-        # agents.checkpoint.atomic_path); under the lock no other writer can own one.
+        # hashing_gym.files.atomic_path); under the lock no other writer can own one.
         for stale in folder.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
         return folder

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from hashing_gym.files import atomic_path
 
 CODEBOOK_KINDS: tuple[str, ...] = ("bch", "hadamard", "random")
 
@@ -186,15 +187,11 @@ def _read_cache(path: Path, num_classes: int, bits: int) -> np.ndarray | None:
 
 
 def _write_cache(path: Path, codebook: np.ndarray) -> None:
-    """Write atomically (temporary file + rename); a read-only cache folder is not an error."""
+    """Write atomically (:func:`hashing_gym.files.atomic_path`); a read-only cache folder is not an error."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
             np.save(handle, codebook)
-        mask = os.umask(0o022)  # NamedTemporaryFile makes 0600 files: give the cache the user's umask
-        os.umask(mask)
-        os.chmod(handle.name, 0o666 & ~mask)
-        os.replace(handle.name, path)
     except OSError:
         pass
 

@@ -181,26 +181,16 @@ class HashingVecEnv(VecEnv):
 
         (The adapter itself keeps nothing between steps that decides how they continue: pending
         seeds and options are spent by the first ``reset``, ``reset_infos`` only inform.)
-
-        Raises:
-            NotImplementedError: if the batched env takes no snapshots.
         """
-        get_state = getattr(self.venv, "get_state", None)
-        if get_state is None:
-            raise NotImplementedError(f"{type(self.venv).__name__} takes no snapshots (get_state)")
-        return get_state()
+        return self.venv.get_state()
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Continue from a :meth:`get_state` snapshot of an adapter built with the same arguments.
 
         Raises:
             ValueError: from the batched env, for a snapshot of another env or of other arguments.
-            NotImplementedError: if the batched env takes no snapshots.
         """
-        set_state = getattr(self.venv, "set_state", None)
-        if set_state is None:
-            raise NotImplementedError(f"{type(self.venv).__name__} takes no snapshots (set_state)")
-        set_state(state)
+        self.venv.set_state(state)
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         """No copy is a Gymnasium wrapper (they are rows of one array env)."""

@@ -83,6 +83,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from hashing_gym.files import atomic_path
 from hashing_gym.ranking import _numba  # first: it chooses numba's threading layer (see _numba)
 from hashing_gym.ranking._api import _Stats, retrieval_metrics
 from hashing_gym.ranking._checks import check_binary, check_codes, check_labels, check_packed, check_radius
@@ -598,15 +599,8 @@ def _shard_name(index: int) -> str:
 
 def _write_atomic(path: Path, write: Any) -> None:
     """``write(file)`` into a temporary file next to ``path``, flushed to disk, then renamed over it."""
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        write(handle)
 
 
 def _write_json(path: Path, value: dict) -> None:
