@@ -16,6 +16,7 @@ times only those environments.
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -120,6 +121,15 @@ def vector_rate(envs: Any, env_steps: int, device: str = "cpu", seed: int = 0) -
     return calls * envs.num_envs / (time.perf_counter() - start)
 
 
+def fuses(case: Case) -> bool:
+    """Whether the case's vector env has a fused step (``fuse_step=True``; the first step compiles)."""
+    entry = gym.spec(case.env_id).vector_entry_point
+    if isinstance(entry, str):
+        module, name = entry.split(":")
+        entry = getattr(importlib.import_module(module), name)
+    return bool(getattr(entry, "fuses", False))
+
+
 def median_of(repeats: int, measure: Any) -> float:
     """Median of ``repeats`` calls of ``measure()``."""
     return statistics.median(measure() for _ in range(repeats))
@@ -160,8 +170,11 @@ def main() -> None:
             rows = [("cpu", max(case.cpu_num_envs))] + [
                 (parsed.device, n) for n in (parsed.num_envs or case.cuda_num_envs)
             ]
-        for device, n in rows:
+        fused = [(device, n, True) for device, n in rows if device != "cpu" and fuses(case)]
+        for device, n, fuse in [(device, n, False) for device, n in rows] + fused:
             extra = {} if device == "cpu" else {"check_actions": False}
+            if fuse:
+                extra["fuse_step"] = True
             envs = gym.make_vec(
                 case.env_id,
                 num_envs=n,
@@ -174,7 +187,7 @@ def main() -> None:
             rate = median_of(
                 parsed.repeats, lambda envs=envs, device=device: vector_rate(envs, parsed.env_steps, device)
             )
-            backend = "numpy" if device == "cpu" else f"torch {device}"
+            backend = "numpy" if device == "cpu" else f"torch {device}" + (", fused" if fuse else "")
             print(
                 f"| {case.name} | {backend} | {n:,} | {rate:,.0f} | {rate / single:.1f} "
                 f"| {rate / cartpole:.1f} |"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -95,6 +96,7 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
     masked_steps = True
+    fuses = True
 
     def __init__(
         self,
@@ -116,6 +118,7 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
         rng: str = "batched",
         check_actions: bool = True,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        fuse_step: bool = False,
     ) -> None:
         if render_mode is not None:
             raise ValueError(f"render_mode must be None (the vector env draws nothing), got {render_mode!r}")
@@ -134,7 +137,7 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
             flatten=flatten,
             seed=seed,
         )
-        self._setup(num_envs, device, backend, rng, autoreset_mode, check_actions)
+        self._setup(num_envs, device, backend, rng, autoreset_mode, check_actions, fuse_step)
         params = self.single_env.params
         self.bits = params.bits
         self.eta = params.eta
@@ -151,6 +154,7 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
         self._state = core.reset(self.params, self._zeros(np.int64), self._zeros(np.int8, (n, self.bits)))
         self._in_step = False  # rng="batched" on torch: whether this step has drawn its start states
         self._step_drawn = False
+        self._fused: Any = None  # fuse_step: the compiled masked step (compiled at the first step)
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Flip bit ``actions[i]`` of sub-env ``i`` or terminate it (``actions[i] == bits``).
@@ -296,6 +300,28 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
         items, codes = self._draw_torch(None)
         self._state = core.restart(self.params, self._state, mask, items, codes)
 
+    def _step_fused(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        # One compiled call: draws first, in the order the masked step draws them (one per step).
+        if self._fused is None:
+            same_step = self.autoreset_mode == AutoresetMode.SAME_STEP
+            self._fused = self._compile(functools.partial(fused_masked_step, self.params, same_step))
+        items, codes = self._draw_torch(None)
+        state, ended, obs, reward, terminated, truncated, info, final_obs, final_info = self._fused(
+            self._state, self._ended, actions, items, codes
+        )
+        self._state = state
+        infos = self._with_masks(info)
+        if final_obs is None:  # NEXT_STEP: these rows restart at the next step
+            self._ended = ended
+            return obs, reward, terminated, truncated, infos
+        infos["final_obs"] = final_obs
+        infos["_final_obs"] = ended
+        infos["final_info"] = {}
+        for key, value in final_info.items():  # (zeros in the rows that did not end: fused_masked_step)
+            infos["final_info"].update({key: value, f"_{key}": ended})
+        infos["_final_info"] = ended.clone()
+        return obs, reward, terminated, truncated, infos
+
     # ----------------------------------------------------------------------------------------------
     # Start states, drawn as before the core existed (same generators, order and shapes)
     # ----------------------------------------------------------------------------------------------
@@ -341,3 +367,34 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
             return items, torch.zeros(shape, dtype=torch.int8, device=self.torch_device)
         codes = torch.randint(0, 2, shape, generator=generator, device=self.torch_device, dtype=torch.int8)
         return items, codes
+
+
+def fused_masked_step(
+    params: core.Params, same_step: bool, state: core.State, ended: Any, actions: Any, items: Any, codes: Any
+) -> tuple[Any, ...]:
+    """The masked step of every row as one pure function of tensors, for ``torch.compile`` (``fuse_step``).
+
+    What ``HashingVectorEnv._step_masked`` does with this env's hooks (step every row, then restart
+    the rows that ended, at the next step for ``NEXT_STEP`` or at once for ``SAME_STEP``), with the
+    start draws ``items`` and ``codes`` made beforehand; a test checks that both give the same
+    trajectories bit for bit.
+
+    Returns:
+        ``(state, ended, obs, reward, terminated, truncated, info, final_obs, final_info)``; the last two
+        are None for ``NEXT_STEP``; ``final_info`` holds zeros in the rows that did not end.
+    """
+    new, reward, terminated, truncated = core.step(params, state, actions)
+    if not same_step:  # the rows that ended at the last step restart: their step above is discarded
+        live = ~ended
+        reward = reward.where(live, reward.new_zeros(()))
+        terminated, truncated = terminated & live, truncated & live
+        new = core.restart(params, new, ended, items, codes)
+        info = core.info(params, new)
+        obs = core.observe(params, new)
+        return new, terminated | truncated, obs, reward, terminated, truncated, info, None, None
+    ended = terminated | truncated
+    final_obs, final_info = core.observe(params, new), core.info(params, new)
+    final_info = {key: value.where(ended, value.new_zeros(())) for key, value in final_info.items()}
+    new = core.restart(params, new, ended, items, codes)
+    info = core.info(params, new)
+    return new, ended, core.observe(params, new), reward, terminated, truncated, info, final_obs, final_info

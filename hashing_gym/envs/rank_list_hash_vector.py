@@ -98,13 +98,14 @@ class RankListHashVectorEnv(HashingVectorEnv):
         rng: str = "batched",
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
         check_actions: bool = True,
+        fuse_step: bool = False,
     ) -> None:
         if render_mode is not None:
             raise ValueError(f"render_mode must be None for the batched env, got {render_mode!r}")
         self.single_env = RankListHashEnv(
             dataset=dataset, bits=bits, split=split, ties=ties, topk=topk, database=database
         )
-        self._setup(num_envs, device, backend, rng, autoreset_mode, check_actions)
+        self._setup(num_envs, device, backend, rng, autoreset_mode, check_actions, fuse_step)
         params = core.make_params(
             self.single_env.dataset, split, bits=bits, ties=ties, topk=topk, database=database
         )

@@ -78,6 +78,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         rng: str = "batched",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         check_actions: bool = True,
+        fuse_step: bool = False,
     ) -> None:
         if render_mode is not None:
             raise ValueError(f"render_mode must be None for the batched env, got {render_mode!r}")
@@ -85,7 +86,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         host_params = core.make_params(dataset, split, **arguments)
         # The single env gives the base class its spaces and split; its state is never read.
         self.single_env = SequentialHashBitsEnv(dataset=dataset, split=split, **arguments)
-        self._setup(num_envs, device, backend, rng, autoreset_mode, check_actions)
+        self._setup(num_envs, device, backend, rng, autoreset_mode, check_actions, fuse_step)
         self.bits, self.group, self.num_steps = host_params.bits, host_params.group, host_params.num_steps
         self.pairs, self.margin, self.flatten = host_params.pairs, host_params.margin, host_params.flatten
         self._host_params = host_params  # what the per-env numpy streams draw with

@@ -40,6 +40,8 @@ Every batched env takes the keyword arguments of its single env, plus:
 | autoreset_mode | ``NEXT_STEP``   | an ``AutoresetMode``, or its name or value (``"SameStep"``);       |
 |                |                 | RankListHash-v0: ``SAME_STEP``                                     |
 | check_actions  | True            | check every action (on CUDA: a host sync per step)                |
+| fuse_step      | False           | compile the masked torch step into a few kernels (torch.compile;  |
+|                |                 | the first step compiles, tens of seconds): BinaryCodeTravel-v0     |
 
 ``render_mode`` must be None (the batched envs draw nothing).
 
@@ -79,6 +81,8 @@ from hashing_gym.device import array_device
 from hashing_gym.envs.base import HashingEnv, InvalidActionError, ResetNeededError
 
 RNGS: tuple[str, ...] = ("batched", "per_env")
+FUSE_BACKEND = "inductor"
+"""The ``torch.compile`` backend of ``fuse_step=True``."""
 SNAPSHOT_FORMAT = 1
 """The version of :meth:`HashingVectorEnv.get_state`'s layout (bumped when it changes)."""
 SNAPSHOT_KEYS: tuple[str, ...] = (
@@ -110,6 +114,8 @@ class HashingVectorEnv(VectorEnv):
     single_env: HashingEnv
     masked_steps: bool = False
     """Whether the subclass implements ``_step_all``, ``_info_all`` and ``_restart_where`` (see above)."""
+    fuses: bool = False
+    """Whether the subclass implements ``_step_fused``: the masked step, compiled (``fuse_step``)."""
 
     def _setup(
         self,
@@ -119,6 +125,7 @@ class HashingVectorEnv(VectorEnv):
         rng: str,
         autoreset_mode: Any,
         check_actions: bool,
+        fuse_step: bool = False,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs <= 0:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -147,6 +154,15 @@ class HashingVectorEnv(VectorEnv):
         )
         # Masked steps: the sub-envs whose episode ended at the last step, a backend array (on the device).
         self._ended = self._zeros(np.bool_) if self._masked else None
+        if not isinstance(fuse_step, (bool, np.bool_)):
+            raise ValueError(f"fuse_step must be True or False, got {fuse_step!r}")
+        if fuse_step and not (self._masked and self.torch and self.fuses):
+            raise ValueError(
+                "fuse_step=True compiles the masked torch step: it needs a torch device (device='cuda', "
+                "or backend='torch'), rng='batched' and autoreset_mode NEXT_STEP or SAME_STEP"
+                + ("" if self.fuses else f", and {type(self).__name__} has no fused step")
+            )
+        self.fuse_step = bool(fuse_step)
         self.single_observation_space = self.single_env.observation_space
         self.single_action_space = self.single_env.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -337,6 +353,8 @@ class HashingVectorEnv(VectorEnv):
 
     def _step_masked(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """``step`` over all rows with masks (``masked_steps``; NEXT_STEP or SAME_STEP autoreset)."""
+        if self.fuse_step:
+            return self._step_fused(actions)
         reward, terminated, truncated = self._step_all(actions)
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             # The rows that ended at the last step restart: their step above is discarded.
@@ -361,6 +379,21 @@ class HashingVectorEnv(VectorEnv):
         infos["final_info"] = self._where_info(ended, final_info)
         infos["_final_info"] = ended.copy() if not self.torch else ended.clone()
         return self._observations(), reward, terminated, truncated, infos
+
+    def _step_fused(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """``_step_masked`` as one compiled call (subclasses with ``fuses``; see ``fuse_step``)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _compile(function: Any) -> Any:
+        """``function`` compiled by ``torch.compile`` (whole graph, static shapes), for ``fuse_step``.
+
+        The backend is :data:`FUSE_BACKEND` (inductor: the step's element-wise work fused into a few
+        generated kernels); tests on machines without a compiler set ``"aot_eager"``.
+        """
+        import torch
+
+        return torch.compile(function, backend=FUSE_BACKEND, fullgraph=True, dynamic=False)
 
     def _restart(self, mask: Any) -> None:
         """Fresh episodes for the rows where ``mask`` (a backend bool array), as autoreset does."""

@@ -311,8 +311,18 @@ def _one_hot(one_hot: Any, index: Any) -> Any:
     if bit_ids is None:
         bit_ids = _BIT_IDS[key] = _xp(one_hot).arange(one_hot.shape[1], device=one_hot.device)
     rows = index[..., None] == bit_ids
-    # bool and int8 share their bytes: a view, not a copy of the (n, H, b) observation.
-    return rows.view(one_hot.dtype) if one_hot.dtype.itemsize == 1 else rows.to(one_hot.dtype)
+    if one_hot.dtype.itemsize == 1 and not _compiling():
+        # bool and int8 share their bytes: a view, not a copy of the (n, H, b) observation. (Under
+        # torch.compile the comparison and the cast fuse into one kernel; inductor has no bool view.)
+        return rows.view(one_hot.dtype)
+    return rows.to(one_hot.dtype)
+
+
+def _compiling() -> bool:
+    """Whether torch.compile is tracing this call (``torch`` is imported wherever tensors exist)."""
+    import torch
+
+    return torch.compiler.is_compiling()
 
 
 def _pick(array: Any, column: Any) -> Any:

@@ -1,0 +1,137 @@
+"""``fuse_step=True``: the masked torch step compiled by torch.compile gives the unfused step's trajectories.
+
+On CPU the compile backend is ``aot_eager`` (it traces the whole step as one graph, as inductor does,
+without a C++ compiler's minutes on CI) but for one inductor test; on CUDA it is inductor, the
+backend users get (generated Triton kernels).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import hashing_gym  # noqa: F401 - registers the environments
+import hashing_gym.envs.vector_base as vector_base
+from hashing_gym.data import load_dataset
+
+torch = pytest.importorskip("torch")
+CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture
+def aot_eager(monkeypatch):
+    monkeypatch.setattr(vector_base, "FUSE_BACKEND", "aot_eager")
+
+
+def flat(result):
+    """Every tensor of a step's result (or a reset's), with the info keys, in order."""
+    leaves, spec = torch.utils._pytree.tree_flatten(result)
+    return leaves, str(spec)
+
+
+def assert_same_rollouts(device, steps=30, num_envs=48, **kwargs):
+    """Unfused and fused envs from one seed, given the same actions, return equal tensors at every step.
+
+    Returns the two envs and the number of episodes that ended (and restarted) on the way.
+    """
+    make = dict(num_envs=num_envs, vectorization_mode="vector_entry_point", device=device, **kwargs)
+    plain = gym.make_vec("BinaryCodeTravel-v0", **make)
+    fused = gym.make_vec("BinaryCodeTravel-v0", fuse_step=True, **make)
+    for a, b in zip(flat(plain.reset(seed=3))[0], flat(fused.reset(seed=3))[0], strict=True):
+        assert torch.equal(a, b)
+    generator = torch.Generator().manual_seed(1)
+    high = plain.unwrapped.bits + 1
+    ended = 0
+    for t in range(steps):
+        actions = torch.randint(0, high, (num_envs,), generator=generator).to(device)
+        result = plain.step(actions)
+        ended += int((result[2] | result[3]).sum())
+        (a, spec_a), (b, spec_b) = flat(result), flat(fused.step(actions))
+        assert spec_a == spec_b, f"step {t}: the results' structure differs"
+        for x, y in zip(a, b, strict=True):
+            assert x.dtype == y.dtype and torch.equal(x, y), f"step {t}"
+    return plain, fused, ended
+
+
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+def test_fused_step_equals_the_masked_step(aot_eager, mode):
+    plain, fused, ended = assert_same_rollouts(torch.device("cpu"), bits=16, max_steps=5, autoreset_mode=mode)
+    assert ended > 48, "restarts must be among the steps compared"
+    assert plain.unwrapped._fused is None and fused.unwrapped._fused is not None
+
+
+def test_fused_step_on_multi_label_data(aot_eager):
+    data = load_dataset("blobs", num_classes=5, n_per_class=40, dim=8, multi_label=True, query_per_class=4)
+    _, _, ended = assert_same_rollouts(
+        torch.device("cpu"), dataset=data, bits=16, max_steps=4, autoreset_mode="SameStep"
+    )
+    assert ended > 0
+
+
+def test_fused_step_with_inductor_on_cpu():
+    # The backend users get, once on CPU: generated C++ instead of Triton, the same graph.
+    assert_same_rollouts(torch.device("cpu"), steps=12, num_envs=16, bits=16, max_steps=4)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+@pytest.mark.parametrize("bits", [16, 64])
+def test_fused_step_with_inductor_on_cuda(mode, bits):
+    assert_same_rollouts("cuda", steps=40, num_envs=4096, bits=bits, max_steps=6, autoreset_mode=mode)
+
+
+def test_fused_step_draws_as_the_masked_step_across_a_snapshot(aot_eager):
+    # get_state / set_state carry the fused env's generator and rows: it continues as the unfused env.
+    make = dict(num_envs=8, vectorization_mode="vector_entry_point", device=torch.device("cpu"), max_steps=3)
+    plain = gym.make_vec("BinaryCodeTravel-v0", **make)
+    fused = gym.make_vec("BinaryCodeTravel-v0", fuse_step=True, **make)
+    plain.reset(seed=0)
+    fused.reset(seed=5)
+    for _ in range(4):
+        plain.step(torch.zeros(8, dtype=torch.int64))
+    fused.unwrapped.set_state(plain.unwrapped.get_state())
+    actions = torch.arange(8) % 17
+    for _ in range(6):
+        for x, y in zip(flat(plain.step(actions))[0], flat(fused.step(actions))[0], strict=True):
+            assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(device="cpu"), "needs a torch device"),
+        (dict(device=torch.device("cpu"), rng="per_env"), "rng='batched'"),
+        (dict(device=torch.device("cpu"), autoreset_mode="Disabled"), "NEXT_STEP or SAME_STEP"),
+        (dict(device=torch.device("cpu"), fuse_step_value="yes"), "fuse_step must be True or False"),
+    ],
+)
+def test_fuse_step_refused_where_it_cannot_apply(kwargs, message):
+    value = kwargs.pop("fuse_step_value", True)
+    with pytest.raises(ValueError, match=message):
+        gym.make_vec(
+            "BinaryCodeTravel-v0",
+            num_envs=4,
+            vectorization_mode="vector_entry_point",
+            fuse_step=value,
+            **kwargs,
+        )
+
+
+@pytest.mark.parametrize("env_id", ["RankListHash-v0", "SequentialHashBits-v0"])
+def test_fuse_step_names_the_envs_without_one(env_id):
+    with pytest.raises(ValueError, match="has no fused step"):
+        gym.make_vec(
+            env_id,
+            num_envs=4,
+            vectorization_mode="vector_entry_point",
+            device=torch.device("cpu"),
+            fuse_step=True,
+        )
+
+
+def test_unfused_env_is_unchanged_by_the_option():
+    envs = gym.make_vec("BinaryCodeTravel-v0", num_envs=4, vectorization_mode="vector_entry_point")
+    assert envs.unwrapped.fuse_step is False
+    obs, _ = envs.reset(seed=0)
+    assert isinstance(obs["code"], np.ndarray)
