@@ -30,21 +30,24 @@ def flat(result):
     return leaves, str(spec)
 
 
-def assert_same_rollouts(device, steps=30, num_envs=48, **kwargs):
+def assert_same_rollouts(device, steps=30, num_envs=48, env_id="BinaryCodeTravel-v0", **kwargs):
     """Unfused and fused envs from one seed, given the same actions, return equal tensors at every step.
 
     Returns the two envs and the number of episodes that ended (and restarted) on the way.
     """
     make = dict(num_envs=num_envs, vectorization_mode="vector_entry_point", device=device, **kwargs)
-    plain = gym.make_vec("BinaryCodeTravel-v0", **make)
-    fused = gym.make_vec("BinaryCodeTravel-v0", fuse_step=True, **make)
+    plain = gym.make_vec(env_id, **make)
+    fused = gym.make_vec(env_id, fuse_step=True, **make)
     for a, b in zip(flat(plain.reset(seed=3))[0], flat(fused.reset(seed=3))[0], strict=True):
         assert torch.equal(a, b)
     generator = torch.Generator().manual_seed(1)
-    high = plain.unwrapped.bits + 1
     ended = 0
     for t in range(steps):
-        actions = torch.randint(0, high, (num_envs,), generator=generator).to(device)
+        if env_id == "BinaryCodeTravel-v0":
+            actions = torch.randint(0, plain.unwrapped.bits + 1, (num_envs,), generator=generator)
+        else:  # SequentialHashBits-v0: the next group of bits
+            actions = torch.randint(0, 2, (num_envs, plain.unwrapped.group), generator=generator)
+        actions = actions.to(device)
         result = plain.step(actions)
         ended += int((result[2] | result[3]).sum())
         (a, spec_a), (b, spec_b) = flat(result), flat(fused.step(actions))
@@ -101,7 +104,7 @@ def test_fused_step_draws_as_the_masked_step_across_a_snapshot(aot_eager):
     ("kwargs", "message"),
     [
         (dict(device="cpu"), "needs a torch device"),
-        (dict(device=torch.device("cpu"), rng="per_env"), "rng='batched'"),
+        (dict(device=torch.device("cpu"), rng="per_env"), "needs rng='batched'"),
         (dict(device=torch.device("cpu"), autoreset_mode="Disabled"), "NEXT_STEP or SAME_STEP"),
         (dict(device=torch.device("cpu"), fuse_step_value="yes"), "fuse_step must be True or False"),
     ],
@@ -118,11 +121,31 @@ def test_fuse_step_refused_where_it_cannot_apply(kwargs, message):
         )
 
 
-@pytest.mark.parametrize("env_id", ["RankListHash-v0", "SequentialHashBits-v0"])
-def test_fuse_step_names_the_envs_without_one(env_id):
+def test_sequential_hash_bits_fused_step_equals_its_step(aot_eager):
+    # Episodes of 8 steps (16 bits, groups of 2): the banks' masked writes at each episode end too.
+    _, fused, ended = assert_same_rollouts(
+        torch.device("cpu"), env_id="SequentialHashBits-v0", bits=16, group=2, pairs=3
+    )
+    assert ended >= 3 * 48 and set(fused.unwrapped._fused) == {False, True}
+
+
+def test_sequential_hash_bits_fused_step_on_multi_label_data(aot_eager):
+    data = load_dataset("blobs", num_classes=5, n_per_class=40, dim=8, multi_label=True, query_per_class=4)
+    _, _, ended = assert_same_rollouts(
+        torch.device("cpu"), steps=20, env_id="SequentialHashBits-v0", dataset=data, bits=8
+    )
+    assert ended > 0
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_sequential_hash_bits_fused_step_with_inductor_on_cuda():
+    assert_same_rollouts("cuda", steps=40, num_envs=4096, env_id="SequentialHashBits-v0", bits=16)
+
+
+def test_fuse_step_names_the_envs_without_one():
     with pytest.raises(ValueError, match="has no fused step"):
         gym.make_vec(
-            env_id,
+            "RankListHash-v0",
             num_envs=4,
             vectorization_mode="vector_entry_point",
             device=torch.device("cpu"),
@@ -135,3 +158,22 @@ def test_unfused_env_is_unchanged_by_the_option():
     assert envs.unwrapped.fuse_step is False
     obs, _ = envs.reset(seed=0)
     assert isinstance(obs["code"], np.ndarray)
+
+
+def test_many_fused_envs_in_one_process(aot_eager):
+    # dynamo allows 8 compilations per code object: each env compiles its own copy of the step.
+    envs = []
+    for max_steps in range(1, 11):
+        env = gym.make_vec(
+            "BinaryCodeTravel-v0",
+            num_envs=2,
+            vectorization_mode="vector_entry_point",
+            device=torch.device("cpu"),
+            max_steps=max_steps,
+            fuse_step=True,
+        )
+        env.reset(seed=0)
+        envs.append(env)
+    for max_steps, env in enumerate(envs, start=1):
+        _, _, _, truncated, _ = env.step(torch.zeros(2, dtype=torch.int64))
+        assert truncated.tolist() == [max_steps == 1] * 2

@@ -677,6 +677,7 @@ def test_torch_cuda_equals_numpy():
 def test_cuda_kernel_block_sizes():
     """Counters of a block fit the static shared memory; too many bins leave the work to plain torch."""
     for nbins in (2, 5, 65, 101, 161, 257, 384):
+        assert 8 * nbins * _cuda.own_threads(nbins) <= _cuda.SHARED_BYTES
         threads = _cuda.block_threads(nbins)
         assert threads % 32 == 0 and 32 <= threads <= 128
         assert 4 * nbins * threads <= _cuda.SHARED_BYTES
@@ -813,3 +814,34 @@ def test_import_has_no_side_effects():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+@pytest.mark.parametrize("multi", [False, True])
+@pytest.mark.parametrize("bits", [16, 20, 32, 64, 70])
+def test_cuda_own_database_kernel_equals_plain_torch(multi, bits, monkeypatch):
+    """RankListHash's histograms (each query against its own database or a shared one, one item left
+    out) from the CUDA kernel equal plain torch's, for every word width, with many ties."""
+    from hashing_gym.ranking import _torch
+
+    rng = np.random.default_rng(bits + multi)
+    nq, nb = 300, 257
+    # Few distinct codes: many ties at each distance.
+    pool = rng.integers(0, 2, (6, bits))
+    xq, db = pool[rng.integers(0, 6, nq)], pool[rng.integers(0, 6, (nq, nb))]
+    labels = (rng.random((nb, 70)) < 0.05).astype(np.uint8) if multi else rng.integers(0, 4, nb)
+    tl = torch.as_tensor(R.pack_codes(labels).view(np.int64) if multi else labels).cuda()
+    items = torch.as_tensor(rng.integers(0, nb, nq)).cuda()
+    for word_bits in (16, 32, 64):
+        q = R.pack_codes(torch.as_tensor(xq).cuda(), word_bits=word_bits)
+        own = R.pack_codes(torch.as_tensor(db).cuda(), word_bits=word_bits)
+        for xb, exclude in ((own, items), (own, None), (own[0], items)):
+            assert _cuda.own_usable(q, tl[items], xb, bits)
+            got = _torch.packed_counts(q, tl[items], xb, tl, bits, exclude)
+            with monkeypatch.context() as patch:
+                patch.setattr(_cuda, "ENABLED", False)
+                want = _torch.packed_counts(q, tl[items], xb, tl, bits, exclude)
+            for g, w in zip(got, want, strict=True):
+                assert g.dtype == torch.int64 and torch.equal(g, w)
+            assert int(got[0].sum()) == nq * (nb - (exclude is not None))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -304,7 +303,7 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
         # One compiled call: draws first, in the order the masked step draws them (one per step).
         if self._fused is None:
             same_step = self.autoreset_mode == AutoresetMode.SAME_STEP
-            self._fused = self._compile(functools.partial(fused_masked_step, self.params, same_step))
+            self._fused = self._compile(fused_masked_step, self.params, same_step)
         items, codes = self._draw_torch(None)
         state, ended, obs, reward, terminated, truncated, info, final_obs, final_info = self._fused(
             self._state, self._ended, actions, items, codes

@@ -40,8 +40,9 @@ Every batched env takes the keyword arguments of its single env, plus:
 | autoreset_mode | ``NEXT_STEP``   | an ``AutoresetMode``, or its name or value (``"SameStep"``);       |
 |                |                 | RankListHash-v0: ``SAME_STEP``                                     |
 | check_actions  | True            | check every action (on CUDA: a host sync per step)                |
-| fuse_step      | False           | compile the masked torch step into a few kernels (torch.compile;  |
-|                |                 | the first step compiles, tens of seconds): BinaryCodeTravel-v0     |
+| fuse_step      | False           | compile the torch step into a few kernels (torch.compile; the     |
+|                |                 | first steps compile, seconds to a minute): BinaryCodeTravel-v0,   |
+|                |                 | SequentialHashBits-v0                                             |
 
 ``render_mode`` must be None (the batched envs draw nothing).
 
@@ -70,6 +71,8 @@ rows given as host index arrays.
 
 from __future__ import annotations
 
+import functools
+import types
 from typing import Any
 
 import numpy as np
@@ -115,7 +118,7 @@ class HashingVectorEnv(VectorEnv):
     masked_steps: bool = False
     """Whether the subclass implements ``_step_all``, ``_info_all`` and ``_restart_where`` (see above)."""
     fuses: bool = False
-    """Whether the subclass implements ``_step_fused``: the masked step, compiled (``fuse_step``)."""
+    """Whether the subclass can compile its step (``fuse_step``): masked envs implement ``_step_fused``."""
 
     def _setup(
         self,
@@ -156,12 +159,19 @@ class HashingVectorEnv(VectorEnv):
         self._ended = self._zeros(np.bool_) if self._masked else None
         if not isinstance(fuse_step, (bool, np.bool_)):
             raise ValueError(f"fuse_step must be True or False, got {fuse_step!r}")
-        if fuse_step and not (self._masked and self.torch and self.fuses):
-            raise ValueError(
-                "fuse_step=True compiles the masked torch step: it needs a torch device (device='cuda', "
-                "or backend='torch'), rng='batched' and autoreset_mode NEXT_STEP or SAME_STEP"
-                + ("" if self.fuses else f", and {type(self).__name__} has no fused step")
-            )
+        if fuse_step:
+            if not self.fuses:
+                raise ValueError(f"fuse_step=True: {type(self).__name__} has no fused step")
+            if not self.torch:
+                raise ValueError(
+                    "fuse_step=True compiles a torch step: it needs a torch device (device='cuda', or "
+                    "backend='torch')"
+                )
+            if self.masked_steps and not self._masked:
+                raise ValueError(
+                    "fuse_step=True compiles the masked step: it needs rng='batched' and autoreset_mode "
+                    "NEXT_STEP or SAME_STEP"
+                )
         self.fuse_step = bool(fuse_step)
         self.single_observation_space = self.single_env.observation_space
         self.single_action_space = self.single_env.action_space
@@ -385,15 +395,22 @@ class HashingVectorEnv(VectorEnv):
         raise NotImplementedError
 
     @staticmethod
-    def _compile(function: Any) -> Any:
-        """``function`` compiled by ``torch.compile`` (whole graph, static shapes), for ``fuse_step``.
+    def _compile(function: Any, *args: Any) -> Any:
+        """``function`` with ``args`` bound first, compiled by ``torch.compile`` (one graph, static shapes).
 
         The backend is :data:`FUSE_BACKEND` (inductor: the step's element-wise work fused into a few
-        generated kernels); tests on machines without a compiler set ``"aot_eager"``.
+        generated kernels); tests on machines without a compiler set ``"aot_eager"``. Each call compiles
+        a copy of ``function`` with its own code object: dynamo keeps graphs, and counts recompilations
+        (8 at most), per code object, so envs of other shapes and constants must not share one.
         """
         import torch
 
-        return torch.compile(function, backend=FUSE_BACKEND, fullgraph=True, dynamic=False)
+        own = types.FunctionType(
+            function.__code__.replace(), function.__globals__, function.__name__, function.__defaults__
+        )
+        # (Bound outside: torch.compile of a partial compiles one shared wrapper's code object.)
+        compiled = torch.compile(own, backend=FUSE_BACKEND, fullgraph=True, dynamic=False)
+        return functools.partial(compiled, *args)
 
     def _restart(self, mask: Any) -> None:
         """Fresh episodes for the rows where ``mask`` (a backend bool array), as autoreset does."""

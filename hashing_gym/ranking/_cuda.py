@@ -75,12 +75,19 @@ def _cupy() -> Any:
     return cupy
 
 
+# The C type of packed words of each width (``own_counts``).
+_WORD_TYPES = {16: "unsigned short", 32: "unsigned int", 64: "unsigned long long"}
+
+
 @functools.lru_cache(maxsize=32)
-def _module(words: int, label_words: int, multi: bool, nbins: int, nks: int, threads: int) -> Any:
+def _module(
+    words: int, label_words: int, multi: bool, nbins: int, nks: int, threads: int, word_bits: int = 64
+) -> Any:
     """The kernels for one shape, as a CuPy ``RawModule`` (NVRTC compiles it at the first launch)."""
     cupy = _cupy()
     defines = {"W": words, "LW": label_words, "MULTI": int(multi), "NBINS": nbins, "NK": max(nks, 1)}
     defines["T"] = threads
+    defines["WT"] = _WORD_TYPES[word_bits]  # own_histograms' words (the other kernels take 64-bit words)
     header = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return cupy.RawModule(code=header + _source(), options=("--std=c++17",))
 
@@ -197,3 +204,65 @@ def stats(
     back = torch.empty_like(order)
     back[order] = torch.arange(nq, device=dev)
     return counts[back], relevant[back], ap_sum[back], hits[back]
+
+
+def own_usable(xq: Any, lq: Any, xb: Any, bits: int) -> bool:
+    """Whether ``own_counts`` takes these packed queries (CUDA tensors, CuPy present, sizes within limits)."""
+    import torch
+
+    if not ENABLED or not xq.is_cuda or torch.version.cuda is None or xb.shape[-2] >= 2**31:
+        return False
+    if _cupy() is None:
+        return False
+    label_words = lq.shape[1] if lq.ndim == 2 else 1
+    return label_words <= MAX_LABEL_WORDS and own_threads(bits + 1) >= 32
+
+
+def own_threads(nbins: int) -> int:
+    """Queries per block of ``own_histograms``: two 32-bit counters per bucket in static shared memory."""
+    return min(128, (SHARED_BYTES // (8 * nbins)) // 32 * 32)
+
+
+def own_counts(xq: Any, lq: Any, xb: Any, lb: Any, bits: int, exclude: Any) -> tuple[Any, Any]:
+    """Histograms of packed queries, each against its own database or one shared (``own_histograms``).
+
+    Args:
+        xq: packed queries, int16/int32/int64 CUDA tensor (nq, W).
+        lq: query labels: int64 class ids (nq,) or multi-hot words (nq, LW).
+        xb: packed databases (nq, nb, W), one per query, or one shared (nb, W); xq's dtype.
+        lb: the database items' labels, like ``lq`` (nb,) or (nb, LW).
+        bits: code length.
+        exclude: None, or int64 (nq,): the item left out of each query's list.
+
+    Returns:
+        ``(counts, relevant)``: int64 CUDA tensors (nq, bits + 1).
+    """
+    import torch
+
+    cupy = _cupy()
+    nq, words = xq.shape
+    nb, nbins = xb.shape[-2], bits + 1
+    multi = lq.ndim == 2
+    threads = own_threads(nbins)
+    word_bits = xq.element_size() * 8
+    module = _module(words, lq.shape[1] if multi else 1, multi, nbins, 0, threads, word_bits)
+    dev = xq.device
+    counts = torch.empty((nq, nbins), dtype=torch.int64, device=dev)
+    relevant = torch.empty((nq, nbins), dtype=torch.int64, device=dev)
+    tensors = [t.contiguous() for t in (xq, xb, lq.long(), lb.long())]
+    skip = None if exclude is None else exclude.to(torch.int64).contiguous()
+
+    def arg(tensor: Any) -> Any:
+        return np.uint64(0 if tensor is None else tensor.data_ptr())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(dev).cuda_stream)
+    with cupy.cuda.Device(dev.index), stream:
+        module.get_function("own_histograms")(
+            (-(-nq // threads),),
+            (threads,),
+            (*(arg(t) for t in tensors), arg(skip), np.int32(nq), np.int32(nb), np.int32(xb.ndim == 2))
+            + (arg(counts), arg(relevant)),
+        )
+    return counts, relevant

@@ -152,6 +152,9 @@ def packed_counts(xq: Any, lq: Any, xb: Any, lb: Any, bits: int, exclude: Any) -
     """Histograms (nq, bits + 1) int64 of packed codes on the device (item ``exclude[i]`` left out)."""
     import torch
 
+    if _cuda.own_usable(xq, lq, xb, bits):  # one CUDA kernel, no (nq, nb) matrices
+        return _cuda.own_counts(xq, lq, xb, lb, bits, exclude)
+
     m = xq.shape[0]
     distance, relevant = _lists(xq, lq, xb, lb)
     bins = bits + 2  # bin bits + 1 takes the item left out of each list

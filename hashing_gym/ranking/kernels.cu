@@ -125,3 +125,49 @@ extern "C" __global__ void __launch_bounds__(T) stable_sums(
         hits[((i64)seg * NK + c) * nq + i] = found[c];
     }
 }
+
+#ifdef WT
+// Per-distance histograms of each query against its own database (xb: nq databases of nb items) or one
+// shared database (shared_db), item exclude[i] left out of query i's list (exclude may be null):
+// RankListHash-v0's reward, where every sub-env ranks its code against its own bank. One thread per
+// query; WT is the packed words' type (16, 32 or 64 bits); two 32-bit counters per bucket, so a
+// database may hold up to 2^31 - 1 items.
+extern "C" __global__ void __launch_bounds__(T) own_histograms(
+    const WT* __restrict__ xq, const WT* __restrict__ xb, const i64* __restrict__ lq,
+    const i64* __restrict__ lb, const i64* __restrict__ exclude, int nq, int nb, int shared_db,
+    i64* __restrict__ counts, i64* __restrict__ relevant) {
+    __shared__ unsigned int cnt[NBINS * T];
+    __shared__ unsigned int rel[NBINS * T];
+    const int t = threadIdx.x;
+    const i64 i = (i64)blockIdx.x * T + t;
+    if (i >= nq) return;  // threads never synchronise: each owns its columns of cnt and rel
+#pragma unroll 5
+    for (int b = 0; b < NBINS; ++b) { cnt[b * T + t] = 0; rel[b * T + t] = 0; }
+    WT q[W];
+    i64 l[LW];
+#pragma unroll
+    for (int w = 0; w < W; ++w) q[w] = xq[i * W + w];
+#pragma unroll
+    for (int w = 0; w < LW; ++w) l[w] = lq[i * LW + w];
+    const WT* __restrict__ base = xb + (shared_db ? 0 : i * (i64)nb * W);
+    const i64 skip = exclude ? exclude[i] : -1;
+#pragma unroll 4
+    for (i64 j = 0; j < nb; ++j) {
+        int d = 0;
+#pragma unroll
+        for (int w = 0; w < W; ++w) {
+            const WT x = (WT)(q[w] ^ base[j * W + w]);
+            d += (sizeof(WT) == 8) ? __popcll((u64)x) : __popc((unsigned int)x);
+        }
+        if (j != skip) {
+            cnt[d * T + t] += 1;
+            rel[d * T + t] += is_relevant(l, lb, j);
+        }
+    }
+#pragma unroll 5
+    for (int b = 0; b < NBINS; ++b) {
+        counts[i * NBINS + b] = cnt[b * T + t];
+        relevant[i * NBINS + b] = rel[b * T + t];
+    }
+}
+#endif

@@ -547,7 +547,8 @@ def teacher_action(params: Params, state: State, rows: Any = None) -> Any:
         start = min(int(state.step[0]), params.num_steps - 1) * params.group
         return params.codewords[params.item_class[state.item[0]], start : start + params.group][None].copy()
     xp, at = _namespace(state.code), _at(rows)
-    t = xp.minimum(state.step[at], params.num_steps - 1)
+    # clip, a method of both: array-api-compat's minimum with a Python int breaks torch.compile's graph.
+    t = state.step[at].clip(max=params.num_steps - 1)
     # One gather from the flattened codebook: row r takes codeword c's bits t g .. t g + g - 1.
     start = xp.take(params.item_class, state.item[at], axis=0) * params.bits + t * params.group
     return xp.reshape(params.codewords, (-1,))[start[:, None] + params.offsets[None, :]]
