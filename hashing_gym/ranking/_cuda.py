@@ -87,7 +87,8 @@ def _module(
     cupy = _cupy()
     defines = {"W": words, "LW": label_words, "MULTI": int(multi), "NBINS": nbins, "NK": max(nks, 1)}
     defines["T"] = threads
-    defines["WT"] = _WORD_TYPES[word_bits]  # own_histograms' words (the other kernels take 64-bit words)
+    # own_histograms' words (the other kernels take 64-bit words) and queries per block.
+    defines["WT"], defines["OT"] = _WORD_TYPES[word_bits], own_threads(nbins)
     header = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return cupy.RawModule(code=header + _source(), options=("--std=c++17",))
 
@@ -245,7 +246,7 @@ def own_counts(xq: Any, lq: Any, xb: Any, lb: Any, bits: int, exclude: Any) -> t
     multi = lq.ndim == 2
     threads = own_threads(nbins)
     word_bits = xq.element_size() * 8
-    module = _module(words, lq.shape[1] if multi else 1, multi, nbins, 0, threads, word_bits)
+    module = _module(words, lq.shape[1] if multi else 1, multi, nbins, 0, block_threads(nbins), word_bits)
     dev = xq.device
     counts = torch.empty((nq, nbins), dtype=torch.int64, device=dev)
     relevant = torch.empty((nq, nbins), dtype=torch.int64, device=dev)

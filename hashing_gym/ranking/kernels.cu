@@ -130,19 +130,19 @@ extern "C" __global__ void __launch_bounds__(T) stable_sums(
 // Per-distance histograms of each query against its own database (xb: nq databases of nb items) or one
 // shared database (shared_db), item exclude[i] left out of query i's list (exclude may be null):
 // RankListHash-v0's reward, where every sub-env ranks its code against its own bank. One thread per
-// query; WT is the packed words' type (16, 32 or 64 bits); two 32-bit counters per bucket, so a
+// query, OT queries a block; WT is the packed words' type (16, 32 or 64 bits); two 32-bit counters per bucket, so a
 // database may hold up to 2^31 - 1 items.
-extern "C" __global__ void __launch_bounds__(T) own_histograms(
+extern "C" __global__ void __launch_bounds__(OT) own_histograms(
     const WT* __restrict__ xq, const WT* __restrict__ xb, const i64* __restrict__ lq,
     const i64* __restrict__ lb, const i64* __restrict__ exclude, int nq, int nb, int shared_db,
     i64* __restrict__ counts, i64* __restrict__ relevant) {
-    __shared__ unsigned int cnt[NBINS * T];
-    __shared__ unsigned int rel[NBINS * T];
+    __shared__ unsigned int cnt[NBINS * OT];
+    __shared__ unsigned int rel[NBINS * OT];
     const int t = threadIdx.x;
-    const i64 i = (i64)blockIdx.x * T + t;
+    const i64 i = (i64)blockIdx.x * OT + t;
     if (i >= nq) return;  // threads never synchronise: each owns its columns of cnt and rel
 #pragma unroll 5
-    for (int b = 0; b < NBINS; ++b) { cnt[b * T + t] = 0; rel[b * T + t] = 0; }
+    for (int b = 0; b < NBINS; ++b) { cnt[b * OT + t] = 0; rel[b * OT + t] = 0; }
     WT q[W];
     i64 l[LW];
 #pragma unroll
@@ -160,14 +160,14 @@ extern "C" __global__ void __launch_bounds__(T) own_histograms(
             d += (sizeof(WT) == 8) ? __popcll((u64)x) : __popc((unsigned int)x);
         }
         if (j != skip) {
-            cnt[d * T + t] += 1;
-            rel[d * T + t] += is_relevant(l, lb, j);
+            cnt[d * OT + t] += 1;
+            rel[d * OT + t] += is_relevant(l, lb, j);
         }
     }
 #pragma unroll 5
     for (int b = 0; b < NBINS; ++b) {
-        counts[i * NBINS + b] = cnt[b * T + t];
-        relevant[i * NBINS + b] = rel[b * T + t];
+        counts[i * NBINS + b] = cnt[b * OT + t];
+        relevant[i * NBINS + b] = rel[b * OT + t];
     }
 }
 #endif
