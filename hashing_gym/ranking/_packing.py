@@ -49,6 +49,27 @@ def torch_pack(codes: Any, word_bits: int) -> Any:
     return (padded.view(*lead, count, word_bits) << shifts).sum(-1).to(dtype)
 
 
+def torch_pack_rows(bits01: Any) -> Any:
+    """0/1 uint8 tensor (n, bits) -> int64 words (n, ceil(bits / 64)) on its device, as :func:`pack_words`.
+
+    Eight bits become a byte (shifts and a uint8 sum: the bytes' own width, so the temporaries are the
+    size of the input), and eight bytes a word by reinterpreting them little-endian, as ``pack_words``'s
+    ``view(np.uint64)`` does: the words are bitwise ``pack_words``'s, read as signed.
+    """
+    import torch
+
+    n, bits = bits01.shape
+    count = -(-bits // 64)
+    if bits != 64 * count:
+        padded = torch.zeros((n, 64 * count), dtype=torch.uint8, device=bits01.device)
+        padded[:, :bits] = bits01
+    else:
+        padded = bits01.contiguous()
+    shifts = torch.arange(8, dtype=torch.uint8, device=bits01.device)
+    packed = (padded.view(n, 8 * count, 8) << shifts).sum(-1, dtype=torch.uint8)
+    return packed.view(torch.int64)
+
+
 def torch_unpack(words: Any, bits: int, word_bits: int) -> Any:
     """Words of ``word_bits`` (..., W) -> uint8 0/1 tensor (..., bits)."""
     import torch
