@@ -111,6 +111,22 @@ def test_index_on_cpu_equals_functions_and_reference(case, kind, chunks):
 
 
 @pytest.mark.parametrize("multi", [False, True], ids=["single", "multi"])
+def test_index_on_a_torch_cpu_device_is_the_torch_backend(multi, chunks):
+    """device=torch.device("cpu"): the torch code on the CPU (the project's convention), bitwise."""
+    xq, yq, xb, yb = make_data(70, nq=9, nb=150, multi=multi, flip=0.3, seed=7)
+    index = R.HammingIndex(torch.as_tensor(xb), yb, device=torch.device("cpu"))
+    kw = {"backend": "torch", "device": "cpu"}
+    assert index.evaluate(xq, yq, topk=20) == R.evaluate_retrieval(xq, yq, xb, yb, topk=20, **kw)
+    for ties in R.TIES:
+        got = index.average_precision(xq, yq, ties=ties, topk=33)
+        np.testing.assert_array_equal(got, R.average_precision(xq, yq, xb, yb, ties=ties, topk=33, **kw))
+    D, I = index.search(torch.as_tensor(xq), 30)  # noqa: E741
+    assert isinstance(D, torch.Tensor) and D.dtype == torch.int32 and I.dtype == torch.int64
+    np.testing.assert_array_equal(I.numpy(), R.rank(xq, xb, 30)[1])
+    np.testing.assert_array_equal(D.numpy(), R.rank(xq, xb, 30)[0])
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["single", "multi"])
 def test_torch_backend_loads_on_the_device_path(multi, chunks):
     """backend="torch" (CPU here) goes through the same loading: exact counts, reference-close APs."""
     xq, yq, xb, yb = make_data(12, nq=10, nb=200, multi=multi, flip=0.3, seed=5)

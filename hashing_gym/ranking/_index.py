@@ -239,9 +239,10 @@ class HammingIndex:
     The database is checked, packed into 64-bit words and copied to ``device`` once; each call then
     checks and packs only its queries there and runs the kernels: on a GPU the CUDA kernels of the
     ``"torch"`` backend (plain torch where they do not take the problem: see the package docstring), on
-    the CPU the numba kernels of the ``"numpy"`` backend. Results are bitwise those of the functions on
-    the same device: :func:`evaluate_retrieval`, :func:`average_precision`, :func:`distance_counts` and
-    :func:`rank` with ``backend="torch", device=...`` on a GPU, ``backend="numpy"`` on the CPU.
+    the CPU (``"cpu"``) the numba kernels of the ``"numpy"`` backend. Results are bitwise those of the
+    functions: :func:`evaluate_retrieval`, :func:`average_precision`, :func:`distance_counts` and
+    :func:`rank` with ``backend="torch", device=...`` on a GPU (and on ``torch.device("cpu")``, the torch
+    code on the CPU, as everywhere in this project), ``backend="numpy"`` on ``"cpu"``.
 
     Arrays (codes, labels, queries) may be numpy arrays (or anything ``np.asarray`` takes), torch tensors
     on any device, or any DLPack array (CuPy, JAX, ...), read without a copy when they already live on
@@ -253,8 +254,8 @@ class HammingIndex:
         codes: database codes, 0/1 (n, bits), n and bits >= 1.
         labels: the items' labels: integer class ids (n,) (relevant: same id) or multi-hot 0/1 (n, C)
             (relevant: a shared label).
-        device: where the index lives: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a
-            ``torch.device`` (:func:`hashing_gym.device.torch_device`); None: the codes' device when they
+        device: where the index lives: ``"cpu"`` (numba), ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a
+            ``torch.device`` (:func:`hashing_gym.device.array_device`); None: the codes' device when they
             are a CUDA tensor (or DLPack array), else ``"auto"`` (CUDA when torch sees one).
 
     Raises:
@@ -279,13 +280,12 @@ class HammingIndex:
         from hashing_gym.ranking import _resident
 
         database = _resident.Codes(codes, "database codes")
-        dev = _resident.resolve_device(device, like=database.given)
+        dev, engine = _resident.placement(device, like=database.given)
         db_labels = _resident.Labels(labels, database.n, "database labels")
         checks = _resident.Checks()
         words = database.load(dev, checks)
         label_words = db_labels.load(dev, checks)
         checks.verify()
-        engine = "numba" if dev.type == "cpu" else "torch"
         self._database = _resident.Resident(words, label_words, database.bits, db_labels.classes, engine)
 
     @property

@@ -42,23 +42,42 @@ ENGINES = ("numba", "torch")
 _KINDS = {1: "single-label (1-D)", 2: "multi-hot (2-D)"}
 
 
-def resolve_device(device: Any, like: Any = None) -> Any:
-    """The torch device of a call: ``device`` through :func:`hashing_gym.device.torch_device`.
+def resolve_device(device: Any) -> Any:
+    """The torch device of a ``"torch"`` backend call (:func:`hashing_gym.device.torch_device`; None: auto).
 
+    A CUDA device gets its index (the current device for ``"cuda"``), so that streams and tensors agree.
+    """
+    from hashing_gym.device import torch_device
+
+    return _indexed(torch_device("auto" if device is None else device))
+
+
+def placement(device: Any, like: Any = None) -> tuple[Any, str]:
+    """Where a resident database lives and which kernels rank it: ``(torch device, engine)``.
+
+    ``device`` as :func:`hashing_gym.device.array_device` reads it (the project's convention): ``"cpu"``
+    is the numba kernels (engine ``"numba"``), a CUDA device or any ``torch.device`` (also
+    ``torch.device("cpu")``, how CPU tests check the torch code) the ``"torch"`` backend's kernels there.
     ``None`` is the device of ``like`` when that is a CUDA tensor (no copy), else ``"auto"`` (CUDA when
-    torch sees one, else the CPU). A CUDA device gets its index (the current device for ``"cuda"``), so
-    that streams and tensors agree on it.
+    torch sees one, else the numba kernels).
     """
     import torch
 
-    from hashing_gym.device import torch_device
+    from hashing_gym.device import array_device
 
     if device is None and is_torch(like) and like.device.type == "cuda":
-        dev = like.device
-    else:
-        dev = torch_device("auto" if device is None else device)
+        return _indexed(like.device), "torch"
+    where = array_device("auto" if device is None else device)
+    if where is None:
+        return torch.device("cpu"), "numba"
+    return _indexed(where), "torch"
+
+
+def _indexed(dev: Any) -> Any:
+    import torch
+
     if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cuda", torch.cuda.current_device())
     return dev
 
 
@@ -492,12 +511,26 @@ class Loaded(NamedTuple):
         return self.database.nb
 
 
-def load_database(codes: Any, labels: Any, dev: Any, engine: str, checks: Checks) -> Resident:
-    """A database checked (metadata now, values into ``checks``) and loaded onto ``dev``."""
-    database = Codes(codes, "database codes")
-    db_labels = Labels(labels, database.n, "database labels")
-    words = database.load(dev, checks)
-    return Resident(words, db_labels.load(dev, checks), database.bits, db_labels.classes, engine)
+def load_words(words: Any, dev: Any) -> Any:
+    """Packed words (uint64 or int64 (n, W), numpy or a tensor; class ids (n, 1)) as int64 on ``dev``.
+
+    Not checked (the caller has). Viewed, not copied, where they already are on ``dev`` (a memory map
+    on the CPU stays one); numpy arrays bound for a GPU are staged through pinned memory like 0/1 inputs.
+    """
+    import torch
+
+    if isinstance(words, np.ndarray):
+        words = words.view(np.int64) if words.dtype == np.uint64 else words
+        if dev.type == "cpu" and words.dtype == np.int64:
+            return _from_numpy(words)
+    else:
+        words = words.view(torch.int64) if words.dtype == torch.uint64 else words
+        if words.device == dev and words.dtype == torch.int64:
+            return words
+    out = torch.empty(tuple(words.shape), dtype=torch.int64, device=dev)
+    for s, e, chunk in _chunks(words, dev):
+        out[s:e] = chunk
+    return out
 
 
 def load_call(q_codes: Any, q_labels: Any, db_codes: Any, db_labels: Any, dev: Any, engine: str) -> Loaded:
