@@ -295,8 +295,11 @@ def _load_binary(source: _Input, name: str, dev: Any, checks: Checks) -> Any:
 
     n, bits = source.shape
     words = torch.empty((n, -(-bits // 64)), dtype=torch.int64, device=dev)
+    array = source.array
+    if isinstance(array, np.ndarray) and array.dtype.itemsize > 8:  # long double: no torch dtype
+        array = check_binary(array, name)  # on the host, raising the same message
     flags = []
-    for s, e, chunk in _chunks(source.array, dev):
+    for s, e, chunk in _chunks(array, dev):
         bad, bits01 = _binary_chunk(chunk)
         if bad is not None:
             flags.append(bad)
