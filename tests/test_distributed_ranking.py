@@ -76,6 +76,7 @@ def _worker(rank, store, out, folders):
     import torch.distributed as dist
 
     results = {}
+    torch.set_num_threads(1)  # three ranks on a small machine: no OpenMP pools fighting over cores
     try:
         dist.init_process_group(
             "gloo", init_method=f"file://{store}", rank=rank, world_size=3, timeout=timedelta(seconds=60)
