@@ -10,10 +10,15 @@ Memory: ``--memory`` runs the numpy backend's stable and tie-aware mAP@all in a 
 the inputs and of the ``nq x nb`` int64 matrix that is never made.
 
 GPU: ``--device cuda`` (default ``--queries 10000``, ``--database 50000 1000000``) times the torch
-backend's CUDA kernels on codes already on the GPU and through the public API from numpy arrays, against
-two references in the same run: an fp16 matrix product of +-1 codes (distances alone, nothing counted)
-and the plain torch path (``scatter_add`` histograms, a sort for the stable order). Every metric of
-``evaluate_retrieval`` and every histogram is checked to equal the numpy (numba) backend's.
+backend's CUDA kernels on codes already on the GPU, through the public functions from numpy arrays, and
+through a ``HammingIndex`` (built from numpy, then queried from numpy and from queries already on the
+GPU), against two references in the same run: an fp16 matrix product of +-1 codes (distances alone,
+nothing counted; the "vs fp16 GEMM" column is each row's speed over it) and the plain torch path
+(``scatter_add`` histograms, a sort for the stable order). The index's build is timed three ways: from
+numpy through the staged pinned copy (chunks packed while the next is in flight), from numpy with one
+blocking copy (``_resident.OVERLAP = False``), and from uint8 codes already on the GPU. Every metric of
+``evaluate_retrieval`` and every histogram is checked to equal the numpy (numba) backend's, and the
+index's results to equal the functions' bitwise.
 
 Histogram kernel: ``--kernel`` (default ``--queries 2000 --database 1000000``) times the CPU kernel that
 every histogram metric is computed from (per query and distance: all items and relevant items; tie-aware
@@ -47,8 +52,9 @@ import numpy as np
 
 from hashing_gym import ranking
 
-# Internals, for what the public API cannot show: the kernels' thresholds and the device-resident CUDA pass.
-from hashing_gym.ranking import _cuda, _numba, _packing
+# Internals, for what the public API cannot show: the kernels' thresholds, the device-resident CUDA pass and
+# the staged copy's switch.
+from hashing_gym.ranking import _cuda, _numba, _packing, _resident
 
 
 def machine() -> str:
@@ -301,7 +307,9 @@ def cuda_table(args: argparse.Namespace) -> None:
         f"runs (after a warm-up); torch {torch.__version__}, CUDA {torch.version.cuda}; {date.today()}"
     )
     print("'device-resident': packed codes and labels already on the GPU, results left there;")
-    print("'API': the public function from numpy arrays (validation, packing, copies included).")
+    print("'API': the public function from numpy arrays (validation, packing, copies included);")
+    print("'HammingIndex': the database resident on the GPU (built once), queries from numpy or the GPU;")
+    print("builds: the database's bytes (uint8 codes and int64 labels) per second in the pairs/s column.")
     print()
     print("| N | what | path | median ms | pairs/s | vs fp16 GEMM | vs plain torch |")
     print("|---:|---|---|---:|---:|---:|---:|")
@@ -317,7 +325,7 @@ def cuda_rows(args: argparse.Namespace, nb: int) -> None:
     nq = args.queries
     pairs = nq * nb
     xq, yq, xb, yb = make_codes(nq, nb, args.bits, args.classes, 0.2, args.seed)
-    rows: list[tuple[str, str, float]] = []
+    rows: list[tuple[Any, ...]] = []
 
     # Reference 1: distances alone from an fp16 matrix product of +-1 codes, in chunks of queries.
     sq = torch.as_tensor(xq, device=dev).half() * 2 - 1
@@ -367,6 +375,8 @@ def cuda_rows(args: argparse.Namespace, nb: int) -> None:
         seconds, _ = gpu_timed(function, args.repeats)
         rows.append((name, "CUDA kernels, API", seconds))
 
+    rows.extend(index_rows(args, xq, yq, xb, yb, dev))
+
     # Equality with the CPU (numba) backend, which is also timed once.
     start = time.perf_counter()
     cpu = ranking.evaluate_retrieval(xq, yq, xb, yb)
@@ -378,13 +388,61 @@ def cuda_rows(args: argparse.Namespace, nb: int) -> None:
     got, want = api(ranking.distance_counts)(), ranking.distance_counts(xq, yq, xb, yb)
     if not (np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])):
         raise AssertionError(f"N={nb}: histograms on CUDA differ from the CPU's")
-    for name, path, seconds in rows:
+    for name, path, seconds, *size in rows:
+        if size:  # a build: bytes per second, no ratio to the ranking references
+            print(f"| {nb:,} | {name} | {path} | {seconds * 1e3:.3f} | {size[0] / seconds:.3g} B/s | | |")
+            continue
         print(
             f"| {nb:,} | {name} | {path} | {seconds * 1e3:.3f} | {pairs / seconds:.3g} | "
             f"{gemm_seconds / seconds:.2f}x | {plain_seconds / seconds:.1f}x |"
         )
     print(f"| {nb:,} | all metrics and histograms equal to the numpy backend's | | | | | |", flush=True)
     print(f"<!-- N={nb:,}: {json.dumps({k: round(v, 9) for k, v in gpu.items()})} -->")
+
+
+def index_rows(
+    args: argparse.Namespace, xq: np.ndarray, yq: np.ndarray, xb: np.ndarray, yb: np.ndarray, dev: Any
+) -> list[tuple[Any, ...]]:
+    """HammingIndex rows: builds (staged, one copy, from the GPU), then metrics from numpy and GPU queries.
+
+    Raises AssertionError if the index's results differ from the public functions' (bitwise).
+    """
+    import torch
+
+    rows: list[tuple[Any, ...]] = []
+    size = xb.nbytes + yb.nbytes
+    for name, overlap in (("staged pinned copy", True), ("one blocking copy", False)):
+        _resident.OVERLAP = overlap
+        seconds, index = gpu_timed(lambda: ranking.HammingIndex(xb, yb, device=dev), args.repeats)
+        rows.append((f"HammingIndex build from numpy ({name})", "HammingIndex", seconds, size))
+    _resident.OVERLAP = True
+    on_gpu = torch.as_tensor(xb, device=dev), torch.as_tensor(yb, device=dev)
+    seconds, _ = gpu_timed(lambda: ranking.HammingIndex(*on_gpu, device=dev), args.repeats)
+    rows.append(("HammingIndex build from uint8 codes on the GPU", "HammingIndex", seconds, size))
+
+    queries = {"numpy": (xq, yq), "GPU": (torch.as_tensor(xq, device=dev), torch.as_tensor(yq, device=dev))}
+    for where, (codes, labels) in queries.items():
+        for name, function in (
+            ("mAP@all stable", lambda c=codes, lab=labels: index.mean_average_precision(c, lab)),
+            (
+                "mAP@all tie-aware",
+                lambda c=codes, lab=labels: index.mean_average_precision(c, lab, ties="average"),
+            ),
+            ("evaluate (all metrics)", lambda c=codes, lab=labels: index.evaluate(c, lab)),
+        ):
+            seconds, _ = gpu_timed(function, args.repeats)
+            rows.append((name, f"HammingIndex, queries from {where}", seconds))
+
+    # The index shares the functions' kernels: bitwise their results.
+    api = {"backend": "torch", "device": dev}
+    for codes, labels in queries.values():
+        if index.evaluate(codes, labels) != ranking.evaluate_retrieval(xq, yq, xb, yb, **api):
+            raise AssertionError("HammingIndex.evaluate differs from evaluate_retrieval")
+        for ties in ranking.TIES:
+            got = index.mean_average_precision(codes, labels, ties=ties)
+            if got != ranking.mean_average_precision(xq, yq, xb, yb, ties=ties, **api):
+                raise AssertionError(f"HammingIndex mAP ({ties}) differs from mean_average_precision")
+    return rows
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from hashing_gym.ranking import distance_counts, evaluate_retrieval, pack_codes
 from hashing_gym.ranking import distributed as sharded
@@ -71,9 +72,11 @@ def _case(name):
 
 def _worker(rank, store, out, folders):
     """One of three ranks: every case on every group it belongs to, then the bad inputs."""
+    import torch
     import torch.distributed as dist
 
     results = {}
+    torch.set_num_threads(1)  # three ranks on a small machine: no OpenMP pools fighting over cores
     try:
         dist.init_process_group(
             "gloo", init_method=f"file://{store}", rank=rank, world_size=3, timeout=timedelta(seconds=60)
@@ -86,6 +89,10 @@ def _worker(rank, store, out, folders):
                     xb, yb = _block(name, size, members.index(rank))
                     results[f"{name}/{size}"] = sharded.evaluate_retrieval_sharded(
                         xq, yq, xb, yb, group=groups[size], topk=topk
+                    )
+                    # The histograms through the torch code on the CPU (as on a GPU, without one).
+                    results[f"torch cpu/{name}/{size}"] = sharded.evaluate_retrieval_sharded(
+                        xq, yq, xb, yb, group=groups[size], topk=topk, device=torch.device("cpu")
                     )
         xq, yq, _, _ = _case("single 4 bits")
         xb, yb = _block("single 4 bits", 3, rank)
@@ -129,6 +136,9 @@ def _bad_inputs(rank, folders):
             xq, yq, xb, yb, topk=0 if rank in (0, 2) else 10
         ),
         "empty": lambda: sharded.evaluate_retrieval_sharded(xq, yq, xb[:0], yb[:0]),
+        "device": lambda: sharded.evaluate_retrieval_sharded(
+            xq, yq, xb, yb, device="tpu" if rank == 1 else None
+        ),
         "missing shard": lambda: sharded.evaluate_shard_folder(mq, my, folders["missing"]),
         "other bits": lambda: sharded.evaluate_shard_folder(mq, my, folders["other bits"]),
         "other classes": lambda: sharded.evaluate_shard_folder(mq, my, folders["other classes"]),
@@ -228,6 +238,7 @@ def test_gloo_ranks_give_bitwise_the_single_process_metrics_and_agree_on_errors(
         for size, members in GROUPS.items():
             for rank in members:  # == on floats: bitwise (JSON keeps every float64 exactly)
                 assert results[rank][f"{name}/{size}"] == expected[name], (name, size, rank)
+                assert results[rank][f"torch cpu/{name}/{size}"] == expected[name], (name, size, rank)
     xq, yq, xb, yb = _case("single 4 bits")
     counts, relevant = distance_counts(xq, yq, xb, yb)
     for result in results:
@@ -246,6 +257,7 @@ def test_gloo_ranks_give_bitwise_the_single_process_metrics_and_agree_on_errors(
         "label kind": r"^rank 0: query labels are multi-hot \(2-D\) but database labels are class ids",
         "two ranks": r"^rank 0: topk must be a positive integer.* \(ranks 2 failed too\)$",
         "empty": r"^the database is empty: no rank holds an item$",
+        "device": r"^rank 1: device='tpu' is not one of auto, cpu, cuda",
         "missing shard": r"^rank 1: .*missing/shard_00003\.codes\.npy is missing$",
         "other bits": r"^rank 1: .*other bits/shard_00002\.json does not match the folder: "
         r"bits 66 \(meta.json: 70\)$",
@@ -256,6 +268,37 @@ def test_gloo_ranks_give_bitwise_the_single_process_metrics_and_agree_on_errors(
         messages = [result["errors"][name] for result in results]
         assert messages[0] is not None and messages == [messages[0]] * 3, (name, messages)
         assert re.search(pattern, messages[0]), (name, messages[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+def test_cuda_histograms_on_the_gpu_give_bitwise_the_single_process_metrics(tmp_path, monkeypatch):
+    """Pass 1 on the GPU (NCCL's default device, or device="cuda" on gloo): the CUDA kernels, bitwise."""
+    import torch.distributed as dist
+
+    from hashing_gym.ranking import _cuda
+
+    launches = []
+    real_stats = _cuda.stats
+    monkeypatch.setattr(_cuda, "stats", lambda *args: launches.append(1) or real_stats(*args))
+    xq, yq, xb, yb = _case("multi-hot 70 bits")
+    sharded.write_shards(tmp_path / "db", xb, yb, shards=FOLDER_SIZES)
+    expected = evaluate_retrieval(xq, yq, xb, yb, topk=40)
+    counts = distance_counts(xq, yq, xb, yb)
+    for backend, device in (("nccl", None), ("gloo", "cuda")):
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        try:
+            got = sharded.evaluate_retrieval_sharded(xq, yq, xb, yb, topk=40, device=device)
+            folder = sharded.evaluate_shard_folder(xq, yq, tmp_path / "db", topk=40, device=device)
+            histograms = sharded.distance_counts_sharded(xq, yq, xb, yb, device=device)
+        finally:
+            dist.destroy_process_group()
+        assert got == expected and folder == expected, backend
+        np.testing.assert_array_equal(histograms[0], counts[0])
+        np.testing.assert_array_equal(histograms[1], counts[1])
+        if _cuda._cupy() is not None:  # the kernels ran (without CuPy: numba, still bitwise)
+            assert launches, backend
+            launches.clear()
 
 
 def test_shard_folder_round_trip_and_its_checks(tmp_path):

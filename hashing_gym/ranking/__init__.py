@@ -70,7 +70,17 @@ Backends (``BACKENDS``):
       ``bits < 2**24``), in chunks of queries; histograms with ``scatter_add``; the stable AP with a stable
       sort of the distances (O(nb log nb) per query). :func:`rank` and :func:`hamming_distance` always use
       the matmul; :func:`rank` takes ``topk`` of the unique keys ``d * nb + index``, which is exactly the
-      stable order.
+      stable order. Its inputs may be numpy arrays, torch tensors on any device or DLPack arrays (CuPy,
+      ...); they are checked (0/1 values, with one host sync per call) and packed on ``device``, numpy
+      arrays bound for a GPU copied in chunks through pinned memory while the previous chunk is packed.
+
+The resident index: :class:`HammingIndex` ``(codes, labels, device=...)`` checks, packs and copies a
+database to its device once, the way faiss users hold an index, and then offers ``evaluate`` (what
+:func:`evaluate_retrieval` returns), ``average_precision``, ``mean_average_precision``,
+``distance_counts``, ``search(queries, k) -> (D, I)`` (as :func:`rank`; numpy in, numpy out; tensors in,
+tensors on the index's device out) and ``add``; each call checks and packs only its queries. On a GPU it
+runs the ``"torch"`` backend's kernels, on the CPU the ``"numpy"`` backend's numba kernels, with bitwise
+their results.
 
 All backends give the same results (tests check them against a brute-force reference to 1e-9).
 
@@ -122,7 +132,7 @@ from hashing_gym.ranking._api import (
     unpack_codes,
 )
 from hashing_gym.ranking._checks import BACKENDS, TIES
-from hashing_gym.ranking._index import PackedDatabase
+from hashing_gym.ranking._index import HammingIndex, PackedDatabase
 
 # The sharded evaluation over torch.distributed (``hashing_gym.ranking.distributed``, also its CLI) is
 # imported at first use of one of these names, so that importing this package imports no more than before.
@@ -148,6 +158,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "BACKENDS",
     "TIES",
+    "HammingIndex",
     "PackedDatabase",
     "average_precision",
     "average_precision_from_counts",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from hashing_gym.ranking import _metrics
+from hashing_gym.ranking import _metrics, _resident
 from hashing_gym.ranking._checks import (
     WORD_BITS,
     Data,
@@ -23,9 +23,11 @@ from hashing_gym.ranking._checks import (
     prepare,
     word_bits_of,
 )
-from hashing_gym.ranking._index import PackedDatabase
 from hashing_gym.ranking._packing import label_words, pack_words, torch_pack, torch_unpack, unpack_words
 from hashing_gym.validation import check_positive_int
+
+if TYPE_CHECKING:  # _index imports this module (HammingIndex shares the metrics' formulas)
+    from hashing_gym.ranking._index import PackedDatabase
 
 
 class _Stats(NamedTuple):
@@ -100,6 +102,10 @@ def hamming_distance(a: Any, b: Any, *, backend: str = "numpy", device: str | No
     Returns:
         int32 array (nq, nb).
     """
+    if backend == "torch":
+        check_backend(backend, device)
+        database, xq = _resident.load_code_pair(a, b, _resident.resolve_device(device), "torch")
+        return database.hamming(xq)
     a, b = check_code_pair(a, b)
     check_backend(backend, device)
     if backend == "numpy":
@@ -110,9 +116,6 @@ def hamming_distance(a: Any, b: Any, *, backend: str = "numpy", device: str | No
         from hashing_gym.ranking import _faiss
 
         return _faiss.hamming(a, b)
-    from hashing_gym.ranking import _torch
-
-    return _torch.hamming(a, b, device)
 
 
 def rank(
@@ -131,6 +134,12 @@ def rank(
         ``(D, I)``: int32 distances (nq, k) and int64 database indices (nq, k), ``k = min(topk, nb)``, in
         ascending distance with ties by database index.
     """
+    if backend == "torch":
+        check_backend(backend, device)
+        k = check_cutoff(topk, "topk", None)
+        resident, xq = _resident.load_code_pair(query, database, _resident.resolve_device(device), "torch")
+        D, I = resident.rank(xq, min(k, resident.nb))  # noqa: E741 (faiss' name)
+        return D.cpu().numpy(), I.cpu().numpy()
     query, database = check_code_pair(query, database)
     check_backend(backend, device)
     k = check_cutoff(topk, "topk", database.shape[0])
@@ -142,9 +151,6 @@ def rank(
         from hashing_gym.ranking import _faiss
 
         return _faiss.rank(query, database, k)
-    from hashing_gym.ranking import _torch
-
-    return _torch.rank(query, database, k, device)
 
 
 def distance_counts(
@@ -170,7 +176,7 @@ def distance_counts(
         ``(counts, relevant)``, int64 (nq, bits + 1): the number of database items, and of relevant ones, at
         each distance. They are all :func:`average_precision_from_counts` needs.
     """
-    data = prepare(q_codes, q_labels, db_codes, db_labels, backend, device)
+    data = _inputs(q_codes, q_labels, db_codes, db_labels, backend, device)
     stats = _query_stats(data, (), stable=False)
     return stats.counts, stats.relevant
 
@@ -251,6 +257,8 @@ def packed_average_precision(
 
 def _check_packed_call(xq: Any, lq: Any, xb: Any, lb: Any, bits: Any) -> PackedDatabase:
     """The database of a packed function's call, checked, after the checks that only it makes."""
+    from hashing_gym.ranking._index import PackedDatabase
+
     bits = check_positive_int(bits, "bits")
     check_packed("xq", xq, bits, per_query=False)  # numpy: the queries' padding too
     if not is_torch(xq) == is_torch(xb) == is_torch(lq) == is_torch(lb):
@@ -288,7 +296,11 @@ def average_precision(
     Returns:
         float64 array (nq,) in [0, 1].
     """
-    data = prepare(q_codes, q_labels, db_codes, db_labels, backend, device)
+    return average_precision_of(_inputs(q_codes, q_labels, db_codes, db_labels, backend, device), topk, ties)
+
+
+def average_precision_of(data: Data | _resident.Loaded, topk: int | None, ties: str) -> np.ndarray:
+    """:func:`average_precision` of checked inputs (also :class:`HammingIndex`'s: one formula)."""
     check_ties(ties)
     k = data.nb if topk is None else check_cutoff(topk, "topk", data.nb)
     if ties == "average":
@@ -369,7 +381,7 @@ def precision_at_k(
         backend: one of ``BACKENDS``.
         device: torch device for ``backend="torch"``.
     """
-    data = prepare(q_codes, q_labels, db_codes, db_labels, backend, device)
+    data = _inputs(q_codes, q_labels, db_codes, db_labels, backend, device)
     check_ties(ties)
     k = check_cutoff(k, "k", data.nb)
     if ties == "average":
@@ -402,7 +414,7 @@ def precision_at_radius(
         backend: one of ``BACKENDS``.
         device: torch device for ``backend="torch"``.
     """
-    data = prepare(q_codes, q_labels, db_codes, db_labels, backend, device)
+    data = _inputs(q_codes, q_labels, db_codes, db_labels, backend, device)
     radius = check_radius(radius)
     stats = _query_stats(data, (), stable=False)
     return float(_metrics.precision_within(stats.counts, stats.relevant, radius).mean())
@@ -430,7 +442,7 @@ def precision_recall_curve(
     Returns:
         ``(precision, recall)``, float64 (bits + 1,) each, indexed by radius.
     """
-    data = prepare(q_codes, q_labels, db_codes, db_labels, backend, device)
+    data = _inputs(q_codes, q_labels, db_codes, db_labels, backend, device)
     stats = _query_stats(data, (), stable=False)
     retrieved = np.cumsum(stats.counts, axis=1)
     hits = np.cumsum(stats.relevant, axis=1)
@@ -467,7 +479,12 @@ def evaluate_retrieval(
         "topk": the cutoff used (int, after capping), f"precision_radius{radius}": P@radius,
         "precision_at_k": stable P@topk}``.
     """
-    data = prepare(q_codes, q_labels, db_codes, db_labels, backend, device)
+    data = _inputs(q_codes, q_labels, db_codes, db_labels, backend, device)
+    return evaluate_retrieval_of(data, topk, radius)
+
+
+def evaluate_retrieval_of(data: Data | _resident.Loaded, topk: Any, radius: Any) -> dict[str, float]:
+    """:func:`evaluate_retrieval` of checked inputs (also :class:`HammingIndex`'s: one formula)."""
     k = check_cutoff(topk, "topk", data.nb)
     radius = check_radius(radius)
     return retrieval_metrics(_query_stats(data, (data.nb, k), stable=True), data.nb, k, radius)
@@ -491,12 +508,21 @@ def retrieval_metrics(stats: _Stats, nb: int, k: int, radius: int) -> dict[str, 
     }
 
 
-def _query_stats(data: Data, ks: tuple[int, ...], *, stable: bool) -> _Stats:
-    """Histograms of every query and, if ``stable``, stable-order AP sums and hits at each cutoff ``ks``."""
-    if data.backend == "torch":
-        from hashing_gym.ranking import _torch
+def _inputs(
+    q_codes: Any, q_labels: Any, db_codes: Any, db_labels: Any, backend: str, device: Any
+) -> Data | _resident.Loaded:
+    """A metric call's inputs, checked: on the host (numpy, faiss) or loaded onto the torch device."""
+    if backend != "torch":
+        return prepare(q_codes, q_labels, db_codes, db_labels, backend, device)
+    check_backend(backend, device)
+    dev = _resident.resolve_device(device)
+    return _resident.load_call(q_codes, q_labels, db_codes, db_labels, dev, "torch")
 
-        return _Stats(*_torch.stats(data, ks, stable))
+
+def _query_stats(data: Data | _resident.Loaded, ks: tuple[int, ...], *, stable: bool) -> _Stats:
+    """Histograms of every query and, if ``stable``, stable-order AP sums and hits at each cutoff ``ks``."""
+    if isinstance(data, _resident.Loaded):
+        return _Stats(*data.database.stats(data.xq, data.lq, ks, stable))
     nq, bits = data.xq.shape
     out = _Stats(
         np.zeros((nq, bits + 1), dtype=np.int64),

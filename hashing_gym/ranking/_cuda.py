@@ -95,12 +95,16 @@ def _module(
 
 def usable(data: Data, dev: Any) -> bool:
     """Whether the CUDA kernels take this problem (NVIDIA device, CuPy present, widths within limits)."""
+    label_words = 1 if not data.multi else (data.yq.shape[1] + 63) // 64
+    return usable_for(data.nb, data.xq.shape[1], label_words, dev)
+
+
+def usable_for(nb: int, bits: int, label_words: int, dev: Any) -> bool:
+    """:func:`usable` from the sizes: database items, code length and label words (1 for class ids)."""
     import torch
 
-    if not ENABLED or dev.type != "cuda" or torch.version.cuda is None or data.nb >= 2**31:
+    if not ENABLED or dev.type != "cuda" or torch.version.cuda is None or nb >= 2**31:
         return False
-    bits = data.xq.shape[1]
-    label_words = 1 if not data.multi else (data.yq.shape[1] + 63) // 64
     if label_words > MAX_LABEL_WORDS or block_threads(bits + 1) < 32:
         return False
     return _cupy() is not None

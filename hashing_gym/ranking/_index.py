@@ -231,3 +231,164 @@ class PackedDatabase:
             None, xq, self.codes, lq, self._kernel_labels, self._multi, ks, stable, out, exclude, databases
         )
         return out
+
+
+class HammingIndex:
+    """A database of binary codes and labels held on one device, ranked against by many calls (faiss-style).
+
+    The database is checked, packed into 64-bit words and copied to ``device`` once; each call then
+    checks and packs only its queries there and runs the kernels: on a GPU the CUDA kernels of the
+    ``"torch"`` backend (plain torch where they do not take the problem: see the package docstring), on
+    the CPU (``"cpu"``) the numba kernels of the ``"numpy"`` backend. Results are bitwise those of the
+    functions: :func:`evaluate_retrieval`, :func:`average_precision`, :func:`distance_counts` and
+    :func:`rank` with ``backend="torch", device=...`` on a GPU (and on ``torch.device("cpu")``, the torch
+    code on the CPU, as everywhere in this project), ``backend="numpy"`` on ``"cpu"``.
+
+    Arrays (codes, labels, queries) may be numpy arrays (or anything ``np.asarray`` takes), torch tensors
+    on any device, or any DLPack array (CuPy, JAX, ...), read without a copy when they already live on
+    the index's device. Their values (0/1 codes, 0/1 multi-hot labels) are checked on the device, with
+    one host sync per call; a numpy database bound for a GPU is copied in chunks through pinned memory,
+    packing one chunk while the next is in flight (see ``hashing_gym.ranking._resident``).
+
+    Args:
+        codes: database codes, 0/1 (n, bits), n and bits >= 1.
+        labels: the items' labels: integer class ids (n,) (relevant: same id) or multi-hot 0/1 (n, C)
+            (relevant: a shared label).
+        device: where the index lives: ``"cpu"`` (numba), ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a
+            ``torch.device`` (:func:`hashing_gym.device.array_device`); None: the codes' device when they
+            are a CUDA tensor (or DLPack array), else ``"auto"`` (CUDA when torch sees one).
+
+    Raises:
+        ValueError: the functions' messages for bad codes or labels (``database codes must hold only 0
+            and 1, got 2 at index (0, 3)``, ``database labels has 4 rows but the codes have 3``, ...), or
+            a bad ``device``.
+
+    >>> import numpy as np
+    >>> from hashing_gym.ranking import HammingIndex
+    >>> xb = np.array([[0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 1], [1, 1, 1, 0]], dtype=np.uint8)
+    >>> index = HammingIndex(xb, np.array([0, 1, 0, 1]), device="cpu")
+    >>> index.ntotal, index.bits
+    (4, 4)
+    >>> D, I = index.search(xb[:1], 3)
+    >>> D.tolist(), I.tolist()
+    ([[0, 1, 3]], [[0, 2, 3]])
+    >>> index.mean_average_precision(xb, np.array([0, 1, 0, 1]))
+    1.0
+    """
+
+    def __init__(self, codes: Any, labels: Any, *, device: Any = None) -> None:
+        from hashing_gym.ranking import _resident
+
+        database = _resident.Codes(codes, "database codes")
+        dev, engine = _resident.placement(device, like=database.given)
+        db_labels = _resident.Labels(labels, database.n, "database labels")
+        checks = _resident.Checks()
+        words = database.load(dev, checks)
+        label_words = db_labels.load(dev, checks)
+        checks.verify()
+        self._database = _resident.Resident(words, label_words, database.bits, db_labels.classes, engine)
+
+    @property
+    def ntotal(self) -> int:
+        """The number of database items (faiss' name)."""
+        return self._database.nb
+
+    @property
+    def bits(self) -> int:
+        """The code length."""
+        return self._database.bits
+
+    @property
+    def device(self) -> Any:
+        """The ``torch.device`` the index lives on."""
+        return self._database.device
+
+    def __repr__(self) -> str:
+        classes = self._database.classes
+        labels = f"multi-hot of {classes} classes" if classes else "class ids"
+        return f"HammingIndex(ntotal={self.ntotal}, bits={self.bits}, labels={labels}, device={self.device})"
+
+    def add(self, codes: Any, labels: Any) -> None:
+        """Append items (codes and labels of the index's width and label kind) after the current ones.
+
+        The index's words are copied once into a longer array (O(ntotal) a call): add in large batches.
+
+        Raises:
+            ValueError: bad codes or labels, or of another width or label kind than the index's.
+        """
+        from hashing_gym.ranking import _resident
+
+        added = _resident.Codes(codes, "added codes")
+        _resident.check_bits(added.bits, self.bits, "added and index codes")
+        added_labels = _resident.Labels(labels, added.n, "added labels")
+        _resident.check_label_kinds(added_labels, self._database.classes, "added", "index")
+        checks = _resident.Checks()
+        words = added.load(self.device, checks)
+        label_words = added_labels.load(self.device, checks)
+        checks.verify()
+        self._database = self._database.extended(words, label_words)
+
+    def evaluate(
+        self, queries: Any, query_labels: Any, *, topk: int = 1000, radius: int = 2
+    ) -> dict[str, float]:
+        """:func:`evaluate_retrieval` of the queries against the index (stable and tie-aware mAP, ...).
+
+        Args:
+            queries: query codes, 0/1 (nq, bits).
+            query_labels: query labels of the index's kind, (nq,) or (nq, C).
+            topk: cutoff of ``map_at_k`` and ``precision_at_k`` (>= 1; capped to ``ntotal``).
+            radius: Hamming radius of ``precision_radius{radius}``.
+
+        Returns:
+            The dictionary of :func:`evaluate_retrieval`, bitwise.
+        """
+        from hashing_gym.ranking import _api
+
+        return _api.evaluate_retrieval_of(self._database.queries(queries, query_labels), topk, radius)
+
+    def average_precision(
+        self, queries: Any, query_labels: Any, *, ties: str = "stable", topk: int | None = None
+    ) -> np.ndarray:
+        """:func:`average_precision` of each query, float64 (nq,) (``ties``, ``topk`` as there)."""
+        from hashing_gym.ranking import _api
+
+        return _api.average_precision_of(self._database.queries(queries, query_labels), topk, ties)
+
+    def mean_average_precision(
+        self, queries: Any, query_labels: Any, *, ties: str = "stable", topk: int | None = None
+    ) -> float:
+        """:func:`mean_average_precision` of the queries: mAP@all (``topk=None``) or mAP@topk."""
+        return float(self.average_precision(queries, query_labels, ties=ties, topk=topk).mean())
+
+    def distance_counts(self, queries: Any, query_labels: Any) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`distance_counts`: int64 (nq, bits + 1) items and relevant items at each distance."""
+        from hashing_gym.ranking import _api
+
+        stats = _api._query_stats(self._database.queries(queries, query_labels), (), stable=False)
+        return stats.counts, stats.relevant
+
+    def search(self, queries: Any, k: int) -> tuple[Any, Any]:
+        """The ``k`` nearest items of each query, as :func:`rank` orders them (ties by index).
+
+        Args:
+            queries: query codes, 0/1 (nq, bits).
+            k: results per query (>= 1; capped to ``ntotal``).
+
+        Returns:
+            ``(D, I)``: int32 distances and int64 indices (nq, min(k, ntotal)). numpy arrays for numpy
+            (or array-like) queries; torch tensors on the index's device for tensors and DLPack arrays.
+        """
+        import torch
+
+        from hashing_gym.ranking._checks import check_cutoff
+
+        k = check_cutoff(k, "k", self.ntotal)
+        as_tensors = is_torch(queries) or (
+            not isinstance(queries, np.ndarray) and hasattr(queries, "__dlpack__")
+        )
+        D, I = self._database.rank(self._database.query_codes(queries), k)  # noqa: E741 (faiss' name)
+        if as_tensors and isinstance(D, np.ndarray):
+            return torch.from_numpy(D), torch.from_numpy(I)
+        if not as_tensors and not isinstance(D, np.ndarray):
+            return D.cpu().numpy(), I.cpu().numpy()
+        return D, I

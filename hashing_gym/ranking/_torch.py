@@ -1,11 +1,13 @@
 """The ``"torch"`` backend: distances from a matmul of +-1 codes, and packed codes on a torch device.
 
-Two parts. The metric functions' backend (:func:`hamming`, :func:`rank`, :func:`stats`) takes validated
-numpy inputs and returns numpy results; on an NVIDIA GPU with CuPy its histograms and stable sums come
-from the CUDA kernels (``_cuda``), else from plain torch: distances ``d = (bits - <x, y>) / 2`` of +-1
-float32 codes (exact for ``bits < 2**24``) in chunks of queries, ``scatter_add`` histograms, and a stable
-sort for the stable sums. The packed functions (:func:`packed_counts`, :func:`packed_stable`) keep
-everything on the device for callers whose codes live there (the batched environments).
+Two parts. The metric functions' backend (:func:`hamming_words`, :func:`rank_words`, :func:`stats_words`)
+takes codes and labels checked and packed into int64 words on the device (``_resident``) and returns
+numpy results (:func:`rank_words`: tensors); on an NVIDIA GPU with CuPy its histograms and stable sums
+come from the CUDA kernels (``_cuda``), else from plain torch: distances ``d = (bits - <x, y>) / 2`` of
++-1 float32 codes unpacked from the words (exact for ``bits < 2**24``) in chunks of queries,
+``scatter_add`` histograms, and a stable sort for the stable sums. The packed functions
+(:func:`packed_counts`, :func:`packed_stable`) keep everything on the device for callers whose codes
+live there (the batched environments).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import numpy as np
 
 from hashing_gym.device import torch_device
 from hashing_gym.ranking import _cuda, _metrics
-from hashing_gym.ranking._checks import Data, word_bits_of
-from hashing_gym.ranking._packing import label_words, pack_words, torch_popcount
+from hashing_gym.ranking._checks import word_bits_of
+from hashing_gym.ranking._packing import torch_popcount, torch_unpack
 
 # Bytes of one chunk of the sort keys and distance matrices (16 times more on a GPU).
 CHUNK_BYTES = 1 << 26
@@ -28,10 +30,23 @@ def device_of(device: Any) -> Any:
     return torch_device("auto" if device is None else device)
 
 
-def _signs(codes: np.ndarray, dev: Any) -> Any:
+def _unpacked(words: Any, bits: int, dtype: Any) -> Any:
+    """0/1 (n, bits) in ``dtype`` from int64 words (n, W), in chunks of rows (the shifts' temporaries)."""
     import torch
 
-    return torch.as_tensor(codes, device=dev).to(torch.float32).mul_(2.0).sub_(1.0)
+    n = words.shape[0]
+    out = torch.empty((n, bits), dtype=dtype, device=words.device)
+    step = max(1, (1 << 16) // words.shape[1])  # 32 MB of int64 shifts a chunk
+    for s in range(0, n, step):
+        out[s : s + step] = torch_unpack(words[s : s + step], bits, 64)
+    return out
+
+
+def _signs(words: Any, bits: int) -> Any:
+    """+-1 float32 codes (n, bits) of int64 words."""
+    import torch
+
+    return _unpacked(words, bits, torch.float32).mul_(2.0).sub_(1.0)
 
 
 def _step(nb: int, arrays: int, dev: Any) -> int:
@@ -47,65 +62,69 @@ def _distances(sq: Any, sb: Any, bits: int) -> Any:
     return torch.round((bits - sq @ sb.T) * 0.5).to(torch.int64)
 
 
-def hamming(xq: np.ndarray, xb: np.ndarray, device: Any) -> np.ndarray:
-    """int32 (nq, nb) distances of 0/1 codes."""
+def hamming_words(xq: Any, xb: Any, bits: int) -> np.ndarray:
+    """int32 (nq, nb) distances of int64 words on one device, as numpy."""
     import torch
 
-    dev = device_of(device)
-    nq, nb, bits = xq.shape[0], xb.shape[0], xq.shape[1]
-    sb = _signs(xb, dev)
+    nq, nb = xq.shape[0], xb.shape[0]
+    sb = _signs(xb, bits)
     out = np.empty((nq, nb), dtype=np.int32)
-    step = _step(nb, 2, dev)
+    step = _step(nb, 2, xq.device)
     with torch.no_grad():
         for s in range(0, nq, step):
-            d = _distances(_signs(xq[s : s + step], dev), sb, bits)
+            d = _distances(_signs(xq[s : s + step], bits), sb, bits)
             out[s : s + step] = d.to(torch.int32).cpu().numpy()
     return out
 
 
-def rank(xq: np.ndarray, xb: np.ndarray, k: int, device: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Stable top ``k``: the ``k`` smallest unique keys ``d * nb + index``."""
+def rank_words(xq: Any, xb: Any, bits: int, k: int) -> tuple[Any, Any]:
+    """Stable top ``k`` of int64 words: the ``k`` smallest unique keys ``d * nb + index``.
+
+    Returns int32 distances and int64 indices (nq, k), tensors on the words' device.
+    """
     import torch
 
-    dev = device_of(device)
-    nq, nb, bits = xq.shape[0], xb.shape[0], xq.shape[1]
-    sb = _signs(xb, dev)
+    dev = xq.device
+    nq, nb = xq.shape[0], xb.shape[0]
+    sb = _signs(xb, bits)
     index = torch.arange(nb, device=dev)
-    D = np.empty((nq, k), dtype=np.int32)
-    I = np.empty((nq, k), dtype=np.int64)  # noqa: E741 (faiss' name)
+    D = torch.empty((nq, k), dtype=torch.int32, device=dev)
+    I = torch.empty((nq, k), dtype=torch.int64, device=dev)  # noqa: E741 (faiss' name)
     step = _step(nb, 3, dev)
     with torch.no_grad():
         for s in range(0, nq, step):
-            key = _distances(_signs(xq[s : s + step], dev), sb, bits) * nb + index
+            key = _distances(_signs(xq[s : s + step], bits), sb, bits) * nb + index
             top = torch.topk(key, k, dim=1, largest=False, sorted=True).values
-            D[s : s + step] = (top // nb).to(torch.int32).cpu().numpy()
-            I[s : s + step] = (top % nb).cpu().numpy()
+            D[s : s + step] = top // nb
+            I[s : s + step] = top % nb
     return D, I
 
 
-def stats(data: Data, ks: tuple[int, ...], stable: bool) -> tuple[np.ndarray, ...]:
-    """``(counts, relevant, ap_sum, hits)`` of every query, as numpy arrays (see ``_numba.stats_into``)."""
+def stats_words(
+    xq: Any, lq: Any, xb: Any, lb: Any, bits: int, classes: int, ks: tuple[int, ...], stable: bool
+) -> tuple[np.ndarray, ...]:
+    """``(counts, relevant, ap_sum, hits)`` of every query, as numpy arrays (see ``_numba.stats_into``).
+
+    Args:
+        xq: query codes, int64 words (nq, ceil(bits / 64)) on the device (``_resident``'s loading).
+        lq: query labels, int64 (nq, 1) class ids, or multi-hot labels of ``classes`` classes in int64 words.
+        xb: database codes, like ``xq``.
+        lb: database labels, like ``lq``.
+        bits: the code length.
+        classes: C of multi-hot labels, 0 for class ids.
+        ks: stable cutoffs, each in 1..nb.
+        stable: whether to compute the stable AP sums and hits at ``ks``.
+    """
     import torch
 
-    dev = device_of(data.device)
-    if _cuda.usable(data, dev):
-        tensors = [
-            torch.from_numpy(array).to(dev)
-            for array in (
-                pack_words(data.xq).view(np.int64),
-                label_words(data.yq),
-                pack_words(data.xb).view(np.int64),
-                label_words(data.yb),
-            )
-        ]
-        result = _cuda.stats(*tensors, data.xq.shape[1], data.multi, ks, stable and bool(ks))
+    dev = xq.device
+    multi = classes > 0
+    if _cuda.usable_for(xb.shape[0], bits, lq.shape[1], dev):
+        result = _cuda.stats(xq, lq, xb, lb, bits, multi, ks, stable and bool(ks))
         return tuple(tensor.cpu().numpy() for tensor in result)
-    nq, bits = data.xq.shape
-    nb = data.nb
-    sb = _signs(data.xb, dev)
-    yb = torch.as_tensor(data.yb, device=dev)
-    if data.multi:
-        yb = yb.to(torch.float32)
+    nq, nb = xq.shape[0], xb.shape[0]
+    sb = _signs(xb, bits)
+    yb = _unpacked(lb, classes, torch.float32) if multi else lb[:, 0]
     counts = np.empty((nq, bits + 1), dtype=np.int64)
     relevant = np.empty((nq, bits + 1), dtype=np.int64)
     ap_sum = np.zeros((nq, len(ks)), dtype=np.float64)
@@ -114,11 +133,11 @@ def stats(data: Data, ks: tuple[int, ...], stable: bool) -> tuple[np.ndarray, ..
     with torch.no_grad():
         for s in range(0, nq, step):
             e = min(s + step, nq)
-            d = _distances(_signs(data.xq[s:e], dev), sb, bits)
-            if data.multi:
-                rel = (torch.as_tensor(data.yq[s:e], device=dev).to(torch.float32) @ yb.T) > 0
+            d = _distances(_signs(xq[s:e], bits), sb, bits)
+            if multi:
+                rel = (_unpacked(lq[s:e], classes, torch.float32) @ yb.T) > 0
             else:
-                rel = torch.as_tensor(data.yq[s:e], device=dev)[:, None] == yb[None, :]
+                rel = lq[s:e, 0][:, None] == yb[None, :]
             rel = rel.to(torch.int64)
             hist = torch.zeros((e - s, bits + 1), dtype=torch.int64, device=dev)
             counts[s:e] = hist.scatter_add(1, d, torch.ones_like(d)).cpu().numpy()

@@ -29,9 +29,16 @@ How (our design, no approximation):
       and its own error message if its inputs were bad): every rank then raises the same
       ``ValueError`` naming the rank and the problem, so a bad shard never leaves the others waiting.
 
-The local work runs on the CPU (the numba kernels of the ``"numpy"`` backend). With the ``nccl``
-backend the messages are CUDA tensors on ``cuda:LOCAL_RANK`` (``LOCAL_RANK`` from torchrun, else the
-current CUDA device); with gloo (or a mixed ``cpu:gloo,cuda:nccl`` group) they are CPU tensors.
+Where the local work runs (``device``): each rank's histograms (pass 1) go through the resident path
+of :class:`~hashing_gym.ranking.HammingIndex` (its blocks loaded into a ``_resident.Resident``): on the
+group's device by default, so with the ``nccl`` backend the CUDA kernels on ``cuda:LOCAL_RANK``
+(``LOCAL_RANK`` from torchrun, else the current CUDA device; where they do not take the problem, no
+CuPy or codes over 383 bits, numba on the CPU) and with gloo the numba kernels on the CPU;
+an explicit ``device`` is read as :func:`hashing_gym.device.array_device` reads it (``"cpu"``: numba;
+``"cuda[:N]"`` or a ``torch.device``: the ``"torch"`` backend's kernels there). Histograms are integers,
+so every device gives bitwise the same. The chained stable pass runs on the CPU (numba) either way: its
+float64 sums must be the single-process kernel's additions in its order. With ``nccl`` the messages are
+CUDA tensors on the rank's GPU; with gloo (or a mixed ``cpu:gloo,cuda:nccl`` group) CPU tensors.
 
 Shard folders (our format, version 1; :func:`write_shards` writes one): a database as numbered shards,
 each a pair of ``.npy`` files that ``np.load(mmap_mode=...)`` memory-maps (an ``.npz`` member cannot
@@ -84,7 +91,7 @@ import numpy as np
 from numba import prange
 
 from hashing_gym.files import atomic_path
-from hashing_gym.ranking import _numba  # first: it chooses numba's threading layer (see _numba)
+from hashing_gym.ranking import _numba, _resident  # _numba first: it chooses numba's threading layer
 from hashing_gym.ranking._api import _Stats, retrieval_metrics
 from hashing_gym.ranking._checks import check_binary, check_codes, check_labels, check_packed, check_radius
 from hashing_gym.ranking._packing import label_words, pack_words
@@ -193,6 +200,7 @@ class _Local:
     lq: Any = None  # int64 (nq, LW): label_words' layout
     blocks: list = field(default_factory=list)  # [(uint64 (n, W), int64 (n, LW))], database order
     error: str | None = None
+    device: Any = None  # the histograms' (torch device, engine) from _resident.placement; None: the group's
 
     @property
     def nb(self) -> int:
@@ -399,10 +407,13 @@ def _sharded_stats(local: _Local, comm: _Comm, stable: bool) -> tuple[_Stats, in
     nb = _agree(local, comm)
     k = min(local.topk, nb)
     nq, nbins, multi = local.nq, local.bits + 1, local.kind == 2
-    # Pass 1: this rank's histograms, block by block.
+    # Pass 1: this rank's histograms, block by block, on its device.
     mine = np.zeros((2, nq, nbins), dtype=np.int64)
+    dev, engine = local.device or _group_place(local, comm)
+    if local.blocks:
+        xq, lq = _resident.load_words(local.xq, dev), _resident.load_words(local.lq, dev)
     for codes, labels in local.blocks:
-        block_counts, block_relevant = _histograms_of(local, codes, labels)
+        block_counts, block_relevant = _histograms_of(local, codes, labels, xq, lq, dev, engine)
         mine[0] += block_counts
         mine[1] += block_relevant
     total = comm.all_reduce_sum(mine)
@@ -415,18 +426,31 @@ def _sharded_stats(local: _Local, comm: _Comm, stable: bool) -> tuple[_Stats, in
     return _Stats(counts, relevant, ap_sum, hits), nb, k
 
 
-def _histograms_of(local: _Local, codes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    nq, nbins = local.nq, local.bits + 1
-    out = (
-        np.zeros((nq, nbins), dtype=np.int64),
-        np.zeros((nq, nbins), dtype=np.int64),
-        np.zeros((nq, 0), dtype=np.float64),
-        np.zeros((nq, 0), dtype=np.int64),
-    )
-    _numba.stats_into(
-        None, local.xq, codes, local.lq, labels, local.kind == 2, np.zeros(0, np.int64), False, out
-    )
-    return out[0], out[1]
+def _group_place(local: _Local, comm: _Comm) -> tuple[Any, str]:
+    """The histograms' default place: the rank's GPU under NCCL when the CUDA kernels take the blocks.
+
+    Otherwise (gloo; or no CuPy, codes over 383 bits: plain torch would hold +-1 float32 copies of the
+    blocks) the numba kernels on the CPU, as before there was a GPU path.
+    """
+    import torch
+
+    from hashing_gym.ranking import _cuda
+
+    if comm.device.type == "cuda":
+        largest = max((int(codes.shape[0]) for codes, _ in local.blocks), default=0)
+        if _cuda.usable_for(largest, local.bits, local.lq.shape[1], comm.device):
+            return comm.device, "torch"
+    return torch.device("cpu"), "numba"
+
+
+def _histograms_of(
+    local: _Local, codes: np.ndarray, labels: np.ndarray, xq: Any, lq: Any, dev: Any, engine: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """One block's histograms of the queries (words ``xq``, ``lq`` on ``dev``), as a resident database."""
+    words = _resident.load_words(codes, dev)  # the CPU: views of the (memory-mapped) block, not copies
+    database = _resident.Resident(words, _resident.load_words(labels, dev), local.bits, local.classes, engine)
+    counts, relevant, _, _ = database.stats(xq, lq, (), False)
+    return counts, relevant
 
 
 def _chain(local, comm, mine, counts, relevant, ks, ap_sum, hits, multi) -> None:
@@ -478,10 +502,13 @@ def _run(local: _Local, group: Any, stable: bool) -> tuple[_Stats, int, int]:
     return _sharded_stats(local, _Comm(group), stable)
 
 
-def _checked_local(build: Any) -> _Local:
-    """``build()``'s inputs, or a record of the ValueError it raised (sent to the other ranks)."""
+def _checked_local(build: Any, device: Any = None) -> _Local:
+    """``build()``'s inputs with ``device`` placed, or a record of the ValueError raised (for the others)."""
     try:
-        return build()
+        local = build()
+        if device is not None:  # a bad device, or CUDA on a rank without it: an error on every rank
+            local.device = _resident.placement(device)
+        return local
     except ValueError as error:
         return _Local(error=str(error))
 
@@ -495,6 +522,7 @@ def evaluate_retrieval_sharded(
     group: Any = None,
     topk: int = 1000,
     radius: int = 2,
+    device: Any = None,
 ) -> dict[str, float]:
     """:func:`evaluate_retrieval` over a database split across the ranks of a process group.
 
@@ -509,10 +537,13 @@ def evaluate_retrieval_sharded(
         group: a ``torch.distributed`` process group (gloo or NCCL); None for the default group.
         topk: cutoff of ``map_at_k`` and ``precision_at_k`` (>= 1; capped to the whole database).
         radius: Hamming radius of ``precision_radius{radius}``.
+        device: where this rank computes its histograms: None for the group's device (NCCL: the rank's
+            GPU, CUDA kernels; gloo: numba on the CPU), ``"cpu"`` (numba), ``"cuda[:N]"`` or a
+            ``torch.device`` (the ``"torch"`` backend's kernels there). The stable pass runs on the CPU.
 
     Returns:
         On every rank, bitwise the dictionary :func:`evaluate_retrieval` returns for the concatenated
-        database on one process (numpy backend).
+        database on one process (numpy backend), whatever the device.
 
     Raises:
         ValueError: on every rank alike, naming the rank, if any rank's inputs are bad, if the ranks
@@ -525,12 +556,12 @@ def evaluate_retrieval_sharded(
         _dense_block(local, db_codes, db_labels)
         return local
 
-    stats, nb, k = _run(_checked_local(build), group, stable=True)
+    stats, nb, k = _run(_checked_local(build, device), group, stable=True)
     return retrieval_metrics(stats, nb, k, check_radius(radius))
 
 
 def distance_counts_sharded(
-    q_codes: Any, q_labels: Any, db_codes: Any, db_labels: Any, *, group: Any = None
+    q_codes: Any, q_labels: Any, db_codes: Any, db_labels: Any, *, group: Any = None, device: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`distance_counts` of the whole sharded database, on every rank (one all_reduce).
 
@@ -547,7 +578,7 @@ def distance_counts_sharded(
         _dense_block(local, db_codes, db_labels)
         return local
 
-    stats, _, _ = _run(_checked_local(build), group, stable=False)
+    stats, _, _ = _run(_checked_local(build, device), group, stable=False)
     return stats.counts, stats.relevant
 
 
@@ -559,6 +590,7 @@ def evaluate_packed_sharded(
     group: Any = None,
     topk: int = 1000,
     radius: int = 2,
+    device: Any = None,
 ) -> dict[str, float]:
     """:func:`evaluate_retrieval_sharded` with this rank's database as packed blocks (memory maps, say).
 
@@ -573,6 +605,7 @@ def evaluate_packed_sharded(
         group: a ``torch.distributed`` process group; None for the default group.
         topk: cutoff of ``map_at_k`` and ``precision_at_k`` (>= 1; capped to the whole database).
         radius: Hamming radius of ``precision_radius{radius}``.
+        device: where this rank computes its histograms (see :func:`evaluate_retrieval_sharded`).
 
     Returns:
         The dictionary of :func:`evaluate_retrieval`, bitwise, on every rank.
@@ -584,7 +617,7 @@ def evaluate_packed_sharded(
             _packed_block(local, codes, labels, f"database block {index}")
         return local
 
-    stats, nb, k = _run(_checked_local(build), group, stable=True)
+    stats, nb, k = _run(_checked_local(build, device), group, stable=True)
     return retrieval_metrics(stats, nb, k, check_radius(radius))
 
 
@@ -844,6 +877,7 @@ def evaluate_shard_folder(
     group: Any = None,
     topk: int = 1000,
     radius: int = 2,
+    device: Any = None,
 ) -> dict[str, float]:
     """:func:`evaluate_retrieval_sharded` of a shard folder: each rank memory-maps its own shards.
 
@@ -857,6 +891,7 @@ def evaluate_shard_folder(
         group: a ``torch.distributed`` process group; None for the default group.
         topk: cutoff of ``map_at_k`` and ``precision_at_k`` (>= 1; capped to the whole database).
         radius: Hamming radius of ``precision_radius{radius}``.
+        device: where this rank computes its histograms (see :func:`evaluate_retrieval_sharded`).
 
     Returns:
         The dictionary of :func:`evaluate_retrieval` for the whole folder, bitwise, on every rank.
@@ -865,16 +900,17 @@ def evaluate_shard_folder(
         ValueError: on every rank alike, naming the rank and the file, if any rank's shards are
             missing or do not match the folder, or the queries do not match the database.
     """
-    return _evaluate_folder(lambda: (q_codes, q_labels), "the queries", directory, group, topk, radius)[0]
+    queries = lambda: (q_codes, q_labels)  # noqa: E731 (read on the rank, inside the shared checks)
+    return _evaluate_folder(queries, "the queries", directory, group, topk, radius, device)[0]
 
 
 def _evaluate_folder(
-    queries: Any, name: str, directory: Any, group: Any, topk: Any, radius: Any
+    queries: Any, name: str, directory: Any, group: Any, topk: Any, radius: Any, device: Any = None
 ) -> tuple[dict[str, float], _Local, int]:
     """The metrics, this rank's inputs and the total items of a shard folder's evaluation."""
     comm = _Comm(group)
     local = _checked_local(
-        lambda: _folder_local(queries, name, directory, comm.rank, comm.size, topk, radius)
+        lambda: _folder_local(queries, name, directory, comm.rank, comm.size, topk, radius), device
     )
     stats, nb, k = _sharded_stats(local, comm, stable=True)
     return retrieval_metrics(stats, nb, k, local.radius), local, nb
