@@ -88,7 +88,8 @@ def _module(
     defines = {"W": words, "LW": label_words, "MULTI": int(multi), "NBINS": nbins, "NK": max(nks, 1)}
     defines["T"] = threads
     # own_histograms' words (the other kernels take 64-bit words) and queries per block.
-    defines["WT"], defines["OT"] = _WORD_TYPES[word_bits], own_threads(nbins)
+    # (OT >= 1: every module holds own_histograms, launched only where own_usable says it fits.)
+    defines["WT"], defines["OT"] = _WORD_TYPES[word_bits], max(1, own_threads(nbins))
     header = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return cupy.RawModule(code=header + _source(), options=("--std=c++17",))
 
