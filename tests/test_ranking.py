@@ -677,7 +677,7 @@ def test_torch_cuda_equals_numpy():
 def test_cuda_kernel_block_sizes():
     """Counters of a block fit the static shared memory; too many bins leave the work to plain torch."""
     for nbins in (2, 5, 65, 101, 161, 257, 384):
-        assert 8 * nbins * _cuda.own_threads(nbins) <= _cuda.SHARED_BYTES
+        assert 2 * 4 * 32 * nbins * _cuda.own_warps(nbins) <= _cuda.SHARED_BYTES
         threads = _cuda.block_threads(nbins)
         assert threads % 32 == 0 and 32 <= threads <= 128
         assert 4 * nbins * threads <= _cuda.SHARED_BYTES

@@ -88,8 +88,8 @@ def _module(
     defines = {"W": words, "LW": label_words, "MULTI": int(multi), "NBINS": nbins, "NK": max(nks, 1)}
     defines["T"] = threads
     # own_histograms' words (the other kernels take 64-bit words) and queries per block.
-    # (OT >= 1: every module holds own_histograms, launched only where own_usable says it fits.)
-    defines["WT"], defines["OT"] = _WORD_TYPES[word_bits], max(1, own_threads(nbins))
+    # (OW >= 1: every module holds own_histograms, launched only where own_usable says it fits.)
+    defines["WT"], defines["OW"] = _WORD_TYPES[word_bits], max(1, own_warps(nbins))
     header = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return cupy.RawModule(code=header + _source(), options=("--std=c++17",))
 
@@ -221,12 +221,12 @@ def own_usable(xq: Any, lq: Any, xb: Any, bits: int) -> bool:
     if _cupy() is None:
         return False
     label_words = lq.shape[1] if lq.ndim == 2 else 1
-    return label_words <= MAX_LABEL_WORDS and own_threads(bits + 1) >= 32
+    return label_words <= MAX_LABEL_WORDS and own_warps(bits + 1) >= 1
 
 
-def own_threads(nbins: int) -> int:
-    """Queries per block of ``own_histograms``: two 32-bit counters per bucket in static shared memory."""
-    return min(128, (SHARED_BYTES // (8 * nbins)) // 32 * 32)
+def own_warps(nbins: int) -> int:
+    """Queries (warps) per block of ``own_histograms``: each lane's two 32-bit counters per bucket."""
+    return min(8, SHARED_BYTES // (2 * 4 * 32 * nbins))
 
 
 def own_counts(xq: Any, lq: Any, xb: Any, lb: Any, bits: int, exclude: Any) -> tuple[Any, Any]:
@@ -249,7 +249,7 @@ def own_counts(xq: Any, lq: Any, xb: Any, lb: Any, bits: int, exclude: Any) -> t
     nq, words = xq.shape
     nb, nbins = xb.shape[-2], bits + 1
     multi = lq.ndim == 2
-    threads = own_threads(nbins)
+    warps = own_warps(nbins)
     word_bits = xq.element_size() * 8
     module = _module(words, lq.shape[1] if multi else 1, multi, nbins, 0, block_threads(nbins), word_bits)
     dev = xq.device
@@ -266,8 +266,8 @@ def own_counts(xq: Any, lq: Any, xb: Any, lb: Any, bits: int, exclude: Any) -> t
         stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(dev).cuda_stream)
     with cupy.cuda.Device(dev.index), stream:
         module.get_function("own_histograms")(
-            (-(-nq // threads),),
-            (threads,),
+            (-(-nq // warps),),
+            (32 * warps,),
             (*(arg(t) for t in tensors), arg(skip), np.int32(nq), np.int32(nb), np.int32(xb.ndim == 2))
             + (arg(counts), arg(relevant)),
         )

@@ -129,45 +129,56 @@ extern "C" __global__ void __launch_bounds__(T) stable_sums(
 #ifdef WT
 // Per-distance histograms of each query against its own database (xb: nq databases of nb items) or one
 // shared database (shared_db), item exclude[i] left out of query i's list (exclude may be null):
-// RankListHash-v0's reward, where every sub-env ranks its code against its own bank. One thread per
-// query, OT queries a block; WT is the packed words' type (16, 32 or 64 bits); two 32-bit counters per bucket, so a
-// database may hold up to 2^31 - 1 items.
-extern "C" __global__ void __launch_bounds__(OT) own_histograms(
+// RankListHash-v0's reward, where every sub-env ranks its code against its own bank. One warp per query,
+// OW warps a block: the lanes read 32 consecutive items at a time (coalesced: one thread per query would
+// read 32 databases at once, a cache line each), each lane counts into its own column of the warp's
+// counters (cnt[d][lane]: no two lanes share a bank), and the columns are summed by shuffles at the end.
+// WT is the packed words' type (16, 32 or 64 bits); 32-bit counters, so a database may hold up to
+// 2^31 - 1 items.
+extern "C" __global__ void __launch_bounds__(32 * OW) own_histograms(
     const WT* __restrict__ xq, const WT* __restrict__ xb, const i64* __restrict__ lq,
     const i64* __restrict__ lb, const i64* __restrict__ exclude, int nq, int nb, int shared_db,
     i64* __restrict__ counts, i64* __restrict__ relevant) {
-    __shared__ unsigned int cnt[NBINS * OT];
-    __shared__ unsigned int rel[NBINS * OT];
-    const int t = threadIdx.x;
-    const i64 i = (i64)blockIdx.x * OT + t;
-    if (i >= nq) return;  // threads never synchronise: each owns its columns of cnt and rel
+    __shared__ unsigned int cnt[OW][NBINS][32];
+    __shared__ unsigned int rel[OW][NBINS][32];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const i64 i = (i64)blockIdx.x * OW + w;
+    if (i >= nq) return;  // the whole warp: warps never synchronise with one another
 #pragma unroll 5
-    for (int b = 0; b < NBINS; ++b) { cnt[b * OT + t] = 0; rel[b * OT + t] = 0; }
+    for (int b = 0; b < NBINS; ++b) { cnt[w][b][lane] = 0; rel[w][b][lane] = 0; }
     WT q[W];
     i64 l[LW];
 #pragma unroll
-    for (int w = 0; w < W; ++w) q[w] = xq[i * W + w];
+    for (int k = 0; k < W; ++k) q[k] = xq[i * W + k];
 #pragma unroll
-    for (int w = 0; w < LW; ++w) l[w] = lq[i * LW + w];
+    for (int k = 0; k < LW; ++k) l[k] = lq[i * LW + k];
     const WT* __restrict__ base = xb + (shared_db ? 0 : i * (i64)nb * W);
     const i64 skip = exclude ? exclude[i] : -1;
-#pragma unroll 4
-    for (i64 j = 0; j < nb; ++j) {
+#pragma unroll 2
+    for (i64 j = lane; j < nb; j += 32) {
         int d = 0;
 #pragma unroll
-        for (int w = 0; w < W; ++w) {
-            const WT x = (WT)(q[w] ^ base[j * W + w]);
+        for (int k = 0; k < W; ++k) {
+            const WT x = (WT)(q[k] ^ base[j * W + k]);
             d += (sizeof(WT) == 8) ? __popcll((u64)x) : __popc((unsigned int)x);
         }
         if (j != skip) {
-            cnt[d * OT + t] += 1;
-            rel[d * OT + t] += is_relevant(l, lb, j);
+            cnt[w][d][lane] += 1;
+            rel[w][d][lane] += is_relevant(l, lb, j);
         }
     }
-#pragma unroll 5
+    __syncwarp();
     for (int b = 0; b < NBINS; ++b) {
-        counts[i * NBINS + b] = cnt[b * OT + t];
-        relevant[i * NBINS + b] = rel[b * OT + t];
+        unsigned int c = cnt[w][b][lane], r = rel[w][b][lane];
+#pragma unroll
+        for (int offset = 16; offset > 0; offset >>= 1) {
+            c += __shfl_down_sync(0xffffffffu, c, offset);
+            r += __shfl_down_sync(0xffffffffu, r, offset);
+        }
+        if (lane == 0) {
+            counts[i * NBINS + b] = c;
+            relevant[i * NBINS + b] = r;
+        }
     }
 }
 #endif
