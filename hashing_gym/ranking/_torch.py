@@ -100,6 +100,25 @@ def rank_words(xq: Any, xb: Any, bits: int, k: int) -> tuple[Any, Any]:
     return D, I
 
 
+def to_host(tensors: tuple[Any, ...]) -> tuple[np.ndarray, ...]:
+    """CUDA tensors as numpy arrays, through pinned buffers and one wait for the stream.
+
+    ``.cpu()`` copies into pageable memory, about 2 GB/s on an H200 host (5 ms for the two (10,000, 65)
+    int64 histograms); pinned buffers (torch's caching host allocator keeps them) run at the link's speed.
+    """
+    import torch
+
+    if not tensors or not tensors[0].is_cuda:
+        return tuple(tensor.cpu().numpy() for tensor in tensors)
+    hosts = []
+    for tensor in tensors:
+        host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        host.copy_(tensor, non_blocking=True)
+        hosts.append(host)
+    torch.cuda.current_stream(tensors[0].device).synchronize()
+    return tuple(host.numpy() for host in hosts)
+
+
 def stats_words(
     xq: Any, lq: Any, xb: Any, lb: Any, bits: int, classes: int, ks: tuple[int, ...], stable: bool
 ) -> tuple[np.ndarray, ...]:
@@ -120,8 +139,7 @@ def stats_words(
     dev = xq.device
     multi = classes > 0
     if _cuda.usable_for(xb.shape[0], bits, lq.shape[1], dev):
-        result = _cuda.stats(xq, lq, xb, lb, bits, multi, ks, stable and bool(ks))
-        return tuple(tensor.cpu().numpy() for tensor in result)
+        return to_host(_cuda.stats(xq, lq, xb, lb, bits, multi, ks, stable and bool(ks)))
     nq, nb = xq.shape[0], xb.shape[0]
     sb = _signs(xb, bits)
     yb = _unpacked(lb, classes, torch.float32) if multi else lb[:, 0]
