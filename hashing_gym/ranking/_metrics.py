@@ -103,6 +103,14 @@ def _harmonic_on(length: int, where: Any) -> Any:
     return torch.as_tensor(_harmonic_numpy(length).copy(), device=where)
 
 
+def _lookup(table: Any, index: Any) -> Any:
+    """``table[index]`` for a 1-D table and an array of indices, all >= 0 (index's shape)."""
+    if isinstance(table, np.ndarray):
+        return np.take(table, index)
+    # (index_select: array_api_compat's take adds three kernels that wrap negative indices.)
+    return table.index_select(0, index.reshape(-1)).reshape(index.shape)
+
+
 def _buckets_first(counts: Any) -> bool:
     """Whether ``tie_aware_sums`` lays the buckets along axis 0: torch on a GPU, outside ``torch.compile``.
 
@@ -157,10 +165,7 @@ def tie_aware_sums(
     some = relevant > 0
     slope = xp.where(counts > 1, (r - 1.0) / xp.where(counts > 1, n - 1.0, 1.0), 0.0)  # B
     intercept = (xp.astype(rel_before, xp.float64) + 1.0) - slope * (1.0 + xp.astype(before, xp.float64))
-    gap = xp.take(harmonic, xp.reshape(before + inside, (-1,)))
-    gap = xp.reshape(gap, counts.shape) - xp.reshape(
-        xp.take(harmonic, xp.reshape(before, (-1,))), counts.shape
-    )
+    gap = _lookup(harmonic, before + inside) - _lookup(harmonic, before)
     safe_n = xp.where(some, n, 1.0)
     inside_f = xp.astype(inside, xp.float64)
     terms = xp.where(some, (r / safe_n) * (slope * inside_f + intercept * gap), 0.0)
