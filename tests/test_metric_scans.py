@@ -101,3 +101,19 @@ def test_scan_on_both_axes_and_totals():
     got = torch.compile(compiled_scan, backend="aot_eager", fullgraph=True)(values)
     for a, b in zip(got, compiled_scan(values), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("k", CUTOFFS)
+def test_cuda_tie_aware_sums_equal_numba_bitwise(k):
+    # On the GPU the buckets lie along axis 0: one sequential loop per query, as the numba kernel's.
+    counts, relevant = histograms(5000, 64, seed=4)
+    k = cutoff(k, counts)
+    num_items = int(counts.sum(1).max())
+    tk = k if isinstance(k, int) else torch.as_tensor(k, device="cuda")
+    got = _metrics.tie_aware_sums(
+        torch.as_tensor(counts, device="cuda"), torch.as_tensor(relevant, device="cuda"), tk, num_items
+    )
+    want = _metrics.tie_aware_sums(counts, relevant, k, num_items)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a.cpu().numpy(), b)
