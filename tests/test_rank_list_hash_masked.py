@@ -271,14 +271,19 @@ def test_cuda_step_does_not_sync(mode, fuse):
     )
     env.reset(seed=0)
     actions = torch.randint(0, 2, (4096, 16), device="cuda", dtype=torch.int8)
+
+    def steps_without_sync(count):
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(count):
+                env.step(actions)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
     for _ in range(3):  # first launches, compilation
         env.step(actions)
-    env.reset(options={"reset_mask": torch.arange(4096) % 2 == 0})  # NEXT_STEP: mixed steps follow
+    steps_without_sync(4)  # every row acts (NEXT_STEP: or every row restarts)
+    env.reset(options={"reset_mask": np.arange(4096) % 2 == 0})  # NEXT_STEP: steps that mix both follow
     env.step(actions)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in range(6):
-            env.step(actions)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    steps_without_sync(4)
