@@ -39,8 +39,8 @@ def ratio(num: Any, den: Any) -> Any:
             den = np.broadcast_to(den, num.shape)
         np.divide(num, den, out=out, where=den > 0)
         return out
-    num = xp.astype(num, xp.float64)
-    den = xp.astype(den, xp.float64)
+    num = xp.astype(num, xp.float64, copy=False)  # (copy=False: the array API's astype copies by default)
+    den = xp.astype(den, xp.float64, copy=False)
     positive = den > 0
     return xp.where(positive, num / xp.where(positive, den, 1.0), 0.0)
 
@@ -149,8 +149,8 @@ def tie_aware_sums(
         from hashing_gym.ranking import _numba
 
         return _numba.tie_aware_sums(counts, relevant, k, harmonic)
-    counts = xp.astype(counts, xp.int64)
-    relevant = xp.astype(relevant, xp.int64)
+    counts = xp.astype(counts, xp.int64, copy=False)
+    relevant = xp.astype(relevant, xp.int64, copy=False)
     axis = 1  # the buckets' axis
     if _buckets_first(counts):
         counts, relevant, axis = counts.T.contiguous(), relevant.T.contiguous(), 0
