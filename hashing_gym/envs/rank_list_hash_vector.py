@@ -13,7 +13,11 @@ from hashing_gym.envs.core import expert
 from hashing_gym.envs.core import rank_list_hash as core
 from hashing_gym.envs.rank_list_hash import RankListHashEnv
 from hashing_gym.envs.vector_base import HashingVectorEnv
-from hashing_gym.ranking import unpack_codes
+from hashing_gym.ranking import _metrics, unpack_codes
+
+EXACT = {"emulate_precision_casts": True}
+"""Inductor's options for the fused step: no fused multiply-adds in the generated kernels (Triton
+contracts ``a * b + c`` by default), so the compiled AP is bitwise the eager one."""
 
 
 class RankListHashVectorEnv(HashingVectorEnv):
@@ -55,7 +59,14 @@ class RankListHashVectorEnv(HashingVectorEnv):
     bits); ours, see ``RankListHashEnv``) at every reset and step, ``ap`` and ``relevant`` after a
     step (in ``final_info`` under same-step autoreset), with ``_key`` masks.
 
-    Memory: each copy holds its database packed, ``num_envs x N x ceil(bits / 64)`` 8-byte words.
+    Memory: each copy holds its database packed, ``num_envs x N x ceil(bits / 64)`` 8-byte words
+    (on torch, words of 16, 32 or 64 bits: the narrowest that holds a code).
+
+    Speed on torch: with ``rng="batched"`` and NEXT_STEP or SAME_STEP autoreset, a step acts for all
+    rows at once with masks (the infos and draws are those of stepping the rows one index array at a
+    time) and, with ``check_actions=False``, reads nothing back from the device. ``fuse_step=True``
+    compiles the array work before and after the ranking scan with ``torch.compile`` (the scan's
+    CUDA kernel is launched through CuPy, which it cannot trace): the same results, bit for bit.
 
     >>> import gymnasium as gym
     >>> import numpy as np
@@ -82,6 +93,8 @@ class RankListHashVectorEnv(HashingVectorEnv):
     """
 
     metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+    masked_steps = True
+    fuses = True
 
     def __init__(
         self,
@@ -123,7 +136,18 @@ class RankListHashVectorEnv(HashingVectorEnv):
         )
         self._database = core.database(self._params, self._bank)  # checked once; bank writes are in place
         self._has_bank = np.zeros(self.num_envs, dtype=bool)
+        # Each row's item: replaced, never written in place (infos hand it out; see _set_items).
         self._items = self._zeros(np.int64)
+        self._cutoff = core.cutoff(params)
+        self._rows = np.arange(self.num_envs)  # the bank's rows, for the masked step's writes
+        self._harmonic: Any = None  # torch: the harmonic numbers of the AP formula, on the device
+        self._acted: dict[str, Any] = {}  # the infos of the rows' last action (masked steps)
+        self._fused: dict[str, Any] = {}  # fuse_step: the compiled parts, by name (compiled at first use)
+        if self.torch:
+            import torch
+
+            self._rows = torch.arange(self.num_envs, device=self.torch_device)
+            self._harmonic = _metrics.harmonic_numbers(self.num_items, self._rows)
 
     # ----------------------------------------------------------------------------------------------
     # Database codes
@@ -187,7 +211,9 @@ class RankListHashVectorEnv(HashingVectorEnv):
                 f"items must be a ({self.num_envs},) tensor for a torch-backend env, "
                 f"got {type(items).__name__} of shape {tuple(getattr(items, 'shape', ()))}"
             )
-        self._items.copy_(items)
+        import torch
+
+        self._items = items.to(device=self.torch_device, dtype=torch.int64, copy=True)
 
     # ----------------------------------------------------------------------------------------------
     # The batched MDP
@@ -203,14 +229,21 @@ class RankListHashVectorEnv(HashingVectorEnv):
         if index is not None:
             items = self._to_backend(index)
         elif self.torch:
-            import torch
-
-            generator = self._torch_generator()
-            items = torch.randint(self.num_items, (len(rows),), generator=generator, device=self.torch_device)
+            items = self._draw_items(len(rows))
         else:
             items = self.np_random.integers(self.num_items, size=len(rows))
-        self._items[self._index(rows)] = items
+        self._set_items(rows, items)
         return self._with_expert({"index": items})
+
+    def _set_items(self, rows: np.ndarray, items: Any) -> None:
+        """Give ``rows`` the items ``items`` in a new items array (returned infos may hold the old one)."""
+        if len(rows) == self.num_envs:  # sorted and distinct: every row, in order
+            self._items = items
+        elif self.torch:
+            self._items = self._items.index_put((self._index(rows),), items)
+        else:
+            self._items = self._items.copy()
+            self._items[rows] = items
 
     def _random_words(self, count: int) -> Any:
         """Random packed database codes (count, N, W), drawn as whole words (bits past ``bits``: 0)."""
@@ -255,7 +288,7 @@ class RankListHashVectorEnv(HashingVectorEnv):
             self._bank[self._index(np.array(fresh))] = words
             self._has_bank[fresh] = True
         items_b = self._to_backend(items)
-        self._items[self._index(rows)] = items_b
+        self._set_items(rows, items_b)
         return self._with_expert({"index": items_b})
 
     def _step_rows(self, rows: np.ndarray, actions: Any, every: bool) -> tuple[Any, Any, dict[str, Any]]:
@@ -287,6 +320,16 @@ class RankListHashVectorEnv(HashingVectorEnv):
 
     _bank_arrays = ("bank", "has_bank")
 
+    def set_state(self, state: dict[str, Any]) -> None:
+        """``HashingVectorEnv.set_state``; also takes snapshots from before this env's masked steps.
+
+        Those hold ``ended=None``; here a row has ended exactly where ``autoreset`` says so (every
+        row that acts ends, and restarts at the next step), which the snapshot holds.
+        """
+        if isinstance(state, dict) and self._ended is not None and state.get("ended", False) is None:
+            state = {**state, "ended": state.get("autoreset")}
+        super().set_state(state)
+
     def _spec(self) -> dict[str, Any]:
         return {"bits": self.bits, "ties": self.ties, "topk": self.topk, "database": self.database}
 
@@ -294,11 +337,252 @@ class RankListHashVectorEnv(HashingVectorEnv):
         return {"items": self._items, "bank": self._bank, "has_bank": self._has_bank}
 
     def _restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        # In place: the packed database (self._database) reads the bank array it was built over.
-        self._write(self._items, arrays["items"])
+        # The bank in place: the packed database (self._database) reads the array it was built over.
+        self._items = self._to_backend(arrays["items"])  # (a checked copy: nothing else holds it)
         if "bank" in arrays:
             self._write(self._bank, arrays["bank"])
             self._has_bank[:] = arrays["has_bank"]
 
     def _observations(self) -> Any:
         return core.observe(self._params, core.State(self._items, self._database))
+
+    # ----------------------------------------------------------------------------------------------
+    # Masked steps: every row at once, no row index arrays (numpy; torch with rng="batched")
+    # ----------------------------------------------------------------------------------------------
+
+    def _step_masked(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """``step`` over all rows, with the autoreset as masks (NEXT_STEP or SAME_STEP).
+
+        Every episode lasts one step, so every row that acts ends there: which rows restart is known
+        on the host (``self._autoreset``, NEXT_STEP only), and with it the infos' keys and how many
+        items to draw. This step therefore returns what the row path (``_step_rows``) returns, key
+        for key and draw for draw, while on torch it reads nothing back from the device and builds
+        no row index arrays there (``HashingVectorEnv._step_masked`` would restart every row that
+        ended through masks and report every key at every step).
+        """
+        restarting = self._autoreset.copy()  # NEXT_STEP: the rows that ended at the last step
+        count = int(restarting.sum())
+        if self.fuse_step and count in (0, self.num_envs):  # (steps where some rows restart: unfused)
+            return self._step_fused(actions, restarts=count > 0)
+        if count == self.num_envs:  # NEXT_STEP, all ended: a reset step (reward 0, actions ignored)
+            self._restart_where(None)
+            self._autoreset[:] = False
+            self._ended = ~self._ended
+            info = self._masked_info(self._info_all(), self._all())
+            return self._observations(), self._zeros(np.float64), *self._flags(False), info
+        live = None if count == 0 else ~self._ended
+        reward, terminated, truncated = self._step_all(actions, live)
+        acted = self._acted
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            # As SyncVectorEnv: the acted observation and info move to final_obs and final_info.
+            final_obs = self._observations()
+            self._restart_where(None)
+            every = self._all()
+            infos = {"final_obs": final_obs, "_final_obs": every}
+            infos.update(final_info=self._masked_info(acted, every), _final_info=self._all())
+            infos.update(self._masked_info(self._info_all(), every))
+            return self._observations(), reward, terminated, truncated, infos
+        self._autoreset = ~restarting
+        ended, self._ended = self._ended, ~self._ended
+        if live is None:  # every row acted: each restarts at the next step
+            return self._observations(), reward, terminated, truncated, self._masked_info(acted, self._all())
+        # Some rows restart (their episode ended before a reset with a reset_mask): they act nothing,
+        # report no ap and draw their new item; the others act and end. Keys in the row path's order.
+        self._restart_where(ended, count)
+        now, every = self._info_all(), self._all()
+        infos = {"index": now["index"], "_index": every}
+        for key in ("ap", "relevant"):
+            infos.update({key: self._or_zero(live, acted[key]), f"_{key}": live})
+        if "expert_action" in now:
+            infos.update(expert_action=now["expert_action"], _expert_action=every)
+        return self._observations(), self._or_zero(live, reward), terminated & live, truncated, infos
+
+    def _step_all(self, actions: Any, live: Any = None) -> tuple[Any, Any, Any]:
+        """Every row acts: its reward, and (bank mode) its code joins its database.
+
+        ``live``: None, or a bool array of the rows that act; the others' codes stay out of their
+        databases (their rewards are computed, and dropped by the caller). The acted rows' infos go
+        to ``self._acted``.
+        """
+        words = core.pack(self._params, actions)
+        items = self._items
+        ap, relevant = core.rewards(self._params, self._database, items, words)
+        core.write_rows(self._params, self._bank, self._rows, items, words, live)
+        index = items if self.torch else items.copy()  # (numpy infos are the caller's to change)
+        self._acted = self._with_expert({"index": index, "ap": ap, "relevant": relevant})
+        return self._copy(ap), *self._flags(True)
+
+    def _info_all(self) -> dict[str, Any]:
+        """The infos of every row's current item (``index``, ``expert_action``), as a reset reports them."""
+        return self._with_expert({"index": self._items if self.torch else self._items.copy()})
+
+    def _restart_where(self, mask: Any, count: int | None = None) -> None:
+        """New items for the rows where ``mask`` (None: every row), drawn as the row path draws them.
+
+        ``count`` is the number of rows of ``mask`` (known on the host): the batched torch generator
+        draws that many items, given to those rows in row order (``masked_scatter``: no row index
+        array on the device, nothing read back).
+        """
+        if not self.torch or self.rng != "batched":
+            rows = np.arange(self.num_envs) if mask is None else np.flatnonzero(self._to_numpy(mask))
+            self._reset_rows(rows, np.zeros(len(rows), dtype=bool), None)
+            return
+        draws = self._draw_items(self.num_envs if mask is None else count)
+        self._items = draws if mask is None else self._items.masked_scatter(mask, draws)
+
+    def _draw_items(self, size: int) -> Any:
+        """``size`` random items from the batched torch generator (what a reset of ``size`` rows draws)."""
+        import torch
+
+        generator = self._torch_generator()
+        return torch.randint(self.num_items, (size,), generator=generator, device=self.torch_device)
+
+    def _masked_info(self, values: dict[str, Any], mask: Any) -> dict[str, Any]:
+        """``values`` with the mask ``_key`` (one array, shared) after each key."""
+        infos: dict[str, Any] = {}
+        for key, value in values.items():
+            infos.update({key: value, f"_{key}": mask})
+        return infos
+
+    def _all(self) -> Any:
+        """A new all-True bool array (num_envs,)."""
+        if not self.torch:
+            return np.ones(self.num_envs, dtype=bool)
+        return self._all_true()
+
+    def _flags(self, terminated: bool) -> tuple[Any, Any]:
+        """New terminations (all ``terminated``) and truncations (none) of every row."""
+        return (self._all() if terminated else self._zeros(np.bool_)), self._zeros(np.bool_)
+
+    def _copy(self, array: Any) -> Any:
+        return array.clone() if self.torch else array.copy()
+
+    # ----------------------------------------------------------------------------------------------
+    # fuse_step: the masked torch step as compiled parts around the scan
+    # ----------------------------------------------------------------------------------------------
+
+    def _step_fused(self, actions: Any, restarts: bool) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """``_step_masked`` with its array work compiled (``fuse_step``), bitwise its results.
+
+        ``restarts``: NEXT_STEP, every row ended at the last step (this step restarts them all);
+        else every row acts. Three calls: ``fused_queries`` (compiled: pack the codes, gather their
+        labels), the scan (the histograms' CUDA kernel, launched through CuPy, which
+        ``torch.compile`` cannot trace; or the stable sums), then the bank write and ``fused_finish``
+        (compiled: the AP, infos, observations and the restart).
+        """
+        same_step = self.autoreset_mode == AutoresetMode.SAME_STEP
+        if restarts:  # nothing acts
+            draws = self._draw_items(self.num_envs)
+            restart = self._fused_part("restart", fused_restart, self._params)
+            obs, reward, terminated, truncated, info, every, self._ended = restart(draws, self._ended)
+            self._items = draws
+            self._autoreset[:] = False
+            return obs, reward, terminated, truncated, self._masked_info(info, every)
+        items = self._items
+        words, labels = self._fused_part("queries", fused_queries, self._params)(items, actions)
+        if self.ties == "average":
+            first, second = self._database.distance_counts(words, labels, exclude=items)
+        else:
+            first, second = self._database.average_precision(
+                words, labels, topk=self.topk, ties="stable", exclude=items, with_relevant=True
+            )
+        core.write_rows(self._params, self._bank, self._rows, items, words)
+        draws = self._draw_items(self.num_envs) if same_step else None
+        constants = (same_step, self.ties == "average", self._cutoff, self._harmonic)
+        finish = self._fused_part("finish", fused_finish, self._params, *constants)
+        obs, reward, terminated, truncated, info, every, ended, final_obs, final_info, final_mask = finish(
+            items, first, second, draws, self._ended
+        )
+        if not same_step:
+            self._ended = ended
+            self._autoreset[:] = True
+            return obs, reward, terminated, truncated, self._masked_info(info, every)
+        self._items = draws
+        infos = {"final_obs": final_obs, "_final_obs": every}
+        infos.update(final_info=self._masked_info(final_info, every), _final_info=final_mask)
+        infos.update(self._masked_info(info, every))
+        return obs, reward, terminated, truncated, infos
+
+    def _fused_part(self, name: str, function: Any, *bound: Any) -> Any:
+        """The compiled ``function`` with ``bound`` first (compiled at its first call, kept by ``name``)."""
+        if name not in self._fused:
+            self._fused[name] = self._compile(function, *bound, options=EXACT)
+        return self._fused[name]
+
+
+def fused_queries(params: core.Params, items: Any, actions: Any) -> tuple[Any, Any]:
+    """The packed codes and the labels the scan takes (``core.queries``), for ``torch.compile``."""
+    return core.queries(params, items, actions)
+
+
+def fused_finish(
+    params: core.Params,
+    same_step: bool,
+    tie_aware: bool,
+    k: int,
+    harmonic: Any,
+    items: Any,
+    first: Any,
+    second: Any,
+    draws: Any,
+    ended: Any,
+) -> tuple[Any, ...]:
+    """After the scan of a step where every row acts: what ``_step_masked`` computes, as one function.
+
+    Args:
+        params: the MDP's constants (this and the next four are bound before compiling).
+        same_step: whether the autoreset is SAME_STEP (else NEXT_STEP).
+        tie_aware: whether ``first`` and ``second`` are histograms (ties="average").
+        k: the AP cutoff (``core.cutoff``).
+        harmonic: the harmonic numbers of the AP formula, on the device.
+        items: int64 (n,) the items acted on.
+        first: the scan's histograms of all items (tie-aware), or the stable AP of each row.
+        second: the scan's histograms of relevant items (tie-aware), or the relevant items of each row.
+        draws: SAME_STEP: int64 (n,) the rows' next items; else None.
+        ended: bool (n,) the rows that ended at the last step (NEXT_STEP: none, here).
+
+    Returns:
+        ``(obs, reward, terminated, truncated, info, every, ended, final_obs, final_info, final_mask)``:
+        ``every`` is the infos' all-True mask; the last three are None but for SAME_STEP.
+    """
+    import torch
+
+    if tie_aware:
+        ap, relevant = core.average_precision(params, k, harmonic, first, second)
+    else:
+        ap, relevant = first, second
+    acted = {"index": items, "ap": ap, "relevant": relevant}
+    expert = core.teacher_action(params, items)
+    if expert is not None:
+        acted["expert_action"] = expert
+    obs = core.observe(params, core.State(items, None))
+    terminated = items.new_ones(items.shape, dtype=torch.bool)
+    truncated = items.new_zeros(items.shape, dtype=torch.bool)
+    every = items.new_ones(items.shape, dtype=torch.bool)
+    if not same_step:
+        return obs, ap.clone(), terminated, truncated, acted, every, ~ended, None, None, None
+    info = {"index": draws}
+    expert = core.teacher_action(params, draws)
+    if expert is not None:
+        info["expert_action"] = expert
+    final_mask = items.new_ones(items.shape, dtype=torch.bool)
+    new_obs = core.observe(params, core.State(draws, None))
+    return new_obs, ap.clone(), terminated, truncated, info, every, ended, obs, acted, final_mask
+
+
+def fused_restart(params: core.Params, draws: Any, ended: Any) -> tuple[Any, ...]:
+    """A NEXT_STEP reset step (every row restarts on its drawn item), for ``torch.compile``.
+
+    Returns ``(obs, reward, terminated, truncated, info, every, ended)``.
+    """
+    import torch
+
+    info = {"index": draws}
+    expert = core.teacher_action(params, draws)
+    if expert is not None:
+        info["expert_action"] = expert
+    zeros = draws.new_zeros(draws.shape, dtype=torch.bool)
+    reward = draws.new_zeros(draws.shape, dtype=torch.float64)
+    every = draws.new_ones(draws.shape, dtype=torch.bool)
+    obs = core.observe(params, core.State(draws, None))
+    return obs, reward, zeros, draws.new_zeros(draws.shape, dtype=torch.bool), info, every, ~ended

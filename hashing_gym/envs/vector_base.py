@@ -42,7 +42,7 @@ Every batched env takes the keyword arguments of its single env, plus:
 | check_actions  | True            | check every action (on CUDA: a host sync per step)                |
 | fuse_step      | False           | compile the torch step into a few kernels (torch.compile; the     |
 |                |                 | first steps compile, seconds to a minute): BinaryCodeTravel-v0,   |
-|                |                 | SequentialHashBits-v0                                             |
+|                |                 | SequentialHashBits-v0, RankListHash-v0                            |
 
 ``render_mode`` must be None (the batched envs draw nothing).
 
@@ -395,13 +395,14 @@ class HashingVectorEnv(VectorEnv):
         raise NotImplementedError
 
     @staticmethod
-    def _compile(function: Any, *args: Any) -> Any:
+    def _compile(function: Any, *args: Any, options: dict[str, Any] | None = None) -> Any:
         """``function`` with ``args`` bound first, compiled by ``torch.compile`` (one graph, static shapes).
 
         The backend is :data:`FUSE_BACKEND` (inductor: the step's element-wise work fused into a few
         generated kernels); tests on machines without a compiler set ``"aot_eager"``. Each call compiles
         a copy of ``function`` with its own code object: dynamo keeps graphs, and counts recompilations
         (8 at most), per code object, so envs of other shapes and constants must not share one.
+        ``options`` are inductor's (``torch.compile(options=...)``), ignored by other backends.
         """
         import torch
 
@@ -409,7 +410,8 @@ class HashingVectorEnv(VectorEnv):
             function.__code__.replace(), function.__globals__, function.__name__, function.__defaults__
         )
         # (Bound outside: torch.compile of a partial compiles one shared wrapper's code object.)
-        compiled = torch.compile(own, backend=FUSE_BACKEND, fullgraph=True, dynamic=False)
+        options = options if FUSE_BACKEND == "inductor" else None
+        compiled = torch.compile(own, backend=FUSE_BACKEND, fullgraph=True, dynamic=False, options=options)
         return functools.partial(compiled, *args)
 
     def _restart(self, mask: Any) -> None:

@@ -41,7 +41,7 @@ from array_api_compat import array_namespace, device
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs.base import resolve_dataset, resolve_split
 from hashing_gym.envs.core.expert import expert_codewords
-from hashing_gym.ranking import TIES, PackedDatabase, pack_codes
+from hashing_gym.ranking import TIES, PackedDatabase, _metrics, pack_codes
 from hashing_gym.validation import check_bits, check_positive_int
 
 DATABASES: tuple[str, ...] = ("bank", "fixed")
@@ -241,6 +241,47 @@ def write_bank(params: Params, bank: Any, items: Any, words: Any) -> None:
     bank[items] = words
 
 
+def write_rows(params: Params, bank: Any, rows: Any, items: Any, words: Any, live: Any = None) -> None:
+    """Bank mode: row ``i``'s code ``words[i]`` replaces item ``items[i]``'s code in database ``rows[i]``.
+
+    Args:
+        params: the MDP's constants.
+        bank: packed databases (m', N, W), written in place.
+        rows: int64 (m,) the database of each code (all rows: ``arange(m')``, built once by the caller).
+        items: int64 (m,) the rows' items.
+        words: packed codes (m, W).
+        live: None (every code joins), or bool (m,): only these rows' codes join (the others act
+            nothing: rows that restart in a masked step).
+    """
+    if params.database != "bank":
+        return
+    if live is not None:
+        xp = _namespace(words)
+        words = xp.where(live[:, None], words, bank[rows, items])
+    bank[rows, items] = words
+
+
+def queries(params: Params, items: Any, codes: Any) -> tuple[Any, Any]:
+    """What the ranking takes for 0/1 codes (m, b) acted on ``items``: their packed words and labels."""
+    return pack(params, codes), _rows_of(params.labels, items)
+
+
+def average_precision(params: Params, k: int, harmonic: Any, counts: Any, relevant: Any) -> tuple[Any, Any]:
+    """Tie-aware AP and relevant items of each row from its histograms (int64 (m, bits + 1) each).
+
+    What ``PackedDatabase.average_precision`` computes after its scan (``k``: the cutoff it takes,
+    ``harmonic``: ``hashing_gym.ranking._metrics.harmonic_numbers(N, counts)``), as one function of
+    arrays that ``torch.compile`` can trace: the shells' ``fuse_step`` runs the scan outside it.
+    """
+    return _metrics.tie_aware_ap(counts, relevant, k, harmonic=harmonic), relevant.sum(1)
+
+
+def cutoff(params: Params) -> int:
+    """The AP cutoff of every list (of N - 1 items): ``topk`` capped to the list, or the whole list."""
+    length = params.num_items - 1
+    return length if params.topk is None else min(params.topk, length)
+
+
 def teacher_action(params: Params, items: Any) -> Any:
     """The expert's codes of ``items`` (int64 (m,)): their class codewords, int8 (m, b); None if no expert.
 
@@ -248,13 +289,17 @@ def teacher_action(params: Params, items: Any) -> Any:
     """
     if params.codewords is None:
         return None
-    if isinstance(items, np.ndarray):
-        return params.codewords[params.item_class[items]]  # a copy (fancy indexing)
-    xp = _namespace(items)
-    return xp.take(params.codewords, xp.take(params.item_class, items, axis=0), axis=0)
+    return _rows_of(params.codewords, _rows_of(params.item_class, items))
 
 
 def observe(params: Params, state: State) -> Any:
     """The rows' observations: their items' features (m, D)."""
-    xp = _namespace(params.features)
-    return xp.take(params.features, state.items, axis=0)
+    return _rows_of(params.features, state.items)
+
+
+def _rows_of(table: Any, index: Any) -> Any:
+    """Rows ``index`` (int64 (m,), all >= 0) of ``table``: a copy (fancy indexing; ``index_select``)."""
+    if isinstance(index, np.ndarray):
+        return table[index]
+    # (array_api_compat's take adds three kernels that wrap negative indices: none here.)
+    return table.index_select(0, index)
