@@ -121,25 +121,94 @@ def test_fuse_step_refused_where_it_cannot_apply(kwargs, message):
         )
 
 
-def test_sequential_hash_bits_fused_step_equals_its_step(aot_eager):
-    # Episodes of 8 steps (16 bits, groups of 2): the banks' masked writes at each episode end too.
-    _, fused, ended = assert_same_rollouts(
-        torch.device("cpu"), env_id="SequentialHashBits-v0", bits=16, group=2, pairs=3
+SHB = "SequentialHashBits-v0"
+
+
+def assert_same_results(plain, fused, where):
+    """Two results (of a step or a reset) hold equal tensors, of the same dtypes, in the same structure."""
+    (a, spec_a), (b, spec_b) = flat(plain), flat(fused)
+    assert spec_a == spec_b, f"{where}: the results' structure differs"
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == y.dtype and torch.equal(x, y), where
+
+
+def assert_same_shb_rollouts(device, steps, num_envs=48, desync=None, **kwargs):
+    """Unfused and fused SequentialHashBits envs from one seed, given the same actions: equal results.
+
+    ``desync``: the step before which every third sub-env is reset (a masked reset), so that from
+    then on episodes end and restart in some rows only (masked restarts). Returns the two envs
+    (unwrapped) and the number of episodes that ended on the way.
+    """
+    make = dict(num_envs=num_envs, vectorization_mode="vector_entry_point", device=device, **kwargs)
+    plain, fused = gym.make_vec(SHB, **make), gym.make_vec(SHB, fuse_step=True, **make)
+    assert_same_results(plain.reset(seed=3), fused.reset(seed=3), "reset")
+    generator = torch.Generator().manual_seed(1)
+    mask = torch.arange(num_envs) % 3 == 0
+    ended = 0
+    for t in range(steps):
+        if t == desync:
+            options = {"reset_mask": mask}
+            assert_same_results(plain.reset(options=options), fused.reset(options=options), "masked reset")
+        actions = torch.randint(0, 2, (num_envs, plain.unwrapped.group), generator=generator).to(device)
+        result = plain.step(actions)
+        ended += int((result[2] | result[3]).sum())
+        assert_same_results(result, fused.step(actions), f"step {t}")
+    return plain.unwrapped, fused.unwrapped, ended
+
+
+# The compiled steps of a run: (whether an episode ends, which rows restart) for each kind of step.
+LOCKSTEP = {"NextStep": {(False, ""), (True, ""), (False, "all")}, "SameStep": {(False, ""), (True, "all")}}
+OUT_OF_STEP = {"NextStep": {(False, "some"), (True, "some")}, "SameStep": {(True, "some")}}
+
+
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+def test_sequential_hash_bits_fused_step_equals_its_step(aot_eager, mode):
+    # Episodes of 4 steps (8 bits, groups of 2): every row restarts, then (after a masked reset of
+    # every third row at step 6) the two sets of rows restart at different steps.
+    plain, fused, ended = assert_same_shb_rollouts(
+        torch.device("cpu"), steps=14, desync=6, bits=8, group=2, pairs=3, autoreset_mode=mode
     )
-    assert ended >= 3 * 48 and set(fused.unwrapped._fused) == {False, True}
+    assert ended >= 3 * 48 - 16, "restarts of all rows and of some rows must be among the steps compared"
+    assert set(fused._fused) == LOCKSTEP[mode] | OUT_OF_STEP[mode] and not plain._fused
 
 
 def test_sequential_hash_bits_fused_step_on_multi_label_data(aot_eager):
+    # Multi-label references are drawn on the host, outside the compiled step.
     data = load_dataset("blobs", num_classes=5, n_per_class=40, dim=8, multi_label=True, query_per_class=4)
-    _, _, ended = assert_same_rollouts(
-        torch.device("cpu"), steps=20, env_id="SequentialHashBits-v0", dataset=data, bits=8
+    _, fused, ended = assert_same_shb_rollouts(
+        torch.device("cpu"), steps=12, num_envs=24, desync=6, dataset=data, bits=8, group=2,
+        autoreset_mode="SameStep",
+    )  # fmt: skip
+    assert ended > 24 and set(fused._fused) == LOCKSTEP["SameStep"] | OUT_OF_STEP["SameStep"]
+
+
+def test_sequential_hash_bits_fused_step_with_inductor_on_cpu_from_a_snapshot():
+    # The backend users get, once on CPU (one graph: its compile takes seconds), continuing an
+    # unfused env's snapshot taken out of lockstep: one-step episodes (group = bits), half of the
+    # rows reset after the first step, so that at every step half end and the other half restart.
+    make = dict(
+        num_envs=16, vectorization_mode="vector_entry_point", device=torch.device("cpu"), bits=4, group=4
     )
-    assert ended > 0
+    plain, fused = gym.make_vec(SHB, **make), gym.make_vec(SHB, fuse_step=True, **make)
+    actions = torch.randint(0, 2, (16, 4), generator=torch.Generator().manual_seed(0))
+    plain.reset(seed=0)
+    plain.step(actions)
+    plain.reset(options={"reset_mask": torch.arange(16) % 2 == 0})
+    fused.reset(seed=9)
+    fused.unwrapped.set_state(plain.unwrapped.get_state())
+    for t in range(6):
+        assert_same_results(plain.step(actions), fused.step(actions), f"step {t}")
+    assert set(fused.unwrapped._fused) == {(True, "some")}
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-def test_sequential_hash_bits_fused_step_with_inductor_on_cuda():
-    assert_same_rollouts("cuda", steps=40, num_envs=4096, env_id="SequentialHashBits-v0", bits=16)
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+def test_sequential_hash_bits_fused_step_with_inductor_on_cuda(mode):
+    # 16-step episodes (group 1); a masked reset at step 18 puts every third row out of step.
+    _, fused, ended = assert_same_shb_rollouts(
+        "cuda", steps=40, num_envs=4096, desync=18, bits=16, autoreset_mode=mode
+    )
+    assert ended > 4096 and set(fused._fused) == LOCKSTEP[mode] | OUT_OF_STEP[mode]
 
 
 def test_fuse_step_names_the_envs_without_one():

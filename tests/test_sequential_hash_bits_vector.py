@@ -16,7 +16,8 @@ from vector_parity import (
 
 import hashing_gym  # noqa: F401
 from hashing_gym.data import load_dataset
-from hashing_gym.envs import InvalidActionError, SequentialHashBitsEnv, encode_sequential
+from hashing_gym.envs import InvalidActionError, ResetNeededError, SequentialHashBitsEnv, encode_sequential
+from hashing_gym.envs.core import sequential_hash_bits as core
 from hashing_gym.envs.sequential_hash_bits_vector import SequentialHashBitsVectorEnv
 
 ENV_ID = "SequentialHashBits-v0"
@@ -278,3 +279,249 @@ def test_bad_arguments_raise(small):
 def test_cuda_matches_single_envs_step_by_step():
     ours, sync = make_pair(ENV_ID, 8, "cuda", group=4)
     run_parity(ours, sync, steps=10)
+
+
+# ------------------------------------------------------------------------------------------------
+# Masked steps: rows out of step (after a masked reset), nothing read back, the host's clock
+# ------------------------------------------------------------------------------------------------
+
+MASKED_MODES = [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP]
+MODE_IDS = ["next", "same"]
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=["numpy", "torch"])
+@pytest.mark.parametrize("mode", MASKED_MODES, ids=MODE_IDS)
+def test_rows_out_of_step_match_single_envs(device, mode, small):
+    # Per-env streams: after a masked reset, episodes end and restart at other steps in some rows.
+    ours, sync = make_pair(ENV_ID, 5, device, mode=mode, dataset=small, bits=6, group=2)
+    reset_both(ours, sync, "reset", seed=2)
+    rng = np.random.default_rng(4)
+    for t in range(14):
+        if t in (2, 7):
+            mask = np.array([True, False, t == 7, True, False])
+            reset_both(ours, sync, f"masked reset at {t}", options={"reset_mask": mask})
+        step_both(ours, sync, rng.integers(0, 2, size=(5, 2)), f"step {t}")
+
+
+def episode_start(envs, i):
+    """Row ``i``'s item, references (-1: no triplet) and bank, as its episode starts (copies)."""
+    state = envs._state
+    references = to_numpy(state.references)[i].copy()
+    if not to_numpy(state.valid)[i]:
+        references[:] = -1
+    return int(to_numpy(state.item)[i]), references, to_numpy(state.bank)[i].copy()
+
+
+@pytest.mark.parametrize("device", DEVICES, ids=["numpy", "torch"])
+@pytest.mark.parametrize("mode", MASKED_MODES, ids=MODE_IDS)
+def test_batched_rows_out_of_step_follow_the_single_env_rules(device, mode, small):
+    """rng="batched", rows out of step: every episode of every row is one the single env would play.
+
+    Its rewards are the single env's for its code, references and bank; it lasts T steps; it starts
+    with nothing decided; its finished code replaces its item's row of the bank (and only that row).
+    """
+    n, bits, group, pairs = 6, 8, 2, 4
+    envs = SequentialHashBitsVectorEnv(
+        num_envs=n, dataset=small, device=device, bits=bits, group=group, pairs=pairs, autoreset_mode=mode
+    )
+    single = SequentialHashBitsEnv(dataset=small, bits=bits, group=group, pairs=pairs)
+    single.reset(seed=0)
+    rng = np.random.default_rng(5)
+    envs.reset(seed=1)
+    envs.step(rng.integers(0, 2, size=(n, group)))
+    # One step apart: with NEXT_STEP, some rows restart on the steps where the others end.
+    envs.reset(options={"reset_mask": np.array([True, False, True, False, False, True])})
+    starts = {i: episode_start(envs, i) for i in range(n)}  # the rows outside the mask: not checked
+    fresh = {0, 2, 5}
+    played, rewards = {i: [] for i in range(n)}, {i: [] for i in range(n)}
+    next_step, checked, banked = mode == AutoresetMode.NEXT_STEP, 0, {}  # banked: banks at episode ends
+    restarting = np.zeros(n, dtype=bool)  # NEXT_STEP: the rows that ended at the last step
+    for t in range(20):
+        actions = rng.integers(0, 2, size=(n, group))
+        obs, reward, terminated, truncated, info = to_numpy(envs.step(actions))
+        assert not truncated.any()
+        for i in np.flatnonzero(restarting):  # they restart instead of stepping
+            assert reward[i] == 0 and not terminated[i], f"step {t}, row {i}"
+            assert obs["step"][i] == 0 and not obs["decided"][i].any()
+            starts[i] = episode_start(envs, i)
+            np.testing.assert_array_equal(starts[i][2], banked[i], err_msg=f"step {t}: bank of row {i}")
+        bank = to_numpy(envs._state.bank)
+        for i in np.flatnonzero(~restarting):
+            played[i].append(actions[i])
+            rewards[i].append(reward[i])
+            if not terminated[i]:
+                continue
+            if i in fresh:  # an episode seen from its start
+                item, references, start_bank = starts[i]
+                code = np.concatenate(played[i])
+                final = obs["code"][i] if next_step else to_numpy(info["final_obs"])["code"][i]
+                assert len(played[i]) == bits // group and (final == code).all(), f"step {t}, row {i}"
+                single.set_code_bank(start_bank)
+                expected = single.rewards(code[None], references[None, :pairs], references[None, pairs:])[0]
+                np.testing.assert_array_equal(np.array(rewards[i]), expected, err_msg=f"step {t}, row {i}")
+                start_bank[item] = code
+                np.testing.assert_array_equal(bank[i], start_bank)
+                checked += 1
+            fresh.add(int(i))
+            played[i], rewards[i], banked[i] = [], [], bank[i].copy()
+            if not next_step:  # restarted at once
+                assert obs["step"][i] == 0 and not obs["decided"][i].any()
+                starts[i] = episode_start(envs, i)
+        restarting = terminated if next_step else restarting
+    assert checked >= 12
+
+
+@pytest.mark.parametrize("mode", MASKED_MODES, ids=MODE_IDS)
+@pytest.mark.parametrize("multi", [False, True], ids=["single-label", "multi-label"])
+def test_masked_restarts_draw_what_a_reset_of_the_restarting_rows_draws(mode, multi, small, multi_label):
+    """The batched torch stream of masked restarts: that of a reset of just those rows, in row order.
+
+    Whether all rows restart or some (after a masked reset), a restart of k rows draws k items and
+    their references, as the row-by-row step always has (numpy's stream for multi-label references).
+    """
+    n, bits, group = 6, 4, 2
+    envs = SequentialHashBitsVectorEnv(
+        num_envs=n, dataset=multi_label if multi else small, device=torch.device("cpu"), bits=bits,
+        group=group, autoreset_mode=mode, check_actions=False,
+    )  # fmt: skip
+    actions = torch.ones((n, group), dtype=torch.uint8)
+    envs.reset(seed=0)
+    envs.step(actions)
+    envs.reset(options={"reset_mask": np.array([True, False, True, True, False, False])})
+    counts = set()
+    for t in range(9):
+        before = envs.get_state(banks=False)
+        generator = torch.Generator()
+        generator.set_state(torch.from_numpy(before["generator"]))
+        host = None
+        if multi:
+            host = core.NumpyDraws(np.random.Generator(np.random.PCG64()))
+            host.rng.bit_generator.state = before["np_random"]
+        if mode == AutoresetMode.NEXT_STEP:
+            restarting = before["ended"]
+        else:
+            restarting = before["arrays"]["steps_taken"] == bits // group - 1
+        envs.step(actions)
+        k = int(restarting.sum())
+        if not k:
+            continue
+        counts.add(k)
+        _, items, references = core.draw_start(envs.params, core.TorchDraws(generator), k, 0, None, host)
+        state = envs._state
+        where = torch.from_numpy(restarting)
+        assert torch.equal(state.item[where], items), f"step {t}"
+        assert torch.equal(state.references[where], references.clip(min=0)), f"step {t}"
+        assert torch.equal(state.valid[where], (references >= 0).all(dim=1)), f"step {t}"
+        assert torch.equal(generator.get_state(), envs._torch_generator().get_state()), "draws nothing more"
+    assert counts == {3}, "some rows (3 of 6) restart at once, out of step with the other 3"
+
+
+def spy_on_readbacks(monkeypatch):
+    """A list that records every call that reads a tensor back to the host (or to a Python value)."""
+    calls = []
+    for name in ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("mode", MASKED_MODES, ids=MODE_IDS)
+def test_masked_torch_steps_read_nothing_back(mode, small, monkeypatch):
+    # What a device would have to wait for: a tensor read back to the host. (On CUDA, the test
+    # below checks it with torch's own sync detection.) Steps of all rows, restarts of all rows,
+    # then of some rows (out of step after a masked reset).
+    def make(check_actions):
+        return SequentialHashBitsVectorEnv(
+            num_envs=6, dataset=small, device=torch.device("cpu"), bits=4, group=2, autoreset_mode=mode,
+            check_actions=check_actions,
+        )  # fmt: skip
+
+    actions = torch.ones((6, 2), dtype=torch.uint8)
+    envs = make(check_actions=False)
+    envs.reset(seed=0)
+    calls = spy_on_readbacks(monkeypatch)
+    for _ in range(6):
+        envs.step(actions)
+    monkeypatch.undo()
+    envs.reset(options={"reset_mask": np.array([True, False, True, False, False, True])})
+    calls = spy_on_readbacks(monkeypatch)
+    for _ in range(6):
+        envs.step(actions)
+    assert calls == []
+    checked = make(check_actions=True)  # the spy sees the range check's read
+    monkeypatch.undo()
+    checked.reset(seed=0)
+    calls = spy_on_readbacks(monkeypatch)
+    checked.step(actions)
+    assert calls
+
+
+@pytest.mark.parametrize("mode", list(AutoresetMode), ids=["next", "same", "disabled"])
+@pytest.mark.parametrize("rng", ["batched", "per_env"])
+def test_the_host_clock_counts_the_steps_the_state_holds(mode, rng, small):
+    # The host's count of each row's steps (which tells which rows end and restart) is the state's
+    # own, through steps, refused steps, autoresets and masked resets, in every mode.
+    envs = SequentialHashBitsVectorEnv(
+        num_envs=5, dataset=small, device=torch.device("cpu"), rng=rng, bits=6, group=2, autoreset_mode=mode
+    )
+    generator = np.random.default_rng(0)
+    envs.reset(seed=0)
+    clock, refused = envs._clock, set()
+    for t in range(40):
+        ended = to_numpy(envs._state.step) == 3
+        draw = generator.random()
+        if mode == AutoresetMode.DISABLED and ended.any() and draw < 0.3:
+            with pytest.raises(ResetNeededError):
+                envs.step(np.zeros((5, 2), dtype=np.int64))
+            refused.add("reset needed")
+        elif mode == AutoresetMode.DISABLED and ended.any() or draw < 0.2:
+            mask = ended if ended.any() and generator.random() < 0.5 else generator.random(5) < 0.5
+            if mask.any():
+                envs.reset(options={"reset_mask": mask})
+        elif draw < 0.35:
+            with pytest.raises(InvalidActionError):
+                envs.step(np.full((5, 2), 2))
+            refused.add("invalid")
+        else:
+            envs.step(generator.integers(0, 2, size=(5, 2)))
+        np.testing.assert_array_equal(clock.steps(), to_numpy(envs._state.step), err_msg=f"call {t}")
+    assert refused == ({"invalid", "reset needed"} if mode == AutoresetMode.DISABLED else {"invalid"})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
+@pytest.mark.parametrize("mode", MASKED_MODES, ids=MODE_IDS)
+def test_cuda_masked_steps_never_wait_for_the_device(mode, fuse):
+    """torch's sync detection ("error") around the steps: lockstep, then rows out of step."""
+    envs = SequentialHashBitsVectorEnv(
+        num_envs=1024,
+        device="cuda",
+        bits=4,
+        group=2,
+        autoreset_mode=mode,
+        check_actions=False,
+        fuse_step=fuse,
+    )
+    actions = torch.randint(0, 2, (1024, 2), device="cuda")
+
+    def play(check):
+        envs.reset(seed=0)
+        for part in range(2):
+            if part:  # half the rows out of step
+                envs.reset(options={"reset_mask": np.arange(1024) % 2 == 0})
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error" if check else 0)
+            try:
+                for _ in range(7):
+                    envs.step(actions)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+
+    play(check=False)  # the first pass compiles the fused steps
+    play(check=True)

@@ -21,11 +21,15 @@ observation over a batch of items). Randomness stays with the shells: they wrap 
 in :class:`NumpyDraws` (one numpy stream for all rows), :class:`RowDraws` (a numpy stream per row:
 ``rng="per_env"`` and the single env) or :class:`TorchDraws` (a device stream), and
 :func:`draw_start` draws from them in the same order and shapes as the shells always have: fresh
-banks, then items, then references.
+banks, then items, then references. A compiled step draws nothing itself: it takes the uniforms of
+:func:`reference_uniforms` and scales them with :class:`ReplayDraws`, bit for bit as ``TorchDraws`` does.
 
-The state is updated in place (``reset``, ``step``, ``set_bank``, ``decide``): the banks are
-``rows x N x b`` bytes, which a copy per step would cost more than the step itself. ``rows=None``
+The state is updated in place (``reset``, ``restart``, ``step``, ``set_bank``, ``decide``): the banks
+are ``rows x N x b`` bytes, which a copy per step would cost more than the step itself. ``rows=None``
 means every row of the state: slices (views) instead of gathers and scatters of index arrays.
+``restart`` and the ``ended`` argument of ``step`` serve the masked vector step, which steps every
+row and restarts some of them without an index array of those rows (on a device, which rows end is
+not read back).
 """
 
 from __future__ import annotations
@@ -339,11 +343,42 @@ class TorchDraws:
 
         if isinstance(high, int):
             return torch.randint(high, shape, generator=self.generator, device=self.generator.device)
-        u = torch.rand(shape, generator=self.generator, device=self.generator.device, dtype=torch.float64)
-        return (u * high).long().clamp(max=high - 1)
+        return _scale(self.uniforms(shape), high)
+
+    def uniforms(self, shape: tuple[int, ...]) -> Any:
+        """float64 uniform in [0, 1) of ``shape``: what :meth:`integers` scales for a tensor bound."""
+        import torch
+
+        return torch.rand(shape, generator=self.generator, device=self.generator.device, dtype=torch.float64)
 
 
-Draws = NumpyDraws | RowDraws | TorchDraws
+class ReplayDraws:
+    """Uniforms drawn beforehand (:meth:`TorchDraws.uniforms`), scaled as :meth:`TorchDraws.integers` does.
+
+    For steps compiled by ``torch.compile`` (the vector env's ``fuse_step``), which take their random
+    numbers as inputs: :func:`sample_references` over these draws gives, bit for bit, what it gives
+    over the ``TorchDraws`` that drew them (:func:`reference_uniforms` draws them in its order).
+    """
+
+    def __init__(self, uniforms: tuple[Any, ...]) -> None:
+        self.pending = list(uniforms)
+
+    def integers(self, high: Any, shape: tuple[int, ...], row: int | None = None) -> Any:
+        """int64 uniform in [0, high) from the next uniforms (tensor bounds only, as the references draw)."""
+        if isinstance(high, int) or not self.pending:
+            raise ValueError("ReplayDraws scales pre-drawn uniforms for tensor bounds only")
+        uniforms = self.pending.pop(0)
+        if tuple(uniforms.shape) != tuple(shape):
+            raise ValueError(f"pre-drawn uniforms of shape {tuple(uniforms.shape)}, the draw asks {shape}")
+        return _scale(uniforms, high)
+
+
+def _scale(uniforms: Any, high: Any) -> Any:
+    """int64 in [0, high) from float64 uniforms in [0, 1) (torch; ``high`` an int64 tensor broadcast)."""
+    return (uniforms * high).long().clamp(max=high - 1)
+
+
+Draws = NumpyDraws | RowDraws | TorchDraws | ReplayDraws
 
 
 def sample_references(params: Params, items: Any, draws: Draws) -> Any:
@@ -383,15 +418,28 @@ def sample_references(params: Params, items: Any, draws: Draws) -> Any:
     label = params.labels[items]
     start, size = params.class_start[label][:, None], params.class_size[label][:, None]
     # Positive: one of the size - 1 other members of the class, skipping the item's own position.
-    draw = draws.integers(xp.maximum(size - 1, 1), shape)
+    # (clip, a method of both: array-api-compat's maximum with a Python int breaks torch.compile.)
+    draw = draws.integers((size - 1).clip(min=1), shape)
     draw = draw + xp.astype(draw >= params.rank[items][:, None] - start, xp.int64)
-    positives = params.order[xp.minimum(start + draw, n - 1)]
+    positives = params.order[(start + draw).clip(max=n - 1)]
     # Negative: one of the N - size positions outside the class block.
-    draw = draws.integers(xp.maximum(n - size, 1), shape)
+    draw = draws.integers((n - size).clip(min=1), shape)
     draw = draw + size * xp.astype(draw >= start, xp.int64)
-    negatives = params.order[xp.minimum(draw, n - 1)]
+    negatives = params.order[draw.clip(max=n - 1)]
     valid = (size > 1) & (size < n)
     return xp.where(valid, xp.concat([positives, negatives], axis=1), -1)
+
+
+def reference_uniforms(params: Params, draws: TorchDraws, count: int) -> tuple[Any, Any]:
+    """The uniforms :func:`sample_references` draws for ``count`` single-label items, in its order.
+
+    Positives then negatives, float64 (count, P) each: :class:`ReplayDraws` over them gives the
+    references that ``sample_references(params, items, draws)`` would have drawn.
+    """
+    if params.multi_label:
+        raise ValueError("multi-label references are drawn on the host, one item at a time")
+    shape = (count, params.pairs)
+    return draws.uniforms(shape), draws.uniforms(shape)
 
 
 def draw_start(
@@ -448,7 +496,7 @@ def reset(params: Params, state: State, rows: Any, items: Any, references: Any) 
     xp, at = _namespace(state.code), _at(rows)
     state.item[at] = items
     state.valid[at] = xp.all(references >= 0, axis=1)
-    references = xp.maximum(references, 0)
+    references = references.clip(min=0)
     state.references[at] = references
     start = (_row_numbers(state, rows)[:, None] * params.num_items + references) * params.bits
     state.reference_start[:, at] = xp.permute_dims(start, (1, 0))
@@ -457,6 +505,36 @@ def reset(params: Params, state: State, rows: Any, items: Any, references: Any) 
     state.step[at] = 0
     state.distance[:, at] = 0
     state.accuracy[at] = START_ACCURACY
+
+
+def restart(params: Params, state: State, mask: Any, items: Any, references: Any) -> None:
+    """:func:`reset` of the rows where ``mask``, as masked writes over every row (in place).
+
+    The vector env's autoreset on a device: which rows restart stays on the device (no index
+    array of them), and the other rows keep their state.
+
+    Args:
+        params: the MDP's params.
+        state: the state to update.
+        mask: bool (B,) the rows that restart.
+        items: int64 (B,) the items they encode (read where ``mask`` only).
+        references: int64 (B, 2P) from :func:`sample_references` (-1 rows: no triplet; read where
+            ``mask`` only).
+    """
+    xp, column = _namespace(state.code), mask[:, None]
+    state.item[...] = xp.where(mask, items, state.item)
+    state.valid[...] = xp.where(mask, xp.all(references >= 0, axis=1), state.valid)
+    references = references.clip(min=0)
+    state.references[...] = xp.where(column, references, state.references)
+    start = (state.row_numbers[:, None] * params.num_items + references) * params.bits
+    state.reference_start[...] = xp.where(
+        mask[None, :], xp.permute_dims(start, (1, 0)), state.reference_start
+    )
+    state.code[...] = xp.where(column, 0, state.code)
+    state.decided[...] = xp.where(column, 0, state.decided)
+    state.step[...] = xp.where(mask, 0, state.step)
+    state.distance[...] = xp.where(mask[None, :], 0, state.distance)
+    state.accuracy[...] = xp.where(mask, START_ACCURACY, state.accuracy)
 
 
 def set_bank(params: Params, state: State, rows: Any, banks: Any) -> None:
@@ -469,21 +547,26 @@ def set_bank(params: Params, state: State, rows: Any, banks: Any) -> None:
     state.distance[:, at] = xp.astype(distance, state.distance.dtype)
 
 
-def decide(params: Params, state: State, rows: Any, action: Any) -> Any:
+def decide(params: Params, state: State, rows: Any, action: Any, ended: Any = None) -> Any:
     """The transition: set the next ``group`` bits of ``rows`` to ``action`` (in place).
 
     Args:
         params: the MDP's params.
         state: the state to update.
         rows: int64 (m,) rows of the state (distinct), or None for all of them; their episodes
-            have not ended.
+            have not ended, unless ``ended`` says which have.
         action: 0/1 (m, g).
+        ended: None, or bool (m,) the rows whose episode has ended (a masked vector step steps
+            every row): they rewrite their last group instead of writing past the code's end, and
+            the caller restarts them.
 
     Returns:
         int64 (g, m): the bit positions just decided (batch last).
     """
     xp, at = _namespace(state.code), _at(rows)
     t = state.step[at]
+    if ended is not None:
+        t = t.clip(max=params.num_steps - 1)
     columns = params.offsets[:, None] + t * params.group
     row_numbers = _row_numbers(state, rows)[None, :]
     state.code[row_numbers, columns] = xp.astype(action, xp.int8, copy=False).T
@@ -493,13 +576,15 @@ def decide(params: Params, state: State, rows: Any, action: Any) -> Any:
 
 
 def step(
-    params: Params, state: State, rows: Any, action: Any, ending: bool | None = None
+    params: Params, state: State, rows: Any, action: Any, ending: bool | None = None, ended: Any = None
 ) -> tuple[Any, Any, Any]:
     """Decide the next group of ``rows``; reward the accuracy gained; bank the codes that finish (in place).
 
     Takes the arguments of :func:`decide` (the transition it applies first), then adds the new
     group's differences to the kept distances and counts the ordered pairs. ``ending``: whether
     any of the rows ends on this step, where the caller knows it on the host (None: not known).
+    ``ended``: as in :func:`decide`; those rows' rewards and accuracies mean nothing, they do not
+    terminate again, and their banks are left as they are.
 
     Returns:
         float64 (m,) rewards :math:`acc_t - acc_{t-1}`, bool (m,) terminations and float64 (m,)
@@ -507,7 +592,7 @@ def step(
     """
     xp, at = _namespace(state.code), _at(rows)
     action = xp.astype(action, xp.uint8, copy=False)
-    columns = decide(params, state, rows, action)
+    columns = decide(params, state, rows, action, ended)
     # Add the new group's differences: gather just those bits of the 2P reference codes.
     reference_bits = state.bank.reshape(-1)[state.reference_start[:, at] + columns[:, None, :]]  # (g, 2P, m)
     differ = (reference_bits != action.T[:, None, :]).sum(axis=0, dtype=state.distance.dtype)
@@ -521,6 +606,8 @@ def step(
     reward = accuracy - state.accuracy[at]
     state.accuracy[at] = accuracy
     terminated = is_terminal(params, state.step[at])
+    if ended is not None:
+        terminated = terminated & ~ended
     # The finished code replaces the item's row of its bank. A masked write, so that a device need
     # not report which rows ended; skipped when none does (as ``ending`` or numpy tells). References
     # never include the item: the kept distances stay exact.
@@ -593,7 +680,7 @@ def observe(params: Params, state: State) -> Any:
     """
     xp = _namespace(state.code)
     features = xp.take(params.features, state.item, axis=0)
-    step = xp.minimum(state.step, params.num_steps - 1)
+    step = state.step.clip(max=params.num_steps - 1)  # (clip: see teacher_action)
     return observation(features, state.code, state.decided, step, params.num_steps, params.flatten)
 
 
@@ -660,8 +747,6 @@ def triplet_accuracy(d_pos: Any, d_neg: Any, margin: float = 0.0) -> Any:
     if xp.isdtype(gap.dtype, "integral"):
         return _ordered_fraction(xp, gap, math.floor(margin), float(margin).is_integer(), (-2, -1))
     return _ordered_fraction(xp, gap - margin, 0, True, (-2, -1))
-
-
 
 
 def _at(rows: Any) -> Any:
