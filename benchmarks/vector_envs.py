@@ -109,7 +109,10 @@ def vector_rate(envs: Any, env_steps: int, device: str = "cpu", seed: int = 0) -
         synchronize = torch.cuda.synchronize
     calls = max(20, min(2_000, env_steps // envs.num_envs))  # the cap keeps num_envs=1 short
     envs.reset(seed=seed)
-    for t in range(5):  # warm-up: first-call allocations, CUDA kernels' first launch
+    # Warm-up: first-call allocations, CUDA kernels' first launch; a fused env compiles one version per
+    # kind of step (an episode ends, rows restart), so it steps through two whole episodes first.
+    warm_up = 40 if getattr(envs.unwrapped, "fuse_step", False) else 5
+    for t in range(warm_up):
         envs.step(pool[t % POOL])
     if synchronize:
         synchronize()
