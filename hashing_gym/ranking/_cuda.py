@@ -88,8 +88,9 @@ def _module(
     defines = {"W": words, "LW": label_words, "MULTI": int(multi), "NBINS": nbins, "NK": max(nks, 1)}
     defines["T"] = threads
     # own_histograms' words (the other kernels take 64-bit words) and queries per block.
-    # (OW >= 1: every module holds own_histograms, launched only where own_usable says it fits.)
-    defines["WT"], defines["OW"] = _WORD_TYPES[word_bits], max(1, own_warps(nbins))
+    defines["WT"] = _WORD_TYPES[word_bits]  # own_histograms' words (the other kernels take 64-bit words)
+    if own_warps(nbins):  # own_histograms exists where its counters fit (own_usable)
+        defines["OW"] = own_warps(nbins)
     header = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return cupy.RawModule(code=header + _source(), options=("--std=c++17",))
 

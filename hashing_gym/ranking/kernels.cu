@@ -126,7 +126,7 @@ extern "C" __global__ void __launch_bounds__(T) stable_sums(
     }
 }
 
-#ifdef WT
+#ifdef OW
 // Per-distance histograms of each query against its own database (xb: nq databases of nb items) or one
 // shared database (shared_db), item exclude[i] left out of query i's list (exclude may be null):
 // RankListHash-v0's reward, where every sub-env ranks its code against its own bank. One warp per query,

@@ -570,7 +570,9 @@ def decide(params: Params, state: State, rows: Any, action: Any, ended: Any = No
     columns = params.offsets[:, None] + t * params.group
     row_numbers = _row_numbers(state, rows)[None, :]
     state.code[row_numbers, columns] = xp.astype(action, xp.int8, copy=False).T
-    state.decided[row_numbers, columns] = 1
+    # A 0-d array on the state's device, not the Python 1: torch copies a Python scalar from the host
+    # for an index_put, a wait for the device at every step.
+    state.decided[row_numbers, columns] = xp.ones((), dtype=state.decided.dtype, device=device(state.decided))
     state.step[at] = t + 1
     return columns
 
@@ -667,10 +669,17 @@ def observation(features: Any, code: Any, decided: Any, step: Any, num_steps: in
         return xp.concat([xp.astype(part, xp.float32) for part in parts], axis=1)
     return {
         "features": features,
-        "code": xp.asarray(code, copy=True),
-        "decided": xp.asarray(decided, copy=True),
+        # Copies by the arrays' own methods: under torch.compile (inductor on CUDA) asarray(copy=True) of
+        # a state array that the same graph then resets in place came out as the reset array.
+        "code": _copied(code),
+        "decided": _copied(decided),
         "step": step,
     }
+
+
+def _copied(array: Any) -> Any:
+    """A copy of a numpy array or a torch tensor."""
+    return array.copy() if isinstance(array, np.ndarray) else array.clone()
 
 
 def observe(params: Params, state: State) -> Any:
