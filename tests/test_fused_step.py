@@ -157,8 +157,13 @@ def assert_same_shb_rollouts(device, steps, num_envs=48, desync=None, **kwargs):
 
 
 # The compiled steps of a run: (whether an episode ends, which rows restart) for each kind of step.
-LOCKSTEP = {"NextStep": {(False, ""), (True, ""), (False, "all")}, "SameStep": {(False, ""), (True, "all")}}
-OUT_OF_STEP = {"NextStep": {(False, "some"), (True, "some")}, "SameStep": {(True, "some")}}
+# The compiled calls of each kind of step: (an episode ends, which rows restart); SAME_STEP restarts are a
+# second call after the step, ("restart", which rows).
+LOCKSTEP = {
+    "NextStep": {(False, ""), (True, ""), (False, "all")},
+    "SameStep": {(False, ""), (True, ""), ("restart", "all")},
+}
+OUT_OF_STEP = {"NextStep": {(False, "some"), (True, "some")}, "SameStep": {("restart", "some")}}
 
 
 @pytest.mark.parametrize("mode", ["NextStep", "SameStep"])

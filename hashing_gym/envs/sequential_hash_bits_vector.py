@@ -283,13 +283,21 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
             # The rows that restart: those that end now (SAME_STEP), or ended at the last step.
             mask = self._state.step == self.num_steps - 1 if same_step else self._ended
             inputs = self._restart_draws(mask, count)
-        fused = self._fused.get((ending, restart))
+        # SAME_STEP restarts run as a second compiled call: in one graph, inductor on CUDA let the
+        # restart's in-place writes overtake the copies of the final observation (a CUDA test caught it).
+        split = same_step and restart
+        fused = self._fused.get((ending, "" if split else restart))
         if fused is None:
-            fused = self._compile(fused_masked_step, self.params, same_step, ending, restart)
-            self._fused[(ending, restart)] = fused
+            fused = self._compile(fused_masked_step, self.params, same_step, ending, "" if split else restart)
+            self._fused[(ending, "" if split else restart)] = fused
         obs, reward, terminated, truncated, info, ended, final_obs, final_info = fused(
-            self._state, self._ended, actions, *inputs
+            self._state, self._ended, actions, *(inputs if not split else (None, None, None))
         )
+        if split:
+            then = self._fused.get(("restart", restart))
+            if then is None:
+                then = self._fused[("restart", restart)] = self._compile(fused_restart, self.params, restart)
+            info, obs = then(self._state, ended, *inputs)
         infos = self._with_masks(info)
         if not same_step:  # NEXT_STEP: these rows restart at the next step
             self._ended = ended
@@ -488,10 +496,34 @@ def fused_masked_step(
             for key, value in infos_of(params, state).items()
         }
     if restart:
-        references = start_references(params, items, references, uniforms)
-        if restart == "all":
-            core.reset(params, state, None, items, references)
-        else:
-            core.restart(params, state, done if same_step else ended, items, references)
-    info, obs = infos_of(params, state), core.observe(params, state)
+        info, obs = fused_restart(
+            params, restart, state, done if same_step else ended, items, references, uniforms
+        )
+    else:
+        info, obs = infos_of(params, state), core.observe(params, state)
     return obs, reward, terminated, truncated, info, done, final_obs, final_info
+
+
+def fused_restart(
+    params: core.Params,
+    restart: str,
+    state: core.State,
+    mask: Any,
+    items: Any,
+    references: Any,
+    uniforms: Any,
+) -> tuple[Any, Any]:
+    """The restarts of a masked step (``restart``: ``"all"`` or ``"some"``, the rows of ``mask``), in place.
+
+    Part of :func:`fused_masked_step`, and its own compiled call after a ``SAME_STEP`` step's final
+    observation (see ``_step_fused``).
+
+    Returns:
+        ``(info, obs)`` of every row after the restarts.
+    """
+    references = start_references(params, items, references, uniforms)
+    if restart == "all":
+        core.reset(params, state, None, items, references)
+    else:
+        core.restart(params, state, mask, items, references)
+    return infos_of(params, state), core.observe(params, state)
