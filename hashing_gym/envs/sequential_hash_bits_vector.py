@@ -298,6 +298,9 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
             if then is None:
                 then = self._fused[("restart", restart)] = self._compile(fused_restart, self.params, restart)
             info, obs = then(self._state, ended, *inputs)
+        # The state's code and decided mask come out of the compiled graph copied here, outside it: on
+        # CUDA, inductor returned the state's own (in-place updated) arrays for the graph's copies.
+        obs, final_obs = _own_copies(obs), _own_copies(final_obs)
         infos = self._with_masks(info)
         if not same_step:  # NEXT_STEP: these rows restart at the next step
             self._ended = ended
@@ -502,6 +505,13 @@ def fused_masked_step(
     else:
         info, obs = infos_of(params, state), core.observe(params, state)
     return obs, reward, terminated, truncated, info, done, final_obs, final_info
+
+
+def _own_copies(obs: Any) -> Any:
+    """Observations with their ``code`` and ``decided`` copied (None and flat arrays as they are)."""
+    if not isinstance(obs, dict):
+        return obs
+    return {key: value.clone() if key in ("code", "decided") else value for key, value in obs.items()}
 
 
 def fused_restart(

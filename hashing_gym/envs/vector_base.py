@@ -80,7 +80,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from hashing_gym.device import array_device
+from hashing_gym.device import array_device, namespace
 from hashing_gym.envs.base import HashingEnv, InvalidActionError, ResetNeededError
 
 RNGS: tuple[str, ...] = ("batched", "per_env")
@@ -406,6 +406,7 @@ class HashingVectorEnv(VectorEnv):
         """
         import torch
 
+        namespace(torch.empty(0))  # remembered before tracing: dynamo cannot trace array_namespace's caches
         own = types.FunctionType(
             function.__code__.replace(), function.__globals__, function.__name__, function.__defaults__
         )

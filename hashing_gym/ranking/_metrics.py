@@ -15,11 +15,20 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device
 
+from hashing_gym.device import namespace as _namespace_of
+
 
 def namespace(*arrays: Any) -> Any:
-    """The arrays' namespace: numpy itself for numpy arrays (the compat layer costs microseconds a call)."""
+    """The arrays' namespace: numpy itself for numpy arrays (the compat layer costs microseconds a call).
+
+    Arrays of one type take the namespace remembered per type (``hashing_gym.device.namespace``): under
+    torch.compile, dynamo cannot trace ``array_namespace``'s own caches (it fails with "dictionary
+    changed size during iteration").
+    """
     if all(isinstance(array, np.ndarray) for array in arrays):
         return np
+    if all(type(array) is type(arrays[0]) for array in arrays):
+        return _namespace_of(arrays[0])
     return array_namespace(*arrays)
 
 
