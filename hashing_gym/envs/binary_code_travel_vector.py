@@ -313,13 +313,7 @@ class BinaryCodeTravelVectorEnv(HashingVectorEnv):
         if final_obs is None:  # NEXT_STEP: these rows restart at the next step
             self._ended = ended
             return obs, reward, terminated, truncated, infos
-        infos["final_obs"] = final_obs
-        infos["_final_obs"] = ended
-        infos["final_info"] = {}
-        for key, value in final_info.items():  # (zeros in the rows that did not end: fused_masked_step)
-            infos["final_info"].update({key: value, f"_{key}": ended})
-        infos["_final_info"] = ended.clone()
-        return obs, reward, terminated, truncated, infos
+        return obs, reward, terminated, truncated, self._final_infos(infos, ended, final_obs, final_info)
 
     # ----------------------------------------------------------------------------------------------
     # Start states, drawn as before the core existed (same generators, order and shapes)

@@ -314,13 +314,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         if not same_step:  # NEXT_STEP: these rows restart at the next step
             self._ended = ended
             return obs, reward, terminated, truncated, infos
-        infos["final_obs"] = final_obs
-        infos["_final_obs"] = ended
-        infos["final_info"] = {}
-        for key, value in final_info.items():  # (zeros in the rows that did not end: fused_masked_step)
-            infos["final_info"].update({key: value, f"_{key}": ended})
-        infos["_final_info"] = ended.clone()
-        return obs, reward, terminated, truncated, infos
+        return obs, reward, terminated, truncated, self._final_infos(infos, ended, final_obs, final_info)
 
     def _rows(self, rows: np.ndarray) -> Any:
         """``rows`` for the core: None (every row: slices, no index arrays) or an index on the backend."""

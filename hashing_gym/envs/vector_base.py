@@ -395,6 +395,22 @@ class HashingVectorEnv(VectorEnv):
         raise NotImplementedError
 
     @staticmethod
+    def _final_infos(
+        infos: dict[str, Any], ended: Any, final_obs: Any, final_info: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``infos`` with a fused ``SAME_STEP`` step's ``final_obs`` and ``final_info``, masked by ``ended``.
+
+        ``final_info`` holds zeros in the rows that did not end, as the fused step functions return it.
+        """
+        infos["final_obs"] = final_obs
+        infos["_final_obs"] = ended
+        infos["final_info"] = {}
+        for key, value in final_info.items():
+            infos["final_info"].update({key: value, f"_{key}": ended})
+        infos["_final_info"] = ended.clone()
+        return infos
+
+    @staticmethod
     def _compile(function: Any, *args: Any, options: dict[str, Any] | None = None) -> Any:
         """``function`` with ``args`` bound first, compiled by ``torch.compile`` (one graph, static shapes).
 
