@@ -2,10 +2,15 @@
 
 The LSTM's state is reset at the start of each episode and carried across its T = bits / group
 steps, so it plays the role of DRLIH's RNN hidden state (the env shows only the features and the
-bits decided so far). The env rewards each step by the triplet accuracy it adds against its code
-bank; at the end of each episode the env writes the sampled code into its bank, and every
-``bank_refresh`` steps a callback replaces the banks with the greedy policy's codes of the whole
-train split (as ``agents.drlih`` does), so the references follow the current policy.
+bits decided so far). The critic is a feed-forward head on the observation, which already holds the
+whole state of the MDP (features, bits decided so far, step), not a second LSTM (``--critic-lstm``;
+our default: it halves the recurrent work, most of a run's time), and the MLPs after the LSTM use
+ReLU with PyTorch's initialisation (``--activation``, ``--ortho-init``; SB3's are Tanh, orthogonal).
+
+The env rewards each step by the triplet accuracy it adds against its code bank; at the end of
+each episode the env writes the sampled code into its bank, and every ``bank_refresh`` steps a
+callback replaces the banks with the greedy policy's codes of the whole train split (as
+``agents.drlih`` does), so the references follow the current policy.
 
 After training, the deterministic policy encodes the query and database splits, all items at once
 (``hashing_gym.envs.encode_sequential``), and Hamming ranking gives the results.
@@ -23,7 +28,6 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
-from stable_baselines3.common.callbacks import BaseCallback
 
 import hashing_gym  # noqa: F401 - registers the environments
 from agents.common import (
@@ -41,6 +45,7 @@ from agents.common import (
     set_threads,
     train_sb3,
 )
+from agents.ppo import DatabaseRefresh, as_recorded, check_policy_args, policy_kwargs
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import encode_sequential
 from hashing_gym.sb3 import make_vec_env
@@ -48,6 +53,8 @@ from hashing_gym.sb3 import make_vec_env
 ALGO = "rppo"
 ENV_ID = "SequentialHashBits-v0"
 MODEL_FILE = SB3_MODEL_FILE
+# What runs recorded before these options existed trained with (agents.ppo.as_recorded).
+RECORDED_BEFORE: dict[str, Any] = {"activation": "tanh", "ortho_init": True, "critic_lstm": True}
 
 
 @dataclass
@@ -71,12 +78,20 @@ class Args(CommonArgs):
     )
     n_steps: int = field(default=64, metadata={"help": "steps per environment per rollout"})
     batch_size: int = field(default=256, metadata={"help": "minibatch size (steps)"})
-    n_epochs: int = field(default=4, metadata={"help": "passes over each rollout"})
+    n_epochs: int = field(default=2, metadata={"help": "passes over each rollout"})
     gamma: float = field(default=1.0, metadata={"help": "discount (the return telescopes at 1)"})
     gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda"})
     ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus weight"})
     lstm_hidden: int = field(default=128, metadata={"help": "LSTM hidden size"})
     hidden: str = field(default="128", metadata={"help": "policy and value MLP sizes after the LSTM"})
+    activation: str = field(default="relu", metadata={"help": "MLP activation: relu (ours) or tanh (SB3's)"})
+    ortho_init: bool = field(
+        default=False, metadata={"help": "SB3's orthogonal initialisation (our default: PyTorch's own)"}
+    )
+    critic_lstm: bool = field(
+        default=False,
+        metadata={"help": "the critic's own LSTM (ours: a feed-forward critic on the Markov observation)"},
+    )
     bank_refresh: int = field(
         default=20_000, metadata={"help": "steps between re-encodings of the code banks (0: never)"}
     )
@@ -123,30 +138,14 @@ def encode_split(model: RecurrentPPO, features: np.ndarray, bits: int) -> np.nda
     return encode_sequential(step, features, bits, int(model.action_space.n))
 
 
-class BankRefreshCallback(BaseCallback):
-    """Every ``every`` steps: the deterministic policy re-encodes the train split into every env's bank."""
+class BankRefreshCallback(DatabaseRefresh):
+    """Every ``every`` steps: the deterministic policy re-encodes the train split into every env's bank.
+
+    ``agents.ppo.DatabaseRefresh`` with the LSTM's encoder (checkpoints keep its state under this name).
+    """
 
     def __init__(self, features: np.ndarray, bits: int, every: int) -> None:
-        super().__init__()
-        self.features, self.bits, self.every = features, bits, every
-        self._next = 0
-
-    def _on_rollout_start(self) -> None:
-        if self.every and self.num_timesteps >= self._next:
-            self._next = self.num_timesteps + self.every
-            codes = encode_split(self.model, self.features, self.bits)
-            self.training_env.env_method("set_code_bank", codes)  # the same bank in every copy
-
-    def _on_step(self) -> bool:
-        return True
-
-    def get_state(self) -> dict[str, int]:
-        """When the next refresh falls (checkpoints keep it: a resumed run refreshes when this one would)."""
-        return {"next": self._next}
-
-    def set_state(self, state: dict[str, int]) -> None:
-        """Continue from :meth:`get_state`."""
-        self._next = int(state["next"])
+        super().__init__(features, bits, every, encode_split)
 
 
 def default_timesteps(args: Args, dataset: HashingDataset) -> int:
@@ -159,6 +158,7 @@ def check_args(args: Args) -> list[int]:
     if args.env != ENV_ID:
         raise UsageError(f"rppo trains {ENV_ID}, got --env {args.env}")
     check_group(args)
+    check_policy_args(args)
     check_common_args(
         args,
         positive=(
@@ -183,7 +183,11 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> MultiBi
         gamma=args.gamma,
         gae_lambda=args.gae_lambda,
         ent_coef=args.ent_coef,
-        policy_kwargs={"lstm_hidden_size": args.lstm_hidden, "net_arch": hidden},
+        policy_kwargs={
+            **policy_kwargs(args, hidden),
+            "lstm_hidden_size": args.lstm_hidden,
+            "enable_critic_lstm": bool(args.critic_lstm),
+        },
         tensorboard_log=str(folder / "tb"),
         device=device,
         seed=args.seed,
@@ -194,6 +198,8 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> MultiBi
 @releases_run_lock
 def main(args: Args) -> dict[str, Any]:
     """Train RecurrentPPO, encode, evaluate; write model.pt and results.json into the run folder."""
+    if args.resume:
+        args = as_recorded(args, args.resume, RECORDED_BEFORE)
     hidden = check_args(args)
     set_threads(args.threads)
     dataset = load_run_dataset(args)
@@ -222,9 +228,12 @@ def main(args: Args) -> dict[str, Any]:
 
 def load_model(folder: Path, device: str = "auto") -> RecurrentPPO:
     """The trained model of a run folder: built from its args.json, given the parameters of model.pt."""
-    return load_sb3_model(
-        folder, ALGO, Args, lambda args, env: make_model(args, env, Path(folder), check_args(args)), device
-    )
+
+    def build(args: Args, env: Any) -> RecurrentPPO:
+        args = as_recorded(args, folder, RECORDED_BEFORE)
+        return make_model(args, env, Path(folder), check_args(args))
+
+    return load_sb3_model(folder, ALGO, Args, build, device)
 
 
 def make_env(dataset: HashingDataset, bits: int, group: int = 4) -> gym.Env:

@@ -11,6 +11,7 @@ from agents import evaluate, ppo, reinforce, train
 from agents.common import save_args
 from hashing_gym.data import load_dataset
 from hashing_gym.envs import RankListHashEnv
+from hashing_gym.sb3 import make_vec_env
 
 
 @pytest.fixture(autouse=True)
@@ -159,6 +160,9 @@ def test_reinforce_encoding_is_the_deterministic_code(tmp_path):
         (["ppo", "--n-steps", "0"], "--n-steps must be positive"),
         (["a2c", "--env", "BinaryCodeTravel-v0"], "a2c trains RankListHash-v0 or SequentialHashBits-v0"),
         (["a2c", "--n-steps", "0"], "--n-steps must be positive"),
+        (["ppo", "--db-refresh", "0"], "--database fixed with --db-refresh 0 would rank against random"),
+        (["a2c", "--database", "shared"], "--database must be one of fixed, bank"),
+        (["a2c", "--activation", "gelu"], "--activation must be one of relu, tanh"),
         (["reinforce", "--timesteps", "0"], "--timesteps must be positive"),
     ],
 )
@@ -166,6 +170,42 @@ def test_cli_refuses_bad_arguments_in_one_line(argv, message, tmp_path, capsys):
     assert train.main([*argv, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_database_refresh_gives_every_copy_the_deterministic_policys_codes(tmp_path):
+    """ppo's default: every copy ranks against the current policy's codes of the split, not random ones."""
+    dataset = load_dataset("digits")
+    args = ppo.Args(num_envs=3, n_steps=8, batch_size=8, out=str(tmp_path))
+    env = make_vec_env(ppo.ENV_ID, n_envs=3, seed=0, dataset=dataset, bits=16, database="fixed")
+    model = ppo.make_model(args, env, tmp_path, ppo.check_args(args))
+    env.reset()
+    before = env.get_attr("database_codes")[0].copy()  # the env's random start codes
+    refresh = ppo.DatabaseRefresh(dataset.train.features, 16, 100, ppo.encode_split)
+    refresh.init_callback(model)
+    refresh.on_rollout_start()
+    codes = ppo.encode_split(model, dataset.train.features, 16)
+    after = env.get_attr("database_codes")[0]
+    assert after.shape == (3, dataset.train.n, 16) and not np.array_equal(before[0], codes)
+    assert all(np.array_equal(copy, codes) for copy in after)
+    assert refresh.get_state() == {"next": 100}
+    env.env_method("set_database_codes", np.zeros_like(codes))  # a refresh before step 100 would undo it
+    refresh.on_rollout_start()
+    assert not env.get_attr("database_codes")[0].any()
+
+
+def test_a_run_recorded_before_the_new_defaults_loads_as_it_was_trained(tmp_path):
+    """args.json without --activation (older runs: SB3's Tanh) rebuilds a Tanh network, not today's ReLU."""
+    old = ["--activation", "tanh", "--ortho-init", "--database", "bank", "--db-refresh", "0"]
+    assert train.main(["ppo", *TINY["ppo"], *old, "--out", str(tmp_path)]) == 0
+    features = load_dataset("digits").query.features
+    codes = ppo.encode_split(ppo.load_model(tmp_path), features, 16)
+    recorded = json.loads((tmp_path / "args.json").read_text())
+    for key in ("activation", "ortho_init", "database", "db_refresh"):
+        del recorded[key]
+    (tmp_path / "args.json").write_text(json.dumps(recorded))
+    model = ppo.load_model(tmp_path)
+    assert isinstance(model.policy.mlp_extractor.policy_net[1], torch.nn.Tanh)
+    np.testing.assert_array_equal(ppo.encode_split(model, features, 16), codes)
 
 
 @pytest.mark.parametrize("algo", ["reinforce", "ppo"])
