@@ -5,16 +5,16 @@
 database codes. With one-step episodes PPO's advantage is the reward minus the value of the item.
 Encoding is ``model.predict(features, deterministic=True)`` (bit = 1 where p > 0.5).
 
-The database (our defaults, measured in NOTES-sb3q.md and benchmarks/RESULTS.md): the env runs with
-``database="fixed"`` and every ``--db-refresh`` steps (at the next rollout start) the deterministic
-policy re-encodes the train split into every copy's database (``set_database_codes``), the paper's
-database network. The env's own ``database="bank"`` (``--database bank --db-refresh 0``: each copy
-keeps the last code sampled for each item, no callback) gives every copy its own bank, written one
-item per step: with N items and n copies an item's code is rewritten once every N x n steps, so the
-references lag the policy by that much and are sampled, not deterministic codes. On 9,782 items at
-32 bits that stalled PPO at mAP 0.89 after 3M steps with 64 copies. The policy and value networks
-are ReLU MLPs with PyTorch's default initialisation (``--activation relu --no-ortho-init``; SB3's
-defaults are Tanh and orthogonal initialisation), the network of ``mlp-code``'s classifier.
+The database (our defaults; the experiments: benchmarks/RESULTS.md, "SB3 trainers at 32 bits on digits28:
+what stalls them"): the env runs with ``database="fixed"`` and every ``--db-refresh`` steps (at the next
+rollout start) the deterministic policy re-encodes the train split into every copy's database
+(``set_database_codes``), the paper's database network. The env's own ``database="bank"`` (``--database
+bank --db-refresh 0``: each copy keeps the last code sampled for each item, no callback) gives every copy
+its own bank, written one item per step: with N items and n copies an item's code is rewritten once every
+N x n steps, so the references lag the policy by that much and are sampled, not deterministic codes. On
+9,782 items at 32 bits that stalled PPO at mAP 0.89 after 3M steps with 64 copies. The policy and value
+networks are ReLU MLPs with PyTorch's default initialisation (``--activation relu --no-ortho-init``;
+SB3's defaults are Tanh and orthogonal initialisation), the network of ``mlp-code``'s classifier.
 
 The ``--num-envs`` copies step as one batch (``hashing_gym.sb3.make_vec_env``: SB3's ``VecEnv``
 over the batched env; copy i follows the trajectory that ``DummyVecEnv``'s env i would). A resumed
