@@ -23,6 +23,7 @@ from agents.common import SB3_MODEL_FILE, CommonArgs, load_sb3_model, resolve_de
 from agents.ppo import (
     ENV_ID,
     SEQUENTIAL_ID,
+    PolicyArgs,
     as_recorded,
     check_args,
     encode_split,
@@ -38,7 +39,7 @@ __all__ = ["Args", "encode_split", "load_model", "main"]
 
 
 @dataclass
-class Args(CommonArgs):
+class Args(PolicyArgs, CommonArgs):
     """A2C hyperparameters (SB3 A2C with MlpPolicy on RankListHash-v0's bank mode).
 
     Training stops after whole rollouts, so ``env_steps`` is the budget rounded up to a multiple
@@ -60,26 +61,6 @@ class Args(CommonArgs):
     ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus coefficient"})
     hidden: str = field(
         default="256", metadata={"help": "policy and value hidden layer sizes, comma-separated"}
-    )
-    activation: str = field(
-        default="relu", metadata={"help": "hidden activation: relu (ours, as mlp-code) or tanh (SB3's)"}
-    )
-    ortho_init: bool = field(
-        default=False, metadata={"help": "SB3's orthogonal initialisation (our default: PyTorch's own)"}
-    )
-    database: str = field(
-        default="fixed",
-        metadata={
-            "help": f"{ENV_ID}'s database: fixed (written only by --db-refresh; our default) or bank "
-            "(each copy's last sampled codes, the env's default)"
-        },
-    )
-    db_refresh: int = field(
-        default=5_000,
-        metadata={
-            "help": "env steps between re-encodings of the train split into every copy's database by "
-            "the deterministic policy, at a rollout start (0: never)"
-        },
     )
     checkpoint_every: int = field(default=50_000, metadata={"help": "steps between checkpoints for --resume"})
     eval_every: int = field(

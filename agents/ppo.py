@@ -80,7 +80,33 @@ RECORDED_BEFORE: dict[str, Any] = {
 
 
 @dataclass
-class Args(CommonArgs):
+class PolicyArgs:
+    """The policy network's and the database's options of ppo and a2c (our defaults: the module docstring)."""
+
+    activation: str = field(
+        default="relu", metadata={"help": "hidden activation: relu (ours, as mlp-code) or tanh (SB3's)"}
+    )
+    ortho_init: bool = field(
+        default=False, metadata={"help": "SB3's orthogonal initialisation (our default: PyTorch's own)"}
+    )
+    database: str = field(
+        default="fixed",
+        metadata={
+            "help": f"{ENV_ID}'s database: fixed (written only by --db-refresh; our default) or bank "
+            "(each copy's last sampled codes, the env's default)"
+        },
+    )
+    db_refresh: int = field(
+        default=5_000,
+        metadata={
+            "help": "env steps between re-encodings of the train split into every copy's database by "
+            "the deterministic policy, at a rollout start (0: never)"
+        },
+    )
+
+
+@dataclass
+class Args(PolicyArgs, CommonArgs):
     """PPO hyperparameters (SB3 PPO with MlpPolicy on RankListHash-v0's bank mode).
 
     Training stops after whole rollouts, so ``env_steps`` is the budget rounded up to a multiple
@@ -105,26 +131,6 @@ class Args(CommonArgs):
     clip_range: float = field(default=0.2, metadata={"help": "PPO clip range"})
     hidden: str = field(
         default="256", metadata={"help": "policy and value hidden layer sizes, comma-separated"}
-    )
-    activation: str = field(
-        default="relu", metadata={"help": "hidden activation: relu (ours, as mlp-code) or tanh (SB3's)"}
-    )
-    ortho_init: bool = field(
-        default=False, metadata={"help": "SB3's orthogonal initialisation (our default: PyTorch's own)"}
-    )
-    database: str = field(
-        default="fixed",
-        metadata={
-            "help": f"{ENV_ID}'s database: fixed (written only by --db-refresh; our default) or bank "
-            "(each copy's last sampled codes, the env's default)"
-        },
-    )
-    db_refresh: int = field(
-        default=5_000,
-        metadata={
-            "help": "env steps between re-encodings of the train split into every copy's database by "
-            "the deterministic policy, at a rollout start (0: never)"
-        },
     )
     checkpoint_every: int = field(default=50_000, metadata={"help": "steps between checkpoints for --resume"})
     eval_every: int = field(
