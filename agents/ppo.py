@@ -14,7 +14,8 @@ item per step: with N items and n copies an item's code is rewritten once every 
 references lag the policy by that much and are sampled, not deterministic codes. On 9,782 items at
 32 bits that stalled PPO at mAP 0.89 after 3M steps with 64 copies. The policy and value networks
 are ReLU MLPs with PyTorch's default initialisation (``--activation relu --no-ortho-init``; SB3's
-defaults are Tanh and orthogonal initialisation), the network of ``mlp-code``'s classifier.
+defaults are Tanh and orthogonal initialisation), the network of ``mlp-code``'s classifier, and the
+learning rate falls linearly to 0 over the run (``--anneal-lr``; SB3's default is constant).
 
 The ``--num-envs`` copies step as one batch (``hashing_gym.sb3.make_vec_env``: SB3's ``VecEnv``
 over the batched env; copy i follows the trajectory that ``DummyVecEnv``'s env i would). A resumed
@@ -76,6 +77,7 @@ RECORDED_BEFORE: dict[str, Any] = {
     "db_refresh": 0,
     "activation": "tanh",
     "ortho_init": True,
+    "anneal_lr": False,
 }
 
 
@@ -94,6 +96,9 @@ class Args(CommonArgs):
         metadata={"help": "default budget: timesteps = epochs x train items (one step = one code)"},
     )
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    anneal_lr: bool = field(
+        default=True, metadata={"help": "decay the learning rate linearly to 0 over the run (our default)"}
+    )
     num_envs: int = field(
         default=8,
         metadata={"help": "env copies, each with its own bank, stepped as one batch (hashing_gym.sb3)"},
@@ -193,6 +198,26 @@ def policy_kwargs(args: Any, hidden: list[int]) -> dict[str, Any]:
     }
 
 
+class LinearSchedule:
+    """The learning rate falling linearly from ``start`` to 0 over the run (SB3 passes the progress left).
+
+    SB3 computes the progress from the model's step count and the run's total, so a resumed run
+    follows the same schedule.
+    """
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+
+    def __call__(self, progress_remaining: float) -> float:
+        """The rate at ``progress_remaining`` (1 at the start of the run, 0 at its end)."""
+        return self.start * progress_remaining
+
+
+def learning_rate(args: Any) -> float | LinearSchedule:
+    """``--learning-rate``, annealed to 0 over the run with ``--anneal-lr`` (ppo, a2c and rppo)."""
+    return LinearSchedule(args.learning_rate) if args.anneal_lr else args.learning_rate
+
+
 def as_recorded(args: Any, folder: str | Path, before: dict[str, Any] = RECORDED_BEFORE) -> Any:
     """``args`` of the run in ``folder`` with the values it trained with for options its args.json lacks.
 
@@ -248,7 +273,7 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> PPO:
     return PPO(
         "MultiInputPolicy" if args.env == SEQUENTIAL_ID else "MlpPolicy",
         env,
-        learning_rate=args.learning_rate,
+        learning_rate=learning_rate(args),
         n_steps=args.n_steps,
         batch_size=args.batch_size,
         n_epochs=args.n_epochs,
