@@ -2,10 +2,11 @@
 
 The same setup as ``agents.ppo`` (``MlpPolicy`` emitting a ``MultiBinary`` code, ReLU networks with
 PyTorch's initialisation, every copy's database re-encoded by the deterministic policy every
-``--db-refresh`` steps: our defaults, which ``agents.ppo`` explains), with stable-baselines3's
-synchronous advantage actor-critic instead of PPO: one gradient step per rollout of
-``num_envs x n_steps`` codes, no clipping, no minibatch epochs. RMSprop at 1e-3 (3e-3 before the
-refresh: with a database that follows the policy, 3e-3 stalls near mAP 0.6 on 9,782 items at 32 bits).
+``--db-refresh`` steps, the learning rate annealed to 0: our defaults, which ``agents.ppo``
+explains), with stable-baselines3's synchronous advantage actor-critic instead of PPO: one gradient
+step per rollout of ``num_envs x n_steps`` codes, no clipping, no minibatch epochs. RMSprop at 1e-3
+(3e-3 before the refresh: with a database that follows the policy, 3e-3 stalls near mAP 0.6 on 9,782
+items at 32 bits).
 
 Run: ``python -m agents.train a2c [--bits 16] [--epochs 150] [--out DIR]``.
 """
@@ -27,6 +28,7 @@ from agents.ppo import (
     as_recorded,
     check_args,
     encode_split,
+    learning_rate,
     policy_kwargs,
     train_multibinary,
 )
@@ -74,7 +76,7 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> A2C:
     return A2C(
         "MultiInputPolicy" if args.env == SEQUENTIAL_ID else "MlpPolicy",
         env,
-        learning_rate=args.learning_rate,
+        learning_rate=learning_rate(args),
         n_steps=args.n_steps,
         ent_coef=args.ent_coef,
         policy_kwargs=policy_kwargs(args, hidden),

@@ -14,7 +14,8 @@ its own bank, written one item per step: with N items and n copies an item's cod
 N x n steps, so the references lag the policy by that much and are sampled, not deterministic codes. On
 9,782 items at 32 bits that stalled PPO at mAP 0.89 after 3M steps with 64 copies. The policy and value
 networks are ReLU MLPs with PyTorch's default initialisation (``--activation relu --no-ortho-init``;
-SB3's defaults are Tanh and orthogonal initialisation), the network of ``mlp-code``'s classifier.
+SB3's defaults are Tanh and orthogonal initialisation), the network of ``mlp-code``'s classifier, and
+the learning rate falls linearly to 0 over the run (``--anneal-lr``; SB3's default is constant).
 
 The ``--num-envs`` copies step as one batch (``hashing_gym.sb3.make_vec_env``: SB3's ``VecEnv``
 over the batched env; copy i follows the trajectory that ``DummyVecEnv``'s env i would). A resumed
@@ -38,6 +39,7 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
 import hashing_gym  # noqa: F401 - registers the environments
@@ -76,12 +78,16 @@ RECORDED_BEFORE: dict[str, Any] = {
     "db_refresh": 0,
     "activation": "tanh",
     "ortho_init": True,
+    "anneal_lr": False,
 }
 
 
 @dataclass
 class PolicyArgs:
-    """The policy network's and the database's options of ppo and a2c (our defaults: the module docstring)."""
+    """The policy's, the learning-rate schedule's and the database's options of ppo and a2c.
+
+    Our defaults; the module docstring says why.
+    """
 
     activation: str = field(
         default="relu", metadata={"help": "hidden activation: relu (ours, as mlp-code) or tanh (SB3's)"}
@@ -95,6 +101,9 @@ class PolicyArgs:
             "help": f"{ENV_ID}'s database: fixed (written only by --db-refresh; our default) or bank "
             "(each copy's last sampled codes, the env's default)"
         },
+    )
+    anneal_lr: bool = field(
+        default=True, metadata={"help": "decay the learning rate linearly to 0 over the run (our default)"}
     )
     db_refresh: int = field(
         default=5_000,
@@ -199,6 +208,15 @@ def policy_kwargs(args: Any, hidden: list[int]) -> dict[str, Any]:
     }
 
 
+def learning_rate(args: Any) -> float | LinearSchedule:
+    """``--learning-rate``, falling linearly to 0 over the run with ``--anneal-lr`` (ppo, a2c, rppo).
+
+    SB3 evaluates the schedule at the progress left, computed from the model's step count and the
+    run's total, so a resumed run follows the same schedule.
+    """
+    return LinearSchedule(args.learning_rate, 0.0, 1.0) if args.anneal_lr else args.learning_rate
+
+
 def as_recorded(args: Any, folder: str | Path, before: dict[str, Any] = RECORDED_BEFORE) -> Any:
     """``args`` of the run in ``folder`` with the values it trained with for options its args.json lacks.
 
@@ -254,7 +272,7 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> PPO:
     return PPO(
         "MultiInputPolicy" if args.env == SEQUENTIAL_ID else "MlpPolicy",
         env,
-        learning_rate=args.learning_rate,
+        learning_rate=learning_rate(args),
         n_steps=args.n_steps,
         batch_size=args.batch_size,
         n_epochs=args.n_epochs,

@@ -12,14 +12,20 @@ each episode the env writes the sampled code into its bank, and every ``bank_ref
 callback replaces the banks with the greedy policy's codes of the whole train split (as
 ``agents.drlih`` does), so the references follow the current policy.
 
+Our defaults, for speed per code (measured on 9,782 items at 32 bits: NOTES-sb3q.md, and
+benchmarks/RESULTS.md): two steps a code (``--group`` bits / 2; DRLIH's groups are smaller, and
+each step costs an LSTM step in the rollout and in every update), 64 positives and negatives per
+episode (``--pairs``; a less noisy triplet accuracy for the same LSTM work) and two PPO epochs a rollout.
+
 After training, the deterministic policy encodes the query and database splits, all items at once
 (``hashing_gym.envs.encode_sequential``), and Hamming ranking gives the results.
 
-Run: ``python -m agents.train rppo [--bits 16] [--group 4] [--timesteps N] [--out DIR]``.
+Run: ``python -m agents.train rppo [--bits 16] [--group 8] [--timesteps N] [--out DIR]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +51,7 @@ from agents.common import (
     set_threads,
     train_sb3,
 )
-from agents.ppo import DatabaseRefresh, as_recorded, check_policy_args, policy_kwargs
+from agents.ppo import DatabaseRefresh, as_recorded, check_policy_args, learning_rate, policy_kwargs
 from hashing_gym.data import HashingDataset
 from hashing_gym.envs import encode_sequential
 from hashing_gym.sb3 import make_vec_env
@@ -54,7 +60,12 @@ ALGO = "rppo"
 ENV_ID = "SequentialHashBits-v0"
 MODEL_FILE = SB3_MODEL_FILE
 # What runs recorded before these options existed trained with (agents.ppo.as_recorded).
-RECORDED_BEFORE: dict[str, Any] = {"activation": "tanh", "ortho_init": True, "critic_lstm": True}
+RECORDED_BEFORE: dict[str, Any] = {
+    "activation": "tanh",
+    "ortho_init": True,
+    "critic_lstm": True,
+    "anneal_lr": False,
+}
 
 
 @dataclass
@@ -62,17 +73,28 @@ class Args(CommonArgs):
     """RecurrentPPO hyperparameters (sb3-contrib ``MultiInputLstmPolicy``)."""
 
     env: str = field(default=ENV_ID, metadata={"help": "environment id (SequentialHashBits-v0 only)"})
-    group: int = field(default=4, metadata={"help": "bits decided per step (the paper's action group)"})
-    pairs: int = field(default=16, metadata={"help": "positives and negatives drawn per episode (env's P)"})
+    group: int | None = field(
+        default=None,
+        metadata={
+            "help": "bits decided per step (the paper's action group); default bits / 2, two steps a "
+            "code (ours: see the module docstring)"
+        },
+    )
+    pairs: int = field(
+        default=64, metadata={"help": "positives and negatives drawn per episode (env's P; ours: 64)"}
+    )
     margin: float = field(default=0.0, metadata={"help": "Hamming margin of a correctly ordered pair"})
     episodes_per_item: int = field(
-        default=30,
+        default=40,
         metadata={
             "help": "default budget: timesteps = episodes_per_item x train items x steps per episode "
             "(scales with the data)"
         },
     )
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    anneal_lr: bool = field(
+        default=True, metadata={"help": "decay the learning rate linearly to 0 (drlih's; our default)"}
+    )
     num_envs: int = field(
         default=16, metadata={"help": "environment copies, stepped as one batch (hashing_gym.sb3)"}
     )
@@ -81,7 +103,7 @@ class Args(CommonArgs):
     n_epochs: int = field(default=2, metadata={"help": "passes over each rollout"})
     gamma: float = field(default=1.0, metadata={"help": "discount (the return telescopes at 1)"})
     gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda"})
-    ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus weight"})
+    ent_coef: float = field(default=0.002, metadata={"help": "entropy bonus weight (drlih's)"})
     lstm_hidden: int = field(default=128, metadata={"help": "LSTM hidden size"})
     hidden: str = field(default="128", metadata={"help": "policy and value MLP sizes after the LSTM"})
     activation: str = field(default="relu", metadata={"help": "MLP activation: relu (ours) or tanh (SB3's)"})
@@ -153,11 +175,21 @@ def default_timesteps(args: Args, dataset: HashingDataset) -> int:
     return args.episodes_per_item * dataset.train.n * (args.bits // args.group)
 
 
+def default_group(bits: int) -> int:
+    """``--group``'s default: half the code (two steps an episode), the whole code when ``bits`` is odd."""
+    return bits // 2 if bits % 2 == 0 else bits
+
+
+def with_group(args: Args) -> Args:
+    """``args`` with ``group`` set (its default resolved), as args.json records it."""
+    return args if args.group is not None else dataclasses.replace(args, group=default_group(args.bits))
+
+
 def check_args(args: Args) -> list[int]:
     """Refuse bad arguments with a one-line message; return the hidden layer sizes."""
     if args.env != ENV_ID:
         raise UsageError(f"rppo trains {ENV_ID}, got --env {args.env}")
-    check_group(args)
+    check_group(with_group(args))
     check_policy_args(args)
     check_common_args(
         args,
@@ -176,7 +208,7 @@ def make_model(args: Args, env: Any, folder: Path, hidden: list[int]) -> MultiBi
     return MultiBinaryRecurrentPPO(
         "MultiInputLstmPolicy",
         env,
-        learning_rate=args.learning_rate,
+        learning_rate=learning_rate(args),
         n_steps=args.n_steps,
         batch_size=args.batch_size,
         n_epochs=args.n_epochs,
@@ -200,6 +232,7 @@ def main(args: Args) -> dict[str, Any]:
     """Train RecurrentPPO, encode, evaluate; write model.pt and results.json into the run folder."""
     if args.resume:
         args = as_recorded(args, args.resume, RECORDED_BEFORE)
+    args = with_group(args)
     hidden = check_args(args)
     set_threads(args.threads)
     dataset = load_run_dataset(args)
@@ -230,7 +263,7 @@ def load_model(folder: Path, device: str = "auto") -> RecurrentPPO:
     """The trained model of a run folder: built from its args.json, given the parameters of model.pt."""
 
     def build(args: Args, env: Any) -> RecurrentPPO:
-        args = as_recorded(args, folder, RECORDED_BEFORE)
+        args = with_group(as_recorded(args, folder, RECORDED_BEFORE))
         return make_model(args, env, Path(folder), check_args(args))
 
     return load_sb3_model(folder, ALGO, Args, build, device)

@@ -7,7 +7,7 @@ import torch
 from helpers import METRICS, RESULT_FIELDS
 
 import hashing_gym  # noqa: F401
-from agents import evaluate, ppo, reinforce, train
+from agents import a2c, evaluate, ppo, reinforce, train
 from agents.common import save_args
 from hashing_gym.data import load_dataset
 from hashing_gym.envs import RankListHashEnv
@@ -194,18 +194,29 @@ def test_database_refresh_gives_every_copy_the_deterministic_policys_codes(tmp_p
 
 
 def test_a_run_recorded_before_the_new_defaults_loads_as_it_was_trained(tmp_path):
-    """args.json without --activation (older runs: SB3's Tanh) rebuilds a Tanh network, not today's ReLU."""
+    """args.json without --activation (older runs: SB3's Tanh) rebuilds a Tanh network, not today's ReLU;
+    without --anneal-lr, a constant learning rate."""
     old = ["--activation", "tanh", "--ortho-init", "--database", "bank", "--db-refresh", "0"]
+    old += ["--no-anneal-lr"]
     assert train.main(["ppo", *TINY["ppo"], *old, "--out", str(tmp_path)]) == 0
     features = load_dataset("digits").query.features
     codes = ppo.encode_split(ppo.load_model(tmp_path), features, 16)
     recorded = json.loads((tmp_path / "args.json").read_text())
-    for key in ("activation", "ortho_init", "database", "db_refresh"):
+    for key in ("activation", "ortho_init", "database", "db_refresh", "anneal_lr"):
         del recorded[key]
     (tmp_path / "args.json").write_text(json.dumps(recorded))
     model = ppo.load_model(tmp_path)
     assert isinstance(model.policy.mlp_extractor.policy_net[1], torch.nn.Tanh)
+    assert model.lr_schedule(0.0) == model.lr_schedule(1.0) == ppo.Args().learning_rate
     np.testing.assert_array_equal(ppo.encode_split(model, features, 16), codes)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_the_learning_rate_falls_linearly_to_zero_by_default(algo, tmp_path):
+    assert train.main([algo, *TINY[algo], "--out", str(tmp_path)]) == 0
+    model = {"ppo": ppo, "a2c": a2c}[algo].load_model(tmp_path)
+    rate = json.loads((tmp_path / "args.json").read_text())["learning_rate"]
+    assert [model.lr_schedule(left) for left in (1.0, 0.25, 0.0)] == pytest.approx([rate, rate / 4, 0.0])
 
 
 @pytest.mark.parametrize("algo", ["reinforce", "ppo"])

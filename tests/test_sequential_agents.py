@@ -173,7 +173,8 @@ def test_returns_to_go_and_greedy_encoding_match_the_env():
 
 
 def test_rppo_encode_split_runs_the_lstm_over_each_items_steps(tmp_path):
-    assert train.main(["rppo", *RPPO_TINY, "--group", "8", "--out", str(tmp_path)]) == 0
+    assert train.main(["rppo", *RPPO_TINY, "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "args.json").read_text())["group"] == 8  # default: two steps a code
     model = rppo.load_model(tmp_path)
     env = gym.make("SequentialHashBits-v0", bits=16, group=8, split="query").unwrapped
     codes = rppo.encode_split(model, env.features[:4], 16)
