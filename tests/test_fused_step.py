@@ -207,15 +207,7 @@ def test_sequential_hash_bits_fused_step_with_inductor_on_cpu_from_a_snapshot():
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-def test_sequential_hash_bits_same_step_fused_refused_on_cuda():
-    # Until its CUDA test passes again (final observations differed from the unfused step's).
-    with pytest.raises(ValueError, match="SAME_STEP is not available on CUDA"):
-        gym.make_vec(SHB, num_envs=8, vectorization_mode="vector_entry_point", device="cuda",
-                     autoreset_mode="SameStep", fuse_step=True)  # fmt: skip
-
-
-@pytest.mark.skipif(not CUDA, reason="needs CUDA")
-@pytest.mark.parametrize("mode", ["NextStep"])
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
 def test_sequential_hash_bits_fused_step_with_inductor_on_cuda(mode):
     # 16-step episodes (group 1); a masked reset at step 18 puts every third row out of step.
     _, fused, ended = assert_same_shb_rollouts(

@@ -47,8 +47,7 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
     batched torch stream of the row-by-row step before). On torch, ``SAME_STEP`` infos hold
     ``final_obs`` and ``final_info`` at every step, masked (all False where no copy ended).
     ``fuse_step=True`` compiles this step with ``torch.compile``, one graph per kind of step
-    (whether an episode ends; whether no copy, every copy or some restart), bit for bit the same
-    (on CUDA with ``NEXT_STEP`` only, for now: the ``SAME_STEP`` variant awaits a GPU re-test).
+    (whether an episode ends; whether no copy, every copy or some restart), bit for bit the same.
 
     Infos: ``index``, ``accuracy`` and ``expert_action`` (each sub-env's next group of its item's
     class codeword, int8 (num_envs, group); ours, see ``SequentialHashBitsEnv``), with ``_key`` masks.
@@ -105,12 +104,6 @@ class SequentialHashBitsVectorEnv(HashingVectorEnv):
         # The single env gives the base class its spaces and split; its state is never read.
         self.single_env = SequentialHashBitsEnv(dataset=dataset, split=split, **arguments)
         self._setup(num_envs, device, backend, rng, autoreset_mode, check_actions, fuse_step)
-        if fuse_step and self.autoreset_mode == AutoresetMode.SAME_STEP and self.torch_device.type == "cuda":
-            raise ValueError(
-                "fuse_step=True with autoreset_mode SAME_STEP is not available on CUDA for "
-                "SequentialHashBits-v0 yet: its CUDA test found final observations that differ from the "
-                "unfused step's (fixed since, not yet re-run on a GPU); use NEXT_STEP, or fuse_step=False"
-            )
         # fuse_step: the compiled masked steps, by (whether an episode ends, which rows restart).
         self._fused: dict[tuple[bool, str], Any] = {}
         self.bits, self.group, self.num_steps = host_params.bits, host_params.group, host_params.num_steps
