@@ -14,7 +14,9 @@ backend's CUDA kernels on codes already on the GPU, through the public functions
 through a ``HammingIndex`` (built from numpy, then queried from numpy and from queries already on the
 GPU), against two references in the same run: an fp16 matrix product of +-1 codes (distances alone,
 nothing counted; the "vs fp16 GEMM" column is each row's speed over it) and the plain torch path
-(``scatter_add`` histograms, a sort for the stable order). The index's build is timed three ways: from
+(``scatter_add`` histograms, a sort for the stable order). The device-resident rows keep what the kernels
+derive from the database once (its class runs) between calls, as a
+``HammingIndex`` does. The index's build is timed three ways: from
 numpy through the staged pinned copy (chunks packed while the next is in flight), from numpy with one
 blocking copy (``_resident.OVERLAP = False``), and from uint8 codes already on the GPU. Every metric of
 ``evaluate_retrieval`` and every histogram is checked to equal the numpy (numba) backend's, and the
@@ -358,13 +360,14 @@ def cuda_rows(args: argparse.Namespace, nb: int) -> None:
         _packing.label_words(yb),
     )
     packed = [torch.from_numpy(a.view(np.int64)).to(dev) for a in arrays]
+    cache: dict[str, Any] = {}  # what the kernels derive from the database once, as a HammingIndex keeps it
     for name, ks in (
         ("histograms (tie-aware mAP, P@r, PR curve)", ()),
         ("stable mAP@all", (nb,)),
         ("stable mAP@all + mAP@1000 + P@1000", (nb, 1000)),
     ):
         seconds, _ = gpu_timed(
-            lambda ks=ks: _cuda.stats(*packed, args.bits, False, ks, bool(ks)), args.repeats
+            lambda ks=ks: _cuda.stats(*packed, args.bits, False, ks, bool(ks), cache), args.repeats
         )
         rows.append((name, "CUDA kernels, device-resident", seconds))
     for name, function in (

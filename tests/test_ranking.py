@@ -707,20 +707,28 @@ CUDA_CASES = [
 @pytest.mark.gpu
 @pytest.mark.parametrize("segment", [37, _cuda.MAX_SEGMENT], ids=["short-segments", "default"])
 @pytest.mark.parametrize("case", CUDA_CASES, ids=lambda c: f"{c[0]}bits-{'multi' if c[1] else 'single'}")
-def test_cuda_kernels_equal_numpy(case, segment, monkeypatch):
-    """The CUDA kernels against numba, with segments split everywhere and queries in several chunks."""
+@pytest.mark.parametrize("runs", [0, 10**9], ids=["class-runs", "label-loads"])
+def test_cuda_kernels_equal_numpy(case, segment, runs, monkeypatch):
+    """The CUDA kernels against numba, with segments split everywhere and queries in several chunks; in
+    a HammingIndex (whose pass 1 reads class runs, for class ids) and in the functions (labels loaded
+    item by item), and in the index with class runs turned off."""
     pytest.importorskip("cupy")
     bits, multi, classes, nq, nb, flip = case
+    if multi and runs:
+        pytest.skip("class runs are for class ids: the multi-label case runs once")
     monkeypatch.setattr(_cuda, "MAX_SEGMENT", segment)
     monkeypatch.setattr(_cuda, "CHUNK_BYTES", 1 if segment == 37 else _cuda.CHUNK_BYTES)
+    monkeypatch.setattr(_cuda, "ITEMS_PER_CLASS_RUN", runs)
     xq, yq, xb, yb = make_data(bits, nq=nq, nb=nb, multi=multi, classes=classes, flip=flip, seed=bits)
+    if not multi:
+        yq[:3] = [classes + 7, -2, 0]  # classes no database item has, and the first class
     data = _checks.prepare(xq, yq, xb, yb, "torch", "cuda")
     assert _cuda.usable(data, _torch.device_of("cuda"))
     cpu = {"backend": "numpy"}
     gpu = {"backend": "torch", "device": "cuda"}
-    got, want = R.distance_counts(xq, yq, xb, yb, **gpu), R.distance_counts(xq, yq, xb, yb, **cpu)
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_array_equal(got[1], want[1])
+    got, want_counts = R.distance_counts(xq, yq, xb, yb, **gpu), R.distance_counts(xq, yq, xb, yb, **cpu)
+    np.testing.assert_array_equal(got[0], want_counts[0])
+    np.testing.assert_array_equal(got[1], want_counts[1])
     for k in (None, 1, 10, nb // 3, nb):
         for ties in R.TIES:
             np.testing.assert_allclose(
@@ -736,6 +744,33 @@ def test_cuda_kernels_equal_numpy(case, segment, monkeypatch):
     assert got.keys() == want.keys()
     for key, value in want.items():
         assert math.isclose(got[key], value, abs_tol=TOL), key
+    index = R.HammingIndex(xb, yb, device="cuda")
+    counts = index.distance_counts(xq, yq)
+    np.testing.assert_array_equal(counts[0], want_counts[0])
+    np.testing.assert_array_equal(counts[1], want_counts[1])
+    assert index.evaluate(xq, yq) == got  # bitwise the functions'
+    assert ("class_runs" in index._database.kernel_cache) == (not multi and runs == 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+def test_cuda_class_runs_are_built_once_per_index_and_laid_out_per_segment_length():
+    pytest.importorskip("cupy")
+    xq, yq, xb, yb = make_data(16, nq=300, nb=6000, classes=6, seed=5)
+    index = R.HammingIndex(xb, yb, device="cuda")
+    want = R.mean_average_precision(xq, yq, xb, yb, ties="stable")
+    assert index.mean_average_precision(xq, yq, ties="stable") == pytest.approx(want, abs=TOL)
+    runs = index._database.kernel_cache["class_runs"]
+    assert runs.count == 5 and runs.dense.shape == (6000,)  # make_data's database has classes - 1
+    layout = runs._layout
+    xs, run_start = layout[1], layout[2]
+    # Every run holds its segment's items of its class, all items once.
+    assert int(run_start[-1]) == 6000 and bool((run_start[1:] >= run_start[:-1]).all())
+    assert sorted(map(tuple, xs.cpu().tolist())) == sorted(map(tuple, index._database.codes.cpu().tolist()))
+    assert index.mean_average_precision(xq[:40], yq[:40], ties="stable") == pytest.approx(
+        R.mean_average_precision(xq[:40], yq[:40], xb, yb, ties="stable"), abs=TOL
+    )
+    assert index._database.kernel_cache["class_runs"] is runs  # built once
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -360,8 +360,8 @@ class RankListHashVectorEnv(HashingVectorEnv):
         no row index arrays there (``HashingVectorEnv._step_masked`` would restart every row that
         ended through masks and report every key at every step).
         """
-        restarting = self._autoreset.copy()  # NEXT_STEP: the rows that ended at the last step
-        count = int(restarting.sum())
+        restarting = self._autoreset  # NEXT_STEP: the rows that ended at the last step (not changed below)
+        count = int(np.count_nonzero(restarting))
         if self.fuse_step and count in (0, self.num_envs):  # (steps where some rows restart: unfused)
             return self._step_fused(actions, restarts=count > 0)
         if count == self.num_envs:  # NEXT_STEP, all ended: a reset step (reward 0, actions ignored)

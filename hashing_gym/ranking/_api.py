@@ -304,6 +304,10 @@ def average_precision_of(data: Data | _resident.Loaded, topk: int | None, ties: 
     check_ties(ties)
     k = data.nb if topk is None else check_cutoff(topk, "topk", data.nb)
     if ties == "average":
+        if isinstance(data, _resident.Loaded):  # on a GPU, the AP is computed where the histograms are
+            ap = data.database.tie_aware_ap(data.xq, data.lq, k)
+            if ap is not None:
+                return ap
         stats = _query_stats(data, (), stable=False)
         return _metrics.tie_aware_ap(stats.counts, stats.relevant, k)
     stats = _query_stats(data, (k,), stable=True)

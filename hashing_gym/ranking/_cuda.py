@@ -25,7 +25,9 @@ from hashing_gym.ranking._checks import Data
 # each segment's packed histograms; `prefixes` (and a cumulative sum over distances) turns them into each
 # segment's starting positions; pass 2 scans each segment again in index order, so every relevant item
 # knows its stable position and the hits up to it, and sums the precisions at each cutoff. Nothing of
-# size nq x nb ever reaches memory. Queries are sorted by label first (see stats).
+# size nq x nb ever reaches memory. Queries are sorted by label first (see stats). With class ids, pass 1
+# reads a copy of the database regrouped by (segment, class) instead (ClassRuns): its counts per segment
+# are the same, since pass 1 counts and does not order.
 
 
 @functools.lru_cache(maxsize=1)
@@ -75,6 +77,24 @@ def _cupy() -> Any:
     return cupy
 
 
+def _torch_stream(dev: Any) -> Any:
+    """Torch's current stream on ``dev`` as a CuPy stream, to launch the kernels in torch's order.
+
+    Kept per CUDA stream: a step of RankListHash-v0's batched env launches a kernel, and building the
+    wrapper (with its warnings filter) cost more host time than the launch.
+    """
+    import torch
+
+    return _external_stream(torch.cuda.current_stream(dev).cuda_stream)
+
+
+@functools.lru_cache(maxsize=64)
+def _external_stream(pointer: int) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # CuPy >= 14 prefers Stream.from_external
+        return _cupy().cuda.ExternalStream(pointer)
+
+
 # The C type of packed words of each width (``own_counts``).
 _WORD_TYPES = {16: "unsigned short", 32: "unsigned int", 64: "unsigned long long"}
 
@@ -95,6 +115,60 @@ def _module(
     return cupy.RawModule(code=header + _source(), options=("--std=c++17",))
 
 
+class ClassRuns:
+    """A database's class ids as indices into its sorted classes, and its codes regrouped for pass 1.
+
+    ``histograms_by_class`` reads each segment's items class by class, so that relevance is a constant
+    inside a run. Built once per database (a ``Resident`` keeps it in its kernel cache: one host sync,
+    for the number of classes); the regrouped copy of the codes (as many bytes as the database's codes)
+    is kept for the last segment length used.
+
+    Args:
+        lb: the database's class ids, int64 CUDA tensor (nb, 1).
+    """
+
+    def __init__(self, lb: Any) -> None:
+        import torch
+
+        self.classes, dense = torch.unique(lb[:, 0], return_inverse=True)
+        self.dense = dense.to(torch.int64)
+        self.count = int(self.classes.numel())  # the host sync
+        self._layout: tuple[int, Any, Any] | None = None
+
+    def query_classes(self, lq: Any) -> Any:
+        """int32 (nq,): each query's class as an index into ``classes``, -1 where no item has it."""
+        import torch
+
+        at = torch.searchsorted(self.classes, lq[:, 0]).clamp_(max=self.count - 1)
+        return torch.where(self.classes[at] == lq[:, 0], at, -1).to(torch.int32)
+
+    def layout(self, xb: Any, seg_len: int, segments: int) -> tuple[Any, Any]:
+        """``(xs, run_start)``: codes sorted by (segment, class), int32 run starts (segments x count + 1)."""
+        import torch
+
+        if self._layout is None or self._layout[0] != seg_len:
+            self._layout = None  # the old copy goes before the new one is made
+            nb = xb.shape[0]
+            key = torch.arange(nb, device=xb.device) // seg_len * self.count + self.dense
+            key, perm = torch.sort(key)
+            bounds = torch.arange(segments * self.count + 1, device=xb.device)
+            run_start = torch.searchsorted(key, bounds).to(torch.int32)
+            self._layout = (seg_len, xb[perm].contiguous(), run_start)
+        return self._layout[1], self._layout[2]
+
+
+def class_runs(cache: dict[str, Any], lb: Any) -> ClassRuns:
+    """The ``ClassRuns`` of a database: from ``cache`` (a ``Resident``'s), else built and kept there."""
+    if "class_runs" not in cache:
+        cache["class_runs"] = ClassRuns(lb)
+    return cache["class_runs"]
+
+
+# Class runs replace the label loads when segments hold at least this many items per class (each class
+# costs every thread of pass 1 a loop setup per segment, empty or not).
+ITEMS_PER_CLASS_RUN = 8
+
+
 def usable(data: Data, dev: Any) -> bool:
     """Whether the CUDA kernels take this problem (NVIDIA device, CuPy present, widths within limits)."""
     label_words = 1 if not data.multi else (data.yq.shape[1] + 63) // 64
@@ -113,7 +187,15 @@ def usable_for(nb: int, bits: int, label_words: int, dev: Any) -> bool:
 
 
 def stats(
-    xq: Any, lq: Any, xb: Any, lb: Any, bits: int, multi: bool, ks: tuple[int, ...], stable: bool
+    xq: Any,
+    lq: Any,
+    xb: Any,
+    lb: Any,
+    bits: int,
+    multi: bool,
+    ks: tuple[int, ...],
+    stable: bool,
+    cache: dict[str, Any] | None = None,
 ) -> tuple[Any, Any, Any, Any]:
     """Histograms and stable AP sums from packed codes and label words already on one CUDA device.
 
@@ -126,6 +208,8 @@ def stats(
         multi: whether the labels are multi-hot words (relevant = any shared bit) or class ids.
         ks: stable cutoffs, each in 1..nb.
         stable: whether to compute the stable AP sums and hits at ``ks``.
+        cache: where the database's ``ClassRuns`` are kept between calls (a resident ``Resident``'s
+            dict), or None: pass 1 then loads each item's label (nothing to build for one call).
 
     Returns:
         ``(counts, relevant, ap_sum, hits)`` as CUDA tensors: int64 (nq, bits + 1) twice, then float64 and
@@ -158,6 +242,14 @@ def stats(
     for w in reversed(range(lq.shape[1])):  # lexicographic, one stable sort per word (no host sync)
         order = order[torch.argsort(lq[order, w], stable=True)]
     xq, lq = xq[order].contiguous(), lq[order].contiguous()
+    runs = None  # built for a database that serves many calls (its cache): it costs a sort and a sync
+    if cache is not None and not multi and nb >= ITEMS_PER_CLASS_RUN * segments:
+        runs = class_runs(cache, lb)
+        if runs.count * segments * ITEMS_PER_CLASS_RUN > nb:
+            runs = None
+    if runs is not None:
+        xs, run_start = runs.layout(xb, seg_len, segments)
+        lq_class = runs.query_classes(lq)
     counts = torch.empty((nq, nbins), dtype=torch.int64, device=dev)
     relevant = torch.empty((nq, nbins), dtype=torch.int64, device=dev)
     ap_sum = torch.zeros((nq, len(ks)), dtype=torch.float64, device=dev)
@@ -169,10 +261,7 @@ def stats(
         # CuPy array view per argument and launch.
         return np.uint64(tensor.data_ptr())
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # CuPy >= 14 prefers Stream.from_external
-        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(dev).cuda_stream)
-    with cupy.cuda.Device(dev.index), stream:
+    with cupy.cuda.Device(dev.index), _torch_stream(dev):
         for s in range(0, nq, chunk):
             e = min(s + chunk, nq)
             n = e - s
@@ -180,7 +269,12 @@ def stats(
             packed = torch.empty((segments, nbins, n), dtype=torch.int32, device=dev)
             qs, ls = xq[s:e].contiguous(), lq[s:e].contiguous()
             common = (arg(qs), arg(xb), arg(ls), arg(lb), np.int32(n), np.int32(nb), np.int32(seg_len))
-            module.get_function("histograms")(grid, (threads,), (*common, arg(packed)))
+            if runs is None:
+                module.get_function("histograms")(grid, (threads,), (*common, arg(packed)))
+            else:
+                by_class = (arg(qs), arg(xs), arg(lq_class[s:e]), arg(run_start), np.int32(n))
+                by_class += (np.int32(runs.count), arg(packed))
+                module.get_function("histograms_by_class")(grid, (threads,), by_class)
             base_pos = torch.empty_like(packed) if nks else packed
             base_rel = torch.empty_like(packed) if nks else packed
             total = torch.empty((nbins, n), dtype=torch.int32, device=dev)
@@ -262,10 +356,7 @@ def own_counts(xq: Any, lq: Any, xb: Any, lb: Any, bits: int, exclude: Any) -> t
     def arg(tensor: Any) -> Any:
         return np.uint64(0 if tensor is None else tensor.data_ptr())
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(dev).cuda_stream)
-    with cupy.cuda.Device(dev.index), stream:
+    with cupy.cuda.Device(dev.index), _torch_stream(dev):
         module.get_function("own_histograms")(
             (-(-nq // warps),),
             (32 * warps,),

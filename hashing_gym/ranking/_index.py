@@ -286,7 +286,9 @@ class HammingIndex:
         words = database.load(dev, checks)
         label_words = db_labels.load(dev, checks)
         checks.verify()
-        self._database = _resident.Resident(words, label_words, database.bits, db_labels.classes, engine)
+        self._database = _resident.Resident(
+            words, label_words, database.bits, db_labels.classes, engine, resident=True
+        )
 
     @property
     def ntotal(self) -> int:

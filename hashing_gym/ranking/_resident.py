@@ -406,9 +406,14 @@ class Resident:
         engine: ``"numba"`` (CPU tensors; the numba kernels over the words viewed as uint64) or
             ``"torch"`` (the ``"torch"`` backend: CUDA kernels where they take the problem, else plain
             torch).
+        resident: whether the database serves many calls (a ``HammingIndex``): the CUDA kernels then
+            derive what pays off across calls from it once and keep it (``_cuda.ClassRuns``, a copy of
+            the codes grouped by class); a database loaded for one call derives nothing.
     """
 
-    def __init__(self, codes: Any, labels: Any, bits: int, classes: int, engine: str) -> None:
+    def __init__(
+        self, codes: Any, labels: Any, bits: int, classes: int, engine: str, resident: bool = False
+    ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.codes = codes
@@ -417,6 +422,8 @@ class Resident:
         self.classes = classes
         self.engine = engine
         self.device = codes.device
+        # What the CUDA kernels derive from this database once and reuse (``_cuda.ClassRuns``).
+        self.kernel_cache: dict[str, Any] | None = {} if resident else None
         if engine == "numba":
             if self.device.type != "cpu":
                 raise ValueError(f"engine='numba' runs on the CPU, got device {self.device}")
@@ -458,7 +465,9 @@ class Resident:
         if self.engine == "torch":
             from hashing_gym.ranking import _torch
 
-            return _torch.stats_words(xq, lq, self.codes, self.labels, self.bits, self.classes, ks, stable)
+            return _torch.stats_words(
+                xq, lq, self.codes, self.labels, self.bits, self.classes, ks, stable, self.kernel_cache
+            )
         from hashing_gym.ranking import _numba
 
         nq = xq.shape[0]
@@ -472,6 +481,19 @@ class Resident:
         xq_words = xq.numpy().view(np.uint64)
         _numba.stats_into(None, xq_words, self._xb, lq.numpy(), self._lb, self.multi, cutoffs, stable, out)
         return out
+
+    def tie_aware_ap(self, xq: Any, lq: Any, k: int) -> np.ndarray | None:
+        """Tie-aware AP of loaded queries computed on the device (CUDA kernels), or None where it is not.
+
+        None: :meth:`stats`' histograms come to the host and the caller computes the AP there.
+        """
+        if self.engine != "torch":
+            return None
+        from hashing_gym.ranking import _torch
+
+        return _torch.tie_aware_ap_words(
+            xq, lq, self.codes, self.labels, self.bits, self.classes, k, self.kernel_cache
+        )
 
     def rank(self, xq: Any, k: int) -> tuple[Any, Any]:
         """Stable top ``k`` of loaded queries: int32 distances, int64 indices (numba: numpy; else tensors)."""
@@ -498,7 +520,7 @@ class Resident:
         import torch
 
         more = torch.cat([self.codes, codes]), torch.cat([self.labels, labels])
-        return Resident(*more, self.bits, self.classes, self.engine)
+        return Resident(*more, self.bits, self.classes, self.engine, self.kernel_cache is not None)
 
 
 class Loaded(NamedTuple):

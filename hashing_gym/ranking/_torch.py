@@ -119,8 +119,32 @@ def to_host(tensors: tuple[Any, ...]) -> tuple[np.ndarray, ...]:
     return tuple(host.numpy() for host in hosts)
 
 
+def tie_aware_ap_words(
+    xq: Any, lq: Any, xb: Any, lb: Any, bits: int, classes: int, k: int, cache: dict[str, Any] | None = None
+) -> np.ndarray | None:
+    """Tie-aware AP at cutoff ``k`` of every query, computed on the GPU from the CUDA kernels' histograms.
+
+    Only the (nq,) APs come back to the host: the closed form over (nq, bits + 1) histograms takes an
+    H200 about 0.1 ms, numba on the host about 9 ms (N = 1M, Q = 10k). The arguments are
+    :func:`stats_words`'; None where the CUDA kernels do not take the problem (the caller then computes
+    the AP from :func:`stats_words`' histograms on the host).
+    """
+    if not _cuda.usable_for(xb.shape[0], bits, lq.shape[1], xq.device):
+        return None
+    counts, relevant, _, _ = _cuda.stats(xq, lq, xb, lb, bits, classes > 0, (), False, cache)
+    return to_host((_metrics.tie_aware_ap(counts, relevant, k, num_items=xb.shape[0]),))[0]
+
+
 def stats_words(
-    xq: Any, lq: Any, xb: Any, lb: Any, bits: int, classes: int, ks: tuple[int, ...], stable: bool
+    xq: Any,
+    lq: Any,
+    xb: Any,
+    lb: Any,
+    bits: int,
+    classes: int,
+    ks: tuple[int, ...],
+    stable: bool,
+    cache: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """``(counts, relevant, ap_sum, hits)`` of every query, as numpy arrays (see ``_numba.stats_into``).
 
@@ -133,13 +157,14 @@ def stats_words(
         classes: C of multi-hot labels, 0 for class ids.
         ks: stable cutoffs, each in 1..nb.
         stable: whether to compute the stable AP sums and hits at ``ks``.
+        cache: the database's kernel cache (``Resident``'s), kept between calls; or None.
     """
     import torch
 
     dev = xq.device
     multi = classes > 0
     if _cuda.usable_for(xb.shape[0], bits, lq.shape[1], dev):
-        return to_host(_cuda.stats(xq, lq, xb, lb, bits, multi, ks, stable and bool(ks)))
+        return to_host(_cuda.stats(xq, lq, xb, lb, bits, multi, ks, stable and bool(ks), cache))
     nq, nb = xq.shape[0], xb.shape[0]
     sb = _signs(xb, bits)
     yb = _unpacked(lb, classes, torch.float32) if multi else lb[:, 0]

@@ -56,6 +56,35 @@ extern "C" __global__ void __launch_bounds__(T) histograms(
     for (int b = 0; b < NBINS; ++b) out[((i64)seg * NBINS + b) * nq + i] = cnt[b * T + t];
 }
 
+// Pass 1 over a database regrouped by (segment, class) (``ClassRuns``), for class ids: inside a run of
+// one class an item's relevance to the query is a constant, so the inner loop loads no label and compares
+// nothing (1.7x the speed of ``histograms`` on an H200, 64 bits). xs[run_start[seg * nc + c] ..
+// run_start[seg * nc + c + 1]) are segment seg's items of class c; lq: the queries' classes as indices
+// into the database's classes (-1: a class no item has). Writes what ``histograms`` writes.
+extern "C" __global__ void __launch_bounds__(T) histograms_by_class(
+    const u64* __restrict__ xq, const u64* __restrict__ xs, const int* __restrict__ lq,
+    const int* __restrict__ run_start, int nq, int nc, int* __restrict__ out) {
+    __shared__ int cnt[NBINS * T];
+    const int t = threadIdx.x, i = blockIdx.x * T + t, seg = blockIdx.y;
+    if (i >= nq) return;
+#pragma unroll 5
+    for (int b = 0; b < NBINS; ++b) cnt[b * T + t] = 0;
+    u64 q[W];
+#pragma unroll
+    for (int w = 0; w < W; ++w) q[w] = xq[(i64)i * W + w];
+    const int l = lq[i];
+    int* mine = cnt + t;
+    const int* runs = run_start + (i64)seg * nc;
+    for (int c = 0; c < nc; ++c) {
+        const int inc = c == l ? 1 + (1 << 16) : 1;
+        const i64 end = runs[c + 1];
+#pragma unroll 8
+        for (i64 j = runs[c]; j < end; ++j) mine[distance(q, xs, j) * T] += inc;
+    }
+#pragma unroll 5
+    for (int b = 0; b < NBINS; ++b) out[((i64)seg * NBINS + b) * nq + i] = cnt[b * T + t];
+}
+
 // Per (query, bucket), over segments in order: base_pos / base_rel[(seg * NBINS + d) * nq + i] = items /
 // relevant items of bucket d in earlier segments (when write_bases), and the totals over all segments,
 // total[d * nq + i] and total_rel[d * nq + i]. One thread per (query, bucket): neighbours read neighbours.
