@@ -195,8 +195,24 @@ def test_fused_step_equals_the_masked_step(aot_eager, request, variant, mode):
     (a, bank_a), (b, bank_b) = rollout(plain), rollout(fused)
     assert_bitwise(a, b)
     assert torch.equal(bank_a, bank_b)
-    parts = {"queries", "finish"} | ({"restart"} if mode == AutoresetMode.NEXT_STEP else set())
+    # Tie-aware: one compiled call a step (the scan an operator inside it); stable: three calls.
+    acting = {"act"} if fused.ties == "average" else {"queries", "finish"}
+    parts = acting | ({"restart"} if mode == AutoresetMode.NEXT_STEP else set())
     assert set(fused._fused) == parts and not plain._fused
+
+
+@pytest.mark.parametrize("mode", MODES, ids=["next", "same"])
+def test_tie_aware_fused_step_in_three_calls_equals_the_masked_step(aot_eager, request, mode, monkeypatch):
+    # SCAN_IN_GRAPH = False: the step before the scan became an operator (benchmarks compare the two).
+    from hashing_gym.envs import rank_list_hash_vector
+
+    monkeypatch.setattr(rank_list_hash_vector, "SCAN_IN_GRAPH", False)
+    plain = make(request, "average", device=CPU, autoreset_mode=mode)
+    fused = make(request, "average", device=CPU, autoreset_mode=mode, fuse_step=True)
+    (a, bank_a), (b, bank_b) = rollout(plain), rollout(fused)
+    assert_bitwise(a, b)
+    assert torch.equal(bank_a, bank_b)
+    assert {"queries", "finish"} <= set(fused._fused) and "act" not in fused._fused
 
 
 def test_fused_step_across_a_snapshot(aot_eager, small):

@@ -465,10 +465,11 @@ class RankListHashVectorEnv(HashingVectorEnv):
         """``_step_masked`` with its array work compiled (``fuse_step``), bitwise its results.
 
         ``restarts``: NEXT_STEP, every row ended at the last step (this step restarts them all);
-        else every row acts. Three calls: ``fused_queries`` (compiled: pack the codes, gather their
-        labels), the scan (the histograms' CUDA kernel, launched through CuPy, which
-        ``torch.compile`` cannot trace; or the stable sums), then the bank write and ``fused_finish``
-        (compiled: the AP, infos, observations and the restart).
+        else every row acts. Tie-aware (``ties="average"``): one compiled call, ``fused_act`` (pack
+        the codes, the histograms' scan as a torch operator, the AP, infos, observations and the
+        restart), then the bank write. Stable (and tie-aware with ``SCAN_IN_GRAPH = False``): three
+        calls, ``fused_queries`` (compiled: pack the codes, gather their labels), the scan, then the
+        bank write and ``fused_finish``.
         """
         same_step = self.autoreset_mode == AutoresetMode.SAME_STEP
         if restarts:  # nothing acts
@@ -479,20 +480,27 @@ class RankListHashVectorEnv(HashingVectorEnv):
             self._autoreset[:] = False
             return obs, reward, terminated, truncated, self._masked_info(info, every)
         items = self._items
-        words, labels = self._fused_part("queries", fused_queries, self._params)(items, actions)
-        if self.ties == "average":
-            first, second = self._database.distance_counts(words, labels, exclude=items)
+        if self.ties == "average" and SCAN_IN_GRAPH:  # one compiled call: the scan is an operator in it
+            draws = self._draw_items(self.num_envs) if same_step else None
+            constants = (same_step, self._cutoff, self._harmonic, self._database.counts_operator())
+            act = self._fused_part("act", fused_act, self._params, *constants)
+            database = (self._database.codes, self._database.labels)
+            words, *results = act(items, actions, *database, draws, self._ended)
+            core.write_rows(self._params, self._bank, self._rows, items, words)  # after the scan read it
         else:
-            first, second = self._database.average_precision(
-                words, labels, topk=self.topk, ties="stable", exclude=items, with_relevant=True
-            )
-        core.write_rows(self._params, self._bank, self._rows, items, words)
-        draws = self._draw_items(self.num_envs) if same_step else None
-        constants = (same_step, self.ties == "average", self._cutoff, self._harmonic)
-        finish = self._fused_part("finish", fused_finish, self._params, *constants)
-        obs, reward, terminated, truncated, info, every, ended, final_obs, final_info, final_mask = finish(
-            items, first, second, draws, self._ended
-        )
+            words, labels = self._fused_part("queries", fused_queries, self._params)(items, actions)
+            if self.ties == "average":
+                first, second = self._database.distance_counts(words, labels, exclude=items)
+            else:
+                first, second = self._database.average_precision(
+                    words, labels, topk=self.topk, ties="stable", exclude=items, with_relevant=True
+                )
+            core.write_rows(self._params, self._bank, self._rows, items, words)
+            draws = self._draw_items(self.num_envs) if same_step else None
+            constants = (same_step, self.ties == "average", self._cutoff, self._harmonic)
+            finish = self._fused_part("finish", fused_finish, self._params, *constants)
+            results = finish(items, first, second, draws, self._ended)
+        obs, reward, terminated, truncated, info, every, ended, final_obs, final_info, final_mask = results
         if not same_step:
             self._ended = ended
             self._autoreset[:] = True
@@ -510,9 +518,39 @@ class RankListHashVectorEnv(HashingVectorEnv):
         return self._fused[name]
 
 
+# False: the tie-aware fused step in three calls, the scan between two compiled graphs (the step before
+# ``counts_operator``; benchmarks compare the two).
+SCAN_IN_GRAPH = True
+
+
 def fused_queries(params: core.Params, items: Any, actions: Any) -> tuple[Any, Any]:
     """The packed codes and the labels the scan takes (``core.queries``), for ``torch.compile``."""
     return core.queries(params, items, actions)
+
+
+def fused_act(
+    params: core.Params,
+    same_step: bool,
+    k: int,
+    harmonic: Any,
+    counts_operator: Any,
+    items: Any,
+    actions: Any,
+    codes: Any,
+    labels: Any,
+    draws: Any,
+    ended: Any,
+) -> tuple[Any, ...]:
+    """A tie-aware step where every row acts, as one function: pack, scan, then :func:`fused_finish`.
+
+    ``counts_operator`` is the database's ``PackedDatabase.counts_operator()`` over ``codes`` and
+    ``labels`` (its arrays): ``torch.compile`` keeps the scan (a CUDA kernel launched through CuPy) as
+    one node of the graph, so the step is one compiled call. Returns the packed codes (for the bank
+    write, after the call), then what :func:`fused_finish` returns.
+    """
+    words, query_labels = core.queries(params, items, actions)
+    counts, relevant = counts_operator(words, query_labels, codes, labels, params.bits, items)
+    return words, *fused_finish(params, same_step, True, k, harmonic, items, counts, relevant, draws, ended)
 
 
 def fused_finish(

@@ -96,6 +96,20 @@ class PackedDatabase:
             return _torch.packed_counts(xq, lq, self._database_of(databases), self.labels, self.bits, exclude)
         return self._numba(xq, lq, exclude, databases, None)[:2]
 
+    def counts_operator(self) -> Any:
+        """:meth:`distance_counts` (one database per query, or one shared) as a torch operator.
+
+        For code that ``torch.compile`` traces: ``op(xq, lq, self.codes, self.labels, self.bits,
+        exclude)`` returns ``(counts, relevant)`` as :meth:`distance_counts` does, through the same
+        kernels, without splitting the compiled graph around the CUDA kernel's launch. It checks
+        nothing: callers pass queries that :meth:`distance_counts` accepts. Torch databases only.
+        """
+        if not self.torch:
+            raise ValueError("counts_operator is for databases of torch tensors")
+        from hashing_gym.ranking import _torch
+
+        return _torch.counts_operator()
+
     def average_precision(
         self,
         xq: Any,

@@ -12,6 +12,7 @@ live there (the batched environments).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -228,6 +229,36 @@ def packed_counts(xq: Any, lq: Any, xb: Any, lb: Any, bits: int, exclude: Any) -
     key.add_((rows * (2 * bins)).to(torch.int32)[:, None])
     hist = torch.bincount(key.reshape(-1), minlength=m * bins * 2).reshape(m, bins, 2)
     return hist.sum(-1)[:, : bits + 1], hist[:, : bits + 1, 1]
+
+
+# The torch.library registrations of this package: an operator lives as long as its Library object.
+_LIBRARIES: list[Any] = []
+
+
+@functools.lru_cache(maxsize=1)
+def counts_operator() -> Any:
+    """:func:`packed_counts` as the torch operator ``hashing_gym::packed_counts`` (registered at first call).
+
+    ``torch.compile`` cannot trace the CUDA kernel's CuPy launch, and would split a graph around it; it
+    calls an operator as one opaque node, so a compiled step can run its scan without leaving its graph
+    (RankListHash-v0's ``fuse_step``). Same arguments and results as :func:`packed_counts`, with an
+    ``exclude`` tensor. Registered through ``torch.library.Library`` rather than ``custom_op``, whose
+    Python wrappers cost 2.5x the host time per call (on this project's 2-core development machine).
+    """
+    import torch
+
+    library = torch.library.Library("hashing_gym", "FRAGMENT")
+    arguments = "Tensor xq, Tensor lq, Tensor xb, Tensor lb, int bits, Tensor exclude"
+    library.define(f"packed_counts({arguments}) -> (Tensor, Tensor)")
+    library.impl("packed_counts", packed_counts, "CompositeExplicitAutograd")
+
+    def shapes(xq: Any, lq: Any, xb: Any, lb: Any, bits: int, exclude: Any) -> tuple[Any, Any]:
+        shape = (xq.shape[0], bits + 1)
+        return xq.new_empty(shape, dtype=torch.int64), xq.new_empty(shape, dtype=torch.int64)
+
+    torch.library.register_fake("hashing_gym::packed_counts", shapes, lib=library)
+    _LIBRARIES.append(library)
+    return torch.ops.hashing_gym.packed_counts.default
 
 
 def packed_stable(
