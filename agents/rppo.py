@@ -12,10 +12,11 @@ each episode the env writes the sampled code into its bank, and every ``bank_ref
 callback replaces the banks with the greedy policy's codes of the whole train split (as
 ``agents.drlih`` does), so the references follow the current policy.
 
-Our defaults, for speed per code (measured on 9,782 items at 32 bits: NOTES-sb3q.md, and
-benchmarks/RESULTS.md): two steps a code (``--group`` bits / 2; DRLIH's groups are smaller, and
-each step costs an LSTM step in the rollout and in every update), 64 positives and negatives per
-episode (``--pairs``; a less noisy triplet accuracy for the same LSTM work) and two PPO epochs a rollout.
+Our defaults, for speed per code (measured on 9,782 items at 32 bits: benchmarks/RESULTS.md, "SB3
+trainers at 32 bits on digits28: what stalls them"): two steps a code (``--group`` bits / 2; DRLIH's
+groups are smaller, and each step costs an LSTM step in the rollout and in every update), 64 positives
+and negatives per episode (``--pairs``; a less noisy triplet accuracy for the same LSTM work), two PPO
+epochs a rollout, and ``agents.drlih``'s entropy bonus (0.002) and annealed learning rate (``--anneal-lr``).
 
 After training, the deterministic policy encodes the query and database splits, all items at once
 (``hashing_gym.envs.encode_sequential``), and Hamming ranking gives the results.
@@ -93,7 +94,7 @@ class Args(CommonArgs):
     )
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     anneal_lr: bool = field(
-        default=True, metadata={"help": "decay the learning rate linearly to 0 (drlih's; our default)"}
+        default=True, metadata={"help": "decay the learning rate linearly to 0 (ours, as agents.drlih)"}
     )
     num_envs: int = field(
         default=16, metadata={"help": "environment copies, stepped as one batch (hashing_gym.sb3)"}
@@ -103,7 +104,7 @@ class Args(CommonArgs):
     n_epochs: int = field(default=2, metadata={"help": "passes over each rollout"})
     gamma: float = field(default=1.0, metadata={"help": "discount (the return telescopes at 1)"})
     gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda"})
-    ent_coef: float = field(default=0.002, metadata={"help": "entropy bonus weight (drlih's)"})
+    ent_coef: float = field(default=0.002, metadata={"help": "entropy bonus weight (as agents.drlih)"})
     lstm_hidden: int = field(default=128, metadata={"help": "LSTM hidden size"})
     hidden: str = field(default="128", metadata={"help": "policy and value MLP sizes after the LSTM"})
     activation: str = field(default="relu", metadata={"help": "MLP activation: relu (ours) or tanh (SB3's)"})
