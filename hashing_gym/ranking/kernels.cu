@@ -31,6 +31,14 @@ __device__ __forceinline__ double quotient(int hit, int position) {
     return fma(fma(-q, p, h), inv, q);
 }
 
+// A thread's start on its query: its column of the block's counters zeroed, its code's words loaded.
+__device__ __forceinline__ void start_query(int* cnt, int t, u64 (&q)[W], const u64* __restrict__ xq, int i) {
+#pragma unroll 5
+    for (int b = 0; b < NBINS; ++b) cnt[b * T + t] = 0;
+#pragma unroll
+    for (int w = 0; w < W; ++w) q[w] = xq[(i64)i * W + w];
+}
+
 // Packed per-segment histograms: out[(seg * NBINS + d) * nq + i] = items + (relevant << 16).
 extern "C" __global__ void __launch_bounds__(T) histograms(
     const u64* __restrict__ xq, const u64* __restrict__ xb, const i64* __restrict__ lq,
@@ -38,12 +46,9 @@ extern "C" __global__ void __launch_bounds__(T) histograms(
     __shared__ int cnt[NBINS * T];
     const int t = threadIdx.x, i = blockIdx.x * T + t, seg = blockIdx.y;
     if (i >= nq) return;  // threads never synchronise: each owns its column of cnt
-#pragma unroll 5
-    for (int b = 0; b < NBINS; ++b) cnt[b * T + t] = 0;
     u64 q[W];
+    start_query(cnt, t, q, xq, i);
     i64 l[LW];
-#pragma unroll
-    for (int w = 0; w < W; ++w) q[w] = xq[(i64)i * W + w];
 #pragma unroll
     for (int w = 0; w < LW; ++w) l[w] = lq[(i64)i * LW + w];
     const i64 start = (i64)seg * seg_len, end = min(start + seg_len, (i64)nb);
@@ -67,11 +72,8 @@ extern "C" __global__ void __launch_bounds__(T) histograms_by_class(
     __shared__ int cnt[NBINS * T];
     const int t = threadIdx.x, i = blockIdx.x * T + t, seg = blockIdx.y;
     if (i >= nq) return;
-#pragma unroll 5
-    for (int b = 0; b < NBINS; ++b) cnt[b * T + t] = 0;
     u64 q[W];
-#pragma unroll
-    for (int w = 0; w < W; ++w) q[w] = xq[(i64)i * W + w];
+    start_query(cnt, t, q, xq, i);
     const int l = lq[i];
     int* mine = cnt + t;
     const int* runs = run_start + (i64)seg * nc;
@@ -118,14 +120,11 @@ extern "C" __global__ void __launch_bounds__(T) stable_sums(
     __shared__ int cnt[NBINS * T];
     const int t = threadIdx.x, i = blockIdx.x * T + t, seg = blockIdx.y;
     if (i >= nq) return;
-#pragma unroll 5
-    for (int b = 0; b < NBINS; ++b) cnt[b * T + t] = 0;
     u64 q[W];
+    start_query(cnt, t, q, xq, i);
     i64 l[LW];
     int k[NK], found[NK];
     double sums[NK];
-#pragma unroll
-    for (int w = 0; w < W; ++w) q[w] = xq[(i64)i * W + w];
 #pragma unroll
     for (int w = 0; w < LW; ++w) l[w] = lq[(i64)i * LW + w];
 #pragma unroll
