@@ -436,7 +436,9 @@ class InterruptRequest:
     Every trainer honours the request where its state is consistent: the SB3 trainers at the next
     rollout start (:class:`CheckpointEvery`), the torch trainers between updates. They write a
     checkpoint there and raise KeyboardInterrupt, so ``--resume`` continues exactly.
-    Outside the main thread (where handlers cannot be installed) Ctrl-C interrupts as usual.
+    Outside the main thread (where handlers cannot be installed) Ctrl-C interrupts as usual, and a
+    process started with SIGINT ignored (``nohup cmd &``, a background job of a script, some job
+    schedulers) keeps ignoring it, as Python itself does: no handler is installed then.
     """
 
     def __init__(self) -> None:
@@ -444,7 +446,8 @@ class InterruptRequest:
         self._previous: Any = None
 
     def __enter__(self) -> InterruptRequest:
-        if threading.current_thread() is threading.main_thread():
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._request)
         return self
 

@@ -190,8 +190,6 @@ def check_args(args: Args) -> list[int]:
     """Refuse bad arguments with a one-line message; return the hidden layer sizes."""
     if args.env != ENV_ID:
         raise UsageError(f"rppo trains {ENV_ID}, got --env {args.env}")
-    check_group(with_group(args))
-    check_policy_args(args)
     check_common_args(
         args,
         positive=(
@@ -200,6 +198,8 @@ def check_args(args: Args) -> list[int]:
         ),
         non_negative=("bank_refresh",),
     )  # fmt: skip
+    check_group(with_group(args))  # after --bits: the default group is half of it
+    check_policy_args(args)
     return parse_hidden(args.hidden)
 
 

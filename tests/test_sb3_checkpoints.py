@@ -466,3 +466,18 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, capsys):
     assert calls["n"] == 6  # stopped in the 6th step, not at the rollout's end (16 steps)
     assert not (out / "checkpoints" / "state.json").exists()
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it():
+    """``nohup cmd &`` and background jobs of scripts start with SIGINT ignored: a trainer leaves it so."""
+    from agents.common import InterruptRequest
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # (conftest restores the default after the test)
+    with InterruptRequest() as request:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.raise_signal(signal.SIGINT)
+    assert not request.requested and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with InterruptRequest() as request:
+        signal.raise_signal(signal.SIGINT)  # the first Ctrl-C: a request, not an interrupt
+    assert request.requested and signal.getsignal(signal.SIGINT) is signal.default_int_handler
