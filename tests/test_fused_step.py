@@ -12,16 +12,10 @@ import numpy as np
 import pytest
 
 import hashing_gym  # noqa: F401 - registers the environments
-import hashing_gym.envs.vector_base as vector_base
 from hashing_gym.data import load_dataset
 
 torch = pytest.importorskip("torch")
 CUDA = torch.cuda.is_available()
-
-
-@pytest.fixture
-def aot_eager(monkeypatch):
-    monkeypatch.setattr(vector_base, "FUSE_BACKEND", "aot_eager")
 
 
 def flat(result):

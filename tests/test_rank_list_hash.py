@@ -21,11 +21,6 @@ def single_label():
     return load_dataset("blobs", num_classes=4, n_per_class=15, dim=6, query_per_class=3)
 
 
-@pytest.fixture(scope="module")
-def multi_label():
-    return load_dataset("blobs", num_classes=5, n_per_class=12, dim=6, multi_label=True, query_per_class=2)
-
-
 # ---------------------------------------------------------------------------------------------
 # Brute-force reference: rank by argsort, AP by walking the list (written independently of
 # hashing_gym.ranking's histograms and harmonic numbers).

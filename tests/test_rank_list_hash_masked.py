@@ -13,8 +13,6 @@ import pytest
 from gymnasium.vector import AutoresetMode
 from vector_parity import assert_same, to_numpy
 
-import hashing_gym.envs.vector_base as vector_base
-from hashing_gym.data import load_dataset
 from hashing_gym.envs.rank_list_hash_vector import RankListHashVectorEnv
 
 torch = pytest.importorskip("torch")
@@ -24,21 +22,6 @@ CPU = torch.device("cpu")
 CUDA = torch.cuda.is_available()
 MODES = [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP]
 NUM_ENVS = 6
-
-
-@pytest.fixture(scope="module")
-def small():
-    return load_dataset("blobs", num_classes=4, n_per_class=15, dim=6, query_per_class=3)
-
-
-@pytest.fixture(scope="module")
-def multi_label():
-    return load_dataset("blobs", num_classes=5, n_per_class=12, dim=6, multi_label=True, query_per_class=2)
-
-
-@pytest.fixture
-def aot_eager(monkeypatch):
-    monkeypatch.setattr(vector_base, "FUSE_BACKEND", "aot_eager")
 
 
 # (kwargs, data set): ties, cutoffs, the fixed database, two words per code, multi-label data, and

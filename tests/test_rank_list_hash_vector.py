@@ -15,7 +15,6 @@ from vector_parity import (
 )
 
 import hashing_gym  # noqa: F401
-from hashing_gym.data import load_dataset
 from hashing_gym.envs import RankListHashEnv
 from hashing_gym.envs.rank_list_hash_vector import RankListHashVectorEnv
 
@@ -26,16 +25,6 @@ DEVICES = ["cpu", torch.device("cpu")]  # numpy, and the torch code on the CPU
 def tolerance(device):
     """The torch AP sums its float64 rows in another order than numpy: equal to an ulp or so."""
     return 0.0 if device == "cpu" else 1e-12
-
-
-@pytest.fixture(scope="module")
-def small():
-    return load_dataset("blobs", num_classes=4, n_per_class=15, dim=6, query_per_class=3)
-
-
-@pytest.fixture(scope="module")
-def multi_label():
-    return load_dataset("blobs", num_classes=5, n_per_class=12, dim=6, multi_label=True, query_per_class=2)
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=["numpy", "torch"])

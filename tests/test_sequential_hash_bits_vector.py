@@ -25,16 +25,6 @@ DEVICES = ["cpu", torch.device("cpu")]  # numpy, and the torch code on the CPU
 
 
 @pytest.fixture(scope="module")
-def small():
-    return load_dataset("blobs", num_classes=4, n_per_class=15, dim=6, query_per_class=3)
-
-
-@pytest.fixture(scope="module")
-def multi_label():
-    return load_dataset("blobs", num_classes=5, n_per_class=12, dim=6, multi_label=True, query_per_class=2)
-
-
-@pytest.fixture(scope="module")
 def lonely():
     """A class of one training item: it has no positive, hence no triplet."""
     features = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
