@@ -779,6 +779,29 @@ def test_cuda_class_runs_are_built_once_per_index_and_laid_out_per_segment_lengt
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.gpu
+@pytest.mark.parametrize("bitmaps", [True, False], ids=["bitmaps-on", "bitmaps-off"])
+@pytest.mark.parametrize(("bits", "classes"), [(64, 6), (16, 100), (130, 5)])
+def test_cuda_pass_two_reads_relevance_from_bitmaps_or_labels(bits, classes, bitmaps, monkeypatch):
+    """Pass 2 of a resident database of class ids reads relevance from per-class bitmaps where they fit
+    (at most the codes' bytes: not for 100 classes of 16-bit codes), else labels; both equal numba. The
+    database's 3,333 items end in a partial bitmap word; one query's class no item has."""
+    pytest.importorskip("cupy")
+    monkeypatch.setattr(_cuda, "BITMAPS", bitmaps)
+    monkeypatch.setattr(_cuda, "ITEMS_PER_CLASS_RUN", 0)
+    monkeypatch.setattr(_cuda, "MAX_SEGMENT", 1000)  # several segments, not multiples of 32 before rounding
+    xq, yq, xb, yb = make_data(bits, nq=70, nb=3333, classes=classes, seed=bits)
+    yq[0] = classes + 3
+    index = R.HammingIndex(xb, yb, device="cuda")
+    for topk in (1000, 3333):
+        got, want = index.evaluate(xq, yq, topk=topk), R.evaluate_retrieval(xq, yq, xb, yb, topk=topk)
+        for key, value in want.items():
+            assert math.isclose(got[key], value, abs_tol=TOL), key
+    runs = index._database.kernel_cache["class_runs"]
+    assert (runs._bitmaps is not None) == (bitmaps and classes < 64)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_plain_torch_equals_kernels(monkeypatch):
     """Plain torch on CUDA (the path without CuPy) gives what the kernels give."""
     xq, yq, xb, yb = make_data(32, nq=64, nb=2000, multi=True, seed=32)

@@ -25,9 +25,15 @@ from hashing_gym.ranking._checks import Data
 # each segment's packed histograms; `prefixes` (and a cumulative sum over distances) turns them into each
 # segment's starting positions; pass 2 scans each segment again in index order, so every relevant item
 # knows its stable position and the hits up to it, and sums the precisions at each cutoff. Nothing of
-# size nq x nb ever reaches memory. Queries are sorted by label first (see stats). With class ids, pass 1
-# reads a copy of the database regrouped by (segment, class) instead (ClassRuns): its counts per segment
-# are the same, since pass 1 counts and does not order.
+# size nq x nb ever reaches memory. Queries are sorted by label first (see stats). With class ids and a
+# resident database (ClassRuns), pass 1 reads a copy of the database regrouped by (segment, class)
+# instead: its counts per segment are the same, since pass 1 counts and does not order; and pass 2 reads
+# relevance from per-class bitmaps, a word per 32 items.
+#
+# Where the time goes (H200, N = 1M, Q = 10k, 64 bits, stable mAP@all): pass 1 is bound by the
+# popcounts (5.7 ms); pass 2 by them too plus, on each relevant item, a read of its segment's base that
+# misses the L1 (4 ms of its 13.9). Bases kept in shared memory instead cost more in occupancy than the
+# reads (measured: 17-20 ms); a GEMM of the same shapes takes 7.9 ms.
 
 
 @functools.lru_cache(maxsize=1)
@@ -116,12 +122,14 @@ def _module(
 
 
 class ClassRuns:
-    """A database's class ids as indices into its sorted classes, and its codes regrouped for pass 1.
+    """A database's class ids as indices into its sorted classes, and what the kernels derive from them.
 
+    Its codes regrouped for pass 1, and relevance bitmaps for pass 2:
     ``histograms_by_class`` reads each segment's items class by class, so that relevance is a constant
-    inside a run. Built once per database (a ``Resident`` keeps it in its kernel cache: one host sync,
-    for the number of classes); the regrouped copy of the codes (as many bytes as the database's codes)
-    is kept for the last segment length used.
+    inside a run; ``stable_sums_bitmaps`` reads one bitmap word per 32 items instead of 32 labels. Built
+    once per database (a ``Resident`` keeps it in its kernel cache: one host sync, for the number of
+    classes); the regrouped copy of the codes (as many bytes as the database's codes) is kept for the last
+    segment length used, the bitmaps (at most as many bytes, see ``bitmaps_fit``) once built.
 
     Args:
         lb: the database's class ids, int64 CUDA tensor (nb, 1).
@@ -134,6 +142,7 @@ class ClassRuns:
         self.dense = dense.to(torch.int64)
         self.count = int(self.classes.numel())  # the host sync
         self._layout: tuple[int, Any, Any] | None = None
+        self._bitmaps: Any = None
 
     def query_classes(self, lq: Any) -> Any:
         """int32 (nq,): each query's class as an index into ``classes``, -1 where no item has it."""
@@ -141,6 +150,33 @@ class ClassRuns:
 
         at = torch.searchsorted(self.classes, lq[:, 0]).clamp_(max=self.count - 1)
         return torch.where(self.classes[at] == lq[:, 0], at, -1).to(torch.int32)
+
+    def bitmaps(self) -> Any:
+        """Relevance bitmaps for pass 2, int32 ((count + 1) x ceil(nb / 32)), built at the first call.
+
+        Bit j % 32 of word j // 32 of row c is whether item j has class c. Row ``count`` is all zeros (a
+        query class no item has).
+        """
+        import torch
+
+        if self._bitmaps is None:
+            nb = self.dense.shape[0]
+            words = -(-nb // 32)
+            item = torch.arange(nb, device=self.dense.device)
+            flat = torch.zeros((self.count + 1) * words, dtype=torch.int64, device=item.device)
+            # Each bit is set once, so adding the bits of a word is or-ing them.
+            flat.index_add_(0, self.dense * words + item // 32, torch.ones_like(item) << item % 32)
+            # Two's complement: bit 31 becomes the sign of the int32 word the kernel reads as unsigned.
+            flat = torch.where(flat >= 2**31, flat - 2**32, flat)
+            self._bitmaps = flat.to(torch.int32).view(self.count + 1, words)
+        return self._bitmaps
+
+    def bitmaps_fit(self, words: int) -> bool:
+        """Whether the bitmaps take at most the bytes of the database's codes (``words`` 64-bit words each).
+
+        They hold a row per class: databases of many classes have pass 2 read labels instead.
+        """
+        return (self.count + 1) / 8 <= words * 8
 
     def layout(self, xb: Any, seg_len: int, segments: int) -> tuple[Any, Any]:
         """``(xs, run_start)``: codes sorted by (segment, class), int32 run starts (segments x count + 1)."""
@@ -167,6 +203,8 @@ def class_runs(cache: dict[str, Any], lb: Any) -> ClassRuns:
 # Class runs replace the label loads when segments hold at least this many items per class (each class
 # costs every thread of pass 1 a loop setup per segment, empty or not).
 ITEMS_PER_CLASS_RUN = 8
+# False makes pass 2 load labels even where the database has class runs (tests).
+BITMAPS = True
 
 
 def usable(data: Data, dev: Any) -> bool:
@@ -233,9 +271,11 @@ def stats(
     waves = max(2, -(-fewest * q_blocks_max // resident))
     segments = max(fewest, min(waves * resident // q_blocks_max, -(-nb // 256)))
     seg_len = -(-nb // segments)
+    if MAX_SEGMENT >= 32:
+        # Multiples of 32 items, for pass 2's bitmap words; on every path, so that a HammingIndex (whose
+        # pass 2 reads bitmaps) sums each segment's precisions in the order the functions do (bitwise).
+        seg_len = min(-(-seg_len // 32) * 32, MAX_SEGMENT // 32 * 32)
     segments = -(-nb // seg_len)
-    # Queries per chunk: pass 1's output and pass 2's two base arrays, int32.
-    chunk = max(threads, CHUNK_BYTES // (segments * nbins * 4 * 3) // threads * threads)
     # Queries of one label side by side: the threads of a warp then agree on each item's relevance, so
     # the float64 work on relevant items does not diverge (results go back to the callers' order).
     order = torch.arange(nq, device=dev)
@@ -247,9 +287,14 @@ def stats(
         runs = class_runs(cache, lb)
         if runs.count * segments * ITEMS_PER_CLASS_RUN > nb:
             runs = None
+    bitmaps = None
     if runs is not None:
+        if BITMAPS and nks and runs.bitmaps_fit(xb.shape[1]) and seg_len % 32 == 0:
+            bitmaps = runs.bitmaps()
         xs, run_start = runs.layout(xb, seg_len, segments)
         lq_class = runs.query_classes(lq)
+    # Queries per chunk: pass 1's output and pass 2's bases (two int32 each), int32.
+    chunk = max(threads, CHUNK_BYTES // (segments * nbins * 4 * 3) // threads * threads)
     counts = torch.empty((nq, nbins), dtype=torch.int64, device=dev)
     relevant = torch.empty((nq, nbins), dtype=torch.int64, device=dev)
     ap_sum = torch.zeros((nq, len(ks)), dtype=torch.float64, device=dev)
@@ -275,15 +320,14 @@ def stats(
                 by_class = (arg(qs), arg(xs), arg(lq_class[s:e]), arg(run_start), np.int32(n))
                 by_class += (np.int32(runs.count), arg(packed))
                 module.get_function("histograms_by_class")(grid, (threads,), by_class)
-            base_pos = torch.empty_like(packed) if nks else packed
-            base_rel = torch.empty_like(packed) if nks else packed
+            base = torch.empty((segments, nbins, n, 2), dtype=torch.int32, device=dev) if nks else packed
             total = torch.empty((nbins, n), dtype=torch.int32, device=dev)
             total_rel = torch.empty((nbins, n), dtype=torch.int32, device=dev)
             module.get_function("prefixes")(
                 (-(-n * nbins // 256),),
                 (256,),
-                (arg(packed), np.int32(n), np.int32(segments), np.int32(bool(nks)), arg(base_pos))
-                + (arg(base_rel), arg(total), arg(total_rel)),
+                (arg(packed), np.int32(n), np.int32(segments), np.int32(bool(nks)), arg(base))
+                + (arg(total), arg(total_rel)),
             )
             counts[s:e] = total.T
             relevant[s:e] = total_rel.T
@@ -293,12 +337,18 @@ def stats(
             seg_sums = torch.empty((segments, nks, n), dtype=torch.float64, device=dev)
             seg_hits = torch.empty((segments, nks, n), dtype=torch.int32, device=dev)
             # Add the items at smaller distances to each bucket's starting position.
-            base_pos += (torch.cumsum(total, 0, dtype=torch.int32) - total)[None]
-            base_rel += (torch.cumsum(total_rel, 0, dtype=torch.int32) - total_rel)[None]
-            module.get_function("stable_sums")(
+            base[..., 0] += (torch.cumsum(total, 0, dtype=torch.int32) - total)[None]
+            base[..., 1] += (torch.cumsum(total_rel, 0, dtype=torch.int32) - total_rel)[None]
+            if bitmaps is None:
+                name, relevance = "stable_sums", (np.uint64(0), np.uint64(0), np.int32(0))
+            else:
+                name, relevance = "stable_sums_bitmaps", (arg(bitmaps), arg(lq_class[s:e]))
+                relevance += (np.int32(runs.count),)
+            module.get_function(name)(
                 grid,
                 (threads,),
-                (*common, arg(base_pos), arg(base_rel), arg(ks_dev), arg(seg_sums), arg(seg_hits)),
+                (*common[:4], *relevance, *common[4:], arg(base), arg(ks_dev), arg(seg_sums))
+                + (arg(seg_hits),),
             )
             ap_sum[s:e] = seg_sums.sum(0).T
             hits[s:e] = seg_hits.sum(0, dtype=torch.int64).T
