@@ -802,6 +802,34 @@ def test_cuda_pass_two_reads_relevance_from_bitmaps_or_labels(bits, classes, bit
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.gpu
+@pytest.mark.parametrize("cache", [None, {}], ids=["labels", "class-runs"])
+def test_cuda_kernels_take_databases_at_any_address(cache):
+    """Pass 2 reads one-word codes and class ids two items per 16-byte load: a database that is a slice
+    starting at an odd item (8 bytes past a 16-byte address) gives what an aligned copy gives."""
+    pytest.importorskip("cupy")
+    from hashing_gym.ranking import _packing
+
+    xq, yq, xb, yb = make_data(64, nq=50, nb=2001, classes=6, seed=3)
+    dev = torch.device("cuda")
+    def on_device(array):
+        return torch.from_numpy(array.view(np.int64)).to(dev)
+
+    words = on_device(_packing.pack_words(xq)), on_device(_packing.label_words(yq))
+    xb_words, yb_words = on_device(_packing.pack_words(xb)), on_device(_packing.label_words(yb))
+    sliced = xb_words[1:], yb_words[1:]
+    assert sliced[0].data_ptr() % 16 == 8 and sliced[1].data_ptr() % 16 == 8
+    aligned = sliced[0].clone(), sliced[1].clone()
+    ks = (1, 100, 2000)
+    got = _cuda.stats(words[0], words[1], *sliced, 64, False, ks, True, cache)
+    want = _cuda.stats(words[0], words[1], *aligned, 64, False, ks, True, None if cache is None else {})
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b)
+    counts = R.distance_counts(xq, yq, xb[1:], yb[1:])
+    np.testing.assert_array_equal(got[0].cpu().numpy(), counts[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_plain_torch_equals_kernels(monkeypatch):
     """Plain torch on CUDA (the path without CuPy) gives what the kernels give."""
     xq, yq, xb, yb = make_data(32, nq=64, nb=2000, multi=True, seed=32)

@@ -258,6 +258,10 @@ def stats(
 
     nq, nb, nbins = xq.shape[0], xb.shape[0], bits + 1
     xb, lb = xb.contiguous(), lb.contiguous()
+    # Pass 2 reads one-word codes and class ids two items per 16-byte load: the arrays must start at a
+    # multiple of 16 bytes, which a slice of a larger tensor may not (a copy is a fresh allocation).
+    xb = xb if xb.data_ptr() % 16 == 0 else xb.clone()
+    lb = lb if lb.data_ptr() % 16 == 0 else lb.clone()
     dev = xq.device
     threads = block_threads(nbins)
     nks = len(ks) if stable else 0
