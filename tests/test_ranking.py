@@ -303,12 +303,17 @@ def test_blocked_histogram_kernels_equal_reference(segments, parallel, monkeypat
 
 @pytest.mark.parametrize("multi", [False, True], ids=["single", "multi"])
 def test_blocked_kernels_give_bitwise_the_per_query_kernels_metrics(multi, monkeypatch):
-    """Every histogram metric is bitwise the same through the blocked and the per-query kernel (many ties)."""
+    """Every metric is bitwise the same through the blocked and the per-query kernels (many ties)."""
     monkeypatch.setattr(_numba, "SEGMENT_MIN_QUERIES", 8)
     xq, yq, xb, yb = make_data(8, nq=70, nb=333, multi=multi, flip=0.3, seed=5)
 
     def metrics():
         return (
+            R.mean_average_precision(xq, yq, xb, yb),  # stable: the blocked stable scan
+            R.mean_average_precision(xq, yq, xb, yb, topk=50),
+            R.average_precision(xq, yq, xb, yb, topk=7),
+            R.precision_at_k(xq, yq, xb, yb, 20),
+            tuple(R.evaluate_retrieval(xq, yq, xb, yb, topk=30).values()),
             R.mean_average_precision(xq, yq, xb, yb, ties="average"),
             R.mean_average_precision(xq, yq, xb, yb, topk=50, ties="average"),
             R.precision_at_k(xq, yq, xb, yb, 20, ties="average"),
@@ -853,6 +858,33 @@ def test_tie_aware_math_is_one_formula_on_numpy_torch_and_numba(topk, monkeypatc
     vectorised = R.average_precision_from_counts(counts, relevant, topk=topk)
     np.testing.assert_array_equal(vectorised, compiled)
     np.testing.assert_allclose(on_torch.numpy(), compiled, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+@pytest.mark.parametrize(("bits", "multi"), [(16, False), (70, False), (16, True), (130, True)])
+def test_blocked_stable_scan_leaves_excluded_items_out(bits, multi, parallel, monkeypatch):
+    """The blocked stable scan (4 queries a pass over one shared database, in label order) leaves each
+    query's excluded item out: bitwise the per-query AP of the list without it. 9 queries (a partial
+    block), labels shared by some blocks and not others."""
+    monkeypatch.setattr(_numba, "PARALLEL_MIN_PAIRS", 0 if parallel else 10**12)
+    rng = np.random.default_rng(bits)
+    nq, nb = 9, 61
+    xq, xb = rng.integers(0, 2, (nq, bits)), rng.integers(0, 2, (nb, bits))
+    xb[1::3] = xb[::3][: xb[1::3].shape[0]]  # repeated codes: ties at every distance
+    yb = rng.integers(0, 2, (nb, 9)) if multi else rng.integers(0, 3, nb)
+    yq = rng.integers(0, 2, (nq, 9)) if multi else np.array([0, 0, 0, 0, 1, 2, 1, 0, 2])
+    items = rng.integers(0, nb, nq)
+    lq, lb = (R.pack_codes(yq), R.pack_codes(yb)) if multi else (yq, yb)
+    packed = R.pack_codes(xq), lq, R.pack_codes(xb), lb, bits
+    for topk in (None, 5, 40):
+        want = [
+            R.average_precision(
+                xq[i : i + 1], yq[i : i + 1], np.delete(xb, item, 0), np.delete(yb, item, 0), topk=topk
+            )[0]
+            for i, item in enumerate(items)
+        ]
+        got = R.packed_average_precision(*packed, topk=topk, exclude=items)
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("multi", [False, True])

@@ -455,6 +455,212 @@ def _block_group(xq, lq, xb, lb, multi, skip, xs, classes, starts, g, group, til
         _block_finish(xq, xb, lq, lb, multi, skip, last_mask, QUERY_BLOCK * b, hist[b - b0], counts, relevant)
 
 
+# The stable AP of many queries against one shared database (our design, measured in
+# benchmarks/RESULTS.md): the histograms first (the blocked kernels above), then a block of
+# QUERY_BLOCK queries walks the database once in its order, as scan_keys does for one query, so each
+# database word and label loaded serves 4 queries and no per-query keys array goes through memory.
+# Queries are taken in label order, so a block's 4 queries usually share their class and each item's
+# relevance is one compare. Sums are added in database order per query, as scan_keys adds them: the
+# results are bitwise the per-query kernel's.
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _relevant_item(d, seen, seen_rel, start, rel_start, ks, sums, found):
+    """A relevant item at distance ``d`` (already counted in ``seen``): scan_keys's sums, one query."""
+    seen_rel[d] += 1
+    position = start[d] + seen[d]
+    precision = (rel_start[d] + seen_rel[d]) / position
+    for c in range(ks.shape[0]):
+        if position <= ks[c]:
+            sums[c] += precision
+            found[c] += 1
+
+
+# Bins a query takes in _stable_one_word_run's flat counters (one-word codes: at most 65 distances), so
+# that every counter's offset is a constant and one base pointer serves the 4 queries' 2 copies.
+_STRIDE = 128
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _relevant_at(at, seen, seen_rel, first, rel_first, k0, k1, sum0, sum1, hits0, hits1):
+    """A relevant item in counter ``at`` (a query's bin), counted already in ``seen``'s even or odd copy.
+
+    Its precision is added to the sums and hits of the cutoffs ``k0`` and ``k1`` that it is within.
+    """
+    seen_rel[at] += 1
+    position = first[at] + seen[at] + seen[QUERY_BLOCK * _STRIDE + at]
+    precision = (rel_first[at] + seen_rel[at]) / position
+    if position <= k0:
+        sum0 += precision
+        hits0 += 1
+    if position <= k1:
+        sum1 += precision
+        hits1 += 1
+    return sum0, sum1, hits0, hits1
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _stable_one_word_run(a, items, labels, label, start, rel_start, k0, k1, sums, found):
+    """:func:`_stable_block`'s loop: one-word codes, 4 queries of one class, at most 2 cutoffs.
+
+    ``items``: the database's codes (padding masked); ``a``: the 4 queries' words; ``label``: their class.
+
+    Each query counts even and odd items in 2 copies (increments of a repeated bin then do not wait on
+    each other's store, as in :func:`_one_word_run`), all in one flat array at constant offsets, and its
+    sums are scalars: the loop's few pointers and the 4 query words stay in registers (2.2 cycles per
+    pair with no relevant item on AMD EPYC Zen 4, against 3.1 with the sums in an array).
+    ``start``/``rel_start``: (4, bins). Adds to ``sums[t, c]`` and ``found[t, c]`` (c < 2).
+    """
+    nbins = start.shape[1]
+    block = QUERY_BLOCK * _STRIDE
+    seen = np.zeros(2 * block, dtype=np.int64)  # [copy, query, bin]
+    seen_rel = np.zeros(block, dtype=np.int64)
+    first = np.zeros(block, dtype=np.int64)
+    rel_first = np.zeros(block, dtype=np.int64)
+    for t in range(QUERY_BLOCK):
+        first[t * _STRIDE : t * _STRIDE + nbins] = start[t]
+        rel_first[t * _STRIDE : t * _STRIDE + nbins] = rel_start[t]
+    a0, a1, a2, a3 = a[0], a[1], a[2], a[3]
+    m00 = m01 = m10 = m11 = m20 = m21 = m30 = m31 = 0.0  # m<query><cutoff>
+    h00 = h01 = h10 = h11 = h20 = h21 = h30 = h31 = 0
+    n = items.shape[0]
+    for k in range(n + 1 >> 1):
+        u = np.uint64(2 * k)  # unsigned indices: no negative-index wraparound in the loop
+        for copy in range(2):  # the even item, then the odd one
+            if copy and u == n:  # an odd database's last item was an even one
+                break
+            x = items[u]
+            d0, d1, d2, d3 = _popcount(a0 ^ x), _popcount(a1 ^ x), _popcount(a2 ^ x), _popcount(a3 ^ x)
+            at = copy * block
+            seen[at + d0] += 1
+            seen[at + _STRIDE + d1] += 1
+            seen[at + 2 * _STRIDE + d2] += 1
+            seen[at + 3 * _STRIDE + d3] += 1
+            if labels[u] == label:
+                m00, m01, h00, h01 = _relevant_at(
+                    d0, seen, seen_rel, first, rel_first, k0, k1, m00, m01, h00, h01
+                )
+                m10, m11, h10, h11 = _relevant_at(
+                    _STRIDE + d1, seen, seen_rel, first, rel_first, k0, k1, m10, m11, h10, h11
+                )
+                m20, m21, h20, h21 = _relevant_at(
+                    2 * _STRIDE + d2, seen, seen_rel, first, rel_first, k0, k1, m20, m21, h20, h21
+                )
+                m30, m31, h30, h31 = _relevant_at(
+                    3 * _STRIDE + d3, seen, seen_rel, first, rel_first, k0, k1, m30, m31, h30, h31
+                )
+            u += np.uint64(1)
+    sums[0, 0] += m00
+    sums[1, 0] += m10
+    sums[2, 0] += m20
+    sums[3, 0] += m30
+    found[0, 0] += h00
+    found[1, 0] += h10
+    found[2, 0] += h20
+    found[3, 0] += h30
+    if sums.shape[1] > 1:
+        sums[0, 1] += m01
+        sums[1, 1] += m11
+        sums[2, 1] += m21
+        sums[3, 1] += m31
+        found[0, 1] += h01
+        found[1, 1] += h11
+        found[2, 1] += h21
+        found[3, 1] += h31
+
+
+@numba.njit(cache=True)
+def _stable_block(xq, lq, xb, lb, items, multi, skip, last_mask, rows, ks, counts, relevant, ap_sum, hits):
+    """Stable AP sums and hits of the queries ``rows`` (4, repeats allowed) from their histograms.
+
+    ``items``: the database's one-word codes with the padding masked (empty for longer codes).
+    """
+    nb, words = xb.shape
+    nbins = counts.shape[1]
+    start = np.empty((QUERY_BLOCK, nbins), dtype=np.int64)  # items ranked before bucket d's first
+    rel_start = np.empty((QUERY_BLOCK, nbins), dtype=np.int64)
+    for t in range(QUERY_BLOCK):
+        n = 0
+        r = 0
+        for d in range(nbins):
+            start[t, d] = n
+            rel_start[t, d] = r
+            n += counts[rows[t], d]
+            r += relevant[rows[t], d]
+    seen = np.zeros((QUERY_BLOCK, nbins), dtype=np.int64)  # items of bucket d so far
+    seen_rel = np.zeros((QUERY_BLOCK, nbins), dtype=np.int64)
+    sums = np.zeros((QUERY_BLOCK, ks.shape[0]), dtype=np.float64)
+    found = np.zeros((QUERY_BLOCK, ks.shape[0]), dtype=np.int64)
+    i0, i1, i2, i3 = rows[0], rows[1], rows[2], rows[3]
+    a0, a1, a2, a3 = seen[0], seen[1], seen[2], seen[3]
+    e0, e1, e2, e3 = seen_rel[0], seen_rel[1], seen_rel[2], seen_rel[3]
+    s0, s1, s2, s3 = start[0], start[1], start[2], start[3]
+    t0, t1, t2, t3 = rel_start[0], rel_start[1], rel_start[2], rel_start[3]
+    one_label = not multi and lq[i0, 0] == lq[i1, 0] and lq[i0, 0] == lq[i2, 0] and lq[i0, 0] == lq[i3, 0]
+    label = lq[i0, 0]
+    skipped = max(skip[i0], skip[i1], skip[i2], skip[i3]) >= 0
+    if items.shape[0] and one_label and not skipped and ks.shape[0] <= 2:  # the common case
+        a = np.array([xq[i0, 0], xq[i1, 0], xq[i2, 0], xq[i3, 0]])
+        k0, k1 = ks[0] if ks.shape[0] else -1, ks[1] if ks.shape[0] > 1 else -1
+        _stable_one_word_run(a, items, lb.reshape(nb), label, start, rel_start, k0, k1, sums, found)
+        nb = 0
+    for j in range(nb):
+        if words == 1:
+            x = xb[j, 0] & last_mask
+            d0 = _popcount(xq[i0, 0] ^ x)
+            d1 = _popcount(xq[i1, 0] ^ x)
+            d2 = _popcount(xq[i2, 0] ^ x)
+            d3 = _popcount(xq[i3, 0] ^ x)
+        else:
+            d0 = _masked_distance(xq, i0, xb, j, last_mask)
+            d1 = _masked_distance(xq, i1, xb, j, last_mask)
+            d2 = _masked_distance(xq, i2, xb, j, last_mask)
+            d3 = _masked_distance(xq, i3, xb, j, last_mask)
+        if one_label:
+            r0 = r1 = r2 = r3 = lb[j, 0] == label
+        else:
+            r0 = _relevant_any(lq, i0, lb, j, multi) == 1
+            r1 = _relevant_any(lq, i1, lb, j, multi) == 1
+            r2 = _relevant_any(lq, i2, lb, j, multi) == 1
+            r3 = _relevant_any(lq, i3, lb, j, multi) == 1
+        if skipped:  # an item left out of a query's list counts for nothing there
+            k0, k1, k2, k3 = j != skip[i0], j != skip[i1], j != skip[i2], j != skip[i3]
+            a0[d0] += k0
+            a1[d1] += k1
+            a2[d2] += k2
+            a3[d3] += k3
+            r0, r1, r2, r3 = r0 and k0, r1 and k1, r2 and k2, r3 and k3
+        else:
+            a0[d0] += 1
+            a1[d1] += 1
+            a2[d2] += 1
+            a3[d3] += 1
+        if r0:
+            _relevant_item(d0, a0, e0, s0, t0, ks, sums[0], found[0])
+        if r1:
+            _relevant_item(d1, a1, e1, s1, t1, ks, sums[1], found[1])
+        if r2:
+            _relevant_item(d2, a2, e2, s2, t2, ks, sums[2], found[2])
+        if r3:
+            _relevant_item(d3, a3, e3, s3, t3, ks, sums[3], found[3])
+    for t in range(QUERY_BLOCK):
+        if t and rows[t] == rows[t - 1]:  # a repeat past the last query
+            break
+        for c in range(ks.shape[0]):
+            ap_sum[rows[t], c] += sums[t, c]
+            hits[rows[t], c] += found[t, c]
+
+
+@numba.njit(cache=True, inline="always")
+def _stable_rows(order, b):
+    """The 4 query rows of block ``b`` in ``order``; past the last query, repeats of it."""
+    last = order.shape[0] - 1
+    rows = np.empty(QUERY_BLOCK, dtype=np.int64)
+    for t in range(QUERY_BLOCK):
+        rows[t] = order[min(QUERY_BLOCK * b + t, last)]
+    return rows
+
+
 # Each kernel comes twice: parallel over queries, and serial for small work (PARALLEL_MIN_PAIRS).
 
 
@@ -512,11 +718,30 @@ def _blocks_serial(xq, lq, xb, lb, multi, skip, xs, classes, starts, group, tile
         _block_group(xq, lq, xb, lb, multi, skip, xs, classes, starts, g, group, tile, counts, relevant)
 
 
+@numba.njit(cache=True, parallel=True)
+def _stable_blocks_parallel(
+    xq, lq, xb, lb, items, multi, skip, last_mask, order, ks, counts, relevant, ap_sum, hits
+):
+    for b in prange((order.shape[0] + QUERY_BLOCK - 1) // QUERY_BLOCK):
+        rows = _stable_rows(order, b)
+        _stable_block(xq, lq, xb, lb, items, multi, skip, last_mask, rows, ks, counts, relevant, ap_sum, hits)
+
+
+@numba.njit(cache=True)
+def _stable_blocks_serial(
+    xq, lq, xb, lb, items, multi, skip, last_mask, order, ks, counts, relevant, ap_sum, hits
+):
+    for b in range((order.shape[0] + QUERY_BLOCK - 1) // QUERY_BLOCK):
+        rows = _stable_rows(order, b)
+        _stable_block(xq, lq, xb, lb, items, multi, skip, last_mask, rows, ks, counts, relevant, ap_sum, hits)
+
+
 _KERNELS = {
     "hamming": (_hamming_parallel, _hamming_serial),
     "rank": (_rank_parallel, _rank_serial),
     "stats": (_stats_parallel, _stats_serial),
     "blocks": (_blocks_parallel, _blocks_serial),
+    "stable_blocks": (_stable_blocks_parallel, _stable_blocks_serial),
 }
 
 
@@ -585,8 +810,8 @@ def stats_into(
     skip = np.full(nq, -1, dtype=np.int64) if skip is None else np.ascontiguousarray(skip, dtype=np.int64)
     pairs = nq * lb.shape[0]
     xq, banks = np.ascontiguousarray(xq), np.ascontiguousarray(banks)
-    if BLOCKED and not stable and dist.shape[0] == 0 and banks.shape[0] == 1 and nq >= QUERY_BLOCK:
-        # Many queries against one database, histograms only: the blocked kernels (see QUERY_BLOCK).
+    if BLOCKED and dist.shape[0] == 0 and banks.shape[0] == 1 and nq >= QUERY_BLOCK:
+        # Many queries against one database: the blocked kernels (see QUERY_BLOCK), histograms first.
         counts, relevant = out[0], out[1]
         xb = banks[0]
         if not multi and nq >= SEGMENT_MIN_QUERIES:
@@ -604,6 +829,14 @@ def stats_into(
         tile = max(TILE_WORDS // xb.shape[1], 1)
         args = (xq, lq, xb, lb, multi, skip, xs, classes, starts, group, tile, counts, relevant)
         _launch("blocks", pairs, *args)
+        if stable:
+            bits = counts.shape[1] - 1
+            last_mask = np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64((64 - bits % 64) % 64)
+            # Label order (stable): a block's queries then share their class, its relevance one compare.
+            order = np.argsort(lq[:, 0], kind="stable") if not multi else np.arange(nq, dtype=np.int64)
+            items = xb[:, 0] & last_mask if xb.shape[1] == 1 else np.zeros(0, dtype=np.uint64)
+            args = (xq, lq, xb, lb, items, multi, skip, last_mask, order, ks, counts, relevant, *out[2:])
+            _launch("stable_blocks", pairs, *args)
         return
     _launch("stats", pairs, dist, xq, banks, bank_of, lq, lb, skip, multi, ks, stable, *out)
 
