@@ -550,23 +550,12 @@ def _stable_one_word_run(a, items, labels, label, start, rel_start, k0, k1, sums
                     3 * _STRIDE + d3, seen, seen_rel, first, rel_first, k0, k1, m30, m31, h30, h31
                 )
             u += np.uint64(1)
-    sums[0, 0] += m00
-    sums[1, 0] += m10
-    sums[2, 0] += m20
-    sums[3, 0] += m30
-    found[0, 0] += h00
-    found[1, 0] += h10
-    found[2, 0] += h20
-    found[3, 0] += h30
-    if sums.shape[1] > 1:
-        sums[0, 1] += m01
-        sums[1, 1] += m11
-        sums[2, 1] += m21
-        sums[3, 1] += m31
-        found[0, 1] += h01
-        found[1, 1] += h11
-        found[2, 1] += h21
-        found[3, 1] += h31
+    totals = np.array([[m00, m01], [m10, m11], [m20, m21], [m30, m31]])
+    counted = np.array([[h00, h01], [h10, h11], [h20, h21], [h30, h31]])
+    for t in range(QUERY_BLOCK):
+        for c in range(min(2, sums.shape[1])):
+            sums[t, c] += totals[t, c]
+            found[t, c] += counted[t, c]
 
 
 @numba.njit(cache=True)
