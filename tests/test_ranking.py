@@ -301,10 +301,15 @@ def test_blocked_histogram_kernels_equal_reference(segments, parallel, monkeypat
         np.testing.assert_array_equal(got[1], want[1])
 
 
+@pytest.mark.parametrize("tiles", [False, True], ids=["one-tile", "7-item-tiles"])
 @pytest.mark.parametrize("multi", [False, True], ids=["single", "multi"])
-def test_blocked_kernels_give_bitwise_the_per_query_kernels_metrics(multi, monkeypatch):
-    """Every metric is bitwise the same through the blocked and the per-query kernels (many ties)."""
+def test_blocked_kernels_give_bitwise_the_per_query_kernels_metrics(multi, tiles, monkeypatch):
+    """Every metric is bitwise the same through the blocked and the per-query kernels (many ties); with
+    tiles of 7 items shared by groups of 3 blocks, the stable scan carries its sums across odd tiles."""
     monkeypatch.setattr(_numba, "SEGMENT_MIN_QUERIES", 8)
+    if tiles:
+        monkeypatch.setattr(_numba, "TILE_WORDS", 7)
+        monkeypatch.setattr(_numba, "GROUP_BLOCKS", 3)
     xq, yq, xb, yb = make_data(8, nq=70, nb=333, multi=multi, flip=0.3, seed=5)
 
     def metrics():

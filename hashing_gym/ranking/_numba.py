@@ -500,34 +500,28 @@ def _relevant_at(at, seen, seen_rel, first, rel_first, k0, k1, sum0, sum1, hits0
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _stable_one_word_run(a, items, labels, label, start, rel_start, k0, k1, sums, found):
-    """:func:`_stable_block`'s loop: one-word codes, 4 queries of one class, at most 2 cutoffs.
+def _stable_one_word_run(a, items, labels, label, seen, seen_rel, first, rel_first, k0, k1, acc, acc_hits):
+    """:func:`_stable_group`'s loop over a tile: one-word codes, 4 queries of one class, 2 cutoffs at most.
 
-    ``items``: the database's codes (padding masked); ``a``: the 4 queries' words; ``label``: their class.
-
-    Each query counts even and odd items in 2 copies (increments of a repeated bin then do not wait on
-    each other's store, as in :func:`_one_word_run`), all in one flat array at constant offsets, and its
-    sums are scalars: the loop's few pointers and the 4 query words stay in registers (2.2 cycles per
-    pair with no relevant item on AMD EPYC Zen 4, against 3.1 with the sums in an array).
-    ``start``/``rel_start``: (4, bins). Adds to ``sums[t, c]`` and ``found[t, c]`` (c < 2).
+    ``items``/``labels``: the tile's codes (padding masked) and class ids; ``a``: the 4 queries' words;
+    ``label``: their class. The block's state goes from tile to tile: ``seen`` (2 x 4 x _STRIDE: each
+    query counts even and odd items in 2 copies, so increments of a repeated bin do not wait on each
+    other's store, as in :func:`_one_word_run`), ``seen_rel`` and the bucket starts ``first``/``rel_first``
+    (4 x _STRIDE), all flat at constant offsets; ``acc``/``acc_hits`` [cutoff * 4 + query] are carried
+    in scalars through the tile (so each sum is added in database order, bitwise the per-query kernel's).
+    The loop's few pointers and the 4 query words then stay in registers: 2.2 cycles per pair with no
+    relevant item on AMD EPYC Zen 4, against 3.1 with the sums in an array.
     """
-    nbins = start.shape[1]
-    block = QUERY_BLOCK * _STRIDE
-    seen = np.zeros(2 * block, dtype=np.int64)  # [copy, query, bin]
-    seen_rel = np.zeros(block, dtype=np.int64)
-    first = np.zeros(block, dtype=np.int64)
-    rel_first = np.zeros(block, dtype=np.int64)
-    for t in range(QUERY_BLOCK):
-        first[t * _STRIDE : t * _STRIDE + nbins] = start[t]
-        rel_first[t * _STRIDE : t * _STRIDE + nbins] = rel_start[t]
     a0, a1, a2, a3 = a[0], a[1], a[2], a[3]
-    m00 = m01 = m10 = m11 = m20 = m21 = m30 = m31 = 0.0  # m<query><cutoff>
-    h00 = h01 = h10 = h11 = h20 = h21 = h30 = h31 = 0
+    m00, m10, m20, m30, m01, m11, m21, m31 = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]
+    h00, h10, h20, h30 = acc_hits[0], acc_hits[1], acc_hits[2], acc_hits[3]
+    h01, h11, h21, h31 = acc_hits[4], acc_hits[5], acc_hits[6], acc_hits[7]
+    block = QUERY_BLOCK * _STRIDE
     n = items.shape[0]
     for k in range(n + 1 >> 1):
         u = np.uint64(2 * k)  # unsigned indices: no negative-index wraparound in the loop
         for copy in range(2):  # the even item, then the odd one
-            if copy and u == n:  # an odd database's last item was an even one
+            if copy and u == n:  # an odd tile's last item was an even one
                 break
             x = items[u]
             d0, d1, d2, d3 = _popcount(a0 ^ x), _popcount(a1 ^ x), _popcount(a2 ^ x), _popcount(a3 ^ x)
@@ -550,23 +544,16 @@ def _stable_one_word_run(a, items, labels, label, start, rel_start, k0, k1, sums
                     3 * _STRIDE + d3, seen, seen_rel, first, rel_first, k0, k1, m30, m31, h30, h31
                 )
             u += np.uint64(1)
-    totals = np.array([[m00, m01], [m10, m11], [m20, m21], [m30, m31]])
-    counted = np.array([[h00, h01], [h10, h11], [h20, h21], [h30, h31]])
-    for t in range(QUERY_BLOCK):
-        for c in range(min(2, sums.shape[1])):
-            sums[t, c] += totals[t, c]
-            found[t, c] += counted[t, c]
+    acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7] = m00, m10, m20, m30, m01, m11, m21, m31
+    acc_hits[0], acc_hits[1], acc_hits[2], acc_hits[3] = h00, h10, h20, h30
+    acc_hits[4], acc_hits[5], acc_hits[6], acc_hits[7] = h01, h11, h21, h31
 
 
 @numba.njit(cache=True)
-def _stable_block(xq, lq, xb, lb, items, multi, skip, last_mask, rows, ks, counts, relevant, ap_sum, hits):
-    """Stable AP sums and hits of the queries ``rows`` (4, repeats allowed) from their histograms.
-
-    ``items``: the database's one-word codes with the padding masked (empty for longer codes).
-    """
-    nb, words = xb.shape
+def _stable_starts(rows, counts, relevant):
+    """Per query of ``rows`` and distance: items and relevant items ranked before the bucket's first."""
     nbins = counts.shape[1]
-    start = np.empty((QUERY_BLOCK, nbins), dtype=np.int64)  # items ranked before bucket d's first
+    start = np.empty((QUERY_BLOCK, nbins), dtype=np.int64)
     rel_start = np.empty((QUERY_BLOCK, nbins), dtype=np.int64)
     for t in range(QUERY_BLOCK):
         n = 0
@@ -576,6 +563,78 @@ def _stable_block(xq, lq, xb, lb, items, multi, skip, last_mask, rows, ks, count
             rel_start[t, d] = r
             n += counts[rows[t], d]
             r += relevant[rows[t], d]
+    return start, rel_start
+
+
+@numba.njit(cache=True)
+def _stable_group(
+    xq, lq, xb, lb, items, labels, multi, skip, last_mask, order, g, group, tile, ks, counts, relevant, out
+):
+    """Stable AP sums and hits of query blocks ``g group .. (g + 1) group - 1`` (in ``order``).
+
+    Blocks of 4 one-word queries of one class (the common case; ``items``, ``labels``: the database's
+    masked words and class ids, empty for longer codes or multi-hot labels) scan the database tile by
+    tile (``tile`` items, in L2), every block of the group a tile before the next is read:
+    :func:`_stable_one_word_run`. Other blocks (several classes, multi-hot labels, longer codes,
+    excluded items, more than 2 cutoffs) take :func:`_stable_block`. ``out``: (ap_sum, hits), added to.
+    """
+    nb = xb.shape[0]
+    nbins = counts.shape[1]
+    b0 = g * group
+    size = min(group, (order.shape[0] + QUERY_BLOCK - 1) // QUERY_BLOCK - b0)
+    block = QUERY_BLOCK * _STRIDE
+    fast_rows = np.empty((size, QUERY_BLOCK), dtype=np.int64)
+    words = np.empty((size, QUERY_BLOCK), dtype=np.uint64)
+    classes = np.empty(size, dtype=np.int64)
+    seen = np.zeros((size, 2 * block), dtype=np.int64)
+    seen_rel = np.zeros((size, block), dtype=np.int64)
+    first = np.zeros((size, block), dtype=np.int64)
+    rel_first = np.zeros((size, block), dtype=np.int64)
+    acc = np.zeros((size, 2 * QUERY_BLOCK), dtype=np.float64)
+    acc_hits = np.zeros((size, 2 * QUERY_BLOCK), dtype=np.int64)
+    fast = 0
+    for b in range(b0, b0 + size):
+        rows = _stable_rows(order, b)
+        start, rel_start = _stable_starts(rows, counts, relevant)
+        label = lq[rows[0], 0]
+        one_label = not multi
+        skipped = False
+        for t in range(QUERY_BLOCK):
+            one_label = one_label and lq[rows[t], 0] == label
+            skipped = skipped or skip[rows[t]] >= 0
+        if items.shape[0] and labels.shape[0] and one_label and not skipped and ks.shape[0] <= 2:
+            fast_rows[fast] = rows
+            classes[fast] = label
+            for t in range(QUERY_BLOCK):
+                words[fast, t] = xq[rows[t], 0]
+                first[fast, t * _STRIDE : t * _STRIDE + nbins] = start[t]
+                rel_first[fast, t * _STRIDE : t * _STRIDE + nbins] = rel_start[t]
+            fast += 1
+        else:
+            _stable_block(xq, lq, xb, lb, multi, skip, last_mask, rows, start, rel_start, ks, out)
+    k0 = ks[0] if ks.shape[0] else -1
+    k1 = ks[1] if ks.shape[0] > 1 else -1
+    for j in range(0, nb, tile):
+        end = min(j + tile, nb)
+        for f in range(fast):
+            _stable_one_word_run(
+                words[f], items[j:end], labels[j:end], classes[f], seen[f], seen_rel[f], first[f],
+                rel_first[f], k0, k1, acc[f], acc_hits[f],
+            )
+    for f in range(fast):
+        sums = acc[f].reshape(2, QUERY_BLOCK).T.copy()
+        found = acc_hits[f].reshape(2, QUERY_BLOCK).T.copy()
+        _stable_write(fast_rows[f], sums, found, out)
+
+
+@numba.njit(cache=True)
+def _stable_block(xq, lq, xb, lb, multi, skip, last_mask, rows, start, rel_start, ks, out):
+    """Stable AP sums and hits of the 4 queries ``rows`` (repeats allowed), item by item.
+
+    Any code length, labels and cutoffs, and excluded items. ``start``/``rel_start``: :func:`_stable_starts`.
+    """
+    nb, words = xb.shape
+    nbins = start.shape[1]
     seen = np.zeros((QUERY_BLOCK, nbins), dtype=np.int64)  # items of bucket d so far
     seen_rel = np.zeros((QUERY_BLOCK, nbins), dtype=np.int64)
     sums = np.zeros((QUERY_BLOCK, ks.shape[0]), dtype=np.float64)
@@ -588,11 +647,6 @@ def _stable_block(xq, lq, xb, lb, items, multi, skip, last_mask, rows, ks, count
     one_label = not multi and lq[i0, 0] == lq[i1, 0] and lq[i0, 0] == lq[i2, 0] and lq[i0, 0] == lq[i3, 0]
     label = lq[i0, 0]
     skipped = max(skip[i0], skip[i1], skip[i2], skip[i3]) >= 0
-    if items.shape[0] and one_label and not skipped and ks.shape[0] <= 2:  # the common case
-        a = np.array([xq[i0, 0], xq[i1, 0], xq[i2, 0], xq[i3, 0]])
-        k0, k1 = ks[0] if ks.shape[0] else -1, ks[1] if ks.shape[0] > 1 else -1
-        _stable_one_word_run(a, items, lb.reshape(nb), label, start, rel_start, k0, k1, sums, found)
-        nb = 0
     for j in range(nb):
         if words == 1:
             x = xb[j, 0] & last_mask
@@ -632,10 +686,17 @@ def _stable_block(xq, lq, xb, lb, items, multi, skip, last_mask, rows, ks, count
             _relevant_item(d2, a2, e2, s2, t2, ks, sums[2], found[2])
         if r3:
             _relevant_item(d3, a3, e3, s3, t3, ks, sums[3], found[3])
+    _stable_write(rows, sums, found, out)
+
+
+@numba.njit(cache=True)
+def _stable_write(rows, sums, found, out):
+    """Add a block's sums and hits (4 x cutoffs) to ``out = (ap_sum, hits)``, repeated rows left out."""
+    ap_sum, hits = out
     for t in range(QUERY_BLOCK):
         if t and rows[t] == rows[t - 1]:  # a repeat past the last query
             break
-        for c in range(ks.shape[0]):
+        for c in range(ap_sum.shape[1]):
             ap_sum[rows[t], c] += sums[t, c]
             hits[rows[t], c] += found[t, c]
 
@@ -708,21 +769,23 @@ def _blocks_serial(xq, lq, xb, lb, multi, skip, xs, classes, starts, group, tile
 
 
 @numba.njit(cache=True, parallel=True)
-def _stable_blocks_parallel(
-    xq, lq, xb, lb, items, multi, skip, last_mask, order, ks, counts, relevant, ap_sum, hits
+def _stable_groups_parallel(
+    xq, lq, xb, lb, items, labels, multi, skip, last_mask, order, group, tile, ks, counts, relevant, out
 ):
-    for b in prange((order.shape[0] + QUERY_BLOCK - 1) // QUERY_BLOCK):
-        rows = _stable_rows(order, b)
-        _stable_block(xq, lq, xb, lb, items, multi, skip, last_mask, rows, ks, counts, relevant, ap_sum, hits)
+    groups = ((order.shape[0] + QUERY_BLOCK - 1) // QUERY_BLOCK + group - 1) // group
+    for g in prange(groups):
+        args = (items, labels, multi, skip, last_mask, order, g, group, tile, ks, counts, relevant, out)
+        _stable_group(xq, lq, xb, lb, *args)
 
 
 @numba.njit(cache=True)
-def _stable_blocks_serial(
-    xq, lq, xb, lb, items, multi, skip, last_mask, order, ks, counts, relevant, ap_sum, hits
+def _stable_groups_serial(
+    xq, lq, xb, lb, items, labels, multi, skip, last_mask, order, group, tile, ks, counts, relevant, out
 ):
-    for b in range((order.shape[0] + QUERY_BLOCK - 1) // QUERY_BLOCK):
-        rows = _stable_rows(order, b)
-        _stable_block(xq, lq, xb, lb, items, multi, skip, last_mask, rows, ks, counts, relevant, ap_sum, hits)
+    groups = ((order.shape[0] + QUERY_BLOCK - 1) // QUERY_BLOCK + group - 1) // group
+    for g in range(groups):
+        args = (items, labels, multi, skip, last_mask, order, g, group, tile, ks, counts, relevant, out)
+        _stable_group(xq, lq, xb, lb, *args)
 
 
 _KERNELS = {
@@ -730,7 +793,7 @@ _KERNELS = {
     "rank": (_rank_parallel, _rank_serial),
     "stats": (_stats_parallel, _stats_serial),
     "blocks": (_blocks_parallel, _blocks_serial),
-    "stable_blocks": (_stable_blocks_parallel, _stable_blocks_serial),
+    "stable_groups": (_stable_groups_parallel, _stable_groups_serial),
 }
 
 
@@ -824,8 +887,10 @@ def stats_into(
             # Label order (stable): a block's queries then share their class, its relevance one compare.
             order = np.argsort(lq[:, 0], kind="stable") if not multi else np.arange(nq, dtype=np.int64)
             items = xb[:, 0] & last_mask if xb.shape[1] == 1 else np.zeros(0, dtype=np.uint64)
-            args = (xq, lq, xb, lb, items, multi, skip, last_mask, order, ks, counts, relevant, *out[2:])
-            _launch("stable_blocks", pairs, *args)
+            labels = np.ascontiguousarray(lb[:, 0]) if not multi else np.zeros(0, dtype=np.int64)
+            args = (xq, lq, xb, lb, items, labels, multi, skip, last_mask, order, group, tile, ks)
+            args += (counts, relevant)
+            _launch("stable_groups", pairs, *args, (out[2], out[3]))
         return
     _launch("stats", pairs, dist, xq, banks, bank_of, lq, lb, skip, multi, ks, stable, *out)
 
