@@ -30,10 +30,11 @@ from hashing_gym.ranking._checks import Data
 # instead: its counts per segment are the same, since pass 1 counts and does not order; and pass 2 reads
 # relevance from per-class bitmaps, a word per 32 items.
 #
-# Where the time goes (H200, N = 1M, Q = 10k, 64 bits, stable mAP@all): pass 1 is bound by the
-# popcounts (5.7 ms); pass 2 by them too plus, on each relevant item, a read of its segment's base that
-# misses the L1 (4 ms of its 13.9). Bases kept in shared memory instead cost more in occupancy than the
-# reads (measured: 17-20 ms); a GEMM of the same shapes takes 7.9 ms.
+# Where the time goes (H200, N = 1M, Q = 10k, 64 bits, stable mAP@all): pass 1 is compute-bound (5.7
+# ms: a popcount and a shared-memory add per pair); pass 2 likewise plus, on each relevant item, a read
+# of its segment's base that misses the L1 (4 ms of its 13.9). Bases kept in shared memory instead cost
+# more in occupancy than the reads (measured: 17-20 ms); a GEMM of the same shapes takes 7.9 ms.
+# benchmarks/RESULTS.md (session 24) has the variants measured, tensor-core distances among them.
 
 
 @functools.lru_cache(maxsize=1)
