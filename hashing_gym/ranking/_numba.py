@@ -458,7 +458,8 @@ def _block_group(xq, lq, xb, lb, multi, skip, xs, classes, starts, g, group, til
 # The stable AP of many queries against one shared database (our design, measured in
 # benchmarks/RESULTS.md): the histograms first (the blocked kernels above), then a block of
 # QUERY_BLOCK queries walks the database once in its order, as scan_keys does for one query, so each
-# database word and label loaded serves 4 queries and no per-query keys array goes through memory.
+# database word and label loaded serves 4 queries and no per-query keys array goes through memory;
+# GROUP_BLOCKS blocks share each database tile of TILE_WORDS items, as the histogram kernels' groups do.
 # Queries are taken in label order, so a block's 4 queries usually share their class and each item's
 # relevance is one compare. Sums are added in database order per query, as scan_keys adds them: the
 # results are bitwise the per-query kernel's.
