@@ -126,19 +126,30 @@ def scan_keys(keys, start, rel_start, seen, ks, ap_sum, hits):
     run's items per key so far (one increment per item). A relevant item's position is
     ``start[d] + items at d seen so far`` and its precision ``(rel_start[d] + relevant at d so far) /
     position``; ``ap_sum[c]`` and ``hits[c]`` add them for positions within ``ks[c]``, in database
-    order. ``hashing_gym.ranking.distributed`` chains runs across ranks with the same additions.
+    order (:func:`_add_relevant`). ``hashing_gym.ranking.distributed`` chains runs across ranks with the
+    same additions; the blocked scan (:func:`_stable_group`) makes them for 4 queries at a time, and
+    :func:`_relevant_at` is the same expression with its sums in registers (bitwise: tests compare).
     """
     for j in range(keys.shape[0]):
         key = keys[j]
         seen[key] += 1
         if key & 1:
             d = key >> 1
-            position = start[d] + seen[key - 1] + seen[key]
-            precision = (rel_start[d] + seen[key]) / position
-            for c in range(ks.shape[0]):
-                if position <= ks[c]:
-                    ap_sum[c] += precision
-                    hits[c] += 1
+            _add_relevant(start[d] + seen[key - 1] + seen[key], rel_start[d] + seen[key], ks, ap_sum, hits)
+
+
+@numba.njit(cache=True, inline="always")
+def _add_relevant(position, rank, ks, ap_sum, hits):
+    """A relevant item at ``position`` (1-based), the ``rank``-th relevant one, added to the sums.
+
+    Its precision ``rank / position`` goes to ``ap_sum[c]`` and ``hits[c]`` for each cutoff ``ks[c]``
+    it is within.
+    """
+    precision = rank / position
+    for c in range(ks.shape[0]):
+        if position <= ks[c]:
+            ap_sum[c] += precision
+            hits[c] += 1
 
 
 @numba.njit(cache=True, inline="always")
@@ -469,12 +480,7 @@ def _block_group(xq, lq, xb, lb, multi, skip, xs, classes, starts, g, group, til
 def _relevant_item(d, seen, seen_rel, start, rel_start, ks, sums, found):
     """A relevant item at distance ``d`` (already counted in ``seen``): scan_keys's sums, one query."""
     seen_rel[d] += 1
-    position = start[d] + seen[d]
-    precision = (rel_start[d] + seen_rel[d]) / position
-    for c in range(ks.shape[0]):
-        if position <= ks[c]:
-            sums[c] += precision
-            found[c] += 1
+    _add_relevant(start[d] + seen[d], rel_start[d] + seen_rel[d], ks, sums, found)
 
 
 # Bins a query takes in _stable_one_word_run's flat counters (one-word codes: at most 65 distances), so
